@@ -1,0 +1,21 @@
+//! Header names. Lower case, as HTTP/1.1 compares them case-insensitively and `http` stores
+//! them lower case.
+
+/// The execution an invocation belongs to (control plane → watchdog → runtime).
+pub const EXECUTION_ID: &str = "x-execution-id";
+/// Correlates one request across client, control plane, watchdog, runtime and callback.
+pub const TRACE_ID: &str = "x-trace-id";
+/// Per-request timeout in milliseconds (client → control plane, control plane → watchdog).
+pub const TIMEOUT_MS: &str = "x-timeout-ms";
+/// Base URL the runtime posts its result to: `POST {url}/{executionId}:complete`.
+pub const CALLBACK_URL: &str = "x-callback-url";
+/// Proof that a callback comes from whoever was sent the execution attempt.
+pub const CALLBACK_TOKEN: &str = "x-callback-token";
+/// Attempt number (1-based) of this dispatch of an execution.
+pub const DISPATCH_ATTEMPT: &str = "x-dispatch-attempt";
+/// Client-chosen key that makes an invocation idempotent within the execution TTL.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Why a sync invocation was refused with 429: `depth`, `est_wait`, `timeout` or `rate`.
+pub const QUEUE_REJECT_REASON: &str = "x-queue-reject-reason";
+/// Set on responses to say whether the invocation paid a cold start (`true`/`false`).
+pub const COLD_START: &str = "x-cold-start";

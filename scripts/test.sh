@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Installs what the tests need on a fresh machine of the
+# supported kind (Debian with Rust, Python 3.11 and a JDK): a Python venv from PyPI, Debian
+# packages with apt-get when running as root.
+#
+# Tiers (see docs/testing.md):
+#   1. Rust unit and integration tests (integration tests start the real binaries on loopback).
+#   2. Python runtime tests (pytest) and Java runtime tests (JUnit 5).
+#   3. Docker tests: skipped loudly without an engine; mandatory with NANOFAAS_REQUIRE_DOCKER=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Rust: build and test the workspace"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  cargo test --workspace --doc
+else
+  cargo test --workspace
+fi
+
+step "all tests passed"
