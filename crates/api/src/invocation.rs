@@ -1,7 +1,7 @@
 //! Invocation wire types: what a client sends, what it gets back, what a runtime posts to the
 //! callback URL, and the envelope the watchdog's warm `/invoke` accepts.
 
-use crate::error::ErrorBody;
+use crate::error::{ErrorBody, ErrorCode};
 use crate::execution::ExecutionStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -90,6 +90,62 @@ pub fn callback_target(base: &str, execution_id: &str) -> String {
     format!("{}/{}:complete", base.trim_end_matches('/'), execution_id)
 }
 
+/// Turns a runtime's (or warm watchdog's) non-2xx answer into an [`ErrorBody`].
+///
+/// Runtimes answer errors as `{"error": {"code", "message"}}`, `{"error": "message"}` or
+/// `{"code", "message"}`; anything else becomes `FUNCTION_ERROR` with the status and the start of
+/// the body. A string `error` is a handler failure (`HANDLER_ERROR`), as the seed's runtimes send.
+pub fn error_from_response(status: u16, body: &[u8]) -> ErrorBody {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        error: Value,
+    }
+    let from_obj = |v: &Value| -> Option<ErrorBody> {
+        let code = v.get("code")?.as_str()?;
+        let message = v
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        Some(ErrorBody {
+            code: code.to_string(),
+            message,
+        })
+    };
+    if let Ok(w) = serde_json::from_slice::<Wrapped>(body) {
+        match &w.error {
+            Value::String(m) => return ErrorBody::new(ErrorCode::HandlerError, m.clone()),
+            v => {
+                if let Some(e) = from_obj(v) {
+                    return e;
+                }
+            }
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if let Some(e) = from_obj(&v) {
+            return e;
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    ErrorBody::new(
+        ErrorCode::FunctionError,
+        format!("runtime answered HTTP {status}: {}", text.trim()),
+    )
+}
+
+/// The HTTP status a warm watchdog (and the control plane) uses for an execution error code.
+pub fn status_for_error(code: &str) -> u16 {
+    match ErrorCode::parse(code) {
+        Some(ErrorCode::Timeout) => 504,
+        Some(ErrorCode::InstanceLost) => 502,
+        Some(ErrorCode::StartupError | ErrorCode::SpawnError | ErrorCode::ShuttingDown) => 503,
+        Some(ErrorCode::InvalidRequest) => 400,
+        Some(ErrorCode::QueueFull | ErrorCode::Backpressure) => 429,
+        _ => 500,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +173,25 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(e.timeout_ms, Some(5));
+    }
+
+    #[test]
+    fn runtime_errors_normalised() {
+        let e = error_from_response(500, br#"{"error":"boom"}"#);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("HANDLER_ERROR", "boom")
+        );
+        let e = error_from_response(500, br#"{"error":{"code":"MY_CODE","message":"m"}}"#);
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("MY_CODE", "m"));
+        let e = error_from_response(504, br#"{"code":"TIMEOUT","message":"slow"}"#);
+        assert_eq!(e.code, "TIMEOUT");
+        let e = error_from_response(502, b"Bad Gateway");
+        assert_eq!(e.code, "FUNCTION_ERROR");
+        assert!(e.message.contains("502") && e.message.contains("Bad Gateway"));
+        assert_eq!(status_for_error("TIMEOUT"), 504);
+        assert_eq!(status_for_error("INSTANCE_LOST"), 502);
+        assert_eq!(status_for_error("ANYTHING"), 500);
     }
 
     #[test]
