@@ -1,0 +1,104 @@
+"""Loading the user's handler.
+
+Owns turning ``HANDLER_MODULE`` / ``HANDLER_FUNCTION`` / ``HANDLER_PATH`` into one callable that
+takes the request dict, and explaining in one sentence why that failed. It runs once, before the
+server listens: an unloadable handler is a startup error, never a 500 on every call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[[dict], Any]
+
+
+class HandlerLoadError(Exception):
+    """The handler could not be imported or is not usable; the message says why."""
+
+
+def _is_dotted_name(name: str) -> bool:
+    return all(part.isidentifier() for part in name.split("."))
+
+
+def load_handler(module_name: str, function_name: str, handler_path: str) -> Handler:
+    """Imports ``module_name`` with ``handler_path`` first on ``sys.path`` and returns the
+    callable ``function_name`` from it. Raises HandlerLoadError with a clear message."""
+    spec = f"{module_name}:{function_name}"
+    if not _is_dotted_name(module_name):
+        raise HandlerLoadError(
+            f"HANDLER_MODULE={module_name!r} is not a Python module name (like 'handler' or 'pkg.mod')"
+        )
+    if not function_name.isidentifier():
+        raise HandlerLoadError(
+            f"HANDLER_FUNCTION={function_name!r} is not a Python identifier"
+        )
+
+    if handler_path not in sys.path:
+        sys.path.insert(0, handler_path)
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise HandlerLoadError(
+                f"cannot load handler {spec}: module {missing!r} not found "
+                f"(HANDLER_PATH={handler_path})"
+            ) from None
+        raise HandlerLoadError(
+            f"cannot load handler {spec}: importing {module_name!r} failed: {e}"
+        ) from None
+    except SyntaxError as e:
+        where = f"{e.filename}, line {e.lineno}" if e.filename else "unknown file"
+        raise HandlerLoadError(
+            f"cannot load handler {spec}: syntax error in {where}: {e.msg}"
+        ) from None
+    except (Exception, SystemExit) as e:
+        raise HandlerLoadError(
+            f"cannot load handler {spec}: importing {module_name!r} raised "
+            f"{type(e).__name__}: {e}"
+        ) from None
+
+    try:
+        fn = getattr(module, function_name)
+    except AttributeError:
+        where = getattr(module, "__file__", None) or module_name
+        raise HandlerLoadError(
+            f"cannot load handler {spec}: module {module_name!r} ({where}) has no "
+            f"attribute {function_name!r}"
+        ) from None
+
+    if not callable(fn):
+        raise HandlerLoadError(
+            f"cannot load handler {spec}: {function_name!r} is a {type(fn).__name__}, "
+            "not a function"
+        )
+
+    try:
+        inspect.signature(fn).bind({})
+    except TypeError:
+        raise HandlerLoadError(
+            f"cannot load handler {spec}: it must accept one positional argument "
+            "(the request dict), e.g. def handle(request): ..."
+        ) from None
+    except ValueError:
+        pass  # no signature available (some builtins): nothing to check
+
+    if inspect.iscoroutinefunction(fn):
+        return _run_coroutine(fn)
+    return fn
+
+
+def _run_coroutine(fn: Callable[[dict], Any]) -> Handler:
+    """Adapts an ``async def`` handler: each call runs it to completion on a fresh loop."""
+    import asyncio
+
+    def call(request: dict) -> Any:
+        return asyncio.run(fn(request))
+
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call

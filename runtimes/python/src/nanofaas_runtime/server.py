@@ -1,0 +1,176 @@
+"""Serving the app: binding the socket, running gunicorn or Werkzeug, stopping on SIGTERM.
+
+Owns the listening socket (bound here for both backends, so a bad HOST/PORT is one clear error
+with its own exit code, and ``PORT=0`` works) and process lifecycle. It must not know anything
+about requests; the app is built before it is called.
+
+- ``gunicorn``: pre-fork, ``WORKERS`` sync workers (default 1), app preloaded in the master,
+  no access log, worker timeout ``WORKER_TIMEOUT_S`` (0 = none; the watchdog enforces
+  invocation timeouts). SIGTERM is gunicorn's graceful stop: stop accepting, let the in-flight
+  request finish within ``GRACEFUL_TIMEOUT_S``, exit 0.
+- ``werkzeug``: Flask's threaded development server in this process. SIGTERM or SIGINT stops
+  accepting and exits 0 without waiting for in-flight requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+
+from .config import Settings
+
+log = logging.getLogger("nanofaas_runtime")
+
+LISTEN_BACKLOG = 1024
+
+
+class BindError(OSError):
+    """The runtime cannot listen on HOST:PORT; the message says why."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise BindError(f"cannot listen on {host}:{port}: cannot resolve host ({e})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        sock.close()
+        reason = e.strerror or str(e)
+        raise BindError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def serve(app, sock: socket.socket, settings: Settings) -> int:
+    """Runs the chosen backend on ``sock`` until it is told to stop; returns the exit status."""
+    if settings.server == "gunicorn":
+        return _serve_gunicorn(app, sock, settings)
+    return _serve_werkzeug(app, sock)
+
+
+# --- werkzeug ------------------------------------------------------------------------------
+
+
+def _serve_werkzeug(app, sock: socket.socket) -> int:
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, code="-", size="-"):  # no per-request line
+            pass
+
+    host, port = sock.getsockname()[:2]
+    server = make_server(
+        host, port, app, threaded=True, request_handler=QuietHandler, fd=sock.fileno()
+    )
+    sock.close()  # make_server duplicated the descriptor
+
+    # Signal handlers only write to a pipe: taking a lock inside one could deadlock with the
+    # main thread, and the main thread blocks on the pipe until a signal or the server ends.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        try:
+            os.write(wake_w, b"s")
+        except OSError:
+            pass
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.serve_forever(poll_interval=0.2)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            failure.append(e)
+        finally:
+            try:
+                os.write(wake_w, b"x")
+            except OSError:
+                pass
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=run, name="werkzeug-server", daemon=True)
+    thread.start()
+    try:
+        os.read(wake_r, 1)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if received:
+        log.info("stopping", extra={"signal": signal.Signals(received[0]).name})
+    server.shutdown()
+    thread.join(timeout=5)
+    server.server_close()
+    os.close(wake_r)
+    os.close(wake_w)
+    if failure:
+        log.error("server failed", exc_info=failure[0])
+        return 5
+    log.info("stopped")
+    return 0
+
+
+# --- gunicorn ------------------------------------------------------------------------------
+
+
+def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.glogging import Logger
+
+    class JsonLogger(Logger):
+        """gunicorn's logger, but its records go to the root JSON handler."""
+
+        def setup(self, cfg):
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                for h in list(logger.handlers):
+                    logger.removeHandler(h)
+                logger.propagate = True
+
+    # gunicorn adopts the descriptor and closes it after duplicating it: detach so the
+    # Python socket object does not close a number that may be reused.
+    fd = sock.detach()
+    options = {
+        "bind": [f"fd://{fd}"],
+        "workers": settings.workers,
+        "worker_class": "sync",
+        "preload_app": True,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level.lower(),
+        "logger_class": JsonLogger,
+        "timeout": settings.worker_timeout_s,
+        "graceful_timeout": settings.graceful_timeout_s,
+        "backlog": LISTEN_BACKLOG,
+        "proc_name": "nanofaas-python-runtime",
+    }
+
+    class Embedded(BaseApplication):
+        def load_config(self):
+            for key, value in options.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    try:
+        Embedded().run()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 0:
+            return 0
+        log.error("gunicorn stopped with an error", extra={"gunicorn_exit": code})
+        return 5
+    return 0

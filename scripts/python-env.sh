@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Creates or updates the Python virtual environment for the Python runtime and its tests.
+#
+#   scripts/python-env.sh [VENV_DIR]
+#
+# VENV_DIR defaults to $NANOFAAS_VENV, else .venv at the repository root. The runtime package
+# (runtimes/python) is installed editable with its `test` extra. A stamp file inside the venv
+# records a hash of runtimes/python/pyproject.toml and the interpreter version; when it matches
+# and the venv still works, pip is not run at all, so a second call takes well under a second.
+#
+# Needs python3 >= 3.11 (or python3.11+ on PATH, or $NANOFAAS_PYTHON). On Debian, when the venv
+# module is missing and we run as root, python3-venv is installed with apt-get.
+#
+# Exit codes: 0 ready, 1 could not create or install, 2 no suitable Python.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+pkg="$root/runtimes/python"
+venv="${1:-${NANOFAAS_VENV:-$root/.venv}}"
+case "$venv" in
+  /*) ;;
+  *) venv="$PWD/$venv" ;;
+esac
+
+say() { printf 'python-env: %s\n' "$*" >&2; }
+die() { say "error: $2"; exit "$1"; }
+
+# --- pick an interpreter ---------------------------------------------------------------------
+version_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; }
+
+python=""
+for cand in ${NANOFAAS_PYTHON:-} python3 python3.13 python3.12 python3.11; do
+  if command -v "$cand" >/dev/null 2>&1 && version_ok "$cand"; then
+    python="$(command -v "$cand")"
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  found="$(command -v python3 >/dev/null 2>&1 && python3 --version 2>&1 || echo 'no python3 on PATH')"
+  die 2 "Python >= 3.11 is required for the Python runtime (found: $found). Install python3 (>= 3.11) or set NANOFAAS_PYTHON to one."
+fi
+py_version="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+
+# --- is the venv already up to date? ---------------------------------------------------------
+want="$( { cat "$pkg/pyproject.toml"; echo "python=$py_version"; echo "pkg=$pkg"; } | sha256sum | cut -d' ' -f1)"
+stamp="$venv/.nanofaas-python-env"
+vpy="$venv/bin/python"
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$vpy" ] \
+  && "$vpy" -c 'import nanofaas_runtime, flask, gunicorn, pytest' >/dev/null 2>&1; then
+  say "venv $venv is up to date (Python $py_version)"
+  exit 0
+fi
+
+# --- create it -------------------------------------------------------------------------------
+if [ -x "$vpy" ] && ! version_ok "$vpy"; then
+  say "venv $venv has an unsuitable Python; recreating it"
+  rm -rf "$venv"
+fi
+
+if [ ! -x "$vpy" ]; then
+  if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "the venv module is missing; installing python3-venv with apt-get"
+      apt-get update -qq >/dev/null || die 1 "apt-get update failed"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+        || die 1 "apt-get install python3-venv failed"
+    else
+      die 1 "$python has no working venv module (on Debian: apt-get install python3-venv)"
+    fi
+  fi
+  say "creating venv $venv with $python (Python $py_version)"
+  "$python" -m venv "$venv" || die 1 "could not create the venv at $venv"
+fi
+
+# --- install ---------------------------------------------------------------------------------
+say "installing runtimes/python with its test extra (pinned versions from pyproject.toml)"
+"$vpy" -m pip install --disable-pip-version-check --no-input -q -e "$pkg[test]" \
+  || die 1 "pip could not install runtimes/python into $venv (see the messages above)"
+
+"$vpy" -c 'import nanofaas_runtime, flask, gunicorn, pytest' \
+  || die 1 "the venv at $venv was installed but the runtime does not import"
+
+printf '%s\n' "$want" >"$stamp"
+say "venv $venv is ready"
