@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Builds the nanofaas Java runtime with javac alone (no Maven, no Gradle) into runtimes/java/build/:
+#   build/nanofaas-runtime.jar   the runtime (Main-Class dev.nanofaas.runtime.Main; its manifest
+#                                Class-Path names the Debian Jackson jars)
+#   build/nanofaas-runtime.jsa   AppCDS archive made by a training run, used by bin/nanofaas-java-runtime
+#   build/java                   the java binary the archive belongs to
+#
+# Usage: runtimes/java/build.sh [build|test|clean]
+#   build (default)  compile, package and archive; does nothing when nothing changed
+#   test             build, then compile and run the JUnit 5 tests with the console launcher
+#   clean            remove build/
+#
+# Exit codes: 0 ok, 1 a build step or a test failed, 2 bad usage.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+build=$here/build
+cmd=${1:-build}
+
+say() { printf 'java-build: %s\n' "$*" >&2; }
+die() { printf 'java-build: error: %s\n' "$*" >&2; exit 1; }
+
+case "$cmd" in
+  build|test) ;;
+  clean) rm -rf "$build"; say "removed build/"; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "build.sh: unknown command '$cmd' (expected build, test or clean)" >&2; exit 2 ;;
+esac
+
+if [[ $cmd == test ]]; then
+  env_out=$("$repo/scripts/java-env.sh") || die "scripts/java-env.sh failed"
+else
+  env_out=$("$repo/scripts/java-env.sh" --runtime-only) || die "scripts/java-env.sh failed"
+fi
+NANOFAAS_JAVA_HOME='' NANOFAAS_JAVA_RUNTIME_CP='' NANOFAAS_JUNIT_CONSOLE=''
+eval "$env_out"
+java=$NANOFAAS_JAVA_HOME/bin/java
+javac=$NANOFAAS_JAVA_HOME/bin/javac
+jar_tool=$NANOFAAS_JAVA_HOME/bin/jar
+
+mkdir -p "$build"
+runtime_jar=$build/nanofaas-runtime.jar
+archive=$build/nanofaas-runtime.jsa
+
+# Fingerprint of everything the jar depends on: source paths and contents, the dependency jars,
+# the JDK and this script. A change anywhere rebuilds; otherwise the build is a no-op.
+fingerprint() {
+  {
+    printf '%s\n' "$NANOFAAS_JAVA_HOME" "$NANOFAAS_JAVA_RUNTIME_CP"
+    "$java" -version 2>&1
+    (cd "$here" && find src/main -type f | LC_ALL=C sort | xargs sha256sum)
+    sha256sum "$here/build.sh" "$here/bin/nanofaas-java-runtime"
+    IFS=: read -ra deps <<<"$NANOFAAS_JAVA_RUNTIME_CP"
+    for d in "${deps[@]}"; do stat -L -c '%n %s %Y' "$d"; done
+  } | sha256sum | cut -d' ' -f1
+}
+
+main_fp=$(fingerprint)
+if [[ -f $runtime_jar && -f $archive && -f $build/java && "$(cat "$build/.main-fingerprint" 2>/dev/null)" == "$main_fp" ]]; then
+  say "runtime up to date: $runtime_jar"
+else
+  say "compiling the runtime"
+  rm -rf "$build/classes" "$runtime_jar" "$archive" "$build/.main-fingerprint"
+  mkdir -p "$build/classes"
+  mapfile -t sources < <(find "$here/src/main/java" -name '*.java' | LC_ALL=C sort)
+  "$javac" --release 17 -Xlint:all -Werror -encoding UTF-8 -d "$build/classes" \
+    -cp "$NANOFAAS_JAVA_RUNTIME_CP" "${sources[@]}" || die "javac failed"
+  # Manifest Class-Path entries are space-separated URLs; absolute paths are valid URLs here.
+  # (`jar` folds long manifest lines itself.)
+  printf 'Main-Class: dev.nanofaas.runtime.Main\nClass-Path: %s\n' "${NANOFAAS_JAVA_RUNTIME_CP//:/ }" \
+    >"$build/manifest.txt"
+  "$jar_tool" --create --file "$runtime_jar" --manifest "$build/manifest.txt" -C "$build/classes" . \
+    || die "jar failed"
+  printf '%s\n' "$java" >"$build/java"
+  say "training run for the AppCDS archive"
+  JAVA="$java" "$here/bin/nanofaas-java-runtime" --cds-training "$archive" \
+    || die "the CDS training run failed"
+  [[ -f $archive ]] || die "the CDS training run made no archive"
+  printf '%s\n' "$main_fp" >"$build/.main-fingerprint"
+  say "built $runtime_jar ($(stat -c %s "$runtime_jar") bytes) and $archive ($(stat -c %s "$archive") bytes)"
+fi
+
+[[ $cmd == test ]] || exit 0
+
+say "compiling the tests"
+rm -rf "$build/test-classes"
+mkdir -p "$build/test-classes"
+mapfile -t tests < <(find "$here/src/test/java" -name '*.java' | LC_ALL=C sort)
+"$javac" --release 17 -Xlint:all -Xlint:-try -encoding UTF-8 -d "$build/test-classes" \
+  -cp "$runtime_jar:$NANOFAAS_JUNIT_CONSOLE" "${tests[@]}" || die "javac (tests) failed"
+if [[ -d $here/src/test/resources ]]; then
+  cp -R "$here/src/test/resources/." "$build/test-classes/"
+fi
+
+say "running the JUnit 5 tests"
+log=$build/junit.log
+set +e
+"$java" -Dnanofaas.java.dir="$here" -jar "$NANOFAAS_JUNIT_CONSOLE" \
+  --class-path "$build/test-classes:$runtime_jar" \
+  --scan-class-path "$build/test-classes" \
+  --disable-banner --disable-ansi-colors --details=tree --fail-if-no-tests 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(sed -n 's/^\[ *\([0-9]*\) tests successful *\]$/\1/p' "$log")
+failed=$(sed -n 's/^\[ *\([0-9]*\) tests failed *\]$/\1/p' "$log")
+printf 'junit: %s passed, %s failed\n' "${passed:-0}" "${failed:-0}"
+[[ $status -eq 0 ]] || die "JUnit tests failed (console launcher exit $status)"

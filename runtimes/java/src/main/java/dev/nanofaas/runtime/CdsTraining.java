@@ -1,0 +1,92 @@
+package dev.nanofaas.runtime;
+
+import com.sun.net.httpserver.HttpServer;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * A training run for the AppCDS archive made by {@code build.sh}: starts the runtime on a loopback
+ * port with a built-in handler, sends it health checks, successful, failing and malformed
+ * invocations with callbacks to a local sink, then exits. Run with
+ * {@code -XX:ArchiveClassesAtExit=...}, the classes all that loads end up in the archive, which
+ * later starts shave class loading off the cold start. Not part of the public API.
+ */
+final class CdsTraining {
+
+    private CdsTraining() {}
+
+    public static void main(String[] args) throws Exception {
+        RuntimeServer.configureJdkHttpServer();
+        HttpServer sink = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 16);
+        sink.createContext(
+                "/",
+                exchange -> {
+                    exchange.getRequestBody().readAllBytes();
+                    exchange.sendResponseHeaders(204, -1);
+                    exchange.close();
+                });
+        sink.start();
+        Map<String, String> env = new HashMap<>();
+        env.put("PORT", "0");
+        env.put("LOG_LEVEL", "error");
+        env.put("CALLBACK_URL", "http://127.0.0.1:" + sink.getAddress().getPort() + "/cb");
+        env.put("CALLBACK_TOKEN", "training");
+        env.put("SHUTDOWN_GRACE_MS", "2000");
+        RuntimeConfig config = RuntimeConfig.fromEnv(env);
+        Log.setLevel(config.logLevel());
+        try {
+            // The registration path, which finds nothing here.
+            HandlerLoader.load(null, CdsTraining.class.getClassLoader());
+        } catch (StartupException expected) {
+            // no provider registered in the runtime jar itself
+        }
+        FunctionHandler handler =
+                request -> {
+                    if (request.input().has("fail")) {
+                        throw new IllegalStateException(request.input().get("fail").asText());
+                    }
+                    return Map.of("echo", request.input(), "metadata", request.metadata());
+                };
+        CallbackClient callbacks =
+                new CallbackClient(config.defaultCallback(), 1, Duration.ofSeconds(2));
+        RuntimeServer server = RuntimeServer.start(config, handler, callbacks);
+        try {
+            HttpClient client =
+                    HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+            String base = "http://127.0.0.1:" + server.port();
+            String[] bodies = {
+                "{\"input\":{\"n\":1,\"s\":\"x\",\"l\":[1.5,true,null]},\"metadata\":{\"k\":\"v\"}}",
+                "{\"input\":{\"fail\":\"boom\"}}",
+                "{not json",
+                "",
+            };
+            for (int round = 0; round < 20; round++) {
+                send(client, HttpRequest.newBuilder(URI.create(base + "/health")).GET());
+                for (String body : bodies) {
+                    send(
+                            client,
+                            HttpRequest.newBuilder(URI.create(base + "/invoke"))
+                                    .header("X-Execution-Id", "training-" + round)
+                                    .header("X-Trace-Id", "trace-" + round)
+                                    .header("Content-Type", "application/json")
+                                    .POST(HttpRequest.BodyPublishers.ofString(body)));
+                }
+                send(client, HttpRequest.newBuilder(URI.create(base + "/invoke")).GET());
+            }
+            server.awaitCallbacks(10_000);
+        } finally {
+            server.shutdown();
+            sink.stop(0);
+        }
+    }
+
+    private static void send(HttpClient client, HttpRequest.Builder request) throws Exception {
+        client.send(request.timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofByteArray());
+    }
+}

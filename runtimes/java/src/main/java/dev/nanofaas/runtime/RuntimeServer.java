@@ -1,0 +1,170 @@
+package dev.nanofaas.runtime;
+
+import com.sun.net.httpserver.HttpServer;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * The HTTP server of the runtime: the JDK's {@code com.sun.net.httpserver} with a fixed pool of
+ * {@code THREADS} invocation threads, plus one callback thread so that callbacks never delay a
+ * response.
+ *
+ * <p>{@link #shutdown()} (run by the SIGTERM hook) refuses new invocations, waits up to
+ * {@code SHUTDOWN_GRACE_MS} for running ones, closes the listener and connections, then gives
+ * queued callbacks up to the same grace to go out.
+ */
+final class RuntimeServer {
+
+    /** Callbacks waiting to be sent beyond this many are dropped (and logged). */
+    static final int CALLBACK_QUEUE = 1024;
+
+    static {
+        configureJdkHttpServer();
+    }
+
+    /**
+     * Sets TCP_NODELAY on the JDK server's connections. It writes a response's headers and body
+     * separately, so without it each kept-alive response waits ~40 ms (Nagle + delayed ACK).
+     * The JDK reads this property once per JVM, when the first HttpServer is created: call this
+     * before creating any.
+     */
+    static void configureJdkHttpServer() {
+        if (System.getProperty("sun.net.httpserver.nodelay") == null) {
+            System.setProperty("sun.net.httpserver.nodelay", "true");
+        }
+    }
+
+    private final RuntimeConfig config;
+    private final HttpServer server;
+    private final ExecutorService invokers;
+    private final ThreadPoolExecutor callbackExecutor;
+    private final InFlight inFlight = new InFlight();
+    private final Object stopLock = new Object();
+    private boolean stopped;
+
+    private RuntimeServer(RuntimeConfig config, HttpServer server, ExecutorService invokers, ThreadPoolExecutor callbackExecutor) {
+        this.config = config;
+        this.server = server;
+        this.invokers = invokers;
+        this.callbackExecutor = callbackExecutor;
+    }
+
+    /**
+     * Binds HOST:PORT and starts serving.
+     *
+     * @throws StartupException with {@link StartupException#EXIT_LISTEN} when it cannot listen
+     */
+    static RuntimeServer start(RuntimeConfig config, FunctionHandler handler, CallbackClient callbacks)
+            throws StartupException {
+        warmUpJson();
+        InetSocketAddress address = new InetSocketAddress(config.host(), config.port());
+        if (address.isUnresolved()) {
+            throw new StartupException(
+                    StartupException.EXIT_LISTEN, "HOST=" + config.host() + ": cannot resolve this host name");
+        }
+        HttpServer server;
+        try {
+            server = HttpServer.create(address, 128);
+        } catch (IOException | RuntimeException e) {
+            throw new StartupException(
+                    StartupException.EXIT_LISTEN,
+                    "cannot listen on " + config.host() + ":" + config.port() + ": " + HandlerLoader.describe(e));
+        }
+        ExecutorService invokers =
+                Executors.newFixedThreadPool(config.threads(), daemonThreads("nanofaas-invoke-"));
+        ThreadPoolExecutor callbackExecutor =
+                new ThreadPoolExecutor(
+                        1,
+                        1,
+                        0,
+                        TimeUnit.MILLISECONDS,
+                        new ArrayBlockingQueue<>(CALLBACK_QUEUE),
+                        daemonThreads("nanofaas-callback-"));
+        RuntimeServer runtime = new RuntimeServer(config, server, invokers, callbackExecutor);
+        server.createContext("/", new Endpoints(config, handler, callbacks, callbackExecutor, runtime.inFlight));
+        server.setExecutor(invokers);
+        server.start();
+        return runtime;
+    }
+
+    /** The bound port (useful with PORT=0). */
+    int port() {
+        return server.getAddress().getPort();
+    }
+
+    /** Number of invocations currently running. */
+    int inFlight() {
+        return inFlight.running();
+    }
+
+    /**
+     * Waits until every callback queued so far has been attempted (tests; shutdown).
+     *
+     * @return false when that did not happen within {@code timeoutMillis}
+     */
+    boolean awaitCallbacks(long timeoutMillis) {
+        try {
+            callbackExecutor.submit(() -> {}).get(timeoutMillis, TimeUnit.MILLISECONDS);
+            return true;
+        } catch (TimeoutException | ExecutionException | java.util.concurrent.RejectedExecutionException e) {
+            return false;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+    }
+
+    /** Stops serving; idempotent. See the class comment for the order of things. */
+    void shutdown() {
+        synchronized (stopLock) {
+            if (stopped) {
+                return;
+            }
+            stopped = true;
+        }
+        long grace = config.shutdownGrace().toMillis();
+        if (!inFlight.drain(grace)) {
+            Log.warn("stopping with " + inFlight.running() + " invocation(s) still running after SHUTDOWN_GRACE_MS=" + grace);
+        }
+        server.stop(0);
+        invokers.shutdownNow();
+        callbackExecutor.shutdown();
+        try {
+            if (!callbackExecutor.awaitTermination(grace, TimeUnit.MILLISECONDS)) {
+                Log.warn("stopping with " + callbackExecutor.getQueue().size() + " callback(s) not sent");
+                callbackExecutor.shutdownNow();
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Loads and exercises Jackson before listening, so the first invocation does not pay for it. */
+    private static void warmUpJson() {
+        try {
+            Endpoints.parse("{\"input\":{\"a\":[1,\"b\",true,null]},\"metadata\":{\"k\":\"v\"}}".getBytes(java.nio.charset.StandardCharsets.UTF_8), "warm-up", null);
+            Json.MAPPER.writeValueAsBytes(java.util.Map.of("a", java.util.List.of(1, "b", true)));
+            InvocationResult.success(java.util.Map.of()).toJson();
+        } catch (Exception e) {
+            throw new IllegalStateException("JSON warm-up failed", e);
+        }
+    }
+
+    private static ThreadFactory daemonThreads(String prefix) {
+        AtomicInteger n = new AtomicInteger();
+        return r -> {
+            Thread t = new Thread(r, prefix + n.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        };
+    }
+}
