@@ -163,10 +163,11 @@ async fn fixture_env_switches() {
     cmd.env("FIXTURE_FAIL_START", "1");
     let mut p = Proc::spawn(cmd).unwrap();
     assert_eq!(p.wait_exit_async(T).await.and_then(|s| s.code()), Some(3));
+    // The reader thread may still be catching up with the exited process: wait for the line.
     assert!(p
-        .lines(Stream::Stderr)
-        .iter()
-        .any(|l| l.contains("FIXTURE_FAIL_START")));
+        .wait_line_async(Stream::Stderr, T, |l| l.contains("FIXTURE_FAIL_START"))
+        .await
+        .is_some());
 
     let t = std::time::Instant::now();
     let (mut p, _base) = start(&[
