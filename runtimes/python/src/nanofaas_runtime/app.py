@@ -53,7 +53,8 @@ class _Reject(Exception):
 
 
 def _error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    body = {"error": {"code": code, "message": message}}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _callback_body_error(code: str, message: str) -> bytes:

@@ -9,7 +9,7 @@ about requests; the app is built before it is called.
   invocation timeouts). SIGTERM is gunicorn's graceful stop: stop accepting, let the in-flight
   request finish within ``GRACEFUL_TIMEOUT_S``, exit 0.
 - ``werkzeug``: Flask's threaded development server in this process. SIGTERM or SIGINT stops
-  accepting and exits 0 without waiting for in-flight requests.
+  accepting, waits up to ``GRACEFUL_TIMEOUT_S`` for in-flight requests, exits 0.
 """
 
 from __future__ import annotations
@@ -54,22 +54,55 @@ def serve(app, sock: socket.socket, settings: Settings) -> int:
     """Runs the chosen backend on ``sock`` until it is told to stop; returns the exit status."""
     if settings.server == "gunicorn":
         return _serve_gunicorn(app, sock, settings)
-    return _serve_werkzeug(app, sock)
+    return _serve_werkzeug(app, sock, settings)
 
 
 # --- werkzeug ------------------------------------------------------------------------------
 
 
-def _serve_werkzeug(app, sock: socket.socket) -> int:
+class _InFlight:
+    """WSGI middleware counting requests whose response is not fully written yet, so that a
+    stop can wait for them (Werkzeug's handler threads are daemons and die with the process)."""
+
+    def __init__(self, app):
+        self._app = app
+        self._cond = threading.Condition()
+        self._active = 0
+
+    def __call__(self, environ, start_response):
+        from werkzeug.wsgi import ClosingIterator
+
+        with self._cond:
+            self._active += 1
+        try:
+            body = self._app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return ClosingIterator(body, self._done)
+
+    def _done(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._active == 0, timeout=timeout_s)
+
+
+def _serve_werkzeug(app, sock: socket.socket, settings: Settings) -> int:
     from werkzeug.serving import WSGIRequestHandler, make_server
 
     class QuietHandler(WSGIRequestHandler):
         def log_request(self, code="-", size="-"):  # no per-request line
             pass
 
+    tracked = _InFlight(app)
     host, port = sock.getsockname()[:2]
     server = make_server(
-        host, port, app, threaded=True, request_handler=QuietHandler, fd=sock.fileno()
+        host, port, tracked, threaded=True, request_handler=QuietHandler, fd=sock.fileno()
     )
     sock.close()  # make_server duplicated the descriptor
 
@@ -90,7 +123,7 @@ def _serve_werkzeug(app, sock: socket.socket) -> int:
 
     def run() -> None:
         try:
-            server.serve_forever(poll_interval=0.2)
+            server.serve_forever(poll_interval=0.1)
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             failure.append(e)
         finally:
@@ -104,16 +137,21 @@ def _serve_werkzeug(app, sock: socket.socket) -> int:
     thread.start()
     try:
         os.read(wake_r, 1)
+        if received:
+            log.info("stopping", extra={"signal": signal.Signals(received[0]).name})
+        server.shutdown()  # no new connections are accepted after this returns
+        thread.join(timeout=5)
+        server.server_close()
+        if not tracked.wait_idle(settings.graceful_timeout_s):
+            log.warning(
+                "in-flight requests did not finish within GRACEFUL_TIMEOUT_S",
+                extra={"graceful_timeout_s": settings.graceful_timeout_s},
+            )
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    if received:
-        log.info("stopping", extra={"signal": signal.Signals(received[0]).name})
-    server.shutdown()
-    thread.join(timeout=5)
-    server.server_close()
-    os.close(wake_r)
-    os.close(wake_w)
+        os.close(wake_r)
+        os.close(wake_w)
     if failure:
         log.error("server failed", exc_info=failure[0])
         return 5

@@ -1,0 +1,6 @@
+import asyncio
+
+
+async def handle(request):
+    await asyncio.sleep(0)
+    return {"async": request["input"]}

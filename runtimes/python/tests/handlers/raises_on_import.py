@@ -1,0 +1,1 @@
+raise RuntimeError("database not reachable")
