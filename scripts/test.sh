@@ -20,4 +20,11 @@ else
   cargo test --workspace
 fi
 
+# --- Python runtime (runtimes/python) ---------------------------------------------------------
+step "Python runtime: venv and pytest"
+py_venv="${NANOFAAS_VENV:-$PWD/.venv}"
+scripts/python-env.sh "$py_venv"
+"$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
+# --- end Python runtime ------------------------------------------------------------------------
+
 step "all tests passed"
