@@ -25,40 +25,42 @@ esac
 say() { printf 'python-env: %s\n' "$*" >&2; }
 die() { say "error: $2"; exit "$1"; }
 
-# --- pick an interpreter ---------------------------------------------------------------------
-version_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; }
+version_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; }
+py_version() { "$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'; }
+stamp_of() { { cat "$pkg/pyproject.toml"; echo "python=$1"; echo "pkg=$pkg"; } | sha256sum | cut -d' ' -f1; }
 
-python=""
-for cand in ${NANOFAAS_PYTHON:-} python3 python3.13 python3.12 python3.11; do
-  if command -v "$cand" >/dev/null 2>&1 && version_ok "$cand"; then
-    python="$(command -v "$cand")"
-    break
-  fi
-done
-if [ -z "$python" ]; then
-  found="$(command -v python3 >/dev/null 2>&1 && python3 --version 2>&1 || echo 'no python3 on PATH')"
-  die 2 "Python >= 3.11 is required for the Python runtime (found: $found). Install python3 (>= 3.11) or set NANOFAAS_PYTHON to one."
-fi
-py_version="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-
-# --- is the venv already up to date? ---------------------------------------------------------
-want="$( { cat "$pkg/pyproject.toml"; echo "python=$py_version"; echo "pkg=$pkg"; } | sha256sum | cut -d' ' -f1)"
 stamp="$venv/.nanofaas-python-env"
 vpy="$venv/bin/python"
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$vpy" ] \
-  && "$vpy" -c 'import nanofaas_runtime, flask, gunicorn, pytest' >/dev/null 2>&1; then
-  say "venv $venv is up to date (Python $py_version)"
-  exit 0
-fi
-
-# --- create it -------------------------------------------------------------------------------
-if [ -x "$vpy" ] && ! version_ok "$vpy"; then
-  say "venv $venv has an unsuitable Python; recreating it"
+# --- already up to date? ---------------------------------------------------------------------
+if [ -x "$vpy" ] && version_ok "$vpy"; then
+  want="$(stamp_of "$(py_version "$vpy")")"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+    && "$vpy" -c 'import nanofaas_runtime, flask, gunicorn, pytest' >/dev/null 2>&1; then
+    say "venv $venv is up to date (Python $(py_version "$vpy"))"
+    exit 0
+  fi
+elif [ -e "$venv" ]; then
+  say "venv $venv has no usable Python >= 3.11; recreating it"
   rm -rf "$venv"
 fi
 
+# --- create it -------------------------------------------------------------------------------
 if [ ! -x "$vpy" ]; then
+  python=""
+  for cand in ${NANOFAAS_PYTHON:-} python3 python3.13 python3.12 python3.11; do
+    if command -v "$cand" >/dev/null 2>&1 && version_ok "$cand"; then
+      python="$(command -v "$cand")"
+      break
+    fi
+  done
+  if [ -z "$python" ]; then
+    found="no python3 on PATH"
+    if command -v python3 >/dev/null 2>&1; then
+      found="python3 is $(python3 --version 2>&1 || true)"
+    fi
+    die 2 "Python >= 3.11 is required for the Python runtime ($found). Install python3 (>= 3.11) or set NANOFAAS_PYTHON to one."
+  fi
   if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       say "the venv module is missing; installing python3-venv with apt-get"
@@ -69,9 +71,10 @@ if [ ! -x "$vpy" ]; then
       die 1 "$python has no working venv module (on Debian: apt-get install python3-venv)"
     fi
   fi
-  say "creating venv $venv with $python (Python $py_version)"
+  say "creating venv $venv with $python (Python $(py_version "$python"))"
   "$python" -m venv "$venv" || die 1 "could not create the venv at $venv"
 fi
+want="$(stamp_of "$(py_version "$vpy")")"
 
 # --- install ---------------------------------------------------------------------------------
 say "installing runtimes/python with its test extra (pinned versions from pyproject.toml)"
