@@ -1,0 +1,502 @@
+//! The HTTP API: routing, request parsing and validation, and turning platform results into
+//! responses. Handlers are thin: they parse, call [`Platform`], and map the answer.
+//! Every error goes through [`ApiError::parts`]; the routes are described in `openapi.yaml`.
+
+use crate::error::ApiError;
+use crate::executions::{FailureKind, Outcome};
+use crate::platform::{InvokeInput, Platform};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use nanofaas_api::{headers as h, ErrorCode, ExecutionStatus, FunctionSpec};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// What the routes share.
+pub struct AppState {
+    pub platform: Arc<Platform>,
+    pub max_body_bytes: usize,
+}
+
+fn json(status: u16, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn json_value<T: serde::Serialize>(status: u16, v: &T) -> Resp {
+    match serde_json::to_vec(v) {
+        Ok(b) => json(status, b),
+        Err(e) => error_response(&ApiError::Internal(format!(
+            "cannot serialise the response: {e}"
+        ))),
+    }
+}
+
+pub fn error_response(e: &ApiError) -> Resp {
+    let (status, headers, body) = e.parts();
+    let mut r = json_value(status, &serde_json::json!({ "error": body }));
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
+}
+
+fn no_content() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// Routes one request. Never panics on input; every failure is a JSON error.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
+    state.platform.metrics.global.http_requests.inc();
+    match route(&state, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+enum Route<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    Functions,
+    Function(&'a str),
+    Invoke(&'a str),
+    Enqueue(&'a str),
+    Execution(&'a str),
+    Complete(&'a str),
+}
+
+fn parse_route(path: &str) -> Option<Route<'_>> {
+    match path {
+        "/healthz" => return Some(Route::Healthz),
+        "/readyz" => return Some(Route::Readyz),
+        "/metrics" => return Some(Route::Metrics),
+        "/v1/functions" | "/v1/functions/" => return Some(Route::Functions),
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/v1/functions/") {
+        if rest.contains('/') {
+            return None;
+        }
+        return Some(match rest.rsplit_once(':') {
+            Some((name, "invoke")) => Route::Invoke(name),
+            Some((name, "enqueue")) => Route::Enqueue(name),
+            Some(_) => return None,
+            None => Route::Function(rest),
+        });
+    }
+    if let Some(id) = path.strip_prefix("/v1/executions/") {
+        return (!id.contains('/') && !id.is_empty()).then_some(Route::Execution(id));
+    }
+    if let Some(rest) = path.strip_prefix("/v1/internal/executions/") {
+        return rest
+            .strip_suffix(":complete")
+            .filter(|id| !id.contains('/') && !id.is_empty())
+            .map(Route::Complete);
+    }
+    None
+}
+
+fn allow(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        let list: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+        Err(ApiError::MethodNotAllowed(format!(
+            "{method} (allowed: {})",
+            list.join(", ")
+        )))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    nanofaas_api::validate_name(name).map_err(|r| ApiError::invalid("name", r))
+}
+
+async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let Some(route) = parse_route(&path) else {
+        return Err(ApiError::NotFound(format!("no route for {method} {path}")));
+    };
+    let p = &state.platform;
+    match route {
+        Route::Healthz => {
+            allow(&method, &[Method::GET])?;
+            Ok(json(200, &b"{\"status\":\"ok\"}"[..]))
+        }
+        Route::Readyz => {
+            allow(&method, &[Method::GET])?;
+            if p.is_shutting_down() {
+                Ok(json(503, &b"{\"status\":\"shutting_down\"}"[..]))
+            } else {
+                Ok(json(200, &b"{\"status\":\"ready\"}"[..]))
+            }
+        }
+        Route::Metrics => {
+            allow(&method, &[Method::GET])?;
+            let mut r = Response::new(Full::new(Bytes::from(p.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(r)
+        }
+        Route::Functions => {
+            allow(&method, &[Method::GET, Method::POST])?;
+            if method == Method::GET {
+                let list = p.registry.list();
+                let specs: Vec<&FunctionSpec> = list.iter().map(|f| &*f.spec).collect();
+                return Ok(json_value(200, &specs));
+            }
+            let body = read_body(state, req).await?;
+            let spec = FunctionSpec::from_json(&body)?;
+            let stored = p.register(spec)?;
+            let mut r = json_value(201, &*stored);
+            if let Ok(v) = HeaderValue::from_str(&format!("/v1/functions/{}", stored.name)) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(r)
+        }
+        Route::Function(name) => {
+            allow(&method, &[Method::GET, Method::PUT, Method::DELETE])?;
+            check_name(name)?;
+            match method {
+                Method::GET => {
+                    let f = p.registry.get(name).ok_or_else(|| {
+                        ApiError::NotFound(format!("function {name:?} does not exist"))
+                    })?;
+                    Ok(json_value(200, &*f.spec))
+                }
+                Method::DELETE => {
+                    p.delete(name)?;
+                    Ok(no_content())
+                }
+                _ => {
+                    let body = read_body(state, req).await?;
+                    let spec = spec_for_put(name, &body)?;
+                    let (created, stored) = p.put(spec)?;
+                    Ok(json_value(if created { 201 } else { 200 }, &*stored))
+                }
+            }
+        }
+        Route::Invoke(name) | Route::Enqueue(name) => {
+            allow(&method, &[Method::POST])?;
+            check_name(name)?;
+            let sync = matches!(route, Route::Invoke(_));
+            let (parts, body) = req.into_parts();
+            let mut input = invoke_headers(&parts.headers)?;
+            input.body = read_limited(state, &parts.headers, body).await?;
+            input.body = validate_invocation(input.body)?;
+            if sync {
+                let (exec, outcome) = p.invoke(name, input).await?;
+                Ok(invoke_response(
+                    &exec.id,
+                    &exec.trace_id,
+                    exec.cold_start().0,
+                    &outcome,
+                ))
+            } else {
+                let exec = p.enqueue(name, input)?;
+                let body = serde_json::json!({ "executionId": &*exec.id, "status": exec.status() });
+                let mut r = json_value(202, &body);
+                set_exec_headers(&mut r, &exec.id, &exec.trace_id);
+                Ok(r)
+            }
+        }
+        Route::Execution(id) => {
+            allow(&method, &[Method::GET])?;
+            let exec = p.store.get(id).ok_or_else(|| {
+                ApiError::NotFound(format!("execution {id:?} does not exist or has expired"))
+            })?;
+            Ok(json_value(200, &exec.view()))
+        }
+        Route::Complete(id) => {
+            allow(&method, &[Method::POST])?;
+            let token = req
+                .headers()
+                .get(h::CALLBACK_TOKEN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| bearer(req.headers()));
+            let body = read_body(state, req).await?;
+            p.complete(id, token.as_deref(), &body)?;
+            Ok(no_content())
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+}
+
+/// The body of a PUT: the path names the function; the body may omit `name`.
+fn spec_for_put(name: &str, body: &[u8]) -> Result<FunctionSpec, ApiError> {
+    let mut v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("", format!("body is not valid JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("", "body must be a JSON object"))?;
+    match obj.get("name") {
+        None => {
+            obj.insert("name".into(), serde_json::Value::String(name.to_string()));
+        }
+        Some(serde_json::Value::String(n)) if n == name => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "name",
+                format!("must match the path ({name:?})"),
+            ))
+        }
+    }
+    let bytes = serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(FunctionSpec::from_json(&bytes)?)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(name, "must be visible ASCII")),
+    }
+}
+
+fn invoke_headers(headers: &HeaderMap) -> Result<InvokeInput, ApiError> {
+    let mut input = InvokeInput::default();
+    if let Some(t) = header_str(headers, h::TIMEOUT_MS)? {
+        let ms: u64 = t.trim().parse().map_err(|_| {
+            ApiError::invalid(
+                "X-Timeout-Ms",
+                format!("{t:?} is not a whole number of milliseconds"),
+            )
+        })?;
+        if ms == 0 {
+            return Err(ApiError::invalid("X-Timeout-Ms", "must be more than 0"));
+        }
+        input.timeout_ms = Some(ms);
+    }
+    if let Some(k) = header_str(headers, h::IDEMPOTENCY_KEY)? {
+        if k.is_empty() || k.len() > 256 {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 256 characters",
+            ));
+        }
+        input.idempotency_key = Some(k.to_string());
+    }
+    if let Some(t) = header_str(headers, h::TRACE_ID)? {
+        if t.is_empty() || t.len() > 128 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::invalid(
+                "X-Trace-Id",
+                "must be 1 to 128 visible ASCII characters",
+            ));
+        }
+        input.trace_id = Some(t.to_string());
+    }
+    Ok(input)
+}
+
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let (parts, body) = req.into_parts();
+    read_limited(state, &parts.headers, body).await
+}
+
+async fn read_limited(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct InvocationCheck {
+    #[serde(default)]
+    input: serde::de::IgnoredAny,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Checks the body is an InvocationRequest without building it; an empty body means no input.
+fn validate_invocation(body: Bytes) -> Result<Bytes, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{\"input\":null}"));
+    }
+    // serde accepts a struct written as an array; the contract wants an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid(
+            "",
+            "body must be a JSON object {\"input\": <any JSON>, \"metadata\": {string: string}}",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize::<_, InvocationCheck>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        let msg = match msg.rfind(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        if path == "." {
+            ApiError::invalid("", format!("body must be {{\"input\": <any JSON>, \"metadata\": {{string: string}}}}: {msg}"))
+        } else {
+            ApiError::invalid(&path, msg)
+        }
+    })?;
+    Ok(body)
+}
+
+fn set_exec_headers(r: &mut Resp, id: &str, trace: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert(h::EXECUTION_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(trace) {
+        r.headers_mut().insert(h::TRACE_ID, v);
+    }
+}
+
+/// HTTP status of a synchronous invocation's final outcome.
+pub fn outcome_status(outcome: &Outcome) -> u16 {
+    match outcome {
+        Outcome::Success(_) => 200,
+        Outcome::Failure(f) => match (f.kind, ErrorCode::parse(&f.error.code)) {
+            (FailureKind::Timeout, _) | (_, Some(ErrorCode::Timeout)) => 408,
+            (_, Some(ErrorCode::FunctionRemoved)) => 410,
+            (_, Some(ErrorCode::InstanceLost)) => 502,
+            (_, Some(ErrorCode::StartupError | ErrorCode::SpawnError)) => 503,
+            _ => 500,
+        },
+    }
+}
+
+/// `{executionId, status, output, error}`; the output bytes are copied, not re-encoded.
+pub fn invoke_response(id: &str, trace: &str, cold: bool, outcome: &Outcome) -> Resp {
+    let mut b = BytesMut::with_capacity(
+        96 + match outcome {
+            Outcome::Success(o) => o.len(),
+            _ => 128,
+        },
+    );
+    b.put_slice(b"{\"executionId\":\"");
+    b.put_slice(id.as_bytes());
+    b.put_slice(b"\",\"status\":\"");
+    let status = match outcome {
+        Outcome::Success(_) => ExecutionStatus::Success,
+        o => o.status(),
+    };
+    b.put_slice(status.as_str().as_bytes());
+    match outcome {
+        Outcome::Success(out) => {
+            b.put_slice(b"\",\"output\":");
+            b.put_slice(out);
+            b.put_slice(b",\"error\":null}");
+        }
+        Outcome::Failure(f) => {
+            b.put_slice(b"\",\"output\":null,\"error\":");
+            b.put_slice(&serde_json::to_vec(&f.error).unwrap_or_else(|_| b"null".to_vec()));
+            b.put_slice(b"}");
+        }
+    }
+    let mut r = json(outcome_status(outcome), b.freeze());
+    set_exec_headers(&mut r, id, trace);
+    r.headers_mut().insert(
+        h::COLD_START,
+        HeaderValue::from_static(if cold { "true" } else { "false" }),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            parse_route("/v1/functions"),
+            Some(Route::Functions)
+        ));
+        assert!(matches!(
+            parse_route("/v1/functions/a.b-c"),
+            Some(Route::Function("a.b-c"))
+        ));
+        assert!(matches!(
+            parse_route("/v1/functions/echo:invoke"),
+            Some(Route::Invoke("echo"))
+        ));
+        assert!(matches!(
+            parse_route("/v1/functions/echo:enqueue"),
+            Some(Route::Enqueue("echo"))
+        ));
+        assert!(parse_route("/v1/functions/echo:run").is_none());
+        assert!(parse_route("/v1/functions/a/b").is_none());
+        assert!(matches!(
+            parse_route("/v1/executions/x"),
+            Some(Route::Execution("x"))
+        ));
+        assert!(matches!(
+            parse_route("/v1/internal/executions/x:complete"),
+            Some(Route::Complete("x"))
+        ));
+        assert!(parse_route("/v1/internal/executions/x").is_none());
+        assert!(parse_route("/nope").is_none());
+    }
+
+    #[test]
+    fn invocation_bodies() {
+        assert_eq!(
+            validate_invocation(Bytes::new()).unwrap(),
+            Bytes::from_static(b"{\"input\":null}")
+        );
+        assert!(validate_invocation(Bytes::from_static(
+            b"{\"input\":{\"a\":[1,2]},\"metadata\":{\"k\":\"v\"}}"
+        ))
+        .is_ok());
+        let err = |b: &'static [u8]| match validate_invocation(Bytes::from_static(b)) {
+            Err(ApiError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(err(b"{\"metadata\":{\"k\":1}}").field, "metadata.k");
+        assert_eq!(err(b"{\"inptu\":1}").field, "inptu");
+        assert_eq!(err(b"{\"input\":").field, "input");
+        assert_eq!(err(b"[1]").field, "");
+    }
+}

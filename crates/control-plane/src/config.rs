@@ -1,0 +1,368 @@
+//! Configuration of the control plane: defaults, an optional TOML file, `NANOFAAS_*` environment
+//! variables and command-line overrides, applied in that order.
+//!
+//! Every setting is listed once in [`SETTINGS`] with its default and meaning; the environment
+//! variable of `a.b_c` is `NANOFAAS_A_B_C`. The docs' configuration reference is checked against
+//! this table by a test, and a unit test checks the table's defaults against [`Config::default`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One documented setting.
+pub struct Setting {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+impl Setting {
+    pub fn env_var(&self) -> String {
+        format!(
+            "NANOFAAS_{}",
+            self.key.replace('.', "_").to_ascii_uppercase()
+        )
+    }
+}
+
+macro_rules! settings {
+    ($($key:literal = $default:literal : $doc:literal,)*) => {
+        /// Every configuration setting, its default (as TOML) and what it does.
+        pub const SETTINGS: &[Setting] = &[$(Setting { key: $key, default: $default, doc: $doc },)*];
+    };
+}
+
+settings! {
+    "listen" = "\"127.0.0.1:8080\"" : "Address and port the API listens on (port 0 picks a free port).",
+    "max_body_bytes" = "6291456" : "Largest request body accepted (bytes); larger ones get 413.",
+    "max_output_bytes" = "6291456" : "Largest function output accepted (bytes); larger outputs fail the execution with FUNCTION_ERROR.",
+    "shutdown_grace_ms" = "30000" : "On SIGTERM/SIGINT, how long running executions may take to finish before instances are stopped anyway.",
+    "log_level" = "\"info\"" : "Log level: error, warn, info, debug or trace; or a filter such as \"info,nanofaas::execution=warn\".",
+    "log_format" = "\"text\"" : "Log format: text or json (one JSON object per line).",
+    "callback_secret" = "\"\"" : "Secret that signs callback tokens. Empty: a random secret per start (callbacks minted before a restart are then refused).",
+    "callback_base_url" = "\"\"" : "Base URL instances post callbacks to ({base}/{executionId}:complete). Empty: derived from the bound listen address.",
+    "state_dir" = "\".nanofaas/state\"" : "Folder for the control plane's state: the async journal and instance markers.",
+    "executions.ttl_ms" = "600000" : "How long a finished execution stays visible (and its idempotency key remembered).",
+    "executions.max_records" = "100000" : "Most execution records kept; the oldest finished ones are dropped first.",
+    "executions.max_payload_bytes" = "67108864" : "Most output bytes kept across all finished executions; the oldest are dropped first.",
+    "executions.sweep_interval_ms" = "1000" : "How often expired executions and idempotency keys are dropped.",
+    "admission.global_rate_per_second" = "0.0" : "Invocations accepted per second over all functions (burst: one second's worth); 0 = unlimited.",
+    "admission.retry_backoff_ms" = "50" : "Delay before the second attempt of a retried execution; doubles on each further attempt.",
+    "admission.retry_backoff_max_ms" = "2000" : "Longest delay between two attempts.",
+    "dispatch.connect_timeout_ms" = "2000" : "Timeout for opening a connection to an instance or endpoint.",
+    "dispatch.idle_connection_timeout_ms" = "60000" : "Idle keep-alive connections to instances are closed after this long.",
+    "dispatch.max_idle_connections_per_host" = "256" : "Most idle keep-alive connections kept per instance or endpoint.",
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub max_output_bytes: usize,
+    pub shutdown_grace_ms: u64,
+    pub log_level: String,
+    pub log_format: String,
+    pub callback_secret: String,
+    pub callback_base_url: String,
+    pub state_dir: String,
+    pub executions: ExecutionsConfig,
+    pub admission: AdmissionConfig,
+    pub dispatch: DispatchConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutionsConfig {
+    pub ttl_ms: u64,
+    pub max_records: usize,
+    pub max_payload_bytes: usize,
+    pub sweep_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    pub global_rate_per_second: f64,
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    pub connect_timeout_ms: u64,
+    pub idle_connection_timeout_ms: u64,
+    pub max_idle_connections_per_host: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 6 << 20,
+            max_output_bytes: 6 << 20,
+            shutdown_grace_ms: 30_000,
+            log_level: "info".into(),
+            log_format: "text".into(),
+            callback_secret: String::new(),
+            callback_base_url: String::new(),
+            state_dir: ".nanofaas/state".into(),
+            executions: ExecutionsConfig::default(),
+            admission: AdmissionConfig::default(),
+            dispatch: DispatchConfig::default(),
+        }
+    }
+}
+
+impl Default for ExecutionsConfig {
+    fn default() -> Self {
+        Self {
+            ttl_ms: 600_000,
+            max_records: 100_000,
+            max_payload_bytes: 64 << 20,
+            sweep_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            global_rate_per_second: 0.0,
+            retry_backoff_ms: 50,
+            retry_backoff_max_ms: 2000,
+        }
+    }
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 2000,
+            idle_connection_timeout_ms: 60_000,
+            max_idle_connections_per_host: 256,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the source and the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+    let mut parts = key.split('.').peekable();
+    let mut cur = table;
+    while let Some(p) = parts.next() {
+        if parts.peek().is_none() {
+            cur.insert(p.to_string(), value);
+            return Ok(());
+        }
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError(format!("setting {key:?}: {p:?} is not a table")))?;
+    }
+    Ok(())
+}
+
+/// Parses a value given as text (environment or `--set`): as TOML if it is a TOML value of the
+/// setting's type, else as a string.
+fn parse_value(setting: &Setting, raw: &str) -> toml::Value {
+    let default_is_string = setting.default.starts_with('"');
+    if default_is_string {
+        return toml::Value::String(raw.to_string());
+    }
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+impl Config {
+    /// Builds the configuration from the defaults, `file`, the environment `env` and `overrides`
+    /// (`key=value` pairs from the command line), later sources winning.
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", p.display()))
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for s in SETTINGS {
+            if let Some(raw) = env.get(&s.env_var()) {
+                set_path(&mut table, s.key, parse_value(s, raw))?;
+            }
+        }
+        for (k, v) in overrides {
+            let s = SETTINGS.iter().find(|s| s.key == k).ok_or_else(|| {
+                ConfigError(format!(
+                    "unknown setting {k:?} (see the configuration reference)"
+                ))
+            })?;
+            set_path(&mut table, s.key, parse_value(s, v))?;
+        }
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                ConfigError(format!("setting {:?}: {}", e.path().to_string(), e.inner()))
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("setting {k:?}: {why}")));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("listen", "must be an address such as 127.0.0.1:8080");
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024");
+        }
+        if self.max_output_bytes < 1024 {
+            return bad("max_output_bytes", "must be at least 1024");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("log_format", "must be text or json");
+        }
+        if !self.callback_base_url.is_empty() {
+            if let Err(e) = nanofaas_api::spec::check_http_url(&self.callback_base_url) {
+                return bad("callback_base_url", &e);
+            }
+        }
+        if self.executions.ttl_ms == 0 {
+            return bad("executions.ttl_ms", "must be more than 0");
+        }
+        if self.executions.max_records == 0 {
+            return bad("executions.max_records", "must be more than 0");
+        }
+        if self.executions.sweep_interval_ms == 0 {
+            return bad("executions.sweep_interval_ms", "must be more than 0");
+        }
+        let rate = self.admission.global_rate_per_second;
+        if !(rate.is_finite() && rate >= 0.0) {
+            return bad(
+                "admission.global_rate_per_second",
+                "must be 0 or a positive number",
+            );
+        }
+        if self.admission.retry_backoff_max_ms < self.admission.retry_backoff_ms {
+            return bad(
+                "admission.retry_backoff_max_ms",
+                "must be at least admission.retry_backoff_ms",
+            );
+        }
+        if self.dispatch.connect_timeout_ms == 0 {
+            return bad("dispatch.connect_timeout_ms", "must be more than 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(v: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
+        key.split('.').try_fold(v, |cur, p| cur.get(p))
+    }
+
+    #[test]
+    fn table_defaults_match_the_struct() {
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for s in SETTINGS {
+            let expected: toml::Value =
+                format!("v = {}", s.default).parse::<toml::Table>().unwrap()["v"].clone();
+            assert_eq!(lookup(&defaults, s.key), Some(&expected), "{}", s.key);
+        }
+        // And every field of the struct is in the table.
+        fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        leaves(&key, v, out);
+                    }
+                }
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        let mut keys = Vec::new();
+        leaves("", &defaults, &mut keys);
+        for k in keys {
+            assert!(
+                SETTINGS.iter().any(|s| s.key == k),
+                "{k} is not documented in SETTINGS"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_in_order() {
+        let dir = std::env::temp_dir().join(format!("nanofaas-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\n[executions]\nttl_ms = 5\nmax_records = 7\n",
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [
+            ("NANOFAAS_EXECUTIONS_TTL_MS".to_string(), "9".to_string()),
+            ("NANOFAAS_LOG_FORMAT".to_string(), "json".to_string()),
+        ]
+        .into();
+        let cfg = Config::load(
+            Some(&file),
+            &env,
+            &[("executions.max_records".into(), "11".into())],
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:1");
+        assert_eq!(cfg.executions.ttl_ms, 9);
+        assert_eq!(cfg.executions.max_records, 11);
+        assert_eq!(cfg.log_format, "json");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let env: HashMap<String, String> =
+            [("NANOFAAS_EXECUTIONS_TTL_MS".to_string(), "soon".to_string())].into();
+        let e = Config::load(None, &env, &[]).unwrap_err().to_string();
+        assert!(e.contains("executions.ttl_ms"), "{e}");
+        let e = Config::load(None, &HashMap::new(), &[("nope".into(), "1".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown setting \"nope\""), "{e}");
+        let e = Config::load(None, &HashMap::new(), &[("listen".into(), "here".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let dir = std::env::temp_dir().join(format!("nanofaas-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[executions]\nttl = 5\n").unwrap();
+        let e = Config::load(Some(&file), &HashMap::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `ttl`"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,285 @@
+//! The dispatch interface, and dispatch to an HTTP endpoint speaking the runtime contract.
+//!
+//! A [`Backend`] runs one attempt of an execution and returns its [`DispatchResult`]. The invoker
+//! never knows what is behind it: an external endpoint (`POOL`), a managed warm pool
+//! (`DEPLOYMENT`) or a fresh instance per call (`JOB`). [`invoke_http`] is the one hop shared by
+//! every backend that talks to a warm watchdog or runtime: keep-alive connection, contract
+//! headers, the attempt's timeout, and classification of what went wrong.
+
+use crate::executions::{Execution, Failure, FailureKind, Outcome};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use nanofaas_api::{headers as h, ErrorCode, FunctionSpec};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The shared keep-alive HTTP client used for every dispatch.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Settings of the dispatch client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_host: usize,
+}
+
+pub fn http_client(s: &ClientSettings) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(s.connect_timeout));
+    conn.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(s.idle_timeout)
+        .pool_max_idle_per_host(s.max_idle_per_host)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(conn)
+}
+
+/// Where an instance must send its callback, and the proof it may.
+#[derive(Debug, Clone)]
+pub struct CallbackInfo {
+    pub url: String,
+    pub token: String,
+}
+
+/// One attempt to run.
+pub struct Call {
+    pub exec: Arc<Execution>,
+    pub spec: Arc<FunctionSpec>,
+    pub attempt: u32,
+    pub body: Bytes,
+    pub timeout: Duration,
+    pub callback: CallbackInfo,
+    /// Largest output accepted from the function.
+    pub max_output_bytes: usize,
+}
+
+/// What a backend reports for one attempt.
+#[derive(Debug)]
+pub struct DispatchResult {
+    pub outcome: Outcome,
+    /// `Some(init)` when the attempt waited for a new instance that took `init` to start.
+    pub cold_start: Option<Duration>,
+}
+
+impl From<Outcome> for DispatchResult {
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            cold_start: None,
+        }
+    }
+}
+
+/// Runs attempts for the functions of one execution mode.
+pub trait Backend: Send + Sync + 'static {
+    fn dispatch<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, DispatchResult>;
+
+    /// Stops everything the backend started for this function (instances). Called once, after
+    /// the function was removed or replaced and its in-flight work drained.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// `POOL` mode: an endpoint the user runs.
+pub struct EndpointBackend {
+    client: HttpClient,
+    uri: Uri,
+}
+
+impl EndpointBackend {
+    pub fn new(client: HttpClient, url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+        Ok(Self { client, uri })
+    }
+}
+
+impl Backend for EndpointBackend {
+    fn dispatch<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, DispatchResult> {
+        Box::pin(async move {
+            invoke_http(&self.client, &self.uri, call, false)
+                .await
+                .into()
+        })
+    }
+}
+
+/// Posts the attempt to `uri` in the header form of the runtime contract and classifies the
+/// answer. With `send_callback`, the instance is also given the callback URL and token.
+pub async fn invoke_http(
+    client: &HttpClient,
+    uri: &Uri,
+    call: &Call,
+    send_callback: bool,
+) -> Outcome {
+    let mut req = Request::new(Full::new(call.body.clone()));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri.clone();
+    let hm = req.headers_mut();
+    hm.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+    hm.insert(h::EXECUTION_ID, hv(&call.exec.id));
+    hm.insert(h::TRACE_ID, hv(&call.exec.trace_id));
+    hm.insert(h::DISPATCH_ATTEMPT, HeaderValue::from(call.attempt));
+    hm.insert(
+        h::TIMEOUT_MS,
+        HeaderValue::from(call.timeout.as_millis() as u64),
+    );
+    if send_callback {
+        hm.insert(h::CALLBACK_URL, hv(&call.callback.url));
+        hm.insert(h::CALLBACK_TOKEN, hv(&call.callback.token));
+    }
+    let max = call.max_output_bytes;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| {
+            let connect = e.is_connect();
+            let msg = format!("{uri}: {}", error_chain(&e));
+            (connect, msg)
+        })?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    (false, format!("TOO_LARGE {max}"))
+                } else {
+                    (
+                        false,
+                        format!("{uri}: connection lost while reading the answer: {e}"),
+                    )
+                }
+            })?;
+        Ok::<_, (bool, String)>((status, body.to_bytes()))
+    };
+    match tokio::time::timeout(call.timeout, exchange).await {
+        Err(_) => Outcome::Failure(Failure::new(
+            FailureKind::Timeout,
+            ErrorCode::Timeout,
+            format!(
+                "the function did not answer within {} ms",
+                call.timeout.as_millis()
+            ),
+        )),
+        Ok(Err((_, msg))) if msg.starts_with("TOO_LARGE") => Outcome::Failure(Failure::new(
+            FailureKind::Function,
+            ErrorCode::FunctionError,
+            format!("the function's output is larger than the {max}-byte limit"),
+        )),
+        Ok(Err((true, msg))) => Outcome::Failure(Failure::new(
+            FailureKind::Platform,
+            ErrorCode::InstanceLost,
+            format!("could not connect to the instance: {msg}"),
+        )),
+        Ok(Err((false, msg))) => Outcome::Failure(Failure::new(
+            FailureKind::Platform,
+            ErrorCode::InstanceLost,
+            format!("the instance was lost before it answered: {msg}"),
+        )),
+        Ok(Ok((status, body))) => classify(status, body),
+    }
+}
+
+/// Turns an instance's HTTP answer into an outcome.
+pub fn classify(status: StatusCode, body: Bytes) -> Outcome {
+    if status.is_success() {
+        if body.is_empty() {
+            return Outcome::Success(Bytes::from_static(b"null"));
+        }
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+            return Outcome::Failure(Failure::new(
+                FailureKind::Function,
+                ErrorCode::FunctionError,
+                "the function answered with a body that is not JSON",
+            ));
+        }
+        return Outcome::Success(body);
+    }
+    let error = nanofaas_api::invocation::error_from_response(status.as_u16(), &body);
+    let kind = match ErrorCode::parse(&error.code) {
+        Some(ErrorCode::Timeout) => FailureKind::Timeout,
+        Some(
+            ErrorCode::InstanceLost
+            | ErrorCode::StartupError
+            | ErrorCode::SpawnError
+            | ErrorCode::ShuttingDown,
+        ) => FailureKind::Platform,
+        _ if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::BAD_GATEWAY => {
+            FailureKind::Platform
+        }
+        _ => FailureKind::Function,
+    };
+    Outcome::Failure(Failure { error, kind })
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(
+            classify(StatusCode::OK, Bytes::from_static(b"{\"a\":1}")),
+            Outcome::Success(Bytes::from_static(b"{\"a\":1}"))
+        );
+        assert_eq!(
+            classify(StatusCode::OK, Bytes::new()),
+            Outcome::Success(Bytes::from_static(b"null"))
+        );
+        let kind = |s: u16, b: &'static [u8]| match classify(
+            StatusCode::from_u16(s).unwrap(),
+            Bytes::from_static(b),
+        ) {
+            Outcome::Failure(f) => (f.kind, f.error.code),
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(
+            kind(200, b"not json"),
+            (FailureKind::Function, "FUNCTION_ERROR".into())
+        );
+        assert_eq!(
+            kind(500, br#"{"error":"boom"}"#),
+            (FailureKind::Function, "HANDLER_ERROR".into())
+        );
+        assert_eq!(
+            kind(504, br#"{"error":{"code":"TIMEOUT","message":"x"}}"#),
+            (FailureKind::Timeout, "TIMEOUT".into())
+        );
+        assert_eq!(
+            kind(502, br#"{"error":{"code":"INSTANCE_LOST","message":"x"}}"#),
+            (FailureKind::Platform, "INSTANCE_LOST".into())
+        );
+        assert_eq!(
+            kind(503, b"unavailable"),
+            (FailureKind::Platform, "FUNCTION_ERROR".into())
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! The nanofaas control plane as a library; the `nanofaas serve` command is a thin shell over
+//! [`server::start`].
+//!
+//! # Layout
+//! - [`config`]: every setting, its default, and loading from file, environment and flags.
+//! - [`server`]: binding, serving HTTP, orderly shutdown.
+//! - [`api`]: routes, request validation, responses (the HTTP edge; no business rules).
+//! - [`platform`]: registry operations, invocations (sync and async), retries, callbacks.
+//! - [`admission`]: per-function concurrency limit and bounded FIFO queue, backpressure.
+//! - [`executions`]: execution records, one outcome per attempt, the bounded store.
+//! - [`idempotency`]: idempotency keys bound to executions.
+//! - [`dispatch`]: the `Backend` trait and the HTTP hop to endpoints and instances.
+//! - [`registry`]: the live functions.
+//! - [`auth`]: per-attempt callback tokens.
+//! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
+//! - [`telemetry`]: logging set-up.
+
+pub mod admission;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod executions;
+pub mod idempotency;
+pub mod ids;
+pub mod metrics;
+pub mod platform;
+pub mod ratelimit;
+pub mod registry;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{start, start_with, ServerHandle};

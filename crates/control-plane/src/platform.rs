@@ -1,0 +1,649 @@
+//! The platform: what every API route calls. It owns the registry, the execution store, the
+//! idempotency keys and the callback authority, and runs executions: admission, attempts and
+//! retries through the function's backend, completion, metrics and the per-execution log line.
+//!
+//! It must not know HTTP (the `api` module maps its results to responses) nor what a backend
+//! does behind [`Backend::dispatch`].
+
+use crate::admission::{Admission, Permit, Reject};
+use crate::auth::{CallbackAuth, TokenError};
+use crate::dispatch::{Backend, BoxFuture, Call, CallbackInfo, EndpointBackend, HttpClient};
+use crate::error::ApiError;
+use crate::executions::{
+    CallbackVerdict, Execution, ExecutionStore, Failure, FailureKind, Mode, Outcome, StoreLimits,
+};
+use crate::idempotency::{self, Claim, Idempotency};
+use crate::metrics::{FunctionMetrics, Metrics};
+use crate::ratelimit::TokenBucket;
+use crate::registry::{Function, Registry};
+use bytes::Bytes;
+use nanofaas_api::{
+    CallbackPayload, ErrorBody, ErrorCode, ExecutionMode, FunctionSpec, ValidationError,
+};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Builds what serves a function. The default handles `POOL`; providers add `DEPLOYMENT` and `JOB`.
+pub trait BackendFactory: Send + Sync + 'static {
+    /// Checks that this control plane can run `spec` and builds its backend. Errors name the
+    /// spec field at fault.
+    fn create(
+        &self,
+        spec: &Arc<FunctionSpec>,
+        metrics: &Arc<FunctionMetrics>,
+    ) -> Result<Arc<dyn Backend>, ValidationError>;
+
+    /// Called once at shutdown, after every function's backend was shut down.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Serves `POOL` functions only.
+pub struct EndpointFactory {
+    pub client: HttpClient,
+}
+
+impl BackendFactory for EndpointFactory {
+    fn create(
+        &self,
+        spec: &Arc<FunctionSpec>,
+        _metrics: &Arc<FunctionMetrics>,
+    ) -> Result<Arc<dyn Backend>, ValidationError> {
+        match spec.execution_mode {
+            ExecutionMode::Pool => {
+                let url = spec.endpoint_url.as_deref().unwrap_or_default();
+                let b = EndpointBackend::new(self.client.clone(), url)
+                    .map_err(|r| ValidationError::new("endpointUrl", r))?;
+                Ok(Arc::new(b))
+            }
+            other => Err(ValidationError::new(
+                "executionMode",
+                format!(
+                    "{} needs an instance provider, and none is configured",
+                    other.as_str()
+                ),
+            )),
+        }
+    }
+}
+
+/// Behaviour settings of the platform (from the configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base of the callback URL handed to instances: `{base}/{executionId}:complete`.
+    pub callback_base_url: String,
+    pub max_output_bytes: usize,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub store: StoreLimits,
+    pub global_rate_per_second: Option<f64>,
+}
+
+/// An invocation as the API received it.
+#[derive(Debug, Default)]
+pub struct InvokeInput {
+    /// A validated InvocationRequest, forwarded as is.
+    pub body: Bytes,
+    pub trace_id: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub idempotency_key: Option<String>,
+}
+
+pub struct Platform {
+    pub registry: Registry,
+    pub store: ExecutionStore,
+    pub idempotency: Idempotency,
+    pub metrics: Arc<Metrics>,
+    auth: CallbackAuth,
+    factory: Arc<dyn BackendFactory>,
+    settings: Settings,
+    global_rate: Option<TokenBucket>,
+    shutting_down: AtomicBool,
+    running: AtomicUsize,
+    running_changed: Notify,
+}
+
+/// Counts an execution as running (for the shutdown drain) while alive.
+struct RunningGuard<'a>(&'a Platform);
+
+impl<'a> RunningGuard<'a> {
+    fn new(p: &'a Platform) -> Self {
+        p.running.fetch_add(1, Ordering::SeqCst);
+        Self(p)
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.running_changed.notify_waiters();
+        }
+    }
+}
+
+fn backpressure(r: Reject, function: &str) -> ApiError {
+    let (reason, retry_after, message) = match r {
+        Reject::Depth { retry_after } => (
+            "depth",
+            retry_after,
+            format!("the queue of function {function:?} is full"),
+        ),
+        Reject::EstWait { retry_after } => (
+            "est_wait",
+            retry_after,
+            format!("function {function:?} is saturated: the estimated wait exceeds the timeout"),
+        ),
+        Reject::Timeout { retry_after } => (
+            "timeout",
+            retry_after,
+            format!("function {function:?} had no free slot before the timeout"),
+        ),
+        Reject::Closed => {
+            return ApiError::NotFound(format!("function {function:?} was removed"));
+        }
+    };
+    ApiError::Backpressure {
+        reason,
+        retry_after,
+        message,
+    }
+}
+
+impl Platform {
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        auth: CallbackAuth,
+        factory: Arc<dyn BackendFactory>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Registry::default(),
+            store: ExecutionStore::new(settings.store.clone(), metrics.clone()),
+            idempotency: Idempotency::default(),
+            metrics,
+            auth,
+            factory,
+            global_rate: settings.global_rate_per_second.map(TokenBucket::new),
+            settings,
+            shutting_down: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            running_changed: Notify::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    fn build(&self, spec: FunctionSpec) -> Result<Arc<Function>, ApiError> {
+        spec.validate()?;
+        let spec = Arc::new(spec);
+        let metrics = self.metrics.function(&spec.name);
+        let backend = self.factory.create(&spec, &metrics)?;
+        Ok(Arc::new(Function {
+            name: spec.name.as_str().into(),
+            admission: Admission::new(spec.concurrency, spec.queue_size, metrics.clone()),
+            rate: spec.rate_limit_per_second.map(TokenBucket::new),
+            backend,
+            metrics,
+            spec,
+        }))
+    }
+
+    /// `POST /v1/functions`.
+    pub fn register(self: &Arc<Self>, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, ApiError> {
+        if self.registry.get(&spec.name).is_some() {
+            return Err(ApiError::AlreadyExists(spec.name));
+        }
+        let f = self.build(spec)?;
+        match self.registry.insert_new(f.clone()) {
+            Ok(()) => {
+                tracing::info!(function = %f.name, mode = f.spec.execution_mode.as_str(), "function registered");
+                Ok(f.spec.clone())
+            }
+            Err(lost) => {
+                // Lost a race with another registration: stop what was built for nothing.
+                let name = lost.name.to_string();
+                self.retire(lost, false);
+                Err(ApiError::AlreadyExists(name))
+            }
+        }
+    }
+
+    /// `PUT /v1/functions/{name}`: creates or replaces. Returns whether it was created.
+    pub fn put(
+        self: &Arc<Self>,
+        spec: FunctionSpec,
+    ) -> Result<(bool, Arc<FunctionSpec>), ApiError> {
+        let f = self.build(spec)?;
+        let old = self.registry.upsert(f.clone());
+        let created = old.is_none();
+        if let Some(old) = old {
+            tracing::info!(function = %f.name, "function replaced; the previous version drains");
+            self.retire(old, false);
+        } else {
+            tracing::info!(function = %f.name, mode = f.spec.execution_mode.as_str(), "function registered");
+        }
+        Ok((created, f.spec.clone()))
+    }
+
+    /// `DELETE /v1/functions/{name}`.
+    pub fn delete(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
+        let f = self.registry.remove(name).ok_or_else(|| not_found(name))?;
+        self.idempotency.forget_function(name);
+        self.metrics.remove_function(name);
+        tracing::info!(function = %name, "function deleted");
+        self.retire(f, true);
+        Ok(())
+    }
+
+    /// Lets a function that left the registry finish its work, then stops its backend. A removed
+    /// function fails its queued work with FUNCTION_REMOVED; a replaced one drains its queue.
+    fn retire(self: &Arc<Self>, f: Arc<Function>, removed: bool) {
+        if removed {
+            f.admission.close();
+        }
+        tokio::spawn(async move {
+            f.admission.wait_idle().await;
+            f.admission.close();
+            f.backend.shutdown().await;
+        });
+    }
+
+    fn lookup(&self, name: &str) -> Result<Arc<Function>, ApiError> {
+        if self.is_shutting_down() {
+            return Err(ApiError::ShuttingDown);
+        }
+        self.registry.get(name).ok_or_else(|| not_found(name))
+    }
+
+    fn check_rate(&self, f: &Function) -> Result<(), ApiError> {
+        let limited = |wait: Duration, scope: &str| {
+            f.metrics.rate_limited.inc();
+            ApiError::Backpressure {
+                reason: "rate",
+                retry_after: wait,
+                message: format!("the {scope} rate limit is exceeded"),
+            }
+        };
+        if let Some(g) = &self.global_rate {
+            g.try_take().map_err(|w| limited(w, "global"))?;
+        }
+        if let Some(r) = &f.rate {
+            r.try_take()
+                .map_err(|w| limited(w, &format!("function {:?}", f.name.as_ref())))?;
+        }
+        Ok(())
+    }
+
+    fn timeout_of(f: &Function, input: &InvokeInput) -> Duration {
+        let ms = input
+            .timeout_ms
+            .map_or(f.spec.timeout_ms, |t| t.min(f.spec.timeout_ms))
+            .max(1);
+        Duration::from_millis(ms)
+    }
+
+    /// Creates the execution, honouring the idempotency key. `Err(existing)` when the key
+    /// names an earlier execution with the same request.
+    fn open(
+        &self,
+        f: &Function,
+        input: &InvokeInput,
+        mode: Mode,
+    ) -> Result<Result<Arc<Execution>, Arc<Execution>>, ApiError> {
+        let trace: Arc<str> = match &input.trace_id {
+            Some(t) => t.as_str().into(),
+            None => crate::ids::trace_id().into(),
+        };
+        let exec = Execution::new(
+            crate::ids::execution_id().into(),
+            f.name.clone(),
+            mode,
+            trace,
+            input.body.clone(),
+        );
+        self.store.insert(exec.clone());
+        if let Some(key) = &input.idempotency_key {
+            match self.idempotency.claim(
+                &f.name,
+                key,
+                idempotency::digest(&input.body),
+                &exec,
+                &self.store,
+            ) {
+                Claim::New => {}
+                Claim::Existing(prev) => {
+                    self.store.discard(&exec.id);
+                    self.metrics.global.idempotent_replays.inc();
+                    return Ok(Err(prev));
+                }
+                Claim::Conflict(id) => {
+                    self.store.discard(&exec.id);
+                    return Err(ApiError::IdempotencyConflict {
+                        key: key.clone(),
+                        execution_id: id.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(Ok(exec))
+    }
+
+    /// `:invoke`: runs the function and waits for its outcome. Once accepted, the execution
+    /// runs to its end in its own task even if the caller goes away.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        input: InvokeInput,
+    ) -> Result<(Arc<Execution>, Outcome), ApiError> {
+        let f = self.lookup(name)?;
+        self.check_rate(&f)?;
+        let exec = match self.open(&f, &input, Mode::Sync)? {
+            Ok(e) => e,
+            Err(prev) => {
+                let outcome = prev.wait_final().await;
+                return Ok((prev, outcome));
+            }
+        };
+        let timeout = Self::timeout_of(&f, &input);
+        let (me, ex) = (self.clone(), exec.clone());
+        let task = tokio::spawn(async move {
+            let _running = RunningGuard::new(&me);
+            match f.admission.acquire(Instant::now() + timeout).await {
+                Ok(permit) => Ok(me.run(&f, &ex, permit, timeout).await),
+                Err(Reject::Closed) => {
+                    let outcome = removed_outcome(&f.name);
+                    me.finish(&f, &ex, outcome.clone());
+                    Ok(outcome)
+                }
+                Err(r) => {
+                    me.store.discard(&ex.id);
+                    f.metrics.queue_rejected.inc();
+                    Err(backpressure(r, &f.name))
+                }
+            }
+        });
+        match task.await {
+            Ok(r) => r.map(|o| (exec, o)),
+            Err(e) => Err(ApiError::Internal(format!("execution task failed: {e}"))),
+        }
+    }
+
+    /// `:enqueue`: accepts the invocation and runs it in the background.
+    pub fn enqueue(
+        self: &Arc<Self>,
+        name: &str,
+        input: InvokeInput,
+    ) -> Result<Arc<Execution>, ApiError> {
+        let f = self.lookup(name)?;
+        self.check_rate(&f)?;
+        let exec = match self.open(&f, &input, Mode::Async)? {
+            Ok(e) => e,
+            Err(prev) => return Ok(prev),
+        };
+        let timeout = Self::timeout_of(&f, &input);
+        let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
+        let submitted = f.admission.submit(move |permit| match permit {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    let _running = RunningGuard::new(&me);
+                    me.run(&func, &ex, permit, timeout).await;
+                });
+            }
+            Err(_closed) => {
+                me.finish(&func, &ex, removed_outcome(&func.name));
+            }
+        });
+        match submitted {
+            Ok(()) => {
+                f.metrics.enqueue.inc();
+                Ok(exec)
+            }
+            Err(r) => {
+                self.store.discard(&exec.id);
+                f.metrics.queue_rejected.inc();
+                Err(backpressure(r, name))
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << (attempt.saturating_sub(1)).min(16);
+        (self.settings.retry_backoff * factor).min(self.settings.retry_backoff_max)
+    }
+
+    /// Runs the attempts of `exec` while holding `permit`, and records the final outcome.
+    async fn run(
+        &self,
+        f: &Function,
+        exec: &Arc<Execution>,
+        permit: Permit,
+        timeout: Duration,
+    ) -> Outcome {
+        let m = &f.metrics;
+        m.queue_wait
+            .observe(permit.acquired().saturating_duration_since(exec.created));
+        let max_attempts = f.spec.max_retries.max(1);
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let Some(body) = exec.begin_attempt(attempt) else {
+                return exec.result().unwrap_or_else(|| removed_outcome(&f.name));
+            };
+            m.dispatch.inc();
+            let call = Call {
+                exec: exec.clone(),
+                spec: f.spec.clone(),
+                attempt,
+                body,
+                timeout,
+                callback: CallbackInfo {
+                    url: self.settings.callback_base_url.clone(),
+                    token: self.auth.token(&exec.id, attempt),
+                },
+                max_output_bytes: self.settings.max_output_bytes,
+            };
+            let started = Instant::now();
+            // The backend enforces the timeout; this bound only guards against a backend bug.
+            let guard = timeout + Duration::from_secs(5);
+            let result = match tokio::time::timeout(guard, f.backend.dispatch(&call)).await {
+                Ok(r) => r,
+                Err(_) => Outcome::Failure(Failure::new(
+                    FailureKind::Timeout,
+                    ErrorCode::Timeout,
+                    format!(
+                        "the function did not answer within {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+                .into(),
+            };
+            m.latency.observe(started.elapsed());
+            match result.cold_start {
+                Some(init) => {
+                    exec.mark_cold_start(init);
+                    m.cold_start.inc();
+                    m.cold_start_duration.observe(init);
+                }
+                None => m.warm_start.inc(),
+            }
+            let outcome = exec.resolve_attempt(attempt, result.outcome);
+            if let Outcome::Failure(fail) = &outcome {
+                let retryable = match fail.kind {
+                    FailureKind::Platform => true,
+                    FailureKind::Function | FailureKind::Timeout => exec.mode == Mode::Async,
+                    FailureKind::Fatal => false,
+                };
+                if retryable && attempt < max_attempts {
+                    m.retry.inc();
+                    tracing::debug!(function = %f.name, execution_id = %exec.id, attempt, error = %fail.error, "retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+            }
+            break outcome;
+        };
+        self.finish(f, exec, outcome.clone());
+        drop(permit);
+        outcome
+    }
+
+    fn finish(&self, f: &Function, exec: &Execution, outcome: Outcome) {
+        let status = outcome.status();
+        if !self.store.finish(exec, outcome) {
+            return;
+        }
+        let m = &f.metrics;
+        match status {
+            nanofaas_api::ExecutionStatus::Success => m.success.inc(),
+            nanofaas_api::ExecutionStatus::Timeout => {
+                m.timeout.inc();
+                m.error.inc();
+            }
+            _ => m.error.inc(),
+        }
+        let e2e = exec.created.elapsed();
+        m.e2e_latency.observe(e2e);
+        let (cold, _) = exec.cold_start();
+        tracing::info!(
+            target: "nanofaas::execution",
+            function = %exec.function,
+            execution_id = %exec.id,
+            trace_id = %exec.trace_id,
+            mode = exec.mode.as_str(),
+            status = status.as_str(),
+            attempts = exec.attempt(),
+            cold_start = cold,
+            duration_us = e2e.as_micros() as u64,
+            "execution finished"
+        );
+    }
+
+    /// `POST /v1/internal/executions/{id}:complete`.
+    pub fn complete(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<CallbackVerdict, ApiError> {
+        let g = &self.metrics.global;
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            g.callbacks_rejected.inc();
+            return Err(ApiError::Unauthorized);
+        };
+        let attempt = match self.auth.verify(id, token) {
+            Ok(a) => a,
+            Err(TokenError::Malformed | TokenError::Mismatch) => {
+                g.callbacks_rejected.inc();
+                return Err(ApiError::Forbidden);
+            }
+        };
+        let payload: CallbackPayload = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("callback body is not a valid result: {e}"))
+        })?;
+        let verdict = match self.store.get(id) {
+            None => CallbackVerdict::Stale,
+            Some(exec) => exec.deliver_callback(attempt, callback_outcome(payload)),
+        };
+        match verdict {
+            CallbackVerdict::Recorded => g.callbacks_recorded.inc(),
+            CallbackVerdict::Duplicate | CallbackVerdict::Stale => {
+                g.callbacks_ignored.inc();
+                tracing::debug!(execution_id = %id, attempt, ?verdict, "callback ignored");
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// Drops expired execution records and idempotency keys. Runs every `interval` until the
+    /// platform is dropped.
+    pub fn spawn_housekeeping(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(p) = weak.upgrade() else { return };
+                p.store.sweep();
+                p.idempotency.sweep(&p.store);
+            }
+        })
+    }
+
+    /// Stops accepting invocations, waits up to `grace` for running ones, then stops every
+    /// function's backend.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        loop {
+            let n = self.running_changed.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            let running = self.running.load(Ordering::SeqCst);
+            if running == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, n).await.is_err() {
+                tracing::warn!(
+                    running,
+                    "shutdown grace period over; stopping with executions still running"
+                );
+                break;
+            }
+        }
+        let functions = self.registry.drain();
+        for f in &functions {
+            f.admission.close();
+        }
+        for f in functions {
+            f.backend.shutdown().await;
+        }
+        self.factory.shutdown().await;
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("function {name:?} does not exist"))
+}
+
+fn removed_outcome(name: &str) -> Outcome {
+    Outcome::Failure(Failure::new(
+        FailureKind::Fatal,
+        ErrorCode::FunctionRemoved,
+        format!("function {name:?} was removed before the invocation ran"),
+    ))
+}
+
+/// A callback's body as an outcome.
+pub fn callback_outcome(p: CallbackPayload) -> Outcome {
+    if p.success {
+        let out = p.output.unwrap_or(serde_json::Value::Null);
+        return Outcome::Success(Bytes::from(
+            serde_json::to_vec(&out).unwrap_or_else(|_| b"null".to_vec()),
+        ));
+    }
+    let error = p.error.unwrap_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::FunctionError,
+            "the function reported a failure without details",
+        )
+    });
+    let kind = match ErrorCode::parse(&error.code) {
+        Some(ErrorCode::Timeout) => FailureKind::Timeout,
+        Some(ErrorCode::InstanceLost | ErrorCode::StartupError | ErrorCode::SpawnError) => {
+            FailureKind::Platform
+        }
+        _ => FailureKind::Function,
+    };
+    Outcome::Failure(Failure { error, kind })
+}

@@ -1,0 +1,231 @@
+//! Starting and stopping the control plane: binds the listener, builds the platform, serves
+//! HTTP/1.1 with keep-alive, and shuts down in order (stop accepting, drain executions, stop
+//! instances, close connections).
+
+use crate::api::{self, AppState};
+use crate::auth::CallbackAuth;
+use crate::config::Config;
+use crate::dispatch::{http_client, ClientSettings, HttpClient};
+use crate::executions::StoreLimits;
+use crate::metrics::Metrics;
+use crate::platform::{BackendFactory, EndpointFactory, Platform, Settings};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What a backend factory may use when it is built.
+pub struct Context {
+    pub config: Config,
+    pub client: HttpClient,
+    pub metrics: Arc<Metrics>,
+    /// `{base}/{executionId}:complete` is where instances send callbacks.
+    pub callback_base_url: String,
+    /// The address the API is bound to.
+    pub addr: SocketAddr,
+}
+
+/// A running control plane.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub platform: Arc<Platform>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops the server as SIGTERM would and waits until it has stopped.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after [`ServerHandle::stop_signal`] or a fatal error).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that asks the server to stop.
+    pub fn stop_signal(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Starts with the default backends (`POOL` functions only).
+pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
+    start_with(config, |ctx| {
+        Ok(Arc::new(EndpointFactory {
+            client: ctx.client.clone(),
+        }))
+    })
+    .await
+}
+
+/// Starts with the backend factory `make_factory` builds from the [`Context`].
+pub async fn start_with(
+    config: Config,
+    make_factory: impl FnOnce(&Context) -> Result<Arc<dyn BackendFactory>, String>,
+) -> Result<ServerHandle, StartError> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    let callback_base_url = if config.callback_base_url.is_empty() {
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!("http://{host}:{}/v1/internal/executions", addr.port())
+    } else {
+        config.callback_base_url.trim_end_matches('/').to_string()
+    };
+    let auth = if config.callback_secret.is_empty() {
+        CallbackAuth::new(crate::ids::secret_bytes().map_err(StartError::Setup)?)
+    } else {
+        CallbackAuth::from_secret(&config.callback_secret)
+    };
+    let metrics = Arc::new(Metrics::default());
+    let client = http_client(&ClientSettings {
+        connect_timeout: Duration::from_millis(config.dispatch.connect_timeout_ms),
+        idle_timeout: Duration::from_millis(config.dispatch.idle_connection_timeout_ms),
+        max_idle_per_host: config.dispatch.max_idle_connections_per_host,
+    });
+    let ctx = Context {
+        config: config.clone(),
+        client,
+        metrics: metrics.clone(),
+        callback_base_url: callback_base_url.clone(),
+        addr,
+    };
+    let factory = make_factory(&ctx).map_err(StartError::Setup)?;
+    let rate = config.admission.global_rate_per_second;
+    let settings = Settings {
+        callback_base_url,
+        max_output_bytes: config.max_output_bytes,
+        retry_backoff: Duration::from_millis(config.admission.retry_backoff_ms),
+        retry_backoff_max: Duration::from_millis(config.admission.retry_backoff_max_ms),
+        store: StoreLimits {
+            ttl: Duration::from_millis(config.executions.ttl_ms),
+            max_records: config.executions.max_records,
+            max_payload_bytes: config.executions.max_payload_bytes,
+        },
+        global_rate_per_second: (rate > 0.0).then_some(rate),
+    };
+    let platform = Platform::new(settings, metrics, auth, factory);
+    let housekeeping =
+        platform.spawn_housekeeping(Duration::from_millis(config.executions.sweep_interval_ms));
+    let state = Arc::new(AppState {
+        platform: platform.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let task = tokio::spawn(serve(listener, state, stop_rx, grace, housekeeping));
+    tracing::info!(%addr, "control plane listening");
+    Ok(ServerHandle {
+        addr,
+        platform,
+        stop,
+        task,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+    housekeeping: JoinHandle<()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let st = state.clone();
+                let service = service_fn(move |req| {
+                    let st = st.clone();
+                    async move { Ok::<_, Infallible>(api::handle(st, req).await) }
+                });
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = wait_stop(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new invocations; draining running ones");
+    state.platform.shutdown(grace).await;
+    housekeeping.abort();
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    tracing::info!("control plane stopped");
+}
+
+async fn wait_stop(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            // Every sender is gone: nobody can ask us to stop; serve until the process ends.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs until `shutdown` completes, then stops in order.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let handle = start(config).await?;
+    let stop = handle.stop_signal();
+    shutdown.await;
+    let _ = stop.send(true);
+    handle.wait().await;
+    Ok(())
+}
