@@ -83,14 +83,18 @@ fi
 
 [[ $cmd == test ]] || exit 0
 
-say "compiling the tests"
-rm -rf "$build/test-classes"
-mkdir -p "$build/test-classes"
-mapfile -t tests < <(find "$here/src/test/java" -name '*.java' | LC_ALL=C sort)
-"$javac" --release 17 -Xlint:all -Xlint:-try -encoding UTF-8 -d "$build/test-classes" \
-  -cp "$runtime_jar:$NANOFAAS_JUNIT_CONSOLE" "${tests[@]}" || die "javac (tests) failed"
-if [[ -d $here/src/test/resources ]]; then
-  cp -R "$here/src/test/resources/." "$build/test-classes/"
+test_fp=$( { printf '%s\n' "$main_fp" "$NANOFAAS_JUNIT_CONSOLE"
+  (cd "$here" && find src/test -type f | LC_ALL=C sort | xargs sha256sum); } | sha256sum | cut -d' ' -f1)
+if [[ -d $build/test-classes && "$(cat "$build/.test-fingerprint" 2>/dev/null)" == "$test_fp" ]]; then
+  say "tests up to date"
+else
+  say "compiling the tests"
+  rm -rf "$build/test-classes" "$build/.test-fingerprint"
+  mkdir -p "$build/test-classes"
+  mapfile -t tests < <(find "$here/src/test/java" -name '*.java' | LC_ALL=C sort)
+  "$javac" --release 17 -Xlint:all -Xlint:-try -encoding UTF-8 -d "$build/test-classes" \
+    -cp "$runtime_jar:$NANOFAAS_JUNIT_CONSOLE" "${tests[@]}" || die "javac (tests) failed"
+  printf '%s\n' "$test_fp" >"$build/.test-fingerprint"
 fi
 
 say "running the JUnit 5 tests"

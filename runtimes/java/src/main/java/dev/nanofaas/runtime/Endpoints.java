@@ -96,28 +96,38 @@ final class Endpoints implements HttpHandler {
         }
     }
 
+    /** What to answer, and the callback to queue (null: none) before answering. */
+    private record Outcome(int status, byte[] body, Runnable callback) {
+        static Outcome reject(int status, byte[] body) {
+            return new Outcome(status, body, null);
+        }
+    }
+
     private void invoke(HttpExchange exchange) throws IOException {
         if (!inFlight.enter()) {
             respond(exchange, 503, errorBody(SHUTTING_DOWN, "the runtime is shutting down"));
             return;
         }
-        Runnable callback;
+        Outcome outcome;
         try {
-            callback = invokeInFlight(exchange);
+            outcome = run(exchange);
         } finally {
             inFlight.exit();
         }
-        if (callback != null) {
+        // Queued before answering, so that once the caller has its answer the callback is
+        // already on its way (and shutdown, which waits for answered invocations, sends it).
+        if (outcome.callback() != null) {
             try {
-                callbackExecutor.execute(callback);
+                callbackExecutor.execute(outcome.callback());
             } catch (RejectedExecutionException e) {
                 Log.warn("callback dropped: the callback queue is full or closed");
             }
         }
+        respond(exchange, outcome.status(), outcome.body());
     }
 
-    /** Serves one invocation; returns the callback to send once the response is out, or null. */
-    private Runnable invokeInFlight(HttpExchange exchange) throws IOException {
+    /** Serves one invocation up to, not including, the answer. */
+    private Outcome run(HttpExchange exchange) throws IOException {
         Headers headers = exchange.getRequestHeaders();
         String executionId = header(headers, EXECUTION_ID_HEADER);
         if (executionId == null) {
@@ -125,27 +135,24 @@ final class Endpoints implements HttpHandler {
         } else {
             String problem = RuntimeConfig.checkExecutionId(executionId);
             if (problem != null) {
-                respond(exchange, 400, simpleError("invalid " + EXECUTION_ID_HEADER + ": " + problem));
-                return null;
+                return Outcome.reject(400, simpleError("invalid " + EXECUTION_ID_HEADER + ": " + problem));
             }
         }
         if (executionId == null) {
-            respond(
-                    exchange,
+            return Outcome.reject(
                     400,
                     simpleError(
                             "no execution id: send the "
                                     + EXECUTION_ID_HEADER
                                     + " header or set EXECUTION_ID"));
-            return null;
         }
         String traceId = header(headers, TRACE_ID_HEADER);
         String callbackUrl = header(headers, CALLBACK_URL_HEADER);
         if (callbackUrl != null) {
             String problem = CallbackClient.checkCallbackUrl(callbackUrl);
             if (problem != null) {
-                respond(exchange, 400, simpleError("invalid " + CALLBACK_URL_HEADER + ": " + problem));
-                return null;
+                return Outcome.reject(
+                        400, simpleError("invalid " + CALLBACK_URL_HEADER + ": " + problem));
             }
         } else {
             callbackUrl = config.defaultCallbackUrl();
@@ -154,27 +161,21 @@ final class Endpoints implements HttpHandler {
         if (token == null) {
             token = config.defaultCallbackToken();
         }
-        CallbackClient.Target target = callbackUrl == null ? null : new CallbackClient.Target(callbackUrl, token);
+        CallbackClient.Target target =
+                callbackUrl == null ? null : new CallbackClient.Target(callbackUrl, token);
 
         byte[] body = readBody(exchange);
         if (body == null) {
-            respond(
-                    exchange,
-                    413,
-                    simpleError("request body larger than MAX_BODY_BYTES=" + config.maxBodyBytes()));
-            return null;
+            return Outcome.reject(
+                    413, simpleError("request body larger than MAX_BODY_BYTES=" + config.maxBodyBytes()));
         }
         InvocationRequest request;
         try {
             request = parse(body, executionId, traceId);
         } catch (BadRequest e) {
-            respond(exchange, 400, simpleError(e.getMessage()));
-            return null;
+            return Outcome.reject(400, simpleError(e.getMessage()));
         }
 
-        InvocationResult result;
-        int status;
-        byte[] response;
         Object output;
         try {
             output = handler.handle(request);
@@ -182,26 +183,28 @@ final class Endpoints implements HttpHandler {
             String message = message(t);
             String id = executionId;
             handlerErrorLog.warn(() -> "handler failed for execution " + id + ": " + message, t);
-            result = InvocationResult.error(HANDLER_ERROR, message);
-            respond(exchange, 500, errorBody(HANDLER_ERROR, message));
-            return callbackFor(target, executionId, result, traceId);
+            return new Outcome(
+                    500,
+                    errorBody(HANDLER_ERROR, message),
+                    callbackFor(target, executionId, InvocationResult.error(HANDLER_ERROR, message), traceId));
         }
+        byte[] json;
         try {
-            response = Json.MAPPER.writeValueAsBytes(output);
-            status = 200;
-            result = InvocationResult.successRawJson(new String(response, StandardCharsets.UTF_8));
+            json = Json.MAPPER.writeValueAsBytes(output);
         } catch (JsonProcessingException | RuntimeException | StackOverflowError e) {
             String message =
                     "the handler's output ("
                             + output.getClass().getName()
                             + ") cannot be serialised as JSON: "
                             + HandlerLoader.describe(e);
-            status = 500;
-            response = errorBody(FUNCTION_ERROR, message);
-            result = InvocationResult.error(FUNCTION_ERROR, message);
+            return new Outcome(
+                    500,
+                    errorBody(FUNCTION_ERROR, message),
+                    callbackFor(target, executionId, InvocationResult.error(FUNCTION_ERROR, message), traceId));
         }
-        respond(exchange, status, response);
-        return callbackFor(target, executionId, result, traceId);
+        InvocationResult result =
+                target == null ? null : InvocationResult.successRawJson(new String(json, StandardCharsets.UTF_8));
+        return new Outcome(200, json, callbackFor(target, executionId, result, traceId));
     }
 
     private Runnable callbackFor(

@@ -4,8 +4,7 @@ import com.sun.net.httpserver.HttpServer;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.util.concurrent.ArrayBlockingQueue;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
@@ -45,13 +44,17 @@ final class RuntimeServer {
 
     private final RuntimeConfig config;
     private final HttpServer server;
-    private final ExecutorService invokers;
+    private final ThreadPoolExecutor invokers;
     private final ThreadPoolExecutor callbackExecutor;
     private final InFlight inFlight = new InFlight();
     private final Object stopLock = new Object();
     private boolean stopped;
 
-    private RuntimeServer(RuntimeConfig config, HttpServer server, ExecutorService invokers, ThreadPoolExecutor callbackExecutor) {
+    private RuntimeServer(
+            RuntimeConfig config,
+            HttpServer server,
+            ThreadPoolExecutor invokers,
+            ThreadPoolExecutor callbackExecutor) {
         this.config = config;
         this.server = server;
         this.invokers = invokers;
@@ -79,8 +82,14 @@ final class RuntimeServer {
                     StartupException.EXIT_LISTEN,
                     "cannot listen on " + config.host() + ":" + config.port() + ": " + HandlerLoader.describe(e));
         }
-        ExecutorService invokers =
-                Executors.newFixedThreadPool(config.threads(), daemonThreads("nanofaas-invoke-"));
+        ThreadPoolExecutor invokers =
+                new ThreadPoolExecutor(
+                        config.threads(),
+                        config.threads(),
+                        0,
+                        TimeUnit.MILLISECONDS,
+                        new LinkedBlockingQueue<>(),
+                        daemonThreads("nanofaas-invoke-"));
         ThreadPoolExecutor callbackExecutor =
                 new ThreadPoolExecutor(
                         1,
@@ -132,14 +141,31 @@ final class RuntimeServer {
             stopped = true;
         }
         long grace = config.shutdownGrace().toMillis();
+        long deadline = System.nanoTime() + grace * 1_000_000L;
         if (!inFlight.drain(grace)) {
-            Log.warn("stopping with " + inFlight.running() + " invocation(s) still running after SHUTDOWN_GRACE_MS=" + grace);
+            Log.warn(
+                    "stopping with "
+                            + inFlight.running()
+                            + " invocation(s) still running after SHUTDOWN_GRACE_MS="
+                            + grace);
+        }
+        // Requests queued behind the last invocation now answer 503 at once; let them, so that
+        // their clients get an answer rather than a reset connection.
+        while ((invokers.getActiveCount() > 0 || !invokers.getQueue().isEmpty())
+                && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(5);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
         }
         server.stop(0);
         invokers.shutdownNow();
         callbackExecutor.shutdown();
         try {
-            if (!callbackExecutor.awaitTermination(grace, TimeUnit.MILLISECONDS)) {
+            long left = Math.max(0, (deadline - System.nanoTime()) / 1_000_000L);
+            if (!callbackExecutor.awaitTermination(Math.max(left, 1000), TimeUnit.MILLISECONDS)) {
                 Log.warn("stopping with " + callbackExecutor.getQueue().size() + " callback(s) not sent");
                 callbackExecutor.shutdownNow();
             }
