@@ -30,8 +30,22 @@ pub enum Claim {
     Conflict(Arc<str>),
 }
 
+/// Digest of a request body, insensitive to white space and key order: two requests that mean
+/// the same JSON are the same request.
 pub fn digest(body: &[u8]) -> [u8; 32] {
-    Sha256::digest(body).into()
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => Sha256::digest(v.to_string().as_bytes()).into(),
+        Err(_) => Sha256::digest(body).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digest_ignores_formatting() {
+        assert_eq!(super::digest(br#"{"input": 7, "metadata": {"a": "1"}}"#), super::digest(br#"{"metadata":{"a":"1"},"input":7}"#));
+        assert_ne!(super::digest(br#"{"input": 7}"#), super::digest(br#"{"input": 8}"#));
+    }
 }
 
 impl Idempotency {
