@@ -207,13 +207,30 @@ impl Admission {
         self: &Arc<Self>,
         start: impl FnOnce(Result<Permit, Closed>) + Send + 'static,
     ) -> Result<(), Reject> {
+        self.submit_inner(start, false)
+    }
+
+    /// Like [`Admission::submit`], but never refused for a full queue: for work that was
+    /// accepted before a restart.
+    pub fn submit_accepted(
+        self: &Arc<Self>,
+        start: impl FnOnce(Result<Permit, Closed>) + Send + 'static,
+    ) -> Result<(), Reject> {
+        self.submit_inner(start, true)
+    }
+
+    fn submit_inner(
+        self: &Arc<Self>,
+        start: impl FnOnce(Result<Permit, Closed>) + Send + 'static,
+        unbounded: bool,
+    ) -> Result<(), Reject> {
         {
             let mut st = self.state.lock().unwrap();
             if st.closed {
                 return Err(Reject::Closed);
             }
             if !(st.inflight < self.limit && st.queue.is_empty()) {
-                if st.queue.len() >= self.queue_cap {
+                if st.queue.len() >= self.queue_cap && !unbounded {
                     return Err(Reject::Depth {
                         retry_after: self.retry_after(&st),
                     });

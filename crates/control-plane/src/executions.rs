@@ -128,12 +128,24 @@ impl Execution {
         trace_id: Arc<str>,
         request: Bytes,
     ) -> Arc<Self> {
+        Self::with_created_at(id, function, mode, trace_id, request, now_ms())
+    }
+
+    /// An execution accepted earlier (read back from the journal after a restart).
+    pub fn with_created_at(
+        id: Arc<str>,
+        function: Arc<str>,
+        mode: Mode,
+        trace_id: Arc<str>,
+        request: Bytes,
+        created_at: u64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             function,
             mode,
             trace_id,
-            created_at: now_ms(),
+            created_at,
             created: Instant::now(),
             state: Mutex::new(State {
                 status: ExecutionStatus::Queued,

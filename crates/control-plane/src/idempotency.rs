@@ -43,8 +43,14 @@ pub fn digest(body: &[u8]) -> [u8; 32] {
 mod tests {
     #[test]
     fn digest_ignores_formatting() {
-        assert_eq!(super::digest(br#"{"input": 7, "metadata": {"a": "1"}}"#), super::digest(br#"{"metadata":{"a":"1"},"input":7}"#));
-        assert_ne!(super::digest(br#"{"input": 7}"#), super::digest(br#"{"input": 8}"#));
+        assert_eq!(
+            super::digest(br#"{"input": 7, "metadata": {"a": "1"}}"#),
+            super::digest(br#"{"metadata":{"a":"1"},"input":7}"#)
+        );
+        assert_ne!(
+            super::digest(br#"{"input": 7}"#),
+            super::digest(br#"{"input": 8}"#)
+        );
     }
 }
 

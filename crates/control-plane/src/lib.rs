@@ -10,7 +10,7 @@
 //! - [`executions`]: execution records, one outcome per attempt, the bounded store.
 //! - [`idempotency`]: idempotency keys bound to executions.
 //! - [`dispatch`]: the `Backend` trait and the HTTP hop to endpoints and instances.
-//! - [`registry`]: the live functions.
+//! - [`registry`]: the live functions; [`persist`]: specs and the async journal on disk.
 //! - [`auth`]: per-attempt callback tokens.
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
 //! - [`telemetry`]: logging set-up.
@@ -25,6 +25,7 @@ pub mod executions;
 pub mod idempotency;
 pub mod ids;
 pub mod metrics;
+pub mod persist;
 pub mod platform;
 pub mod ratelimit;
 pub mod registry;

@@ -14,6 +14,7 @@ use crate::executions::{
 };
 use crate::idempotency::{self, Claim, Idempotency};
 use crate::metrics::{FunctionMetrics, Metrics};
+use crate::persist::{Journal, Pending, SpecStore};
 use crate::ratelimit::TokenBucket;
 use crate::registry::{Function, Registry};
 use bytes::Bytes;
@@ -93,8 +94,17 @@ pub struct InvokeInput {
     pub idempotency_key: Option<String>,
 }
 
+/// Where specs and the async journal are kept; `None` in [`Platform::new`] keeps nothing.
+pub struct Persistence {
+    pub specs: SpecStore,
+    pub journal: Journal,
+}
+
 pub struct Platform {
     pub registry: Registry,
+    persistence: Option<Persistence>,
+    /// Serialises register/replace/delete so the registry and the spec files agree.
+    mutations: std::sync::Mutex<()>,
     pub store: ExecutionStore,
     pub idempotency: Idempotency,
     pub metrics: Arc<Metrics>,
@@ -159,9 +169,12 @@ impl Platform {
         metrics: Arc<Metrics>,
         auth: CallbackAuth,
         factory: Arc<dyn BackendFactory>,
+        persistence: Option<Persistence>,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry: Registry::default(),
+            persistence,
+            mutations: std::sync::Mutex::new(()),
             store: ExecutionStore::new(settings.store.clone(), metrics.clone()),
             idempotency: Idempotency::default(),
             metrics,
@@ -200,20 +213,99 @@ impl Platform {
 
     /// `POST /v1/functions`.
     pub fn register(self: &Arc<Self>, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, ApiError> {
+        let _serial = self.mutations.lock().unwrap();
         if self.registry.get(&spec.name).is_some() {
             return Err(ApiError::AlreadyExists(spec.name));
         }
         let f = self.build(spec)?;
-        match self.registry.insert_new(f.clone()) {
-            Ok(()) => {
-                tracing::info!(function = %f.name, mode = f.spec.execution_mode.as_str(), "function registered");
-                Ok(f.spec.clone())
+        if let Err(e) = self.save_spec(&f.spec) {
+            self.retire(f, true);
+            return Err(e);
+        }
+        if let Err(lost) = self.registry.insert_new(f.clone()) {
+            let name = lost.name.to_string();
+            self.retire(lost, true);
+            return Err(ApiError::AlreadyExists(name));
+        }
+        tracing::info!(function = %f.name, mode = f.spec.execution_mode.as_str(), "function registered");
+        Ok(f.spec.clone())
+    }
+
+    fn save_spec(&self, spec: &FunctionSpec) -> Result<(), ApiError> {
+        match &self.persistence {
+            Some(p) => p
+                .specs
+                .save(spec)
+                .map_err(|e| ApiError::Internal(format!("cannot store the function: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Registers the specs and resumes the async invocations kept from before a restart.
+    /// Invocations of functions that are gone fail visibly with INTERRUPTED.
+    pub fn restore(self: &Arc<Self>, specs: Vec<FunctionSpec>, pending: Vec<Pending>) {
+        for spec in specs {
+            let name = spec.name.clone();
+            match self.build(spec) {
+                Ok(f) => {
+                    self.registry.upsert(f);
+                }
+                Err(e) => {
+                    tracing::error!(function = %name, error = %e, "a stored function can no longer be registered")
+                }
             }
-            Err(lost) => {
-                // Lost a race with another registration: stop what was built for nothing.
-                let name = lost.name.to_string();
-                self.retire(lost, false);
-                Err(ApiError::AlreadyExists(name))
+        }
+        let resumed = pending.len();
+        for p in pending {
+            let exec = Execution::with_created_at(
+                p.id.as_str().into(),
+                p.function.as_str().into(),
+                Mode::Async,
+                p.trace_id.as_str().into(),
+                p.body,
+                p.created_at,
+            );
+            self.store.insert(exec.clone());
+            let Some(f) = self.registry.get(&p.function) else {
+                let outcome = Outcome::Failure(Failure::new(
+                    FailureKind::Fatal,
+                    ErrorCode::Interrupted,
+                    format!(
+                        "the control plane restarted and function {:?} is no longer registered",
+                        p.function
+                    ),
+                ));
+                self.store.finish(&exec, outcome);
+                self.journal_finished(&exec);
+                continue;
+            };
+            let timeout = Duration::from_millis(f.spec.timeout_ms);
+            let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
+            let _ = f.admission.submit_accepted(move |permit| match permit {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        let _running = RunningGuard::new(&me);
+                        me.run(&func, &ex, permit, timeout).await;
+                    });
+                }
+                Err(_closed) => me.finish(&func, &ex, removed_outcome(&func.name)),
+            });
+        }
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "resumed async invocations accepted before the restart"
+            );
+        }
+    }
+
+    fn journal_finished(&self, exec: &Execution) {
+        if exec.mode != Mode::Async {
+            return;
+        }
+        if let Some(p) = &self.persistence {
+            if let Err(e) = p.journal.finished(&exec.id) {
+                tracing::error!(execution_id = %exec.id, error = %e, "cannot journal the end of an execution; it may run again after a restart");
             }
         }
     }
@@ -223,7 +315,12 @@ impl Platform {
         self: &Arc<Self>,
         spec: FunctionSpec,
     ) -> Result<(bool, Arc<FunctionSpec>), ApiError> {
+        let _serial = self.mutations.lock().unwrap();
         let f = self.build(spec)?;
+        if let Err(e) = self.save_spec(&f.spec) {
+            self.retire(f, true);
+            return Err(e);
+        }
         let old = self.registry.upsert(f.clone());
         let created = old.is_none();
         if let Some(old) = old {
@@ -237,7 +334,13 @@ impl Platform {
 
     /// `DELETE /v1/functions/{name}`.
     pub fn delete(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
+        let _serial = self.mutations.lock().unwrap();
         let f = self.registry.remove(name).ok_or_else(|| not_found(name))?;
+        if let Some(p) = &self.persistence {
+            if let Err(e) = p.specs.remove(name) {
+                tracing::error!(function = %name, error = %e, "cannot remove the stored function; it will come back after a restart");
+            }
+        }
         self.idempotency.forget_function(name);
         self.metrics.remove_function(name);
         tracing::info!(function = %name, "function deleted");
@@ -390,6 +493,20 @@ impl Platform {
             Ok(e) => e,
             Err(prev) => return Ok(prev),
         };
+        if let Some(p) = &self.persistence {
+            if let Err(e) = p.journal.accepted(
+                &exec.id,
+                &f.name,
+                &exec.trace_id,
+                exec.created_at,
+                &input.body,
+            ) {
+                self.store.discard(&exec.id);
+                return Err(ApiError::Internal(format!(
+                    "cannot record the invocation durably: {e}"
+                )));
+            }
+        }
         let timeout = Self::timeout_of(&f, &input);
         let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
         let submitted = f.admission.submit(move |permit| match permit {
@@ -410,6 +527,7 @@ impl Platform {
             }
             Err(r) => {
                 self.store.discard(&exec.id);
+                self.journal_finished(&exec);
                 f.metrics.queue_rejected.inc();
                 Err(backpressure(r, name))
             }
@@ -502,6 +620,7 @@ impl Platform {
         if !self.store.finish(exec, outcome) {
             return;
         }
+        self.journal_finished(exec);
         let m = &f.metrics;
         match status {
             nanofaas_api::ExecutionStatus::Success => m.success.inc(),

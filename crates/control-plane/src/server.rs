@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::dispatch::{http_client, ClientSettings, HttpClient};
 use crate::executions::StoreLimits;
 use crate::metrics::Metrics;
-use crate::platform::{BackendFactory, EndpointFactory, Platform, Settings};
+use crate::persist::{Journal, SpecStore};
+use crate::platform::{BackendFactory, EndpointFactory, Persistence, Platform, Settings};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -140,7 +141,26 @@ pub async fn start_with(
         },
         global_rate_per_second: (rate > 0.0).then_some(rate),
     };
-    let platform = Platform::new(settings, metrics, auth, factory);
+    let (persistence, restored) = if config.state_dir.is_empty() {
+        (None, None)
+    } else {
+        let dir = std::path::Path::new(&config.state_dir);
+        let specs = SpecStore::open(dir).map_err(StartError::Setup)?;
+        let (journal, pending, problems) =
+            Journal::open(dir, config.journal_fsync).map_err(StartError::Setup)?;
+        let (stored, spec_problems) = specs.load();
+        for p in problems.iter().chain(&spec_problems) {
+            tracing::warn!(problem = %p, "state folder");
+        }
+        (
+            Some(Persistence { specs, journal }),
+            Some((stored, pending)),
+        )
+    };
+    let platform = Platform::new(settings, metrics, auth, factory, persistence);
+    if let Some((stored, pending)) = restored {
+        platform.restore(stored, pending);
+    }
     let housekeeping =
         platform.spawn_housekeeping(Duration::from_millis(config.executions.sweep_interval_ms));
     let state = Arc::new(AppState {

@@ -28,7 +28,16 @@ pub fn config() -> Config {
     c.admission.retry_backoff_ms = 5;
     c.admission.retry_backoff_max_ms = 20;
     c.shutdown_grace_ms = 5000;
+    c.state_dir = String::new();
     c
+}
+
+/// A fresh, empty folder for one test's state.
+pub fn temp_state_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("nanofaas-cp-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 pub struct Cp {
@@ -38,9 +47,14 @@ pub struct Cp {
 
 impl Cp {
     pub async fn start(cfg: Config) -> Cp {
-        let handle = nanofaas_control_plane::start(cfg).await.expect("control plane starts");
+        let handle = nanofaas_control_plane::start(cfg)
+            .await
+            .expect("control plane starts");
         let base = format!("http://{}", handle.addr);
-        Cp { handle: Some(handle), base }
+        Cp {
+            handle: Some(handle),
+            base,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -48,15 +62,26 @@ impl Cp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> nanofaas_testkit::client::Response {
-        http("POST", &self.url(path), &[], body.to_string()).await.unwrap()
+        http("POST", &self.url(path), &[], body.to_string())
+            .await
+            .unwrap()
     }
 
-    pub async fn post_h(&self, path: &str, headers: &[(&str, &str)], body: Value) -> nanofaas_testkit::client::Response {
-        http("POST", &self.url(path), headers, body.to_string()).await.unwrap()
+    pub async fn post_h(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> nanofaas_testkit::client::Response {
+        http("POST", &self.url(path), headers, body.to_string())
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> nanofaas_testkit::client::Response {
-        http("GET", &self.url(path), &[], Bytes::new()).await.unwrap()
+        http("GET", &self.url(path), &[], Bytes::new())
+            .await
+            .unwrap()
     }
 
     pub async fn register_pool(&self, name: &str, endpoint: &str, extra: Value) -> Value {
@@ -91,7 +116,10 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, k: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -126,11 +154,15 @@ impl Endpoint {
         let (s2, p2) = (seen.clone(), peak.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let (seen, peak, live, script) = (s2.clone(), p2.clone(), live.clone(), script.clone());
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (seen, peak, live, script) =
+                    (s2.clone(), p2.clone(), live.clone(), script.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (seen, peak, live, script) = (seen.clone(), peak.clone(), live.clone(), script.clone());
+                        let (seen, peak, live, script) =
+                            (seen.clone(), peak.clone(), live.clone(), script.clone());
                         async move {
                             let now = live.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(now, Ordering::SeqCst);
@@ -139,7 +171,12 @@ impl Endpoint {
                                 .iter()
                                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                                 .collect();
-                            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
                             let s = Seen { headers, body };
                             let n = {
@@ -160,11 +197,18 @@ impl Endpoint {
                             out
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
-        Endpoint { addr, seen, peak, task }
+        Endpoint {
+            addr,
+            seen,
+            peak,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -189,14 +233,18 @@ impl Drop for Endpoint {
 fn resp(status: u16, v: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
 /// An endpoint that echoes `{"echo": input, "attempt": n}`.
 pub async fn echo_endpoint() -> Endpoint {
     Endpoint::start(|s, _| {
-        Reply::Json(200, json!({"echo": s.body["input"], "attempt": s.header("x-dispatch-attempt")}))
+        Reply::Json(
+            200,
+            json!({"echo": s.body["input"], "attempt": s.header("x-dispatch-attempt")}),
+        )
     })
     .await
 }
