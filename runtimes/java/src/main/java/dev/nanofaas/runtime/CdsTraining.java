@@ -21,6 +21,17 @@ final class CdsTraining {
 
     private CdsTraining() {}
 
+    /** The handler of the training run: echoes, or fails when the input has "fail". */
+    public static final class TrainingHandler implements FunctionHandler {
+        @Override
+        public Object handle(InvocationRequest request) {
+            if (request.input().has("fail")) {
+                throw new IllegalStateException(request.input().get("fail").asText());
+            }
+            return Map.of("echo", request.input(), "metadata", request.metadata());
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         RuntimeServer.configureJdkHttpServer();
         HttpServer sink = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 16);
@@ -38,24 +49,14 @@ final class CdsTraining {
         env.put("CALLBACK_URL", "http://127.0.0.1:" + sink.getAddress().getPort() + "/cb");
         env.put("CALLBACK_TOKEN", "training");
         env.put("SHUTDOWN_GRACE_MS", "2000");
-        RuntimeConfig config = RuntimeConfig.fromEnv(env);
-        Log.setLevel(config.logLevel());
         try {
             // The registration path, which finds nothing here.
             HandlerLoader.load(null, CdsTraining.class.getClassLoader());
         } catch (StartupException expected) {
             // no provider registered in the runtime jar itself
         }
-        FunctionHandler handler =
-                request -> {
-                    if (request.input().has("fail")) {
-                        throw new IllegalStateException(request.input().get("fail").asText());
-                    }
-                    return Map.of("echo", request.input(), "metadata", request.metadata());
-                };
-        CallbackClient callbacks =
-                new CallbackClient(config.defaultCallback(), 1, Duration.ofSeconds(2));
-        RuntimeServer server = RuntimeServer.start(config, handler, callbacks);
+        env.put("FUNCTION_HANDLER", TrainingHandler.class.getName());
+        RuntimeServer server = Main.start(new String[0], env, CdsTraining.class.getClassLoader());
         try {
             HttpClient client =
                     HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
