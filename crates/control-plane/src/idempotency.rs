@@ -39,20 +39,6 @@ pub fn digest(body: &[u8]) -> [u8; 32] {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn digest_ignores_formatting() {
-        assert_eq!(
-            super::digest(br#"{"input": 7, "metadata": {"a": "1"}}"#),
-            super::digest(br#"{"metadata":{"a":"1"},"input":7}"#)
-        );
-        assert_ne!(
-            super::digest(br#"{"input": 7}"#),
-            super::digest(br#"{"input": 8}"#)
-        );
-    }
-}
 
 impl Idempotency {
     /// Binds `key` to `exec` unless it is bound to a live execution already.
@@ -107,5 +93,20 @@ impl Idempotency {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digest_ignores_formatting() {
+        assert_eq!(
+            super::digest(br#"{"input": 7, "metadata": {"a": "1"}}"#),
+            super::digest(br#"{"metadata":{"a":"1"},"input":7}"#)
+        );
+        assert_ne!(
+            super::digest(br#"{"input": 7}"#),
+            super::digest(br#"{"input": 8}"#)
+        );
     }
 }

@@ -10,7 +10,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use nanofaas_control_plane::{Config, ServerHandle};
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +21,11 @@ pub use nanofaas_testkit::http;
 pub const SECRET: &str = "test-secret";
 
 pub fn config() -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".into();
-    c.callback_secret = SECRET.into();
+    let mut c = Config {
+        listen: "127.0.0.1:0".into(),
+        callback_secret: SECRET.into(),
+        ..Config::default()
+    };
     c.admission.retry_backoff_ms = 5;
     c.admission.retry_backoff_max_ms = 20;
     c.shutdown_grace_ms = 5000;
