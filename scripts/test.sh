@@ -27,4 +27,10 @@ scripts/python-env.sh "$py_venv"
 "$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
 # --- end Python runtime ------------------------------------------------------------------------
 
+# --- Java runtime (runtimes/java) -------------------------------------------------------------
+step "Java runtime: Debian packages, build and JUnit 5"
+scripts/java-env.sh
+runtimes/java/build.sh test
+# --- end Java runtime --------------------------------------------------------------------------
+
 step "all tests passed"

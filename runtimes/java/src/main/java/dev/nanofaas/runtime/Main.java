@@ -44,6 +44,12 @@ public final class Main {
                     StartupException.EXIT_CONFIG,
                     "unexpected argument '" + args[0] + "': configure the runtime with environment variables (see README)");
         }
+        // Jackson takes tens of milliseconds to initialise: do it on the second core while the
+        // handler loads and the server binds. A first invocation arriving earlier simply waits
+        // for the class initialisation to finish.
+        Thread warmUp = new Thread(RuntimeServer::warmUpJson, "nanofaas-json-warm-up");
+        warmUp.setDaemon(true);
+        warmUp.start();
         RuntimeConfig config = RuntimeConfig.fromEnv(env);
         Log.setLevel(config.logLevel());
         FunctionHandler handler = HandlerLoader.load(config.handlerClass(), loader);

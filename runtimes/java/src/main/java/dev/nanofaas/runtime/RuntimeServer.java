@@ -68,7 +68,6 @@ final class RuntimeServer {
      */
     static RuntimeServer start(RuntimeConfig config, FunctionHandler handler, CallbackClient callbacks)
             throws StartupException {
-        warmUpJson();
         InetSocketAddress address = new InetSocketAddress(config.host(), config.port());
         if (address.isUnresolved()) {
             throw new StartupException(
@@ -174,14 +173,15 @@ final class RuntimeServer {
         }
     }
 
-    /** Loads and exercises Jackson before listening, so the first invocation does not pay for it. */
-    private static void warmUpJson() {
+    /** Loads and exercises Jackson, so that the first invocation does not pay for it. */
+    static void warmUpJson() {
         try {
             Endpoints.parse("{\"input\":{\"a\":[1,\"b\",true,null]},\"metadata\":{\"k\":\"v\"}}".getBytes(java.nio.charset.StandardCharsets.UTF_8), "warm-up", null);
             Json.MAPPER.writeValueAsBytes(java.util.Map.of("a", java.util.List.of(1, "b", true)));
             InvocationResult.success(java.util.Map.of()).toJson();
-        } catch (Exception e) {
-            throw new IllegalStateException("JSON warm-up failed", e);
+        } catch (Exception | LinkageError e) {
+            // Not fatal here: the same failure will surface, with its cause, on first use.
+            Log.warn("JSON warm-up failed: " + HandlerLoader.describe(e));
         }
     }
 
