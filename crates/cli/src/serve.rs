@@ -1,0 +1,88 @@
+//! `nanofaas serve`: loads the configuration (file, environment, flags), starts the control
+//! plane and stops it in order on SIGTERM or SIGINT.
+
+use crate::exit::{err, Exit};
+use clap::Args;
+use nanofaas_control_plane::Config;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration file (settings: docs/configuration.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Folder for state kept across restarts ("" keeps nothing).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<String>,
+    /// Log level or filter (error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Any setting, as KEY=VALUE (repeatable), e.g. --set executions.ttl_ms=60000.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut overrides = Vec::new();
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| err(Exit::Usage, format!("--set {kv:?}: expected KEY=VALUE")))?;
+        overrides.push((k.trim().to_string(), v.to_string()));
+    }
+    if let Some(l) = &args.listen {
+        overrides.push(("listen".into(), l.clone()));
+    }
+    if let Some(d) = &args.state_dir {
+        overrides.push(("state_dir".into(), d.clone()));
+    }
+    if let Some(l) = &args.log_level {
+        overrides.push(("log_level".into(), l.clone()));
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    Config::load(args.config.as_deref(), &env, &overrides)
+        .map_err(|e| err(Exit::Usage, e.to_string()))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    nanofaas_control_plane::telemetry::init(&config.log_level, config.log_format == "json")
+        .map_err(|e| err(Exit::Usage, e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            err(
+                Exit::StartFailed,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    rt.block_on(async move {
+        let handle = nanofaas_control_plane::start(config)
+            .await
+            .map_err(|e| err(Exit::StartFailed, e.to_string()))?;
+        // Machine-readable line for scripts and tests that start the server on port 0.
+        println!("nanofaas listening on http://{}", handle.addr);
+        let stop = handle.stop_signal();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        handle.wait().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
