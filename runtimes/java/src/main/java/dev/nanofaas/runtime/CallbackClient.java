@@ -59,7 +59,7 @@ public class CallbackClient {
         this.firstBackoff = Objects.requireNonNull(firstBackoff, "firstBackoff");
     }
 
-    /** The target configured by environment ({@code CALLBACK_URL}, {@code CALLBACK_TOKEN}), or null. */
+    /** The target from {@code CALLBACK_URL} and {@code CALLBACK_TOKEN}, or null. */
     public Target defaultTarget() {
         return defaultTarget;
     }
@@ -156,7 +156,8 @@ public class CallbackClient {
             return "not a valid URL (" + e.getMessage() + ")";
         }
         String scheme = uri.getScheme();
-        if (scheme == null || !(scheme.equalsIgnoreCase("http") || scheme.equalsIgnoreCase("https"))) {
+        if (scheme == null
+                || !(scheme.equalsIgnoreCase("http") || scheme.equalsIgnoreCase("https"))) {
             return "must be an http:// or https:// URL";
         }
         if (uri.getHost() == null) {

@@ -62,7 +62,8 @@ final class CdsTraining {
                     HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
             String base = "http://127.0.0.1:" + server.port();
             String[] bodies = {
-                "{\"input\":{\"n\":1,\"s\":\"x\",\"l\":[1.5,true,null]},\"metadata\":{\"k\":\"v\"}}",
+                "{\"input\":{\"n\":1,\"s\":\"x\",\"l\":[1.5,true,null]},"
+                        + "\"metadata\":{\"k\":\"v\"}}",
                 "{\"input\":{\"fail\":\"boom\"}}",
                 "{not json",
                 "",
@@ -88,6 +89,8 @@ final class CdsTraining {
     }
 
     private static void send(HttpClient client, HttpRequest.Builder request) throws Exception {
-        client.send(request.timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofByteArray());
+        client.send(
+                request.timeout(Duration.ofSeconds(5)).build(),
+                HttpResponse.BodyHandlers.ofByteArray());
     }
 }

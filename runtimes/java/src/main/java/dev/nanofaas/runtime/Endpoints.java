@@ -13,6 +13,7 @@ import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -79,7 +80,10 @@ final class Endpoints implements HttpHandler {
                     methodNotAllowed(exchange, "GET, HEAD");
                 }
             } else {
-                respond(exchange, 404, simpleError("no route " + path + " (routes: GET /health, POST /invoke)"));
+                respond(
+                        exchange,
+                        404,
+                        simpleError("no route " + path + " (routes: GET /health, POST /invoke)"));
             }
         } catch (IOException e) {
             // The client went away while we answered: nothing left to tell it.
@@ -87,7 +91,7 @@ final class Endpoints implements HttpHandler {
         } catch (RuntimeException | Error e) {
             Log.warn("unexpected failure serving " + exchange.getRequestURI(), e);
             try {
-                respond(exchange, 500, errorBody(INTERNAL, "nanofaas-java-runtime: " + HandlerLoader.describe(e)));
+                respond(exchange, 500, errorBody(INTERNAL, HandlerLoader.describe(e)));
             } catch (IOException | RuntimeException ignored) {
                 // Headers may already be sent; the connection is closed below.
             }
@@ -135,7 +139,8 @@ final class Endpoints implements HttpHandler {
         } else {
             String problem = RuntimeConfig.checkExecutionId(executionId);
             if (problem != null) {
-                return Outcome.reject(400, simpleError("invalid " + EXECUTION_ID_HEADER + ": " + problem));
+                return Outcome.reject(
+                        400, simpleError("invalid " + EXECUTION_ID_HEADER + ": " + problem));
             }
         }
         if (executionId == null) {
@@ -166,8 +171,8 @@ final class Endpoints implements HttpHandler {
 
         byte[] body = readBody(exchange);
         if (body == null) {
-            return Outcome.reject(
-                    413, simpleError("request body larger than MAX_BODY_BYTES=" + config.maxBodyBytes()));
+            String limit = "MAX_BODY_BYTES=" + config.maxBodyBytes();
+            return Outcome.reject(413, simpleError("request body larger than " + limit));
         }
         InvocationRequest request;
         try {
@@ -183,10 +188,7 @@ final class Endpoints implements HttpHandler {
             String message = message(t);
             String id = executionId;
             handlerErrorLog.warn(() -> "handler failed for execution " + id + ": " + message, t);
-            return new Outcome(
-                    500,
-                    errorBody(HANDLER_ERROR, message),
-                    callbackFor(target, executionId, InvocationResult.error(HANDLER_ERROR, message), traceId));
+            return failure(HANDLER_ERROR, message, target, executionId, traceId);
         }
         byte[] json;
         try {
@@ -197,18 +199,31 @@ final class Endpoints implements HttpHandler {
                             + output.getClass().getName()
                             + ") cannot be serialised as JSON: "
                             + HandlerLoader.describe(e);
-            return new Outcome(
-                    500,
-                    errorBody(FUNCTION_ERROR, message),
-                    callbackFor(target, executionId, InvocationResult.error(FUNCTION_ERROR, message), traceId));
+            return failure(FUNCTION_ERROR, message, target, executionId, traceId);
         }
         InvocationResult result =
-                target == null ? null : InvocationResult.successRawJson(new String(json, StandardCharsets.UTF_8));
+                target == null
+                        ? null
+                        : InvocationResult.successRawJson(new String(json, StandardCharsets.UTF_8));
         return new Outcome(200, json, callbackFor(target, executionId, result, traceId));
     }
 
+    private Outcome failure(
+            String code,
+            String message,
+            CallbackClient.Target target,
+            String executionId,
+            String traceId) {
+        InvocationResult result = InvocationResult.error(code, message);
+        return new Outcome(
+                500, errorBody(code, message), callbackFor(target, executionId, result, traceId));
+    }
+
     private Runnable callbackFor(
-            CallbackClient.Target target, String executionId, InvocationResult result, String traceId) {
+            CallbackClient.Target target,
+            String executionId,
+            InvocationResult result,
+            String traceId) {
         if (target == null) {
             return null;
         }
@@ -228,7 +243,8 @@ final class Endpoints implements HttpHandler {
     }
 
     /** {@code {"input": any, "metadata": {string: string}}}; an empty body is {@code {}}. */
-    static InvocationRequest parse(byte[] body, String executionId, String traceId) throws BadRequest {
+    static InvocationRequest parse(byte[] body, String executionId, String traceId)
+            throws BadRequest {
         JsonNode root;
         if (isBlank(body)) {
             root = JsonNodeFactory.instance.objectNode();
@@ -244,7 +260,7 @@ final class Endpoints implements HttpHandler {
         if (!root.isObject()) {
             throw new BadRequest(
                     "the body must be a JSON object {\"input\": ..., \"metadata\": {...}}, got "
-                            + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
+                            + typeName(root));
         }
         ObjectNode object = (ObjectNode) root;
         JsonNode metadataNode = object.get("metadata");
@@ -261,7 +277,7 @@ final class Endpoints implements HttpHandler {
                             "\"metadata\" must be an object of strings; metadata."
                                     + field.getKey()
                                     + " is "
-                                    + field.getValue().getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
+                                    + typeName(field.getValue()));
                 }
                 metadata.put(field.getKey(), field.getValue().textValue());
             }
@@ -276,6 +292,11 @@ final class Endpoints implements HttpHandler {
         BadRequest(String message) {
             super(message, null, false, false);
         }
+    }
+
+    /** "object", "array", "string", "number", ... */
+    private static String typeName(JsonNode node) {
+        return node.getNodeType().toString().toLowerCase(Locale.ROOT);
     }
 
     private static boolean isBlank(byte[] body) {

@@ -92,7 +92,10 @@ final class HandlerLoader {
         try {
             return only.get();
         } catch (ServiceConfigurationError e) {
-            Throwable cause = e.getCause() instanceof InvocationTargetException ite ? ite.getCause() : e.getCause();
+            Throwable cause = e.getCause();
+            if (cause instanceof InvocationTargetException ite) {
+                cause = ite.getCause();
+            }
             throw failure(
                     "handler "
                             + only.type().getName()

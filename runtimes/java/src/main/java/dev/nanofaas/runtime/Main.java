@@ -42,7 +42,9 @@ public final class Main {
         if (args.length > 0) {
             throw new StartupException(
                     StartupException.EXIT_CONFIG,
-                    "unexpected argument '" + args[0] + "': configure the runtime with environment variables (see README)");
+                    "unexpected argument '"
+                            + args[0]
+                            + "': configure the runtime with environment variables (see README)");
         }
         // Jackson takes tens of milliseconds to initialise: do it on the second core while the
         // handler loads and the server binds. A first invocation arriving earlier simply waits
@@ -54,7 +56,10 @@ public final class Main {
         Log.setLevel(config.logLevel());
         FunctionHandler handler = HandlerLoader.load(config.handlerClass(), loader);
         CallbackClient callbacks =
-                new CallbackClient(config.defaultCallback(), config.callbackAttempts(), config.callbackTimeout());
+                new CallbackClient(
+                        config.defaultCallback(),
+                        config.callbackAttempts(),
+                        config.callbackTimeout());
         RuntimeServer server = RuntimeServer.start(config, handler, callbacks);
         Log.info(
                 "listening on "

@@ -61,10 +61,8 @@ record RuntimeConfig(
                 callbackUrl,
                 string(env, "CALLBACK_TOKEN"),
                 integer(env, "CALLBACK_ATTEMPTS", DEFAULT_CALLBACK_ATTEMPTS, 1, 10),
-                Duration.ofMillis(
-                        integer(env, "CALLBACK_TIMEOUT_MS", DEFAULT_CALLBACK_TIMEOUT_MS, 1, 600_000)),
-                Duration.ofMillis(
-                        integer(env, "SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS, 0, 600_000)),
+                millis(env, "CALLBACK_TIMEOUT_MS", DEFAULT_CALLBACK_TIMEOUT_MS, 1),
+                millis(env, "SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS, 0),
                 level);
     }
 
@@ -87,8 +85,9 @@ record RuntimeConfig(
         }
         for (int i = 0; i < id.length(); i++) {
             char c = id.charAt(i);
-            if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' || c == '%' || c == '\\') {
-                return "must not contain whitespace, control characters, '/', '?', '#', '%' or '\\'";
+            if (c <= ' ' || c == 0x7f || "/?#%\\".indexOf(c) >= 0) {
+                return "must not contain whitespace, control characters, "
+                        + "'/', '?', '#', '%' or '\\'";
             }
         }
         return null;
@@ -97,6 +96,11 @@ record RuntimeConfig(
     private static String string(Map<String, String> env, String name) {
         String v = env.get(name);
         return v == null || v.isBlank() ? null : v.trim();
+    }
+
+    private static Duration millis(Map<String, String> env, String name, int dflt, int min)
+            throws StartupException {
+        return Duration.ofMillis(integer(env, name, dflt, min, 600_000));
     }
 
     private static int integer(Map<String, String> env, String name, int dflt, int min, int max)

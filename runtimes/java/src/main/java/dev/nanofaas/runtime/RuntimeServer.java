@@ -3,13 +3,17 @@ package dev.nanofaas.runtime;
 import com.sun.net.httpserver.HttpServer;
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -66,12 +70,14 @@ final class RuntimeServer {
      *
      * @throws StartupException with {@link StartupException#EXIT_LISTEN} when it cannot listen
      */
-    static RuntimeServer start(RuntimeConfig config, FunctionHandler handler, CallbackClient callbacks)
+    static RuntimeServer start(
+            RuntimeConfig config, FunctionHandler handler, CallbackClient callbacks)
             throws StartupException {
         InetSocketAddress address = new InetSocketAddress(config.host(), config.port());
         if (address.isUnresolved()) {
             throw new StartupException(
-                    StartupException.EXIT_LISTEN, "HOST=" + config.host() + ": cannot resolve this host name");
+                    StartupException.EXIT_LISTEN,
+                    "HOST=" + config.host() + ": cannot resolve this host name");
         }
         HttpServer server;
         try {
@@ -79,7 +85,12 @@ final class RuntimeServer {
         } catch (IOException | RuntimeException e) {
             throw new StartupException(
                     StartupException.EXIT_LISTEN,
-                    "cannot listen on " + config.host() + ":" + config.port() + ": " + HandlerLoader.describe(e));
+                    "cannot listen on "
+                            + config.host()
+                            + ":"
+                            + config.port()
+                            + ": "
+                            + HandlerLoader.describe(e));
         }
         ThreadPoolExecutor invokers =
                 new ThreadPoolExecutor(
@@ -98,7 +109,8 @@ final class RuntimeServer {
                         new ArrayBlockingQueue<>(CALLBACK_QUEUE),
                         daemonThreads("nanofaas-callback-"));
         RuntimeServer runtime = new RuntimeServer(config, server, invokers, callbackExecutor);
-        server.createContext("/", new Endpoints(config, handler, callbacks, callbackExecutor, runtime.inFlight));
+        server.createContext(
+                "/", new Endpoints(config, handler, callbacks, callbackExecutor, runtime.inFlight));
         server.setExecutor(invokers);
         server.start();
         return runtime;
@@ -123,7 +135,7 @@ final class RuntimeServer {
         try {
             callbackExecutor.submit(() -> {}).get(timeoutMillis, TimeUnit.MILLISECONDS);
             return true;
-        } catch (TimeoutException | ExecutionException | java.util.concurrent.RejectedExecutionException e) {
+        } catch (TimeoutException | ExecutionException | RejectedExecutionException e) {
             return false;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -165,7 +177,8 @@ final class RuntimeServer {
         try {
             long left = Math.max(0, (deadline - System.nanoTime()) / 1_000_000L);
             if (!callbackExecutor.awaitTermination(Math.max(left, 1000), TimeUnit.MILLISECONDS)) {
-                Log.warn("stopping with " + callbackExecutor.getQueue().size() + " callback(s) not sent");
+                int unsent = callbackExecutor.getQueue().size();
+                Log.warn("stopping with " + unsent + " callback(s) not sent");
                 callbackExecutor.shutdownNow();
             }
         } catch (InterruptedException e) {
@@ -176,9 +189,10 @@ final class RuntimeServer {
     /** Loads and exercises Jackson, so that the first invocation does not pay for it. */
     static void warmUpJson() {
         try {
-            Endpoints.parse("{\"input\":{\"a\":[1,\"b\",true,null]},\"metadata\":{\"k\":\"v\"}}".getBytes(java.nio.charset.StandardCharsets.UTF_8), "warm-up", null);
-            Json.MAPPER.writeValueAsBytes(java.util.Map.of("a", java.util.List.of(1, "b", true)));
-            InvocationResult.success(java.util.Map.of()).toJson();
+            String sample = "{\"input\":{\"a\":[1,\"b\",true,null]},\"metadata\":{\"k\":\"v\"}}";
+            Endpoints.parse(sample.getBytes(StandardCharsets.UTF_8), "warm-up", null);
+            Json.MAPPER.writeValueAsBytes(Map.of("a", List.of(1, "b", true)));
+            InvocationResult.success(Map.of()).toJson();
         } catch (Exception | LinkageError e) {
             // Not fatal here: the same failure will surface, with its cause, on first use.
             Log.warn("JSON warm-up failed: " + HandlerLoader.describe(e));
