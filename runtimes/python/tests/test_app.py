@@ -273,9 +273,7 @@ def test_body_shapes_rejected(client):
 
 
 def test_json_content_type_not_required(client):
-    response = client.post(
-        "/invoke", data=b'{"input": "plain"}', headers={"X-Execution-Id": "e"}
-    )
+    response = client.post("/invoke", data=b'{"input": "plain"}', headers={"X-Execution-Id": "e"})
     assert response.status_code == 200
     assert response.json == {"echo": "PLAIN"}
 
@@ -295,16 +293,16 @@ def test_unserialisable_output_is_function_error(client, sink):
 
 
 def test_nan_output_is_function_error(client):
-    response = client.post("/invoke", json={"input": {"nan": True}}, headers={"X-Execution-Id": "e"})
+    response = client.post(
+        "/invoke", json={"input": {"nan": True}}, headers={"X-Execution-Id": "e"}
+    )
     assert response.status_code == 500
     assert response.json["error"]["code"] == "FUNCTION_ERROR"
 
 
 def test_body_over_limit_is_413(make_client):
     client = make_client(MAX_REQUEST_BYTES=64)
-    response = client.post(
-        "/invoke", json={"input": "x" * 100}, headers={"X-Execution-Id": "e"}
-    )
+    response = client.post("/invoke", json={"input": "x" * 100}, headers={"X-Execution-Id": "e"})
     assert response.status_code == 413
     assert response.json["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert "MAX_REQUEST_BYTES=64" in response.json["error"]["message"]
@@ -333,7 +331,12 @@ def test_handler_loaded_once_not_per_call(make_client, monkeypatch):
     client = make_client()
     calls = []
     real = importlib.import_module
-    monkeypatch.setattr(importlib, "import_module", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(
+        importlib, "import_module", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
     for _ in range(3):
-        assert client.post("/invoke", json={"input": "a"}, headers={"X-Execution-Id": "e"}).status_code == 200
+        assert (
+            client.post("/invoke", json={"input": "a"}, headers={"X-Execution-Id": "e"}).status_code
+            == 200
+        )
     assert calls == []

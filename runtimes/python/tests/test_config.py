@@ -35,14 +35,20 @@ def test_values_are_read_and_blank_means_unset(tmp_path):
             "HOST": "0.0.0.0",
             "NANOFAAS_PY_SERVER": "Werkzeug",
             "WORKERS": "3",
+            "THREADS": "4",
             "CALLBACK_TIMEOUT_MS": "250",
             "LOG_LEVEL": "warn",
         }
     )
-    assert (s.handler_module, s.handler_function, s.handler_path) == ("pkg.fn", "run", str(tmp_path))
+    assert (s.handler_module, s.handler_function, s.handler_path) == (
+        "pkg.fn",
+        "run",
+        str(tmp_path),
+    )
     assert s.execution_id is None
     assert s.callback_url == "http://cp:8080/v1/internal/executions/"
     assert (s.port, s.host, s.server, s.workers) == (0, "0.0.0.0", "werkzeug", 3)
+    assert s.threads == 4
     assert s.callback_timeout_s == 0.25
     assert s.log_level == "WARNING"
 
@@ -53,6 +59,7 @@ def test_values_are_read_and_blank_means_unset(tmp_path):
         ({"PORT": "http"}, "PORT='http' is not an integer"),
         ({"PORT": "70000"}, "PORT=70000 is out of range"),
         ({"WORKERS": "0"}, "WORKERS=0 is out of range"),
+        ({"THREADS": "0"}, "THREADS=0 is out of range"),
         ({"NANOFAAS_PY_SERVER": "uvicorn"}, "NANOFAAS_PY_SERVER='uvicorn' is not one of"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='LOUD'"),
         ({"CALLBACK_URL": "cp:8080/cb"}, "must start with http"),

@@ -110,7 +110,9 @@ def test_port_in_use_exits_4(runtime):
 def test_console_script_version(runtime):
     script = Path(sys.executable).parent / "nanofaas-python-runtime"
     if not script.exists():
-        pytest.skip("package not installed in this interpreter's environment (run scripts/python-env.sh)")
+        pytest.skip(
+            "package not installed in this interpreter's environment (run scripts/python-env.sh)"
+        )
     proc = runtime({}, args=[str(script), "--version"])
     assert proc.wait(20) == 0
     assert proc.proc.stdout.read().startswith("nanofaas-python-runtime ")
@@ -211,5 +213,28 @@ def test_gunicorn_workers_setting(runtime):
         }
         time.sleep(0.05)
     assert len(booted) == 2, proc.lines
+    proc.proc.terminate()
+    assert proc.wait(timeout_s=5) == 0
+
+
+def test_gunicorn_threads_serve_concurrently_in_one_process(runtime, tmp_path):
+    proc, port = start_runtime(runtime, "gunicorn", THREADS="2")
+    results: dict = {}
+
+    def call(me: str, other: str):
+        body = {"rendezvous": str(tmp_path), "me": me, "other": other}
+        results[me] = request(port, "POST", "/invoke", {"input": body}, {"X-Execution-Id": me})
+
+    callers = [
+        threading.Thread(target=call, args=("a", "b")),
+        threading.Thread(target=call, args=("b", "a")),
+    ]
+    for c in callers:
+        c.start()
+    for c in callers:
+        c.join(timeout=15)
+    assert results["a"][0] == 200 and results["b"][0] == 200
+    assert results["a"][1]["met"] and results["b"][1]["met"], results
+    assert results["a"][1]["pid"] == results["b"][1]["pid"]
     proc.proc.terminate()
     assert proc.wait(timeout_s=5) == 0

@@ -23,9 +23,10 @@ usage: python -m nanofaas_runtime   (or: nanofaas-python-runtime)
 
 Serves a Python handler over the nanofaas runtime contract (GET /health, POST /invoke).
 Configured by environment variables: HANDLER_MODULE, HANDLER_FUNCTION, HANDLER_PATH,
-HOST, PORT, NANOFAAS_PY_SERVER, WORKERS, EXECUTION_ID, TRACE_ID, CALLBACK_URL, CALLBACK_TOKEN,
-CALLBACK_ATTEMPTS, CALLBACK_TIMEOUT_MS, CALLBACK_BACKOFF_MS, MAX_REQUEST_BYTES,
-GRACEFUL_TIMEOUT_S, WORKER_TIMEOUT_S, LOG_LEVEL. See the package README for defaults.
+HOST, PORT, NANOFAAS_PY_SERVER, WORKERS, THREADS, EXECUTION_ID, TRACE_ID, CALLBACK_URL,
+CALLBACK_TOKEN, CALLBACK_ATTEMPTS, CALLBACK_TIMEOUT_MS, CALLBACK_BACKOFF_MS,
+MAX_REQUEST_BYTES, GRACEFUL_TIMEOUT_S, WORKER_TIMEOUT_S, LOG_LEVEL.
+See the package README for defaults.
 
 Exit codes: 0 stopped by a signal, 1 internal error, 2 invalid configuration,
 3 handler cannot be loaded, 4 cannot listen, 5 server failed while running.
@@ -42,6 +43,9 @@ class ExitCode(IntEnum):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import time
+
+    started = time.perf_counter()
     from . import __version__, logs
     from .config import ConfigError, Settings
 
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .handler import HandlerLoadError, load_handler
 
+    handler_started = time.perf_counter()
     try:
         handler = load_handler(
             settings.handler_module, settings.handler_function, settings.handler_path
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except HandlerLoadError as e:
         logs.startup_failure(str(e), ExitCode.HANDLER, "STARTUP_ERROR")
         return ExitCode.HANDLER
+    handler_ms = (time.perf_counter() - handler_started) * 1000
 
     from .app import create_app
     from .server import BindError, bind, serve
@@ -98,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             "port": port,
             "server": settings.server,
             "workers": settings.workers if settings.server == "gunicorn" else 1,
+            "threads": settings.threads if settings.server == "gunicorn" else None,
             "handler": f"{settings.handler_module}:{settings.handler_function}",
+            # Time spent in this process before listening: the handler's own import, and
+            # everything since main() started (config, handler, Flask import, app, bind).
+            "handler_import_ms": round(handler_ms, 1),
+            "startup_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
     return serve(app, sock, settings)

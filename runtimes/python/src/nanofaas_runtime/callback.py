@@ -40,7 +40,9 @@ class _Retryable(Exception):
 
 def _post_once(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
     parts = urlsplit(url)
-    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn_cls = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
     conn = conn_cls(parts.hostname, parts.port, timeout=timeout_s)
     try:
         path = parts.path or "/"

@@ -38,6 +38,7 @@ class Settings:
     port: int = 8080
     server: str = "werkzeug"
     workers: int = 1
+    threads: int = 1
     graceful_timeout_s: int = 10
     worker_timeout_s: int = 0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -120,6 +121,7 @@ class Settings:
             port=integer("PORT", 8080, 0, 65535),
             server=server,
             workers=integer("WORKERS", 1, 1, 64),
+            threads=integer("THREADS", 1, 1, 256),
             graceful_timeout_s=integer("GRACEFUL_TIMEOUT_S", 10, 0, 3600),
             worker_timeout_s=integer("WORKER_TIMEOUT_S", 0, 0, 86400),
             max_request_bytes=integer(

@@ -30,12 +30,11 @@ def load_handler(module_name: str, function_name: str, handler_path: str) -> Han
     spec = f"{module_name}:{function_name}"
     if not _is_dotted_name(module_name):
         raise HandlerLoadError(
-            f"HANDLER_MODULE={module_name!r} is not a Python module name (like 'handler' or 'pkg.mod')"
+            f"HANDLER_MODULE={module_name!r} is not a Python module name "
+            "(like 'handler' or 'pkg.mod')"
         )
     if not function_name.isidentifier():
-        raise HandlerLoadError(
-            f"HANDLER_FUNCTION={function_name!r} is not a Python identifier"
-        )
+        raise HandlerLoadError(f"HANDLER_FUNCTION={function_name!r} is not a Python identifier")
 
     if handler_path not in sys.path:
         sys.path.insert(0, handler_path)
@@ -59,8 +58,7 @@ def load_handler(module_name: str, function_name: str, handler_path: str) -> Han
         ) from None
     except (Exception, SystemExit) as e:
         raise HandlerLoadError(
-            f"cannot load handler {spec}: importing {module_name!r} raised "
-            f"{type(e).__name__}: {e}"
+            f"cannot load handler {spec}: importing {module_name!r} raised {type(e).__name__}: {e}"
         ) from None
 
     try:

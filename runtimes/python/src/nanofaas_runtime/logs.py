@@ -14,9 +14,11 @@ import threading
 import time
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is emitted.
-_STANDARD = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):

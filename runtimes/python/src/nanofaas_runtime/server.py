@@ -4,7 +4,8 @@ Owns the listening socket (bound here for both backends, so a bad HOST/PORT is o
 with its own exit code, and ``PORT=0`` works) and process lifecycle. It must not know anything
 about requests; the app is built before it is called.
 
-- ``gunicorn``: pre-fork, ``WORKERS`` sync workers (default 1), app preloaded in the master,
+- ``gunicorn``: pre-fork, ``WORKERS`` sync workers (default 1; ``THREADS`` > 1 makes them
+  gthread workers with that many threads each), app preloaded in the master,
   no access log, worker timeout ``WORKER_TIMEOUT_S`` (0 = none; the watchdog enforces
   invocation timeouts). SIGTERM is gunicorn's graceful stop: stop accepting, let the in-flight
   request finish within ``GRACEFUL_TIMEOUT_S``, exit 0.
@@ -182,7 +183,10 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
     options = {
         "bind": [f"fd://{fd}"],
         "workers": settings.workers,
-        "worker_class": "sync",
+        # sync: one request at a time per worker, the connection closed after each response.
+        # gthread (THREADS > 1): that many concurrent requests per worker, with keep-alive.
+        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        "threads": settings.threads,
         "preload_app": True,
         "accesslog": None,
         "errorlog": "-",

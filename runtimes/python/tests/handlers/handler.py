@@ -25,6 +25,14 @@ def handle(request):
                 open(value["mark"], "w").close()
             time.sleep(float(value["sleep"]))
             return {"slept": value["sleep"], "pid": os.getpid()}
+        if "rendezvous" in value:  # meet another invocation running at the same time
+            here = os.path.join(value["rendezvous"], value["me"])
+            there = os.path.join(value["rendezvous"], value["other"])
+            open(here, "w").close()
+            deadline = time.monotonic() + 5
+            while not os.path.exists(there) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return {"met": os.path.exists(there), "pid": os.getpid()}
         if value.get("pid"):
             return {"pid": os.getpid()}
         if value.get("request"):
