@@ -1,0 +1,172 @@
+//! Spawning and stopping the processes the watchdog runs: the warm runtime, the one-shot
+//! runtime and the per-invocation STDIO/FILE commands.
+//!
+//! Every child runs in its own process group, so that stopping it reaches whatever it started
+//! (a shell's children, a grandchild daemon), and with `PR_SET_PDEATHSIG(SIGKILL)`, so that it
+//! dies even if the watchdog itself is SIGKILLed.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::AsFd;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// Environment variables the watchdog never passes on: it sends callbacks itself, and a
+/// runtime that also found them would post a second one.
+pub const STRIPPED_ENV: &[&str] = &["CALLBACK_URL", "CALLBACK_TOKEN"];
+
+/// A command for `argv` in a new process group, dying with the watchdog, with the watchdog's
+/// environment minus [`STRIPPED_ENV`], plus `extra_env`.
+pub fn command(argv: &[String], extra_env: &[(&str, OsString)]) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    for k in STRIPPED_ENV {
+        cmd.env_remove(k);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.process_group(0).kill_on_drop(true);
+    // SAFETY: getpid is async-signal-safe; the closure below only calls prctl, getppid and
+    // raise, which are async-signal-safe too, and allocates nothing.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The watchdog died between fork and prctl: the signal will never come.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// A `Stdio` writing to the watchdog's own stderr.
+pub fn to_stderr() -> Stdio {
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => Stdio::from(fd),
+        Err(_) => Stdio::inherit(),
+    }
+}
+
+/// Sends `sig` to the process group `pgid`; a group that no longer exists is not an error.
+pub fn signal_group(pgid: u32, sig: libc::c_int) {
+    if pgid == 0 || pgid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: killpg(2) on a group we created (its id is our child's pid).
+    unsafe {
+        libc::killpg(pgid as libc::pid_t, sig);
+    }
+}
+
+/// Stops a child and its group: SIGTERM, up to `grace` for the child to exit, then SIGKILL to
+/// whatever is left of the group. Returns the child's exit status.
+pub async fn stop(child: &mut Child, pgid: u32, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(st)) = child.try_wait() {
+        signal_group(pgid, libc::SIGKILL);
+        return Some(st);
+    }
+    signal_group(pgid, libc::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(st) => st.ok(),
+        Err(_) => None,
+    };
+    // Members of the group that ignored SIGTERM, or outlived the child, go now.
+    signal_group(pgid, libc::SIGKILL);
+    match status {
+        Some(st) => Some(st),
+        None => child.wait().await.ok(),
+    }
+}
+
+/// Kills a child's whole group at once and reaps the child.
+pub async fn kill(child: &mut Child, pgid: u32) -> Option<ExitStatus> {
+    signal_group(pgid, libc::SIGKILL);
+    let _ = child.start_kill();
+    child.wait().await.ok()
+}
+
+/// "exited with code 3" / "was killed by signal 9".
+pub fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "exited".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_reaches_the_whole_group() {
+        // The shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
+        let argv: Vec<String> = ["sh", "-c", "trap '' TERM; sleep 1000 & echo $!; wait"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut cmd = command(&argv, &[]);
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        use tokio::io::AsyncBufReadExt;
+        let mut r = tokio::io::BufReader::new(&mut out);
+        r.read_line(&mut line).await.unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        let t = std::time::Instant::now();
+        let st = stop(&mut child, pid, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGKILL), "{}", describe(&st));
+        // The grandchild got SIGKILL too (it may linger as a zombie of whoever adopted it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            if matches!(state, None | Some("Z") | Some("X")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild survived: {stat}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn callback_env_is_stripped() {
+        std::env::set_var("CALLBACK_TOKEN", "secret");
+        let argv: Vec<String> = ["sh", "-c", "echo \"[${CALLBACK_TOKEN}][${EXTRA}]\""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut cmd = command(&argv, &[("EXTRA", "x".into())]);
+        cmd.stdout(Stdio::piped());
+        let out = cmd.output().await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[][x]");
+    }
+}

@@ -1,0 +1,75 @@
+//! Starting an HTTP runtime: spawn `WATCHDOG_CMD`, then probe its health URL until it answers.
+//!
+//! Readiness must cost milliseconds, not a poll period: the probe retries every 1 ms for the
+//! first 100 ms (a local runtime that is about to listen refuses connections in microseconds),
+//! then every 5 ms, until the startup timeout or the runtime's exit.
+
+use crate::client::{self, Body};
+use crate::config::Config;
+use crate::process;
+use hyper::client::conn::http1::SendRequest;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Child;
+use tokio::time::Instant;
+
+/// Longest a single health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Spawns the runtime command; its stdout and stderr go to the watchdog's stderr.
+pub fn spawn(cfg: &Config) -> Result<(Child, u32), String> {
+    let mut cmd = process::command(&cfg.command, &[]);
+    cmd.stdin(Stdio::null())
+        .stdout(process::to_stderr())
+        .stderr(process::to_stderr());
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cfg.command[0]))?;
+    let pid = child.id().unwrap_or(0);
+    Ok((child, pid))
+}
+
+/// Probes the health URL until it answers 2xx (`Ok` with that connection, for reuse), the
+/// runtime exits, or `timeout` passes.
+pub async fn wait_healthy(
+    cfg: &Config,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<(SocketAddr, SendRequest<Body>), String> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let url = &cfg.runtime_health_url;
+    let addr = client::resolve(url)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
+    let probing = async {
+        loop {
+            let budget = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            let last = match tokio::time::timeout(budget, client::probe(addr, url)).await {
+                Ok(Ok(conn)) => return Ok((addr, conn)),
+                Ok(Err(e)) => e,
+                Err(_) => format!("{url} did not answer within {} ms", budget.as_millis()),
+            };
+            let pause = if start.elapsed() < Duration::from_millis(100) {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(5)
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(format!(
+                    "the runtime was not healthy within {} ms ({last})",
+                    timeout.as_millis()
+                ));
+            }
+            tokio::time::sleep(pause).await;
+        }
+    };
+    tokio::select! {
+        r = probing => r,
+        st = child.wait() => Err(match st {
+            Ok(st) => format!("the runtime {} before becoming healthy", process::describe(&st)),
+            Err(e) => format!("waiting for the runtime: {e}"),
+        }),
+    }
+}

@@ -1,0 +1,162 @@
+//! Warm mode: start the runtime once, serve many invocations, keep every promise (timeouts,
+//! idle exit, max invocations, crash recovery, graceful stop).
+//!
+//! ```text
+//!  boot:  spawn runtime ─► probe health (1 ms, then 5 ms) ─► bind WARM_PORT ─► print NANOFAAS_READY
+//!  serve: accept ─► connection task ─► App::route ─► supervisor lease ─► pooled keep-alive POST
+//!  stop:  SIGTERM/SIGINT or idle ─► refuse new work ─► drain in-flight ─► stop runtime ─► exit 0
+//! ```
+//!
+//! - [`supervisor`]: owns the runtime process and its lifecycle.
+//! - [`server`]: the HTTP handlers and the invocation path.
+
+pub mod server;
+pub mod supervisor;
+
+use crate::config::{Config, RuntimeKind};
+use crate::exit::ExitCode;
+use crate::metrics::Metrics;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use server::App;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use supervisor::{Announcer, BootError};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// Extra time allowed after the latest in-flight deadline for answers and callbacks to finish.
+const DRAIN_SLACK: Duration = Duration::from_secs(2);
+
+/// Runs warm mode until a signal or the idle timeout.
+pub async fn run(cfg: Config) -> ExitCode {
+    let cfg = Arc::new(cfg);
+    let warm = cfg.warm.clone().expect("warm mode has a warm config");
+    let metrics = Arc::new(Metrics::new());
+    let announcer = Arc::new(Announcer::default());
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            crate::error!("cannot install signal handlers: {e}");
+            return ExitCode::Internal;
+        }
+    };
+
+    let sup = if warm.runtime == RuntimeKind::Http {
+        let (handle, boot) = supervisor::start(cfg.clone(), metrics.clone(), announcer.clone());
+        tokio::select! {
+            r = boot => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(BootError::Spawn(m))) => {
+                    crate::error!("{m}");
+                    return ExitCode::SpawnFailed;
+                }
+                Ok(Err(BootError::Startup(m))) => {
+                    crate::error!("{m}");
+                    return ExitCode::StartupFailed;
+                }
+                Err(_) => return ExitCode::Internal,
+            },
+            _ = term.recv() => { handle.stop().await; return ExitCode::Ok; }
+            _ = int.recv() => { handle.stop().await; return ExitCode::Ok; }
+        }
+        Some(handle)
+    } else {
+        None
+    };
+
+    let addr = SocketAddr::new(warm.bind, warm.port);
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            crate::error!("cannot listen on {addr}: {e}");
+            if let Some(s) = &sup {
+                s.stop().await;
+            }
+            return ExitCode::BindFailed;
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(warm.port);
+    let app = Arc::new(App::new(cfg.clone(), metrics, sup.clone()));
+    let pid_now = || sup.as_ref().and_then(|s| s.runtime_pid()).unwrap_or(0);
+    if let Err(e) = announcer.ready(port, pid_now) {
+        crate::error!("cannot write the READY line to stdout: {e}");
+        if let Some(s) = &sup {
+            s.stop().await;
+        }
+        return ExitCode::Internal;
+    }
+    crate::info!(
+        "serving on {}:{port} (runtime {:?}, concurrency {})",
+        warm.bind,
+        warm.runtime,
+        warm.concurrency
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let idle = async {
+        match warm.idle_timeout {
+            Some(d) => server::idle_timeout(&app.activity, d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(idle);
+    let reason = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let mut stop = stop_rx.clone();
+                let guard = app.tasks.enter();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let svc = service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(app.route(req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = &mut idle => break "idle timeout",
+        }
+    };
+
+    crate::info!("stopping ({reason}): refusing new work, draining in-flight invocations");
+    app.draining.store(true, Ordering::SeqCst);
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let limit = app.latest_deadline().max(tokio::time::Instant::now()) + DRAIN_SLACK;
+    if tokio::time::timeout_at(limit, app.tasks.idle())
+        .await
+        .is_err()
+    {
+        crate::warn!(
+            "{} connection(s) or callback(s) still open after the drain limit; stopping anyway",
+            app.tasks.count()
+        );
+    }
+    if let Some(s) = &sup {
+        s.stop().await;
+    }
+    crate::info!("stopped");
+    ExitCode::Ok
+}
