@@ -33,4 +33,9 @@ scripts/java-env.sh
 runtimes/java/build.sh test
 # --- end Java runtime --------------------------------------------------------------------------
 
+# --- API conformance (openapi.yaml against the live server) -----------------------------------
+step "API: openapi.yaml against the running control plane (schemathesis)"
+scripts/api-conformance.sh
+# --- end API conformance -----------------------------------------------------------------------
+
 step "all tests passed"
