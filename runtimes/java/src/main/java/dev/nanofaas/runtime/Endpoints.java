@@ -17,6 +17,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The runtime contract's two routes, {@code GET /health} and {@code POST /invoke}.
@@ -48,6 +49,7 @@ final class Endpoints implements HttpHandler {
     private final Executor callbackExecutor;
     private final InFlight inFlight;
     private final Log.Limiter handlerErrorLog = new Log.Limiter(10, 60_000);
+    private final AtomicLong requestsSeen = new AtomicLong();
 
     Endpoints(
             RuntimeConfig config,
@@ -62,8 +64,14 @@ final class Endpoints implements HttpHandler {
         this.inFlight = inFlight;
     }
 
+    /** How many requests have reached this handler (shutdown watches it to know when it is quiet). */
+    long requestsSeen() {
+        return requestsSeen.get();
+    }
+
     @Override
     public void handle(HttpExchange exchange) {
+        requestsSeen.incrementAndGet();
         try {
             String path = exchange.getRequestURI().getRawPath();
             String method = exchange.getRequestMethod();

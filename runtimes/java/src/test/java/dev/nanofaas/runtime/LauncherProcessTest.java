@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.nanofaas.runtime.fixtures.EchoHandler;
 import dev.nanofaas.runtime.fixtures.OtherHandler;
+import dev.nanofaas.runtime.fixtures.SleepHandler;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -25,6 +26,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -208,6 +210,32 @@ class LauncherProcessTest {
             HttpResponse<String> r = call("POST", port, "/invoke", "{}", "X-Execution-Id", "e1");
             assertEquals(200, r.statusCode());
             assertEquals("\"other\"", r.body());
+        }
+    }
+
+    @Test
+    void sigtermDuringAStuckInvocationStillStopsTheProcess() throws Exception {
+        try (Started rt =
+                launch(
+                        Map.of(
+                                "FUNCTION_HANDLER", SleepHandler.class.getName(),
+                                "HANDLER_CLASSPATH", testClasses(),
+                                "SHUTDOWN_GRACE_MS", "300"))) {
+            int port = rt.awaitPort();
+            CompletableFuture<HttpResponse<String>> stuck =
+                    CLIENT.sendAsync(
+                            HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/invoke"))
+                                    .header("X-Execution-Id", "stuck")
+                                    .timeout(Duration.ofSeconds(60))
+                                    .POST(HttpRequest.BodyPublishers.ofString("{\"input\": {\"sleepMs\": 600000}}"))
+                                    .build(),
+                            HttpResponse.BodyHandlers.ofString());
+            Thread.sleep(500); // let the invocation start
+            assertTrue(rt.process.isAlive());
+            rt.process.destroy(); // SIGTERM
+            // The grace is 300 ms: the process must not wait for the ten-minute handler.
+            assertEquals(143, rt.awaitExit());
+            stuck.cancel(true);
         }
     }
 
