@@ -78,14 +78,14 @@ pub async fn run_stdio(run: Run<'_>, input: Bytes) -> Result<Bytes, ErrorBody> {
     writer.abort();
     let out = out_task.await.unwrap_or_else(|_| Ok(Vec::new()));
     let tail = err_task.await.unwrap_or_default();
+    // Too much output first: the reader stopped reading, so the command may have died of
+    // SIGPIPE, which is a consequence, not the cause.
+    let out = out.map_err(too_large)?;
     let status = status.map_err(|e| internal(format!("waiting for the command: {e}")))?;
     if !status.success() {
         return Err(exit_error(run.argv, &status, &tail));
     }
-    match out {
-        Ok(out) => Ok(to_json(&out)),
-        Err(n) => Err(too_large(n)),
-    }
+    Ok(to_json(&out))
 }
 
 /// FILE: `input` written to `input_file`, the output read from `output_file` after exit 0.

@@ -169,13 +169,17 @@ impl Announcer {
         Ok(())
     }
 
-    fn runtime(&self, pid: u32) {
+    /// Announces a new runtime (once READY was printed) and then publishes it, both under the
+    /// lock [`Announcer::ready`] takes: the line is out before any invocation can reach the
+    /// runtime, and READY either names this runtime or precedes this line.
+    fn runtime(&self, pid: u32, publish: impl FnOnce()) {
         let printed = self.ready_printed.lock().unwrap();
         if *printed {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "NANOFAAS_RUNTIME pid={pid}");
             let _ = out.flush();
         }
+        publish();
     }
 }
 
@@ -349,15 +353,18 @@ impl Supervisor {
             };
             let (mut child, rt) = (started.0, Arc::new(started.1.with_gen(gen)));
             let pid = rt.pid;
-            self.state.send_replace(RtState::Ready(rt.clone()));
             match self.boot.take() {
                 Some(boot) => {
+                    self.state.send_replace(RtState::Ready(rt.clone()));
                     crate::info!("runtime pid {pid} is ready");
                     let _ = boot.send(Ok(()));
                 }
                 None => {
+                    let state = &self.state;
+                    self.announcer.runtime(pid, || {
+                        state.send_replace(RtState::Ready(rt.clone()));
+                    });
                     crate::info!("runtime pid {pid} is ready (restart)");
-                    self.announcer.runtime(pid);
                 }
             }
             let born = Instant::now();

@@ -72,7 +72,15 @@ impl Warm {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// `NANOFAAS_RUNTIME pid=..` lines printed so far.
+    /// Waits (bounded) until `n` `NANOFAAS_RUNTIME pid=..` lines were captured, and returns
+    /// all of them: the watchdog prints a line before the runtime serves anything, but the
+    /// test's reader thread may lag behind.
+    pub async fn restarts_at_least(&self, n: usize) -> Vec<u32> {
+        nanofaas_testkit::wait_until(T, || self.restarts().len() >= n).await;
+        self.restarts()
+    }
+
+    /// `NANOFAAS_RUNTIME pid=..` lines captured so far.
     pub fn restarts(&self) -> Vec<u32> {
         self.proc
             .lines(Stream::Stdout)
