@@ -308,6 +308,17 @@ def test_body_over_limit_is_413(make_client):
     assert "MAX_REQUEST_BYTES=64" in response.json["error"]["message"]
 
 
+def test_body_exactly_at_limit_is_accepted(make_client):
+    client = make_client(MAX_REQUEST_BYTES=20)
+    body = b'{"input": "abcdefgh"}'
+    assert len(body) == 21
+    response = client.post("/invoke", data=body, headers={"X-Execution-Id": "e"})
+    assert response.status_code == 413
+    client = make_client(MAX_REQUEST_BYTES=21)
+    response = client.post("/invoke", data=body, headers={"X-Execution-Id": "e"})
+    assert response.status_code == 200
+
+
 def test_unknown_route_and_method_are_json(client):
     response = client.get("/nope")
     assert response.status_code == 404

@@ -238,3 +238,55 @@ def test_gunicorn_threads_serve_concurrently_in_one_process(runtime, tmp_path):
     assert results["a"][1]["pid"] == results["b"][1]["pid"]
     proc.proc.terminate()
     assert proc.wait(timeout_s=5) == 0
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie waiting for its new parent counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_gunicorn_worker_exits_when_its_master_is_killed(runtime, threads):
+    proc, port = start_runtime(runtime, "gunicorn", THREADS=threads)
+    status, body = request(
+        port, "POST", "/invoke", {"input": {"pid": True}}, {"X-Execution-Id": "k"}
+    )
+    assert status == 200
+    worker = body["pid"]
+    assert worker != proc.proc.pid
+    proc.proc.kill()  # SIGKILL to the master only: no graceful stop
+    proc.wait(timeout_s=5)
+    deadline = time.monotonic() + 10
+    while not _gone(worker):
+        assert time.monotonic() < deadline, "the orphaned worker kept running"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_body_limit_holds_for_chunked_bodies(runtime, backend):
+    proc, port = start_runtime(runtime, backend, MAX_REQUEST_BYTES="100")
+
+    def chunked(body: bytes):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(
+                "POST",
+                "/invoke",
+                body=iter([body[:50], body[50:]]),
+                headers={"X-Execution-Id": "c"},
+                encode_chunked=True,
+            )
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    exact = json.dumps({"input": "x" * 87}).encode()
+    assert len(exact) == 100
+    assert chunked(exact) == (200, {"echo": "X" * 87})
+    status, body = chunked(json.dumps({"input": "x" * 88}).encode())
+    assert status == 413 and body["error"]["code"] == "PAYLOAD_TOO_LARGE"

@@ -33,11 +33,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(backend: str, handler_dir: str, calls: int) -> dict:
+CONFIGS = {
+    "werkzeug": {"NANOFAAS_PY_SERVER": "werkzeug"},
+    "gunicorn (1 sync worker, the default)": {"NANOFAAS_PY_SERVER": "gunicorn"},
+    "gunicorn THREADS=2 (gthread, keep-alive)": {"NANOFAAS_PY_SERVER": "gunicorn", "THREADS": "2"},
+}
+
+
+def run(backend: str, config: dict[str, str], handler_dir: str, calls: int) -> dict:
     port = free_port()
     env = {
         **os.environ,
-        "NANOFAAS_PY_SERVER": backend,
+        **config,
         "PORT": str(port),
         "HANDLER_PATH": handler_dir,
         "LOG_LEVEL": "WARNING",
@@ -103,12 +110,12 @@ def main() -> None:
     calls = parser.parse_args().calls
     with tempfile.TemporaryDirectory() as d:
         Path(d, "handler.py").write_text(HANDLER)
-        results = {b: run(b, d, calls) for b in ("werkzeug", "gunicorn")}
+        results = {name: run(name, cfg, d, calls) for name, cfg in CONFIGS.items()}
     print(
         f"machine: {os.cpu_count()} cores, {platform.machine()}, "
         f"Python {platform.python_version()}, {calls} sequential calls after 100 warm-up\n"
     )
-    print("| backend | p50 µs | p99 µs | invocations/s | connection reused |")
+    print("| server | p50 µs | p99 µs | invocations/s | connection reused |")
     print("| --- | ---: | ---: | ---: | --- |")
     for b, r in results.items():
         print(

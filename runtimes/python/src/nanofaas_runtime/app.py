@@ -104,7 +104,11 @@ def create_app(
 ) -> Flask:
     """Builds the app around an already loaded ``handler``."""
     app = Flask("nanofaas_runtime")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # One byte over the limit lets a body without Content-Length (chunked) that is longer
+    # than the limit be told apart from one that is exactly as long: Werkzeug stops reading
+    # at MAX_CONTENT_LENGTH without raising.
+    limit = settings.max_request_bytes
+    app.config["MAX_CONTENT_LENGTH"] = limit + 1
 
     if send_callback is None:
         policy = callback.CallbackPolicy(
@@ -156,11 +160,13 @@ def create_app(
             try:
                 raw = request.get_data(cache=False)
             except RequestEntityTooLarge:
+                raw = None
+            if raw is None or len(raw) > limit:
                 raise _Reject(
                     413,
                     "PAYLOAD_TOO_LARGE",
-                    f"request body is larger than MAX_REQUEST_BYTES={settings.max_request_bytes}",
-                ) from None
+                    f"request body is larger than MAX_REQUEST_BYTES={limit}",
+                )
             payload = _parse(raw)
         except _Reject as r:
             return finish(
