@@ -6,9 +6,10 @@ from nanofaas_runtime import callback
 from nanofaas_runtime.callback import CallbackPolicy
 
 
-def test_target_strips_one_trailing_slash_and_encodes_id():
+def test_target_strips_trailing_slashes_and_encodes_id():
     assert callback.target("http://h/cb/", "e-1") == "http://h/cb/e-1:complete"
     assert callback.target("http://h/cb", "e-1") == "http://h/cb/e-1:complete"
+    assert callback.target("http://h/cb//", "e-1") == "http://h/cb/e-1:complete"
     assert callback.target("http://h/cb", "a/b c") == "http://h/cb/a%2Fb%20c:complete"
 
 

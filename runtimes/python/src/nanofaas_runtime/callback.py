@@ -29,7 +29,7 @@ class CallbackPolicy:
 
 
 def target(base: str, execution_id: str) -> str:
-    """``{base}/{executionId}:complete``, with one trailing slash of ``base`` ignored and the
+    """``{base}/{executionId}:complete``, with trailing slashes of ``base`` ignored and the
     execution id percent-encoded (ids made of letters, digits and ``-._~`` are unchanged)."""
     return f"{base.rstrip('/')}/{quote(execution_id, safe='-._~')}:complete"
 

@@ -187,6 +187,9 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
         # gthread (THREADS > 1): that many concurrent requests per worker, with keep-alive.
         "worker_class": "gthread" if settings.threads > 1 else "sync",
         "threads": settings.threads,
+        # gthread only: an idle kept-alive connection (the watchdog's pool) stays open this
+        # long; well above any client's idle timeout, so the client closes first.
+        "keepalive": 75,
         "preload_app": True,
         "accesslog": None,
         "errorlog": "-",
@@ -201,8 +204,7 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
     class Embedded(BaseApplication):
         def load_config(self):
             for key, value in options.items():
-                if key in self.cfg.settings:
-                    self.cfg.set(key, value)
+                self.cfg.set(key, value)
 
         def load(self):
             return app
