@@ -60,7 +60,8 @@ def free_port():
 def wait_healthy(port, proc, deadline):
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("runtime exited with %s" % proc.returncode)
+            raise RuntimeError("runtime exited with %s: %s" % (
+                proc.returncode, proc.stderr.read().decode(errors="replace").strip()))
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/health")

@@ -64,7 +64,7 @@ final class Endpoints implements HttpHandler {
         this.inFlight = inFlight;
     }
 
-    /** How many requests have reached this handler (shutdown watches it to know when it is quiet). */
+    /** Requests that reached this handler so far; shutdown watches it to see when all is quiet. */
     long requestsSeen() {
         return requestsSeen.get();
     }
