@@ -42,7 +42,7 @@ wait_line "$work/echo.out" "port="
 echo_port=$(sed -n 's/^port=//p' "$work/echo.out")
 
 ./target/debug/nanofaas serve --listen 127.0.0.1:0 --state-dir "$work/state" --log-level warn \
-  --set max_body_bytes=65536 >"$work/cp.out" 2>"$work/cp.err" &
+  --set max_body_bytes=65536 --set provider.type=none >"$work/cp.out" 2>"$work/cp.err" &
 pids+=($!)
 wait_line "$work/cp.out" "listening on"
 base=$(sed -n 's/^nanofaas listening on //p' "$work/cp.out")

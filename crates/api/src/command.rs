@@ -66,9 +66,42 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+/// Joins arguments into a line that [`split`] turns back into the same arguments.
+pub fn join<S: AsRef<str>>(args: &[S]) -> String {
+    let mut out = String::new();
+    for (i, a) in args.iter().enumerate() {
+        let a = a.as_ref();
+        if i > 0 {
+            out.push(' ');
+        }
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c));
+        if plain {
+            out.push_str(a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', "'\\''"));
+            out.push('\'');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{join, split};
+
+    #[test]
+    fn join_round_trips() {
+        for args in [
+            vec!["python3", "-m", "nanofaas_runtime"],
+            vec!["sh", "-c", "echo 'hi' \"there\" $HOME"],
+            vec!["a b", "", "it's", "back\\slash"],
+        ] {
+            assert_eq!(split(&join(&args)).unwrap(), args, "{}", join(&args));
+        }
+    }
 
     #[test]
     fn words_and_quotes() {

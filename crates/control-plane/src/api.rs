@@ -73,6 +73,7 @@ enum Route<'a> {
     Metrics,
     Functions,
     Function(&'a str),
+    Instances(&'a str),
     Invoke(&'a str),
     Enqueue(&'a str),
     Execution(&'a str),
@@ -88,6 +89,9 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/v1/functions/") {
+        if let Some(name) = rest.strip_suffix("/instances") {
+            return (!name.contains('/')).then_some(Route::Instances(name));
+        }
         if rest.contains('/') {
             return None;
         }
@@ -192,6 +196,11 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
                     Ok(json_value(if created { 201 } else { 200 }, &*stored))
                 }
             }
+        }
+        Route::Instances(name) => {
+            allow(&method, &[Method::GET])?;
+            check_name(name)?;
+            Ok(json_value(200, &p.instances(name)?))
         }
         Route::Invoke(name) | Route::Enqueue(name) => {
             allow(&method, &[Method::POST])?;

@@ -53,6 +53,16 @@ settings! {
     "dispatch.connect_timeout_ms" = "2000" : "Timeout for opening a connection to an instance or endpoint.",
     "dispatch.idle_connection_timeout_ms" = "60000" : "Idle keep-alive connections to instances are closed after this long.",
     "dispatch.max_idle_connections_per_host" = "256" : "Most idle keep-alive connections kept per instance or endpoint.",
+    "provider.type" = "\"process\"" : "What starts instances of DEPLOYMENT and JOB functions: process (local child processes) or none (POOL functions only).",
+    "provider.startup_timeout_ms" = "30000" : "How long an instance may take to become ready; a dispatch waits at most this long (or the function's timeout if longer) for one.",
+    "provider.stop_grace_ms" = "5000" : "How long a stopping instance may take to finish its invocation before it is killed.",
+    "provider.log_lines_per_second" = "100" : "Lines of each instance's output forwarded to the log per second; the rest are counted and dropped.",
+    "provider.process.watchdog" = "\"\"" : "Path of nanofaas-watchdog. Empty: next to the nanofaas binary, else on PATH.",
+    "provider.process.bind" = "\"127.0.0.1\"" : "Address instances of the process provider listen on.",
+    "pool.health_check_interval_ms" = "10000" : "How often idle instances are health-checked; 0 = never.",
+    "pool.start_backoff_ms" = "500" : "Delay after an instance fails to start before another start is tried; doubles with each consecutive failure.",
+    "pool.start_backoff_max_ms" = "30000" : "Longest delay between start attempts of a function whose instances keep failing.",
+    "pool.timeout_grace_ms" = "1000" : "Extra time given to an instance beyond the function's timeout to report the timeout itself (it then restarts its runtime and stays in service).",
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +81,67 @@ pub struct Config {
     pub executions: ExecutionsConfig,
     pub admission: AdmissionConfig,
     pub dispatch: DispatchConfig,
+    pub provider: ProviderConfig,
+    pub pool: PoolConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub startup_timeout_ms: u64,
+    pub stop_grace_ms: u64,
+    pub log_lines_per_second: u32,
+    pub process: ProcessConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    pub watchdog: String,
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub health_check_interval_ms: u64,
+    pub start_backoff_ms: u64,
+    pub start_backoff_max_ms: u64,
+    pub timeout_grace_ms: u64,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            kind: "process".into(),
+            startup_timeout_ms: 30_000,
+            stop_grace_ms: 5000,
+            log_lines_per_second: 100,
+            process: ProcessConfig::default(),
+        }
+    }
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            watchdog: String::new(),
+            bind: "127.0.0.1".into(),
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            health_check_interval_ms: 10_000,
+            start_backoff_ms: 500,
+            start_backoff_max_ms: 30_000,
+            timeout_grace_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +185,8 @@ impl Default for Config {
             executions: ExecutionsConfig::default(),
             admission: AdmissionConfig::default(),
             dispatch: DispatchConfig::default(),
+            provider: ProviderConfig::default(),
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -269,6 +342,30 @@ impl Config {
         }
         if self.dispatch.connect_timeout_ms == 0 {
             return bad("dispatch.connect_timeout_ms", "must be more than 0");
+        }
+        if !matches!(self.provider.kind.as_str(), "process" | "none") {
+            return bad("provider.type", "must be process or none");
+        }
+        if self
+            .provider
+            .process
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_err()
+        {
+            return bad(
+                "provider.process.bind",
+                "must be an IP address such as 127.0.0.1",
+            );
+        }
+        if self.provider.startup_timeout_ms == 0 {
+            return bad("provider.startup_timeout_ms", "must be more than 0");
+        }
+        if self.pool.start_backoff_max_ms < self.pool.start_backoff_ms {
+            return bad(
+                "pool.start_backoff_max_ms",
+                "must be at least pool.start_backoff_ms",
+            );
         }
         Ok(())
     }

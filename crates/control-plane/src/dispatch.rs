@@ -109,21 +109,37 @@ impl EndpointBackend {
 impl Backend for EndpointBackend {
     fn dispatch<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, DispatchResult> {
         Box::pin(async move {
-            invoke_http(&self.client, &self.uri, call, false)
+            invoke_http(&self.client, &self.uri, call, false, Duration::ZERO)
                 .await
+                .0
                 .into()
         })
     }
 }
 
+/// How the HTTP exchange with an instance went, apart from what it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// It answered (any status).
+    Answered,
+    /// No connection could be made.
+    ConnectFailed,
+    /// The connection broke before a complete answer.
+    Lost,
+    /// No answer within the timeout (plus grace).
+    NoAnswer,
+}
+
 /// Posts the attempt to `uri` in the header form of the runtime contract and classifies the
-/// answer. With `send_callback`, the instance is also given the callback URL and token.
+/// answer. With `send_callback`, the instance is also given the callback URL and token. The
+/// instance is told the attempt's timeout (`X-Timeout-Ms`) and given `grace` more to answer.
 pub async fn invoke_http(
     client: &HttpClient,
     uri: &Uri,
     call: &Call,
     send_callback: bool,
-) -> Outcome {
+    grace: Duration,
+) -> (Outcome, Transport) {
     let mut req = Request::new(Full::new(call.body.clone()));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri.clone();
@@ -169,31 +185,44 @@ pub async fn invoke_http(
             })?;
         Ok::<_, (bool, String)>((status, body.to_bytes()))
     };
-    match tokio::time::timeout(call.timeout, exchange).await {
-        Err(_) => Outcome::Failure(Failure::new(
-            FailureKind::Timeout,
-            ErrorCode::Timeout,
-            format!(
-                "the function did not answer within {} ms",
-                call.timeout.as_millis()
+    let fail = |kind, code, msg: String| Outcome::Failure(Failure::new(kind, code, msg));
+    match tokio::time::timeout(call.timeout + grace, exchange).await {
+        Err(_) => (
+            fail(
+                FailureKind::Timeout,
+                ErrorCode::Timeout,
+                format!(
+                    "the function did not answer within {} ms",
+                    call.timeout.as_millis()
+                ),
             ),
-        )),
-        Ok(Err((_, msg))) if msg.starts_with("TOO_LARGE") => Outcome::Failure(Failure::new(
-            FailureKind::Function,
-            ErrorCode::FunctionError,
-            format!("the function's output is larger than the {max}-byte limit"),
-        )),
-        Ok(Err((true, msg))) => Outcome::Failure(Failure::new(
-            FailureKind::Platform,
-            ErrorCode::InstanceLost,
-            format!("could not connect to the instance: {msg}"),
-        )),
-        Ok(Err((false, msg))) => Outcome::Failure(Failure::new(
-            FailureKind::Platform,
-            ErrorCode::InstanceLost,
-            format!("the instance was lost before it answered: {msg}"),
-        )),
-        Ok(Ok((status, body))) => classify(status, body),
+            Transport::NoAnswer,
+        ),
+        Ok(Err((_, msg))) if msg.starts_with("TOO_LARGE") => (
+            fail(
+                FailureKind::Function,
+                ErrorCode::FunctionError,
+                format!("the function's output is larger than the {max}-byte limit"),
+            ),
+            Transport::Answered,
+        ),
+        Ok(Err((true, msg))) => (
+            fail(
+                FailureKind::Platform,
+                ErrorCode::InstanceLost,
+                format!("could not connect to the instance: {msg}"),
+            ),
+            Transport::ConnectFailed,
+        ),
+        Ok(Err((false, msg))) => (
+            fail(
+                FailureKind::Platform,
+                ErrorCode::InstanceLost,
+                format!("the instance was lost before it answered: {msg}"),
+            ),
+            Transport::Lost,
+        ),
+        Ok(Ok((status, body))) => (classify(status, body), Transport::Answered),
     }
 }
 

@@ -39,7 +39,6 @@ pub fn digest(body: &[u8]) -> [u8; 32] {
     }
 }
 
-
 impl Idempotency {
     /// Binds `key` to `exec` unless it is bound to a live execution already.
     pub fn claim(

@@ -10,6 +10,10 @@
 //! - [`executions`]: execution records, one outcome per attempt, the bounded store.
 //! - [`idempotency`]: idempotency keys bound to executions.
 //! - [`dispatch`]: the `Backend` trait and the HTTP hop to endpoints and instances.
+//! - [`managed`]: builds the backend of each function: endpoint, warm [`pool`] or [`job`].
+//! - [`pool`]: warm instances of a DEPLOYMENT function: leasing, scaling, recycling, health.
+//! - [`job`]: one one-shot instance per attempt, completed by callback (JOB).
+//! - [`provider`]: the `Provider` trait and the `process` provider.
 //! - [`registry`]: the live functions; [`persist`]: specs and the async journal on disk.
 //! - [`auth`]: per-attempt callback tokens.
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
@@ -24,9 +28,13 @@ pub mod error;
 pub mod executions;
 pub mod idempotency;
 pub mod ids;
+pub mod job;
+pub mod managed;
 pub mod metrics;
 pub mod persist;
 pub mod platform;
+pub mod pool;
+pub mod provider;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;

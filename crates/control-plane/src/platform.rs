@@ -37,9 +37,20 @@ pub trait BackendFactory: Send + Sync + 'static {
         metrics: &Arc<FunctionMetrics>,
     ) -> Result<Arc<dyn Backend>, ValidationError>;
 
+    /// Called once at start-up, before any function is registered: clean up what a previous
+    /// run left behind.
+    fn prepare(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Called once at shutdown, after every function's backend was shut down.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    /// The instances serving function `name`, if this factory manages any.
+    fn instances(&self, _name: &str) -> Option<serde_json::Value> {
+        None
     }
 }
 
@@ -645,6 +656,15 @@ impl Platform {
             duration_us = e2e.as_micros() as u64,
             "execution finished"
         );
+    }
+
+    /// `GET /v1/functions/{name}/instances`.
+    pub fn instances(&self, name: &str) -> Result<serde_json::Value, ApiError> {
+        self.registry.get(name).ok_or_else(|| not_found(name))?;
+        Ok(self
+            .factory
+            .instances(name)
+            .unwrap_or_else(|| serde_json::json!([])))
     }
 
     /// `POST /v1/internal/executions/{id}:complete`.

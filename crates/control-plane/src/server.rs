@@ -7,9 +7,12 @@ use crate::auth::CallbackAuth;
 use crate::config::Config;
 use crate::dispatch::{http_client, ClientSettings, HttpClient};
 use crate::executions::StoreLimits;
+use crate::managed::ManagedFactory;
 use crate::metrics::Metrics;
 use crate::persist::{Journal, SpecStore};
 use crate::platform::{BackendFactory, EndpointFactory, Persistence, Platform, Settings};
+use crate::pool::PoolSettings;
+use crate::provider::process::{find_watchdog, ProcessProvider, ProcessSettings};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -70,14 +73,59 @@ pub enum StartError {
     Setup(String),
 }
 
-/// Starts with the default backends (`POOL` functions only).
+/// Starts with the backends the configuration names (`provider.type`).
 pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
-    start_with(config, |ctx| {
-        Ok(Arc::new(EndpointFactory {
+    start_with(config, default_factory).await
+}
+
+/// The backend factory for `provider.type`: `none` serves POOL functions only; `process` also
+/// runs DEPLOYMENT and JOB functions as local processes.
+pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String> {
+    let c = &ctx.config;
+    match c.provider.kind.as_str() {
+        "none" => Ok(Arc::new(EndpointFactory {
             client: ctx.client.clone(),
-        }))
-    })
-    .await
+        })),
+        "process" => {
+            let watchdog = if c.provider.process.watchdog.is_empty() {
+                find_watchdog().ok_or_else(|| {
+                    "cannot find nanofaas-watchdog next to the nanofaas binary or on PATH (build it with `cargo build -p nanofaas-watchdog`, or set provider.process.watchdog)".to_string()
+                })?
+            } else {
+                std::path::PathBuf::from(&c.provider.process.watchdog)
+            };
+            let provider = ProcessProvider::new(ProcessSettings {
+                watchdog,
+                bind: c
+                    .provider
+                    .process
+                    .bind
+                    .parse()
+                    .map_err(|e| format!("provider.process.bind: {e}"))?,
+                startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
+                stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
+                log_lines_per_second: c.provider.log_lines_per_second,
+            })?;
+            Ok(Arc::new(ManagedFactory::new(
+                Arc::new(provider),
+                ctx.client.clone(),
+                ctx.metrics.clone(),
+                pool_settings(c),
+            )))
+        }
+        other => Err(format!("provider.type {other:?} is not supported")),
+    }
+}
+
+/// Pool settings from the configuration.
+pub fn pool_settings(c: &Config) -> PoolSettings {
+    PoolSettings {
+        health_check_interval: Duration::from_millis(c.pool.health_check_interval_ms),
+        start_backoff: Duration::from_millis(c.pool.start_backoff_ms),
+        start_backoff_max: Duration::from_millis(c.pool.start_backoff_max_ms),
+        startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
+        timeout_grace: Duration::from_millis(c.pool.timeout_grace_ms),
+    }
 }
 
 /// Starts with the backend factory `make_factory` builds from the [`Context`].
@@ -128,6 +176,7 @@ pub async fn start_with(
         addr,
     };
     let factory = make_factory(&ctx).map_err(StartError::Setup)?;
+    factory.prepare().await;
     let rate = config.admission.global_rate_per_second;
     let settings = Settings {
         callback_base_url,

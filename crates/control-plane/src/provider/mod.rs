@@ -1,0 +1,115 @@
+//! Providers bring function instances to life: the `process` provider (the embedded default:
+//! watchdog and runtime as local child processes) and container providers. One trait, chosen by
+//! configuration and held as `Arc<dyn Provider>`; pools and jobs never know which one they drive.
+//!
+//! A provider starts an instance and reports it once it is ready (its watchdog answers on
+//! `invoke_url`), tells when it dies (`exited`), stops it, lists what it owns, and at start-up
+//! removes what a previous run left behind.
+
+pub mod process;
+
+use crate::dispatch::BoxFuture;
+use bytes::Bytes;
+use http::Uri;
+use nanofaas_api::{FunctionSpec, ValidationError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A warm instance to start.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub instance_id: String,
+    pub spec: Arc<FunctionSpec>,
+}
+
+/// A one-shot (JOB) instance to run: it runs the function once and posts the result to the
+/// callback URL.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub instance_id: String,
+    pub spec: Arc<FunctionSpec>,
+    pub execution_id: String,
+    pub trace_id: String,
+    pub attempt: u32,
+    pub payload: Bytes,
+    pub timeout: Duration,
+    pub callback_url: String,
+    pub callback_token: String,
+}
+
+/// Tells when an instance is gone: `None` while it lives, then `Some(why)`.
+pub type ExitWatch = watch::Receiver<Option<String>>;
+
+/// A started, ready warm instance.
+pub struct Instance {
+    pub id: String,
+    /// The watchdog's `POST /invoke`.
+    pub invoke_url: Uri,
+    /// The watchdog's `GET /health`.
+    pub health_url: Uri,
+    pub exited: ExitWatch,
+}
+
+/// A started one-shot instance.
+pub struct Job {
+    pub id: String,
+    pub exited: ExitWatch,
+}
+
+/// Why an instance could not be started; the message says what the user can fix (and carries
+/// the tail of the instance's log when there is one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    pub message: String,
+    /// True when trying again cannot help (the command does not exist, the image is missing).
+    pub permanent: bool,
+}
+
+/// What a provider reports of an instance it owns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceInfo {
+    pub id: String,
+    pub function: String,
+    /// `warm` or `job`.
+    pub kind: &'static str,
+    /// Process provider: the watchdog's PID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Process provider: the PID of the runtime the watchdog runs now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_pid: Option<u32>,
+    /// Container providers: the container id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+pub trait Provider: Send + Sync + 'static {
+    /// `process`, `docker`, ...
+    fn name(&self) -> &'static str;
+
+    /// Checks that this provider can run `spec` (a command for processes, an image for
+    /// containers); the error names the field.
+    fn validate(&self, spec: &FunctionSpec) -> Result<(), ValidationError>;
+
+    /// Starts a warm instance and resolves once it is ready to serve, or failed to start.
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<Instance, StartFailure>>;
+
+    /// Starts a one-shot instance for one execution attempt.
+    fn start_job(&self, req: JobRequest) -> BoxFuture<'_, Result<Job, StartFailure>>;
+
+    /// Stops an instance: asks it to finish, then forces it after a grace period. Returns once
+    /// nothing of it is left. Unknown ids are ignored.
+    fn stop<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Everything this provider currently owns.
+    fn list(&self) -> Vec<InstanceInfo>;
+
+    /// Removes instances left by an earlier run of the control plane that died. Returns how
+    /// many were found.
+    fn cleanup_orphans(&self) -> BoxFuture<'_, usize>;
+
+    /// Stops everything this provider owns (control plane shutdown).
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,668 @@
+//! The `process` provider, nanofaas's embedded default: each instance is `nanofaas-watchdog`
+//! (warm or one-shot mode) plus its runtime, as child processes on loopback ports. No container
+//! engine is needed.
+//!
+//! Start-up is announced, not polled: the watchdog binds an ephemeral port once its runtime is
+//! healthy and prints `NANOFAAS_READY port=.. pid=.. runtime_pid=..` on stdout. Its stderr (which
+//! carries the runtime's output) is kept as a short tail for error messages and forwarded to the
+//! log, rate-limited per instance.
+//!
+//! No orphan survives: the watchdog runs in its own process group and gets SIGTERM if the
+//! control plane dies (`PR_SET_PDEATHSIG`); the runtime runs in its own group too. Every process
+//! of an instance carries `NANOFAAS_INSTANCE` and the owner's identity in its environment, so at
+//! start-up (and on stop) the provider finds every process an earlier, dead control plane left
+//! behind, grandchildren included, by reading `/proc/*/environ`.
+
+use super::{
+    ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
+};
+use crate::dispatch::BoxFuture;
+use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+
+/// Environment variables marking the processes of an instance.
+pub const ENV_INSTANCE: &str = "NANOFAAS_INSTANCE";
+pub const ENV_FUNCTION: &str = "NANOFAAS_FUNCTION";
+pub const ENV_OWNER: &str = "NANOFAAS_OWNER";
+
+/// Watchdog exit codes that mean "the command itself cannot run" (see the watchdog README).
+const WATCHDOG_EXIT_CONFIG: i32 = 2;
+const WATCHDOG_EXIT_SPAWN: i32 = 4;
+
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    /// The `nanofaas-watchdog` binary.
+    pub watchdog: PathBuf,
+    /// Loopback address instances listen on.
+    pub bind: IpAddr,
+    pub startup_timeout: Duration,
+    pub stop_grace: Duration,
+    /// Lines of an instance's output forwarded to the log per second; the rest are counted.
+    pub log_lines_per_second: u32,
+}
+
+/// Finds `nanofaas-watchdog`: next to the running executable, else on `PATH`.
+pub fn find_watchdog() -> Option<PathBuf> {
+    let name = "nanofaas-watchdog";
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The last lines an instance wrote, for error messages.
+#[derive(Default)]
+struct LogTail {
+    lines: Mutex<VecDeque<String>>,
+}
+
+const TAIL_LINES: usize = 40;
+
+impl LogTail {
+    fn push(&self, line: &str) {
+        let mut l = self.lines.lock().unwrap();
+        if l.len() == TAIL_LINES {
+            l.pop_front();
+        }
+        let mut s = line.to_string();
+        if s.len() > 2000 {
+            let mut cut = 2000;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str(" [...]");
+        }
+        l.push_back(s);
+    }
+
+    fn render(&self) -> String {
+        let l = self.lines.lock().unwrap();
+        if l.is_empty() {
+            return "(the instance wrote nothing)".into();
+        }
+        l.iter()
+            .map(|s| format!("  | {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+struct Entry {
+    function: String,
+    kind: &'static str,
+    pid: u32,
+    runtime_pid: Mutex<Option<u32>>,
+    exited: ExitWatch,
+    log: Arc<LogTail>,
+}
+
+type Children = Arc<Mutex<HashMap<String, Arc<Entry>>>>;
+
+pub struct ProcessProvider {
+    settings: ProcessSettings,
+    children: Children,
+    owner: String,
+}
+
+/// `pid:starttime` of this process: unique across PID reuse.
+fn owner_identity() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", proc_start_time(pid).unwrap_or(0))
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn owner_alive(owner: &str) -> bool {
+    let Some((pid, start)) = owner.split_once(':') else {
+        return false;
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    proc_start_time(pid) == Some(start)
+}
+
+/// Processes whose environment has `NANOFAAS_OWNER`, as (pid, instance, owner).
+fn marked_processes() -> Vec<(u32, String, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let (mut inst, mut owner) = (None, None);
+        for kv in env.split(|b| *b == 0) {
+            if let Some(v) = kv.strip_prefix(format!("{ENV_INSTANCE}=").as_bytes()) {
+                inst = Some(String::from_utf8_lossy(v).into_owned());
+            } else if let Some(v) = kv.strip_prefix(format!("{ENV_OWNER}=").as_bytes()) {
+                owner = Some(String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        if let (Some(i), Some(o)) = (inst, owner) {
+            out.push((pid, i, o));
+        }
+    }
+    out
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: plain syscall; errors (no such process) are expected and ignored.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn kill_group(pgid: u32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: as above; a negative pid addresses the process group.
+        unsafe {
+            libc::kill(-(pgid as libc::pid_t), sig);
+        }
+    }
+}
+
+/// SIGKILLs every process of instance `id` that is still around (grandchildren included).
+fn kill_instance_processes(id: &str) -> usize {
+    let mut n = 0;
+    for (pid, inst, _) in marked_processes() {
+        if inst == id {
+            kill(pid, libc::SIGKILL);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn free_port(ip: IpAddr) -> Result<u16, StartFailure> {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| StartFailure {
+            message: format!("cannot find a free port on {ip}: {e}"),
+            permanent: false,
+        })
+}
+
+impl ProcessProvider {
+    pub fn new(settings: ProcessSettings) -> Result<Self, String> {
+        if !settings.watchdog.is_file() {
+            return Err(format!(
+                "the watchdog binary {} does not exist (build it with `cargo build -p nanofaas-watchdog`, or set provider.process.watchdog)",
+                settings.watchdog.display()
+            ));
+        }
+        Ok(Self {
+            settings,
+            children: Arc::default(),
+            owner: owner_identity(),
+        })
+    }
+
+    fn runtime_command(spec: &FunctionSpec) -> Result<String, StartFailure> {
+        let cmd = spec.command.as_ref().ok_or_else(|| StartFailure {
+            message: "the process provider needs a `command`".into(),
+            permanent: true,
+        })?;
+        Ok(nanofaas_api::command::join(cmd))
+    }
+
+    fn base_command(&self, id: &str, spec: &FunctionSpec) -> Result<Command, StartFailure> {
+        let mut cmd = Command::new(&self.settings.watchdog);
+        if let Some(dir) = &spec.working_dir {
+            if !Path::new(dir).is_dir() {
+                return Err(StartFailure {
+                    message: format!("workingDir {dir:?} is not a folder"),
+                    permanent: true,
+                });
+            }
+            cmd.current_dir(dir);
+        }
+        cmd.envs(&spec.env)
+            .env(ENV_INSTANCE, id)
+            .env(ENV_FUNCTION, &spec.name)
+            .env(ENV_OWNER, &self.owner)
+            .env("WATCHDOG_CMD", Self::runtime_command(spec)?)
+            .env("TIMEOUT_MS", spec.timeout_ms.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
+    /// Spawns the watchdog and the tasks that read its output and wait for its exit.
+    /// Returns the entry and a receiver of the READY port.
+    fn spawn(
+        &self,
+        id: &str,
+        spec: &FunctionSpec,
+        kind: &'static str,
+        mut cmd: Command,
+    ) -> Result<(Arc<Entry>, oneshot::Receiver<u16>), StartFailure> {
+        let mut child = cmd.spawn().map_err(|e| StartFailure {
+            message: format!(
+                "cannot start the watchdog {}: {e}",
+                self.settings.watchdog.display()
+            ),
+            permanent: true,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let (exit_tx, exited) = watch::channel(None);
+        let log = Arc::new(LogTail::default());
+        let entry = Arc::new(Entry {
+            function: spec.name.clone(),
+            kind,
+            pid,
+            runtime_pid: Mutex::new(None),
+            exited,
+            log: log.clone(),
+        });
+        self.children
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), entry.clone());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        if let Some(out) = child.stdout.take() {
+            let entry = entry.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut ready_tx = Some(ready_tx);
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(rest) = line.strip_prefix("NANOFAAS_READY ") {
+                        let port = field(rest, "port").and_then(|p| p.parse().ok());
+                        if let Some(r) = field(rest, "runtime_pid")
+                            .and_then(|p| p.parse().ok())
+                            .filter(|p| *p > 0)
+                        {
+                            *entry.runtime_pid.lock().unwrap() = Some(r);
+                        }
+                        if let (Some(port), Some(tx)) = (port, ready_tx.take()) {
+                            let _ = tx.send(port);
+                        }
+                    } else if let Some(rest) = line.strip_prefix("NANOFAAS_RUNTIME ") {
+                        if let Some(r) = field(rest, "pid").and_then(|p| p.parse().ok()) {
+                            *entry.runtime_pid.lock().unwrap() = Some(r);
+                        }
+                    } else {
+                        log.push(&line);
+                    }
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let log = log.clone();
+            let (instance, function) = (id.to_string(), spec.name.clone());
+            let per_second = self.settings.log_lines_per_second;
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(err).lines();
+                let mut window = tokio::time::Instant::now();
+                let (mut sent, mut dropped) = (0u32, 0u64);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.push(&line);
+                    if window.elapsed() >= Duration::from_secs(1) {
+                        if dropped > 0 {
+                            tracing::warn!(target: "nanofaas::function", function = %function, instance = %instance, dropped, "instance output lines not logged (rate limit)");
+                        }
+                        window = tokio::time::Instant::now();
+                        sent = 0;
+                        dropped = 0;
+                    }
+                    if sent < per_second {
+                        sent += 1;
+                        tracing::info!(target: "nanofaas::function", function = %function, instance = %instance, "{line}");
+                    } else {
+                        dropped += 1;
+                    }
+                }
+            });
+        }
+        let children = self.children.clone();
+        let instance = id.to_string();
+        tokio::spawn(async move {
+            let why = match child.wait().await {
+                Ok(st) => match (
+                    st.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&st),
+                ) {
+                    (Some(c), _) => format!("the watchdog exited with code {c}"),
+                    (None, Some(s)) => format!("the watchdog was killed by signal {s}"),
+                    _ => "the watchdog exited".to_string(),
+                },
+                Err(e) => format!("cannot wait for the watchdog: {e}"),
+            };
+            children.lock().unwrap().remove(&instance);
+            // The runtime and anything it started go with the watchdog.
+            tokio::task::spawn_blocking(move || kill_instance_processes(&instance));
+            let _ = exit_tx.send(Some(why));
+        });
+        Ok((entry, ready_rx))
+    }
+
+    async fn stop_entry(&self, id: &str, entry: Arc<Entry>) {
+        let mut exited = entry.exited.clone();
+        if exited.borrow().is_none() {
+            kill(entry.pid, libc::SIGTERM);
+            let gone = tokio::time::timeout(self.settings.stop_grace, wait_exit(&mut exited)).await;
+            if gone.is_err() {
+                tracing::warn!(instance = %id, "instance did not stop within the grace period; killing it");
+                kill_group(entry.pid, libc::SIGKILL);
+                let _ = tokio::time::timeout(Duration::from_secs(5), wait_exit(&mut exited)).await;
+            }
+        }
+        let id = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || kill_instance_processes(&id)).await;
+    }
+}
+
+/// Waits until the instance is gone.
+pub async fn wait_exit(exited: &mut ExitWatch) {
+    let _ = exited.wait_for(|e| e.is_some()).await;
+}
+
+/// Value of `key=value` in a space-separated line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn exit_code_of(why: &str) -> Option<i32> {
+    why.strip_prefix("the watchdog exited with code ")?
+        .parse()
+        .ok()
+}
+
+impl Provider for ProcessProvider {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn validate(&self, spec: &FunctionSpec) -> Result<(), ValidationError> {
+        if matches!(spec.execution_mode, ExecutionMode::Pool) {
+            return Ok(());
+        }
+        if spec.command.is_none() {
+            return Err(ValidationError::new(
+                "command",
+                format!(
+                    "the process provider runs a local command; this spec has {}",
+                    if spec.image.is_some() {
+                        "only an image (use the docker provider for images)"
+                    } else {
+                        "none"
+                    }
+                ),
+            ));
+        }
+        if let Some(dir) = &spec.working_dir {
+            if !Path::new(dir).is_dir() {
+                return Err(ValidationError::new(
+                    "workingDir",
+                    format!("{dir:?} is not a folder on the control plane's machine"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<Instance, StartFailure>> {
+        Box::pin(async move {
+            let spec = &req.spec;
+            let ip = self.settings.bind;
+            let runtime_port = free_port(ip)?;
+            let mut cmd = self.base_command(&req.instance_id, spec)?;
+            cmd.env("EXECUTION_MODE", "WARM")
+                .env("WARM_PORT", "0")
+                .env("WARM_BIND", ip.to_string())
+                .env("RUNTIME_URL", format!("http://{ip}:{runtime_port}/invoke"))
+                .env("PORT", runtime_port.to_string())
+                .env("WARM_IDLE_TIMEOUT_MS", "0")
+                .env("WARM_MAX_INVOCATIONS", "0")
+                .env("WARM_CONCURRENCY", spec.instance_concurrency.to_string())
+                .env("WARM_RUNTIME_MODE", spec.runtime_mode.as_str())
+                .env(
+                    "WARM_STARTUP_TIMEOUT_MS",
+                    self.settings.startup_timeout.as_millis().to_string(),
+                )
+                .env(
+                    "WARM_STOP_GRACE_MS",
+                    self.settings.stop_grace.as_millis().to_string(),
+                );
+            if spec.runtime_mode != RuntimeMode::Http {
+                cmd.env_remove("RUNTIME_URL");
+            }
+            let (entry, ready) = self.spawn(&req.instance_id, spec, "warm", cmd)?;
+            let mut exited = entry.exited.clone();
+            let limit = self.settings.startup_timeout + Duration::from_secs(1);
+            let failure = tokio::select! {
+                port = ready => match port {
+                    Ok(port) => {
+                        let base = format!("http://{ip}:{port}");
+                        return Ok(Instance {
+                            id: req.instance_id.clone(),
+                            invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
+                            health_url: format!("{base}/health").parse().expect("valid URL"),
+                            exited: entry.exited.clone(),
+                        });
+                    }
+                    Err(_) => None,
+                },
+                _ = wait_exit(&mut exited) => None,
+                _ = tokio::time::sleep(limit) => Some(format!("the instance was not ready within {} ms", limit.as_millis())),
+            };
+            // Not ready: make sure it is gone, then say why with what it printed.
+            self.stop_entry(&req.instance_id, entry.clone()).await;
+            let why = failure
+                .or_else(|| entry.exited.borrow().clone())
+                .unwrap_or_else(|| "the watchdog stopped".into());
+            let permanent = matches!(
+                exit_code_of(&why),
+                Some(WATCHDOG_EXIT_SPAWN | WATCHDOG_EXIT_CONFIG)
+            );
+            Err(StartFailure {
+                message: format!(
+                    "instance of {:?} failed to start: {why}; its last output:\n{}",
+                    spec.name,
+                    entry.log.render()
+                ),
+                permanent,
+            })
+        })
+    }
+
+    fn start_job(&self, req: JobRequest) -> BoxFuture<'_, Result<Job, StartFailure>> {
+        Box::pin(async move {
+            let spec = &req.spec;
+            let ip = self.settings.bind;
+            let mut cmd = self.base_command(&req.instance_id, spec)?;
+            cmd.env("EXECUTION_MODE", spec.runtime_mode.as_str())
+                .env("EXECUTION_ID", &req.execution_id)
+                .env("TRACE_ID", &req.trace_id)
+                .env("CALLBACK_URL", &req.callback_url)
+                .env("CALLBACK_TOKEN", &req.callback_token)
+                .env(
+                    "INVOCATION_PAYLOAD",
+                    String::from_utf8_lossy(&req.payload).as_ref(),
+                )
+                .env("TIMEOUT_MS", req.timeout.as_millis().max(1).to_string())
+                .env("DISPATCH_ATTEMPT", req.attempt.to_string());
+            if spec.runtime_mode == RuntimeMode::Http {
+                let port = free_port(ip)?;
+                cmd.env("RUNTIME_URL", format!("http://{ip}:{port}/invoke"))
+                    .env("PORT", port.to_string());
+            }
+            let (entry, _ready) = self.spawn(&req.instance_id, spec, "job", cmd)?;
+            Ok(Job {
+                id: req.instance_id.clone(),
+                exited: entry.exited.clone(),
+            })
+        })
+    }
+
+    fn stop<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let entry = self.children.lock().unwrap().get(instance_id).cloned();
+            match entry {
+                Some(e) => self.stop_entry(instance_id, e).await,
+                None => {
+                    let id = instance_id.to_string();
+                    let _ = tokio::task::spawn_blocking(move || kill_instance_processes(&id)).await;
+                }
+            }
+        })
+    }
+
+    fn list(&self) -> Vec<InstanceInfo> {
+        let mut v: Vec<InstanceInfo> = self
+            .children
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, e)| InstanceInfo {
+                id: id.clone(),
+                function: e.function.clone(),
+                kind: e.kind,
+                pid: Some(e.pid),
+                runtime_pid: *e.runtime_pid.lock().unwrap(),
+                container: None,
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn cleanup_orphans(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            let me = self.owner.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut instances = std::collections::BTreeSet::new();
+                for (pid, inst, owner) in marked_processes() {
+                    if owner != me && !owner_alive(&owner) {
+                        kill(pid, libc::SIGKILL);
+                        instances.insert(inst);
+                    }
+                }
+                for i in &instances {
+                    tracing::warn!(instance = %i, "stopped an instance left behind by a control plane that died");
+                }
+                instances.len()
+            })
+            .await
+            .unwrap_or(0)
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let all: Vec<(String, Arc<Entry>)> = self
+                .children
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let stops = all
+                .into_iter()
+                .map(|(id, e)| async move { self.stop_entry(&id, e).await });
+            join_all(stops).await;
+        })
+    }
+}
+
+/// Runs futures concurrently and waits for all of them.
+pub async fn join_all<F: std::future::Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    // Poll them together: a simple join without pulling in futures-util.
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        set.retain_mut(|f| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => false,
+            std::task::Poll::Pending => {
+                pending = true;
+                true
+            }
+        });
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_exit_codes() {
+        assert_eq!(
+            field("port=41 pid=7 runtime_pid=9", "runtime_pid"),
+            Some("9")
+        );
+        assert_eq!(field("port=41 pid=7", "pid"), Some("7"));
+        assert_eq!(field("port=41", "nope"), None);
+        assert_eq!(exit_code_of("the watchdog exited with code 4"), Some(4));
+        assert_eq!(exit_code_of("the watchdog was killed by signal 9"), None);
+    }
+
+    #[test]
+    fn own_identity_is_alive() {
+        assert!(owner_alive(&owner_identity()));
+        assert!(!owner_alive("1:1"));
+        assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let t = LogTail::default();
+        for i in 0..100 {
+            t.push(&format!("line {i}"));
+        }
+        let r = t.render();
+        assert!(
+            r.contains("line 99") && r.contains("line 60") && !r.contains("line 59"),
+            "{r}"
+        );
+    }
+}
