@@ -5,8 +5,9 @@
 #
 # VENV_DIR defaults to $NANOFAAS_VENV, else .venv at the repository root. The runtime package
 # (runtimes/python) is installed editable with its `test` extra. A stamp file inside the venv
-# records a hash of runtimes/python/pyproject.toml and the interpreter version; when it matches
-# and the venv still works, pip is not run at all, so a second call takes well under a second.
+# records a hash of runtimes/python/pyproject.toml and the interpreter version; when it matches,
+# the runtime imports and the pinned versions are the installed ones, pip is not run at all, so
+# a second call takes well under a second.
 #
 # Needs python3 >= 3.11 (or python3.11+ on PATH, or $NANOFAAS_PYTHON). On Debian, when the venv
 # module is missing and we run as root, python3-venv is installed with apt-get.
@@ -32,11 +33,25 @@ stamp_of() { { cat "$pkg/pyproject.toml"; echo "python=$1"; echo "pkg=$pkg"; } |
 stamp="$venv/.nanofaas-python-env"
 vpy="$venv/bin/python"
 
+# True when the venv imports the runtime and has exactly the versions pinned in pyproject.toml
+# (another tool installing into the same venv may have moved one).
+pins_hold() {
+  "$1" - "$pkg/pyproject.toml" >/dev/null 2>&1 <<'PY'
+import sys, tomllib
+from importlib.metadata import version
+import nanofaas_runtime  # noqa: F401
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+for req in project["dependencies"] + project["optional-dependencies"]["test"]:
+    name, _, pinned = req.partition("==")
+    if pinned and version(name.strip()) != pinned.strip():
+        sys.exit(1)
+PY
+}
+
 # --- already up to date? ---------------------------------------------------------------------
 if [ -x "$vpy" ] && version_ok "$vpy"; then
   want="$(stamp_of "$(py_version "$vpy")")"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && "$vpy" -c 'import nanofaas_runtime, flask, gunicorn, pytest' >/dev/null 2>&1; then
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && pins_hold "$vpy"; then
     say "venv $venv is up to date (Python $(py_version "$vpy"))"
     exit 0
   fi
@@ -81,8 +96,8 @@ say "installing runtimes/python with its test extra (pinned versions from pyproj
 "$vpy" -m pip install --disable-pip-version-check --no-input -q -e "$pkg[test]" \
   || die 1 "pip could not install runtimes/python into $venv (see the messages above)"
 
-"$vpy" -c 'import nanofaas_runtime, flask, gunicorn, pytest' \
-  || die 1 "the venv at $venv was installed but the runtime does not import"
+pins_hold "$vpy" \
+  || die 1 "the venv at $venv was installed but the runtime does not import or a pinned version differs"
 
 printf '%s\n' "$want" >"$stamp"
 say "venv $venv is ready"
