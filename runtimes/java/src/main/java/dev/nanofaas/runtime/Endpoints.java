@@ -49,6 +49,7 @@ final class Endpoints implements HttpHandler {
     private final Executor callbackExecutor;
     private final InFlight inFlight;
     private final Log.Limiter handlerErrorLog = new Log.Limiter(10, 60_000);
+    private final Log.Limiter callbackDropLog = new Log.Limiter(10, 60_000);
     private final AtomicLong requestsSeen = new AtomicLong();
 
     Endpoints(
@@ -120,22 +121,22 @@ final class Endpoints implements HttpHandler {
             respond(exchange, 503, errorBody(SHUTTING_DOWN, "the runtime is shutting down"));
             return;
         }
-        Outcome outcome;
         try {
-            outcome = run(exchange);
+            Outcome outcome = run(exchange);
+            // Queued before answering, so that once the caller has its answer the callback is
+            // already on its way (and shutdown, which waits for in-flight invocations, sends it).
+            if (outcome.callback() != null) {
+                try {
+                    callbackExecutor.execute(outcome.callback());
+                } catch (RejectedExecutionException e) {
+                    callbackDropLog.warn(
+                            () -> "callback dropped: the callback queue is full or closed");
+                }
+            }
+            respond(exchange, outcome.status(), outcome.body());
         } finally {
             inFlight.exit();
         }
-        // Queued before answering, so that once the caller has its answer the callback is
-        // already on its way (and shutdown, which waits for answered invocations, sends it).
-        if (outcome.callback() != null) {
-            try {
-                callbackExecutor.execute(outcome.callback());
-            } catch (RejectedExecutionException e) {
-                Log.warn("callback dropped: the callback queue is full or closed");
-            }
-        }
-        respond(exchange, outcome.status(), outcome.body());
     }
 
     /** Serves one invocation up to, not including, the answer. */
