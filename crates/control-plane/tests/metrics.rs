@@ -1,0 +1,190 @@
+//! Every declared metric is emitted: a scenario drives every path that records one, and the test
+//! fails if any family in `FUNCTION_FAMILIES` or `GLOBAL_FAMILIES` never shows a non-zero sample.
+//! A new metric that no code records makes this test fail.
+
+mod common;
+
+use common::*;
+use nanofaas_control_plane::auth::CallbackAuth;
+use nanofaas_control_plane::metrics::{FUNCTION_FAMILIES, GLOBAL_FAMILIES};
+use nanofaas_testkit::workspace_bin;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Largest value seen per family (histograms by their `_count`).
+fn record(seen: &mut HashMap<String, f64>, text: &str) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        let family = if let Some(f) = name.strip_suffix("_count") {
+            f
+        } else if name.ends_with("_bucket") || name.ends_with("_sum") {
+            continue;
+        } else {
+            name
+        };
+        let v: f64 = value.parse().unwrap();
+        let e = seen.entry(family.to_string()).or_insert(0.0);
+        *e = e.max(v);
+    }
+}
+
+#[tokio::test]
+async fn every_declared_metric_is_emitted() {
+    let mut cfg = config();
+    cfg.provider.kind = "process".into();
+    cfg.provider.process.watchdog = workspace_bin("nanofaas-watchdog")
+        .to_string_lossy()
+        .into_owned();
+    cfg.executions.max_records = 20;
+    let cp = Cp::start(cfg).await;
+    let rt = workspace_bin("nanofaas-test-runtime")
+        .to_string_lossy()
+        .into_owned();
+    let mut seen = HashMap::new();
+    let post = |path: &'static str, body: serde_json::Value| {
+        let url = cp.url(path);
+        async move {
+            common::http("POST", &url, &[], body.to_string())
+                .await
+                .unwrap()
+        }
+    };
+
+    let r = cp.post("/v1/functions", json!({"name": "m", "command": rt, "concurrency": 1, "queueSize": 1, "rateLimitPerSecond": 1000})).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        post("/v1/functions/m:invoke", json!({"input": 1}))
+            .await
+            .status,
+        200
+    ); // cold
+    assert_eq!(
+        post("/v1/functions/m:invoke", json!({"input": 2}))
+            .await
+            .status,
+        200
+    ); // warm
+       // One running, one queued, one refused; look while they are there.
+    let running = tokio::spawn(post(
+        "/v1/functions/m:invoke",
+        json!({"input": {"sleepMs": 600}}),
+    ));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let queued = tokio::spawn(post("/v1/functions/m:invoke", json!({"input": 3})));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    record(&mut seen, &cp.metrics().await);
+    assert_eq!(
+        post("/v1/functions/m:invoke", json!({"input": 4}))
+            .await
+            .status,
+        429
+    );
+    assert_eq!(running.await.unwrap().status, 200);
+    assert_eq!(queued.await.unwrap().status, 200);
+    // A timeout, an idempotent replay, an async call retried after function errors.
+    let r = cp
+        .post_h(
+            "/v1/functions/m:invoke",
+            &[("x-timeout-ms", "100")],
+            json!({"input": {"sleepMs": 400}}),
+        )
+        .await;
+    assert_eq!(r.status, 408);
+    for _ in 0..2 {
+        cp.post_h(
+            "/v1/functions/m:invoke",
+            &[("idempotency-key", "k")],
+            json!({"input": 5}),
+        )
+        .await;
+    }
+    let r = post("/v1/functions/m:enqueue", json!({"input": {"fail": "x"}})).await;
+    let id = r.json()["executionId"].as_str().unwrap().to_string();
+    wait_status(&cp, &id, "error", Duration::from_secs(10)).await;
+    // Rate limit.
+    let r = cp.post("/v1/functions", json!({"name": "slowly", "executionMode": "POOL", "endpointUrl": echo_endpoint().await.url(), "rateLimitPerSecond": 1})).await;
+    assert_eq!(r.status, 201);
+    cp.post("/v1/functions/slowly:invoke", json!({})).await;
+    assert_eq!(
+        cp.post("/v1/functions/slowly:invoke", json!({}))
+            .await
+            .status,
+        429
+    );
+    // JOB: a recorded callback, then a duplicate and a forged one.
+    let r = cp
+        .post(
+            "/v1/functions",
+            json!({"name": "j", "command": rt, "executionMode": "JOB"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = post("/v1/functions/j:invoke", json!({"input": 1})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let jid = r.json()["executionId"].as_str().unwrap().to_string();
+    let token = CallbackAuth::from_secret(SECRET).token(&jid, 1);
+    let complete = cp.url(&format!("/v1/internal/executions/{jid}:complete"));
+    let body = json!({"success": true, "output": 1, "error": null}).to_string();
+    assert_eq!(
+        common::http(
+            "POST",
+            &complete,
+            &[("x-callback-token", &token)],
+            body.clone()
+        )
+        .await
+        .unwrap()
+        .status,
+        204
+    );
+    assert_eq!(
+        common::http("POST", &complete, &[("x-callback-token", "1.00")], body)
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    // An instance that cannot start, evictions from the small record cap, a deletion.
+    let r = cp
+        .post(
+            "/v1/functions",
+            json!({"name": "bad", "command": "/nonexistent"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        post("/v1/functions/bad:invoke", json!({})).await.status,
+        503
+    );
+    for i in 0..25 {
+        post("/v1/functions/m:invoke", json!({"input": i})).await;
+    }
+    record(&mut seen, &cp.metrics().await);
+    assert_eq!(
+        common::http("DELETE", &cp.url("/v1/functions/j"), &[], "")
+            .await
+            .unwrap()
+            .status,
+        204
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    record(&mut seen, &cp.metrics().await);
+
+    let declared: Vec<&str> = FUNCTION_FAMILIES
+        .iter()
+        .map(|f| f.name)
+        .chain(GLOBAL_FAMILIES.iter().map(|f| f.name))
+        .collect();
+    let silent: Vec<&str> = declared
+        .iter()
+        .copied()
+        .filter(|n| seen.get(*n).copied().unwrap_or(0.0) <= 0.0)
+        .collect();
+    assert!(silent.is_empty(), "declared but never emitted: {silent:?}");
+    cp.shutdown().await;
+}
