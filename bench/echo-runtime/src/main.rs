@@ -1,0 +1,84 @@
+//! `echo-runtime`: the fastest trivial runtime we can write, the baseline of the benchmarks.
+//!
+//! `GET /health` → 200 `{"status":"ok"}`; `POST /invoke` → 200 with the request body as is.
+//! Env: `PORT` (default 8080), `BIND` (default 127.0.0.1), `ECHO_THREADS` (default 1: a
+//! single-threaded runtime; more: that many worker threads).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::TcpListener;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|_| {
+            eprintln!("echo-runtime: {name}={v:?} is invalid");
+            std::process::exit(2);
+        }),
+        _ => default,
+    }
+}
+
+fn main() {
+    let port: u16 = env_or("PORT", 8080);
+    let bind: IpAddr = env_or("BIND", IpAddr::from([127, 0, 0, 1]));
+    let threads: usize = env_or("ECHO_THREADS", 1);
+    let mut b = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = b.enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let addr = SocketAddr::new(bind, port);
+        let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| {
+            eprintln!("echo-runtime: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        });
+        eprintln!(
+            "echo-runtime listening on {}",
+            listener.local_addr().unwrap_or(addr)
+        );
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(route))
+                    .await;
+            });
+        }
+    });
+}
+
+async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let json = HeaderValue::from_static("application/json");
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => (StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
+        (&Method::POST, "/invoke") => match req.into_body().collect().await {
+            Ok(c) => (StatusCode::OK, c.to_bytes()),
+            Err(_) => (
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"{\"error\":\"bad body\"}"),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(b"{\"error\":\"not found\"}"),
+        ),
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, json);
+    Ok(resp)
+}

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# nanofaas benchmarks. One subcommand per suite:
+#
+#   bench/run.sh watchdog     the warm watchdog vs calling the echo runtime directly
+#
+# Knobs (environment): RUNS (repetitions, default 5), DURATION (measured seconds per run,
+# default 3), WARMUP (seconds, default 1), CONNECTIONS_HIGH (default 32), WD_CONCURRENCY
+# (WARM_CONCURRENCY of the high-concurrency watchdog, default 32), WD_THREADS (WATCHDOG_THREADS,
+# default: the watchdog's own default).
+# Output goes to the terminal and to bench/out/<suite>-<timestamp>.txt; raw loadgen results
+# are kept as JSON lines next to it. See bench/README.md for how to read the tables.
+#
+# Adding a suite: write suite_<name>() using the helpers below (build_release, start_bg,
+# wait_http, free_port, loadgen_json, stats, row), and add it to the dispatch at the bottom.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+REL="$TARGET_DIR/release"
+OUT="$ROOT/bench/out"
+RUNS="${RUNS:-5}"
+DURATION="${DURATION:-3}"
+WARMUP="${WARMUP:-1}"
+mkdir -p "$OUT"
+
+# ---------------------------------------------------------------- shared helpers
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT INT TERM
+
+log() { printf '%s\n' "$*" | tee -a "$REPORT" >&2; }
+
+# build_release <package>...: release build of workspace packages.
+build_release() {
+  local args=()
+  for p in "$@"; do args+=(-p "$p"); done
+  cargo build --release "${args[@]}" >&2
+}
+
+# free_port: a TCP port free on 127.0.0.1 right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_bg <name> <env...> -- <command...>: starts a process in the background with extra
+# environment; its output goes to bench/out/<name>.log; its pid is recorded for cleanup and
+# printed.
+start_bg() {
+  local name="$1"; shift
+  local envs=()
+  while [[ "$1" != "--" ]]; do envs+=("$1"); shift; done
+  shift
+  env "${envs[@]}" "$@" >"$OUT/$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  echo "$pid"
+}
+
+# wait_http <url> <seconds>: waits until the URL answers 2xx.
+wait_http() {
+  local url="$1" deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    if (( SECONDS >= deadline )); then echo "no answer from $url" >&2; return 1; fi
+    sleep 0.05
+  done
+}
+
+# wait_line <file> <regex> <seconds>: waits until a line matching the regex appears; prints it.
+wait_line() {
+  local file="$1" re="$2" deadline=$((SECONDS + $3)) line
+  while true; do
+    line=$(grep -m1 -E "$re" "$file" 2>/dev/null || true)
+    if [[ -n "$line" ]]; then echo "$line"; return 0; fi
+    if (( SECONDS >= deadline )); then echo "no line /$re/ in $file" >&2; return 1; fi
+    sleep 0.02
+  done
+}
+
+# loadgen_json <label> <loadgen args...>: one measurement; appends {"label":..., ...} to $RAW.
+loadgen_json() {
+  local label="$1"; shift
+  local json
+  json=$("$REL/loadgen" --json -d "$DURATION" -w "$WARMUP" "$@")
+  printf '{"label":"%s","result":%s}\n' "$label" "$json" >>"$RAW"
+}
+
+# rss_kb <pid>: resident set size in KiB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# stats <python expression over R>: evaluates with R = {label: [results...]} loaded from $RAW
+# and helpers med(list), pick(label, key). Prints the value.
+stats() {
+  python3 - "$RAW" "$1" <<'PY'
+import json, statistics, sys
+R = {}
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    R.setdefault(d["label"], []).append(d["result"])
+def med(xs): return statistics.median(xs)
+def pick(label, key): return [r[key] for r in R[label]]
+def paired(a, b, key, f): return [f(x[key], y[key]) for x, y in zip(R[a], R[b])]
+def perrun(): return "; ".join(l + ": " + " ".join("%d/%.0f" % (r["p50_us"], r["rps"]) for r in R[l]) for l in R)
+v = eval(sys.argv[2])
+print(f"{v:.3f}" if isinstance(v, float) else v)
+PY
+}
+
+# row <metric> <ours> <baseline> <ratio or delta> <target> <verdict>: one table line.
+row() { printf '%-34s %14s %14s %16s %16s  %s\n' "$@" | tee -a "$REPORT"; }
+
+# verdict <python boolean expression>: "met" or "MISSED".
+verdict() { python3 -c "print('met' if ($1) else 'MISSED')"; }
+
+# ---------------------------------------------------------------- suites
+
+suite_watchdog() {
+  local high="${CONNECTIONS_HIGH:-32}" wd_conc="${WD_CONCURRENCY:-32}"
+  log "== watchdog suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  build_release nanofaas-echo-runtime nanofaas-loadgen
+  local wd
+  wd=$("$ROOT/scripts/build-static.sh")
+  local size; size=$(stat -c %s "$wd")
+
+  local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
+  local hdr=(-H "X-Execution-Id: bench-1" -H "X-Trace-Id: trace-1")
+  local extra=()
+  [[ -n "${WD_THREADS:-}" ]] && extra+=("WATCHDOG_THREADS=$WD_THREADS")
+
+  # The direct baseline: the echo runtime on its own.
+  local direct_port; direct_port=$(free_port)
+  start_bg echo-direct "PORT=$direct_port" -- "$REL/echo-runtime" >/dev/null
+  wait_http "http://127.0.0.1:$direct_port/health" 10
+
+  # Two warm watchdogs, each with its own echo runtime: default concurrency (1) for latency,
+  # WARM_CONCURRENCY=$wd_conc for throughput.
+  local p1 r1 pN rN line
+  r1=$(free_port); rN=$(free_port)
+  local wd1_pid wdN_pid
+  wd1_pid=$(start_bg watchdog-c1 EXECUTION_MODE=WARM WARM_PORT=0 WARM_BIND=127.0.0.1 \
+    "PORT=$r1" "RUNTIME_URL=http://127.0.0.1:$r1/invoke" "WATCHDOG_CMD=$REL/echo-runtime" \
+    WARM_IDLE_TIMEOUT_MS=0 "${extra[@]}" -- "$wd")
+  wdN_pid=$(start_bg watchdog-cN EXECUTION_MODE=WARM WARM_PORT=0 WARM_BIND=127.0.0.1 \
+    "PORT=$rN" "RUNTIME_URL=http://127.0.0.1:$rN/invoke" "WATCHDOG_CMD=$REL/echo-runtime" \
+    WARM_IDLE_TIMEOUT_MS=0 "WARM_CONCURRENCY=$wd_conc" "${extra[@]}" -- "$wd")
+  line=$(wait_line "$OUT/watchdog-c1.log" '^NANOFAAS_READY ' 10); p1=${line#*port=}; p1=${p1%% *}
+  line=$(wait_line "$OUT/watchdog-cN.log" '^NANOFAAS_READY ' 10); pN=${line#*port=}; pN=${pN%% *}
+  sleep 0.5
+  local rss_fresh; rss_fresh=$(rss_kb "$wd1_pid")
+
+  # Interleaved repetitions so that drift hits both sides alike.
+  for run in $(seq "$RUNS"); do
+    log "run $run/$RUNS"
+    loadgen_json direct-1 -c 1 -b "$body" "${hdr[@]}" "http://127.0.0.1:$direct_port/invoke"
+    loadgen_json watchdog-1 -c 1 -b "$body" "${hdr[@]}" "http://127.0.0.1:$p1/invoke"
+    loadgen_json direct-N -c "$high" -b "$body" "${hdr[@]}" "http://127.0.0.1:$direct_port/invoke"
+    loadgen_json watchdog-N -c "$high" -b "$body" "${hdr[@]}" "http://127.0.0.1:$pN/invoke"
+  done
+  sleep 1
+  local rss_after; rss_after=$(rss_kb "$wd1_pid")
+  local rss_afterN; rss_afterN=$(rss_kb "$wdN_pid")
+  local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R)')
+
+  log ""
+  log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
+  row "metric" "watchdog" "direct" "ratio/added" "target" "verdict"
+  local d1 w1 added
+  d1=$(stats 'med(pick("direct-1","p50_us"))'); w1=$(stats 'med(pick("watchdog-1","p50_us"))')
+  added=$(stats 'med(paired("watchdog-1","direct-1","p50_us",lambda a,b:a-b))')
+  row "p50 latency, 1 conn (us)" "$w1" "$d1" "+$added us" "<= +60 us" "$(verdict "$added <= 60")"
+  row "p99 latency, 1 conn (us)" "$(stats 'med(pick("watchdog-1","p99_us"))')" "$(stats 'med(pick("direct-1","p99_us"))')" "" "" ""
+  row "throughput, 1 conn (req/s)" "$(stats 'med(pick("watchdog-1","rps"))')" "$(stats 'med(pick("direct-1","rps"))')" "$(stats 'med(paired("watchdog-1","direct-1","rps",lambda a,b:a/b))')" "" ""
+  local ratio
+  ratio=$(stats 'med(paired("watchdog-N","direct-N","rps",lambda a,b:a/b))')
+  row "throughput, $high conns (req/s)" "$(stats 'med(pick("watchdog-N","rps"))')" "$(stats 'med(pick("direct-N","rps"))')" "x$ratio" ">= x0.40" "$(verdict "$ratio >= 0.40")"
+  row "p50 latency, $high conns (us)" "$(stats 'med(pick("watchdog-N","p50_us"))')" "$(stats 'med(pick("direct-N","p50_us"))')" "" "" ""
+  row "p99 latency, $high conns (us)" "$(stats 'med(pick("watchdog-N","p99_us"))')" "$(stats 'med(pick("direct-N","p99_us"))')" "" "" ""
+  row "idle RSS, fresh (KiB)" "$rss_fresh" "" "" "<= 4096" "$(verdict "$rss_fresh <= 4096")"
+  row "idle RSS, after load, c=1 (KiB)" "$rss_after" "" "" "<= 4096" "$(verdict "$rss_after <= 4096")"
+  row "idle RSS, after load, c=$wd_conc (KiB)" "$rss_afterN" "" "" "" ""
+  row "static binary (bytes)" "$size" "" "" "<= 3145728" "$(verdict "$size <= 3145728")"
+  row "errors (all runs)" "$errors" "" "" "0" "$(verdict "$errors == 0")"
+  log ""
+  log "per run (p50 us / req/s): $(stats 'perrun()')"
+}
+
+# ---------------------------------------------------------------- dispatch
+
+suite="${1:-}"
+case "$suite" in
+  watchdog)
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    REPORT="$OUT/$suite-$stamp.txt"
+    RAW="$OUT/$suite-$stamp.jsonl"
+    : >"$REPORT"; : >"$RAW"
+    "suite_$suite"
+    echo "report: $REPORT" >&2
+    ;;
+  *)
+    echo "usage: bench/run.sh <suite>   (suites: watchdog)" >&2
+    exit 2
+    ;;
+esac
