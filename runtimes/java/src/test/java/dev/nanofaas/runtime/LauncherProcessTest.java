@@ -201,6 +201,36 @@ class LauncherProcessTest {
     }
 
     @Test
+    void launcherLoadsTheRuntimeAndJacksonFromTheCdsArchive() throws Exception {
+        // The archive silently stops applying when the classpath drifts from the one it was made
+        // with (it did once: Jackson reached through the jar manifest only). Check that it applies.
+        Path log = dir.resolve("class-load.log");
+        try (Started rt =
+                launch(
+                        Map.of(
+                                "FUNCTION_HANDLER", EchoHandler.class.getName(),
+                                "HANDLER_CLASSPATH", testClasses(),
+                                "JAVA_OPTS", "-Xlog:class+load=info:file=" + log))) {
+            int port = rt.awaitPort();
+            assertEquals(
+                    200, call("POST", port, "/invoke", "{}", "X-Execution-Id", "e1").statusCode());
+            rt.process.destroy();
+            rt.awaitExit();
+        }
+        String loaded = Files.readString(log);
+        for (String cls :
+                List.of(
+                        "dev.nanofaas.runtime.Main",
+                        "dev.nanofaas.runtime.Endpoints",
+                        "com.fasterxml.jackson.databind.ObjectMapper",
+                        "sun.net.httpserver.ServerImpl")) {
+            assertTrue(
+                    loaded.contains(cls + " source: shared objects file (top)"),
+                    cls + " must come from the AppCDS archive");
+        }
+    }
+
+    @Test
     void launcherFindsASingleRegisteredHandler() throws Exception {
         Path services = dir.resolve(HandlerLoader.SERVICE_FILE);
         Files.createDirectories(services.getParent());
