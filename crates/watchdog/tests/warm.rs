@@ -594,3 +594,44 @@ async fn file_runtime_gets_fresh_files_per_invocation() {
         .unwrap()
         .contains("code 6"));
 }
+
+#[tokio::test]
+async fn a_client_that_disconnects_does_not_cut_the_call_short() {
+    use tokio::io::AsyncWriteExt;
+    let sink = CallbackSink::start().await;
+    let w = start_warm(&[]).await;
+    // A raw request whose client goes away 50 ms into a 400 ms call.
+    let body = json!({"input": {"sleepMs": 400}}).to_string();
+    let raw = format!(
+        "POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-execution-id: gone\r\n\
+         x-callback-url: {}\r\ncontent-length: {}\r\n\r\n{body}",
+        sink.url(),
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", w.port))
+        .await
+        .unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(s);
+    // The next call waits for the abandoned one (one at a time) and reaches the same runtime.
+    let t = Instant::now();
+    let r = call(&w, "next", json!(1)).await;
+    assert_eq!(pid_of(&r), w.runtime_pid);
+    assert_eq!(r.json()["count"], 2);
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "ran alongside the abandoned call: {:?}",
+        t.elapsed()
+    );
+    // The abandoned call still completed and called back.
+    let reqs = sink.wait_for(1, T).await;
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/gone:complete");
+    assert_eq!(reqs[0].json()["success"], true);
+    let (_, health) = get_json(&w.url("/health")).await.unwrap();
+    assert_eq!(
+        (health["inflight"].clone(), health["invocations"].clone()),
+        (json!(0), json!(2))
+    );
+}

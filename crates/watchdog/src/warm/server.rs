@@ -116,7 +116,7 @@ pub struct App {
     pub tasks: Tasks,
 }
 
-/// Counts background tasks (connections, callbacks) so that shutdown can wait for them.
+/// Counts background tasks (connections, invocations, callbacks) so that shutdown can wait for them.
 #[derive(Clone, Default)]
 pub struct Tasks(Arc<(AtomicUsize, Notify)>);
 
@@ -257,6 +257,31 @@ impl App {
             Ok(inv) => inv,
             Err((status, err, id)) => return self.reject(status, err, id),
         };
+        // The invocation runs in its own task: if the client disconnects and hyper drops this
+        // handler, the call still finishes in order (the slot stays taken until the runtime
+        // answers), is counted, and its callback is still sent.
+        let app = self.clone();
+        let guard = self.tasks.enter();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            let result = app.run_invocation(&inv, arrived).await;
+            (inv, result)
+        });
+        match task.await {
+            Ok((inv, result)) => self.respond(&inv, result),
+            Err(e) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &ErrorBody::new(
+                    ErrorCode::Internal,
+                    format!("the invocation task failed: {e}"),
+                ),
+                None,
+            ),
+        }
+    }
+
+    /// Runs one accepted invocation to the end: slot, execution, metrics, callback.
+    async fn run_invocation(&self, inv: &Invocation, arrived: Instant) -> Result<Bytes, ErrorBody> {
         let deadline = arrived + inv.timeout;
         self.latest_deadline_ms.fetch_max(
             deadline
@@ -266,7 +291,7 @@ impl App {
         );
         self.activity.begin();
         self.metrics.inflight.fetch_add(1, Ordering::Relaxed);
-        let result = self.execute(&inv, deadline).await;
+        let result = self.execute(inv, deadline).await;
         self.metrics.inflight.fetch_sub(1, Ordering::Relaxed);
         self.served.fetch_add(1, Ordering::Relaxed);
         let outcome = match &result {
@@ -276,11 +301,10 @@ impl App {
         };
         self.metrics.record(outcome, arrived.elapsed());
         if let Some((url, token)) = &inv.callback {
-            self.spawn_callback(&inv, url.clone(), token.clone(), &result);
+            self.spawn_callback(inv, url.clone(), token.clone(), &result);
         }
-        let resp = self.respond(&inv, result);
         self.activity.end();
-        resp
+        result
     }
 
     fn reject(&self, status: StatusCode, err: ErrorBody, id: Option<HeaderValue>) -> Resp {
