@@ -39,7 +39,10 @@ pub fn body(result: &Result<Bytes, ErrorBody>) -> Bytes {
 
 /// Posts `body` until delivered or out of attempts. `Ok(attempts used)`, or why it failed.
 pub async fn deliver(target: &Target, body: Bytes, policy: &CallbackPolicy) -> Result<u32, String> {
-    let path = nanofaas_api::invocation::callback_target(&target.base.path, &target.execution_id);
+    let path = nanofaas_api::invocation::callback_target(
+        &target.base.path,
+        &encode_segment(&target.execution_id),
+    );
     let url = target.base.with_path(&path);
     let mut hdrs: Vec<(&'static str, &str)> = Vec::with_capacity(2);
     if let Some(t) = &target.trace_id {
@@ -82,9 +85,33 @@ pub async fn deliver(target: &Target, body: Bytes, policy: &CallbackPolicy) -> R
     ))
 }
 
+/// Percent-encodes what may not appear as is in a URL path segment (execution ids are normally
+/// plain, so this is normally a copy).
+fn encode_segment(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~:@!$&'()*+,;=".contains(&b);
+    if s.bytes().all(plain) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if plain(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn execution_ids_are_encoded_only_when_needed() {
+        assert_eq!(encode_segment("e-1.2_3~x"), "e-1.2_3~x");
+        assert_eq!(encode_segment("a b/c?d#é"), "a%20b%2Fc%3Fd%23%C3%A9");
+    }
     use nanofaas_api::ErrorCode;
     use serde_json::{json, Value};
 

@@ -52,7 +52,7 @@ pub struct Metrics {
     pub inflight: AtomicUsize,
     /// Invocations whose timeout passed while running (the runtime or command was killed).
     pub timeouts: AtomicU64,
-    /// Runtime processes started after the first one (after a crash, a timeout, max invocations).
+    /// Runtime processes replaced (after a crash, a timeout kill or max invocations).
     pub restarts: AtomicU64,
     /// Runtime processes started, the first one included.
     pub starts: AtomicU64,
@@ -133,7 +133,7 @@ impl Metrics {
             (
                 "watchdog_runtime_restarts_total",
                 "counter",
-                "Runtime processes started after the first.",
+                "Runtime processes replaced (crash, timeout kill, max invocations).",
                 self.restarts.load(Relaxed),
             ),
             (

@@ -414,8 +414,8 @@ impl Supervisor {
     /// `Ok(None)`: a stop arrived.
     async fn start_one(&mut self) -> Result<Option<(Child, Unnumbered)>, BootError> {
         let cfg = self.cfg.clone();
-        self.metrics.starts.fetch_add(1, Ordering::Relaxed);
         let (mut child, pid) = runtime::spawn(&cfg).map_err(BootError::Spawn)?;
+        self.metrics.starts.fetch_add(1, Ordering::Relaxed);
         enum Early<T> {
             Done(T),
             Stop(Option<oneshot::Sender<()>>),
@@ -472,8 +472,13 @@ impl Supervisor {
                 }
             }
         };
-        let pool =
-            Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes).map_err(BootError::Startup)?;
+        let pool = match Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes) {
+            Ok(p) => p,
+            Err(msg) => {
+                process::kill(&mut child, pid).await;
+                return Err(BootError::Startup(msg));
+            }
+        };
         if addr == health_addr {
             // The probe's connection is open and idle: the first invocation skips a connect.
             pool.put(conn);
