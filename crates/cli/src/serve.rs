@@ -73,8 +73,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = stop.send(true);
         });
         handle.wait().await;
-        Ok(())
-    })
+        Ok::<(), anyhow::Error>(())
+    })?;
+    nanofaas_control_plane::telemetry::flush();
+    Ok(())
 }
 
 async fn shutdown_signal() {

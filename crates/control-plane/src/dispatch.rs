@@ -58,9 +58,21 @@ pub struct Call {
     pub attempt: u32,
     pub body: Bytes,
     pub timeout: Duration,
-    pub callback: CallbackInfo,
+    /// Base of the callback URL; the token is minted only when a backend asks for it.
+    pub callback_base: Arc<str>,
+    pub auth: crate::auth::CallbackAuth,
     /// Largest output accepted from the function.
     pub max_output_bytes: usize,
+}
+
+impl Call {
+    /// Where and how this attempt's instance must report by callback.
+    pub fn callback(&self) -> CallbackInfo {
+        CallbackInfo {
+            url: self.callback_base.to_string(),
+            token: self.auth.token(&self.exec.id, self.attempt),
+        }
+    }
 }
 
 /// What a backend reports for one attempt.
@@ -157,8 +169,9 @@ pub async fn invoke_http(
         HeaderValue::from(call.timeout.as_millis() as u64),
     );
     if send_callback {
-        hm.insert(h::CALLBACK_URL, hv(&call.callback.url));
-        hm.insert(h::CALLBACK_TOKEN, hv(&call.callback.token));
+        let cb = call.callback();
+        hm.insert(h::CALLBACK_URL, hv(&cb.url));
+        hm.insert(h::CALLBACK_TOKEN, hv(&cb.token));
     }
     let max = call.max_output_bytes;
     let exchange = async {

@@ -388,6 +388,12 @@ impl ExecutionStore {
 
     /// Makes `outcome` final for `exec` and applies the caps. Returns false if it was already final.
     pub fn finish(&self, exec: &Execution, outcome: Outcome) -> bool {
+        // Keep an exact-size copy: the bytes may be a slice of a connection's read buffer, and
+        // holding the slice would hold the whole buffer for the record's lifetime.
+        let outcome = match outcome {
+            Outcome::Success(b) => Outcome::Success(Bytes::copy_from_slice(&b)),
+            other => other,
+        };
         let bytes = retained_bytes(&outcome);
         if !exec.finish(outcome) {
             return false;

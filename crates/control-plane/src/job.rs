@@ -27,6 +27,7 @@ impl Backend for JobBackend {
         Box::pin(async move {
             let started = Instant::now();
             let id = format!("{}-job-{}", self.spec.name, &crate::ids::trace_id()[..12]);
+            let cb = call.callback();
             let req = JobRequest {
                 instance_id: id.clone(),
                 spec: self.spec.clone(),
@@ -35,8 +36,8 @@ impl Backend for JobBackend {
                 attempt: call.attempt,
                 payload: call.body.clone(),
                 timeout: call.timeout,
-                callback_url: call.callback.url.clone(),
-                callback_token: call.callback.token.clone(),
+                callback_url: cb.url,
+                callback_token: cb.token,
             };
             self.metrics.global.instances_running.inc();
             let job = match self.provider.start_job(req).await {

@@ -7,7 +7,7 @@
 
 use crate::admission::{Admission, Permit, Reject};
 use crate::auth::{CallbackAuth, TokenError};
-use crate::dispatch::{Backend, BoxFuture, Call, CallbackInfo, EndpointBackend, HttpClient};
+use crate::dispatch::{Backend, BoxFuture, Call, EndpointBackend, HttpClient};
 use crate::error::ApiError;
 use crate::executions::{
     CallbackVerdict, Execution, ExecutionStore, Failure, FailureKind, Mode, Outcome, StoreLimits,
@@ -120,6 +120,7 @@ pub struct Platform {
     pub idempotency: Idempotency,
     pub metrics: Arc<Metrics>,
     auth: CallbackAuth,
+    callback_base: Arc<str>,
     factory: Arc<dyn BackendFactory>,
     settings: Settings,
     global_rate: Option<TokenBucket>,
@@ -190,6 +191,7 @@ impl Platform {
             idempotency: Idempotency::default(),
             metrics,
             auth,
+            callback_base: settings.callback_base_url.as_str().into(),
             factory,
             global_rate: settings.global_rate_per_second.map(TokenBucket::new),
             settings,
@@ -423,7 +425,12 @@ impl Platform {
             f.name.clone(),
             mode,
             trace,
-            input.body.clone(),
+            match mode {
+                // Queued work may wait long: keep an exact-size copy, not a slice pinning the
+                // connection's read buffer.
+                Mode::Async => Bytes::copy_from_slice(&input.body),
+                Mode::Sync => input.body.clone(),
+            },
         );
         self.store.insert(exec.clone());
         if let Some(key) = &input.idempotency_key {
@@ -575,10 +582,8 @@ impl Platform {
                 attempt,
                 body,
                 timeout,
-                callback: CallbackInfo {
-                    url: self.settings.callback_base_url.clone(),
-                    token: self.auth.token(&exec.id, attempt),
-                },
+                callback_base: self.callback_base.clone(),
+                auth: self.auth.clone(),
                 max_output_bytes: self.settings.max_output_bytes,
             };
             let started = Instant::now();

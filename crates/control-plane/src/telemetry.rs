@@ -1,10 +1,144 @@
 //! Logging set-up: one `init` for the whole process. Logs go to stderr as text or JSON lines.
 //! Every execution logs one line (target `nanofaas::execution`) with its function, execution id
 //! and trace id, so "what happened to execution X" is one grep.
+//!
+//! Lines are formatted on the calling thread into a shared buffer and written to stderr by a
+//! background thread in batches, so a busy control plane does not make one `write` system call per
+//! execution on its hot path. If the buffer outgrows [`MAX_PENDING`] (stderr blocked), further lines
+//! are dropped and counted, and the count is logged once writing resumes. [`flush`] writes what is
+//! pending (call it before exiting).
 
+use std::io::Write;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Most bytes waiting to be written before lines are dropped.
+pub const MAX_PENDING: usize = 8 << 20;
+const FLUSH_EVERY: Duration = Duration::from_millis(25);
+
+struct Shared {
+    state: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    dropped: u64,
+    /// Bumped by `flush` callers; the writer acknowledges by setting `done` to it.
+    flush_wanted: u64,
+    flush_done: u64,
+}
+
+static SHARED: OnceLock<&'static Shared> = OnceLock::new();
+
+fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| {
+        let s: &'static Shared = Box::leak(Box::new(Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("nanofaas-log".into())
+            .spawn(move || writer_loop(s))
+            .expect("spawn the log writer thread");
+        s
+    })
+}
+
+fn writer_loop(s: &'static Shared) {
+    let mut out = Vec::new();
+    loop {
+        let (dropped, flush_id) = {
+            let mut st = s.state.lock().unwrap();
+            if st.buf.is_empty() && st.flush_wanted == st.flush_done {
+                st = s.wake.wait_timeout(st, FLUSH_EVERY).unwrap().0;
+            }
+            std::mem::swap(&mut out, &mut st.buf);
+            (std::mem::take(&mut st.dropped), st.flush_wanted)
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&out);
+        if dropped > 0 {
+            let _ = writeln!(
+                err,
+                "nanofaas: {dropped} log lines dropped because stderr could not keep up"
+            );
+        }
+        let _ = err.flush();
+        drop(err);
+        out.clear();
+        let mut st = s.state.lock().unwrap();
+        if st.flush_done != flush_id {
+            st.flush_done = flush_id;
+            s.wake.notify_all();
+        }
+    }
+}
+
+/// Writes every line logged so far (waits at most a second).
+pub fn flush() {
+    let Some(s) = SHARED.get() else { return };
+    let mut st = s.state.lock().unwrap();
+    st.flush_wanted += 1;
+    let want = st.flush_wanted;
+    s.wake.notify_all();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while st.flush_done < want {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        st = s.wake.wait_timeout(st, left).unwrap().0;
+    }
+}
+
+/// One formatted line (or event) in the making; handed to the writer when dropped.
+pub struct LineBuf {
+    line: Vec<u8>,
+}
+
+impl Write for LineBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineBuf {
+    fn drop(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let s = shared();
+        let mut st = s.state.lock().unwrap();
+        if st.buf.len() + self.line.len() > MAX_PENDING {
+            st.dropped += 1;
+        } else {
+            st.buf.extend_from_slice(&self.line);
+        }
+    }
+}
+
+/// The `MakeWriter` of the batched stderr writer.
+#[derive(Clone, Copy, Default)]
+pub struct BatchedStderr;
+
+impl<'a> MakeWriter<'a> for BatchedStderr {
+    type Writer = LineBuf;
+    fn make_writer(&'a self) -> LineBuf {
+        LineBuf {
+            line: Vec::with_capacity(256),
+        }
+    }
+}
 
 /// Installs the global subscriber. `level` is a level or a filter such as
 /// `"info,nanofaas::execution=warn"`. Fails on a malformed filter or if called twice.
@@ -13,7 +147,7 @@ pub fn init(level: &str, json: bool) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("log level {level:?}: {e}"))?;
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(BatchedStderr)
         .with_target(true);
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
@@ -22,4 +156,20 @@ pub fn init(level: &str, json: bool) -> Result<(), String> {
         registry.with(fmt.with_ansi(false)).try_init()
     };
     result.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_reach_the_buffer_and_flush_returns() {
+        {
+            let mut w = BatchedStderr.make_writer();
+            w.write_all(b"telemetry test line\n").unwrap();
+        }
+        flush();
+        let st = shared().state.lock().unwrap();
+        assert_eq!(st.flush_done, st.flush_wanted);
+    }
 }
