@@ -1,0 +1,149 @@
+//! Write a nanofaas function in Rust: a function from [`Request`] to a JSON-serialisable
+//! result, plus one call that serves the nanofaas runtime contract.
+//!
+//! ```no_run
+//! use nanofaas_runtime::Request;
+//! use serde_json::json;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     nanofaas_runtime::serve(|req: Request| async move {
+//!         let name = req.input["name"].as_str().unwrap_or("world").to_string();
+//!         if name.is_empty() {
+//!             return Err("name must not be empty".to_string()); // → 500 HANDLER_ERROR
+//!         }
+//!         Ok(json!({ "greeting": format!("hello {name}") })) // → 200 with this JSON
+//!     })
+//! }
+//! ```
+//!
+//! [`serve_sync`] takes a blocking function instead. Both read their configuration from the
+//! environment ([`Config`]: `HOST`, `PORT`, `EXECUTION_ID`, `CALLBACK_URL`, ...), listen, serve
+//! `GET /health` and `POST /invoke` until SIGTERM or SIGINT, let the in-flight invocation
+//! finish, and return the process exit code ([`exit`]). The contract is the one the Python and
+//! Java runtimes serve: execution id from `X-Execution-Id` else `EXECUTION_ID` else 400;
+//! `X-Trace-Id`; a callback `POST {url}/{executionId}:complete` with `{success, output, error}`
+//! when `X-Callback-Url` or `CALLBACK_URL` gives a URL; errors as
+//! `{"error": {"code", "message"}}`. See the crate's README for the tables.
+//!
+//! Embedders and tests use [`Server`] directly: bind on port 0, run with their own shutdown
+//! future.
+//!
+//! # Layout
+//! - [`config`]: environment variables, defaults, validation.
+//! - [`handler`]: [`Request`], [`Handler`] (sync/async closures erased, panics caught).
+//! - [`server`]: routes, the invocation path, graceful stop.
+//! - [`callback`]: callback URL parsing, the POST and its bounded retry.
+//! - `log`: stderr lines and the rate limiter for function-triggered lines.
+
+pub mod callback;
+pub mod config;
+pub mod handler;
+mod log;
+pub mod server;
+
+pub use config::{Config, ConfigError};
+pub use handler::{Handler, Outcome, Request};
+pub use server::{BindError, Server};
+
+use serde::Serialize;
+use std::fmt::Display;
+use std::future::Future;
+use std::process::ExitCode;
+
+/// Exit codes of a function served by [`serve`], [`serve_sync`] or [`serve_handler`].
+pub mod exit {
+    /// Stopped by SIGTERM or SIGINT.
+    pub const STOPPED: u8 = 0;
+    /// Unexpected internal error (cannot start the async runtime or install signal handlers).
+    pub const INTERNAL: u8 = 1;
+    /// Invalid configuration (an environment variable); one line on stderr names it.
+    pub const CONFIG: u8 = 2;
+    /// Cannot listen on `HOST:PORT`.
+    pub const LISTEN: u8 = 4;
+}
+
+/// Serves an async function until SIGTERM/SIGINT; returns the exit code for `main`.
+pub fn serve<F, Fut, T, E>(f: F) -> ExitCode
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: Serialize,
+    E: Display,
+{
+    serve_handler(Handler::from_async(f))
+}
+
+/// Serves a blocking function (each call on tokio's blocking pool) until SIGTERM/SIGINT.
+pub fn serve_sync<F, T, E>(f: F) -> ExitCode
+where
+    F: Fn(Request) -> Result<T, E> + Send + Sync + 'static,
+    T: Serialize,
+    E: Display,
+{
+    serve_handler(Handler::from_sync(f))
+}
+
+/// Serves `handler` with the configuration of the environment until SIGTERM/SIGINT.
+pub fn serve_handler(handler: Handler) -> ExitCode {
+    let started = std::time::Instant::now();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            log::log_error!("{e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let mut builder = if config.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::log_error!("cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    ExitCode::from(rt.block_on(run(config, handler, started)))
+}
+
+async fn run(config: Config, handler: Handler, started: std::time::Instant) -> u8 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            log::log_error!("cannot install the SIGTERM/SIGINT handlers: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    let server = match Server::bind(config, handler).await {
+        Ok(s) => s,
+        Err(e) => {
+            log::log_error!("{e}");
+            return exit::LISTEN;
+        }
+    };
+    log::log_info!(
+        "listening on {} (pid {}, startup {} us)",
+        server.local_addr(),
+        std::process::id(),
+        started.elapsed().as_micros()
+    );
+    server
+        .run(async {
+            let which = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            log::log_info!("{which}: finishing in-flight invocations, then stopping");
+        })
+        .await;
+    log::log_info!("stopped");
+    exit::STOPPED
+}
