@@ -1,40 +1,5 @@
-//! `nanofaas`: runs the control plane (`serve`) and, as a client, talks to it.
-//! This file parses the command line, runs the chosen command and maps its result to an exit
-//! code; the commands live in their own modules.
+//! `nanofaas`: see the library (`nanofaas_cli`) for everything it does.
 
-mod exit;
-mod serve;
-
-use clap::{Parser, Subcommand};
-use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(
-    name = "nanofaas",
-    version,
-    about = "A small, fast function-as-a-service platform"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the control plane.
-    Serve(serve::ServeArgs),
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nanofaas: {e:#}");
-            exit::code_of(&e)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    nanofaas_cli::cli::main()
 }
