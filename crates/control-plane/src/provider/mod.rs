@@ -6,6 +6,7 @@
 //! `invoke_url`), tells when it dies (`exited`), stops it, lists what it owns, and at start-up
 //! removes what a previous run left behind.
 
+pub mod docker;
 pub mod process;
 
 use crate::dispatch::BoxFuture;

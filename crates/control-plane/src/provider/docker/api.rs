@@ -300,7 +300,9 @@ impl Engine {
 
     /// `GET /_ping`.
     pub async fn ping(&self) -> Result<(), EngineError> {
-        self.call(Method::GET, "/_ping".into(), None).await.map(|_| ())
+        self.call(Method::GET, "/_ping".into(), None)
+            .await
+            .map(|_| ())
     }
 
     /// `POST /containers/create`; returns the container id.
@@ -463,29 +465,28 @@ impl Engine {
         if let Some(t) = tag {
             path.push_str(&format!("&tag={}", encode(t)));
         }
-        let fut = async {
-            let resp = self.open(Method::POST, path, None).await?;
-            let body = resp
-                .body
-                .collect(MAX_ANSWER)
-                .await
-                .map_err(|why| EngineError::BadResponse {
-                    what: what.clone(),
-                    why,
+        let fut =
+            async {
+                let resp = self.open(Method::POST, path, None).await?;
+                let body = resp.body.collect(MAX_ANSWER).await.map_err(|why| {
+                    EngineError::BadResponse {
+                        what: what.clone(),
+                        why,
+                    }
                 })?;
-            for line in body.split(|b| *b == b'\n') {
-                if let Ok(v) = serde_json::from_slice::<Value>(line) {
-                    if let Some(msg) = v["error"].as_str() {
-                        return Err(EngineError::Status {
-                            what: what.clone(),
-                            status: 500,
-                            message: msg.to_string(),
-                        });
+                for line in body.split(|b| *b == b'\n') {
+                    if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                        if let Some(msg) = v["error"].as_str() {
+                            return Err(EngineError::Status {
+                                what: what.clone(),
+                                status: 500,
+                                message: msg.to_string(),
+                            });
+                        }
                     }
                 }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         tokio::time::timeout(limit, fut)
             .await
             .map_err(|_| EngineError::Timeout {
@@ -547,8 +548,8 @@ impl LogDemux {
                 break;
             }
             let kind = self.buf[0];
-            let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]])
-                as usize;
+            let len =
+                u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
             if kind > 2 || self.buf[1..4] != [0, 0, 0] {
                 // Not multiplexed (a TTY container): take everything as stdout.
                 let all = self.buf.split().freeze();
@@ -654,8 +655,14 @@ mod tests {
     #[test]
     fn encoding_and_tags() {
         assert_eq!(encode("a b/c={\"x\"}"), "a%20b%2Fc%3D%7B%22x%22%7D");
-        assert_eq!(split_tag("nanofaas/python:1.2"), ("nanofaas/python", Some("1.2")));
-        assert_eq!(split_tag("localhost:5000/img"), ("localhost:5000/img", None));
+        assert_eq!(
+            split_tag("nanofaas/python:1.2"),
+            ("nanofaas/python", Some("1.2"))
+        );
+        assert_eq!(
+            split_tag("localhost:5000/img"),
+            ("localhost:5000/img", None)
+        );
         assert_eq!(
             split_tag("localhost:5000/img:v1"),
             ("localhost:5000/img", Some("v1"))

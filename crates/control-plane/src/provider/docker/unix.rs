@@ -169,13 +169,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status, 201);
-        assert_eq!(&resp.body.collect(1024).await.unwrap()[..], b"{\"Id\":\"abc\"}");
+        assert_eq!(
+            &resp.body.collect(1024).await.unwrap()[..],
+            b"{\"Id\":\"abc\"}"
+        );
         let req = server.await.unwrap();
         assert!(
             req.starts_with("POST /containers/create?name=x HTTP/1.1\r\n"),
             "{req}"
         );
-        assert!(req.to_ascii_lowercase().contains("content-type: application/json"));
+        assert!(req
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"));
         let missing = UnixTransport::new(dir.join("nope.sock"))
             .send(ApiRequest {
                 method: http::Method::GET,

@@ -1,0 +1,1630 @@
+//! The `docker` provider: each instance is a container on a Docker Engine (or Podman's
+//! compatible API) reached over its Unix socket. `image` in the spec names the image.
+//!
+//! # Instances
+//! - The container's entrypoint is `nanofaas-watchdog` at [`WATCHDOG_PATH`] (the nanofaas
+//!   runtime images put it there, see `deploy/`). Warm instances run it in `WARM` mode on port
+//!   [`WATCHDOG_PORT`]; the runtime it starts is the image's `WATCHDOG_CMD`, or the spec's
+//!   `runtimeCommand`, and listens on [`RUNTIME_PORT`] inside the container. JOB instances run
+//!   it in one-shot mode (`runtimeMode`), once per attempt.
+//! - Labels mark every container: [`LABEL_FUNCTION`], [`LABEL_INSTANCE`], [`LABEL_KIND`] and
+//!   [`LABEL_OWNER`] (`hostname/pid:starttime` of the control plane). The spec's `env` is the
+//!   container's environment; `resources.cpu` becomes `NanoCpus`, `resources.memory` becomes
+//!   `Memory` (and `MemorySwap`, so the limit is not stretched by swap). An init process
+//!   (`Init: true`) is PID 1, so runtimes that fork have their children reaped.
+//! - `command` and `workingDir` are process-provider fields and are ignored here, so that one
+//!   spec can carry both an image and a local command.
+//!
+//! # How the control plane reaches an instance (`provider.docker.address`)
+//! - `published` (default): the watchdog port is published on `127.0.0.1` at a port the engine
+//!   picks (`127.0.0.1::8080`). It works with every engine, rootless Podman and Docker Desktop
+//!   included; the engine's port proxy adds a hop.
+//! - `container`: the container's own IP on its network, port 8080. One hop less; it needs the
+//!   control plane on the engine's Linux host or on the same network.
+//!
+//! Readiness is the watchdog's `GET /health`, probed every few milliseconds until the startup
+//! timeout, while the container's exit is watched so a crash fails the start at once with the
+//! container's last output.
+//!
+//! # JOB callbacks
+//! A one-shot container posts its result to the callback URL. When that URL's host is a
+//! loopback address (the default: the control plane on `127.0.0.1`), the job container uses
+//! the host's network (`NetworkMode: host`) so the URL works unchanged. Otherwise it joins
+//! `provider.docker.network`; a callback host of `host.docker.internal` is mapped to the
+//! engine's host gateway, for a control plane listening on the bridge (set
+//! `callback_base_url = "http://host.docker.internal:PORT/v1/internal/executions"`).
+//!
+//! # Exits, logs, orphans
+//! - `exited` fires when the engine's `wait` returns; the container is then removed (nothing is
+//!   left behind) after its last lines of output are read for the exit reason.
+//! - The container's output is followed and forwarded to the log (target
+//!   `nanofaas::function`, rate-limited per instance); the last lines are kept for error
+//!   messages and can be read with [`DockerProvider::logs`].
+//! - At start-up, containers carrying [`LABEL_OWNER`] of a dead control plane of this host are
+//!   removed; shutdown removes every container this control plane owns; `stop` removes one.
+//!
+//! The engine is reached through [`api::Transport`]: [`unix::UnixTransport`] in production, a
+//! scripted fake in the unit tests below. This module must not shell out to a `docker` CLI.
+
+pub mod api;
+#[cfg(test)]
+mod fake;
+pub mod unix;
+
+use super::{
+    ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
+};
+use crate::dispatch::BoxFuture;
+use api::{ContainerInspect, Engine, EngineError, LogDemux, LogStream};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Labels on every container nanofaas starts.
+pub const LABEL_OWNER: &str = "dev.nanofaas.owner";
+pub const LABEL_FUNCTION: &str = "dev.nanofaas.function";
+pub const LABEL_INSTANCE: &str = "dev.nanofaas.instance";
+pub const LABEL_KIND: &str = "dev.nanofaas.kind";
+
+/// Where images keep the watchdog (the container's entrypoint).
+pub const WATCHDOG_PATH: &str = "/usr/local/bin/nanofaas-watchdog";
+/// The warm watchdog's port inside the container.
+pub const WATCHDOG_PORT: u16 = 8080;
+/// The runtime's port inside the container (`PORT`).
+pub const RUNTIME_PORT: u16 = 8081;
+
+/// Watchdog exit codes that mean "the command itself cannot run".
+const WATCHDOG_EXIT_CONFIG: i64 = 2;
+const WATCHDOG_EXIT_SPAWN: i64 = 4;
+/// How long an image pull may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Health probes back off from 1 ms to this.
+const PROBE_MAX_DELAY: Duration = Duration::from_millis(5);
+/// Consecutive failed `wait` calls before the instance is declared lost.
+const WAIT_ATTEMPTS: u32 = 30;
+const TAIL_LINES: usize = 40;
+
+/// How the control plane reaches a warm container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Address {
+    Published,
+    Container,
+}
+
+impl Address {
+    pub fn parse(s: &str) -> Option<Address> {
+        match s {
+            "published" => Some(Address::Published),
+            "container" => Some(Address::Container),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a missing image is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    Never,
+    Missing,
+}
+
+impl Pull {
+    pub fn parse(s: &str) -> Option<Pull> {
+        match s {
+            "never" => Some(Pull::Never),
+            "missing" => Some(Pull::Missing),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// Network containers join; `None`: the engine's default bridge.
+    pub network: Option<String>,
+    pub address: Address,
+    pub pull: Pull,
+    pub startup_timeout: Duration,
+    pub stop_grace: Duration,
+    /// Lines of an instance's output forwarded to the log per second; the rest are counted.
+    pub log_lines_per_second: u32,
+}
+
+/// The last lines a container wrote.
+#[derive(Default)]
+struct LogTail {
+    lines: Mutex<VecDeque<String>>,
+}
+
+impl LogTail {
+    fn push(&self, line: &str) {
+        let mut l = self.lines.lock().unwrap();
+        if l.len() == TAIL_LINES {
+            l.pop_front();
+        }
+        let mut s = line.to_string();
+        if s.len() > 2000 {
+            let mut cut = 2000;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str(" [...]");
+        }
+        l.push_back(s);
+    }
+
+    fn replace(&self, lines: Vec<String>) {
+        self.lines.lock().unwrap().clear();
+        for l in lines.iter().rev().take(TAIL_LINES).rev() {
+            self.push(l);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().unwrap().iter().cloned().collect()
+    }
+
+    fn render(&self) -> String {
+        let l = self.lines.lock().unwrap();
+        if l.is_empty() {
+            return "(the container wrote nothing)".into();
+        }
+        l.iter()
+            .map(|s| format!("  | {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+struct Entry {
+    function: String,
+    kind: &'static str,
+    container: String,
+    host_pid: Mutex<Option<u32>>,
+    exit_code: Mutex<Option<i64>>,
+    exited: ExitWatch,
+    log: Arc<LogTail>,
+}
+
+type Entries = Arc<Mutex<HashMap<String, Arc<Entry>>>>;
+
+pub struct DockerProvider {
+    engine: Engine,
+    settings: DockerSettings,
+    owner: String,
+    entries: Entries,
+    closed: AtomicBool,
+}
+
+/// `hostname/pid:starttime` of this process: unique across PID reuse, and tells which host's
+/// process table can answer whether the owner lives.
+fn owner_identity() -> String {
+    let pid = std::process::id();
+    format!("{}/{pid}:{}", hostname(), proc_start_time(pid).unwrap_or(0))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `owner` is a dead control plane of this host (only those can be judged here; the
+/// containers of another host's control plane are never touched).
+fn owner_dead_here(owner: &str, my_host: &str) -> bool {
+    let Some((host, proc_id)) = owner.rsplit_once('/') else {
+        return false;
+    };
+    if host != my_host {
+        return false;
+    }
+    let Some((pid, start)) = proc_id.split_once(':') else {
+        return false;
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    proc_start_time(pid) != Some(start)
+}
+
+/// The container name of an instance.
+pub fn container_name(instance_id: &str) -> String {
+    format!("nanofaas-{instance_id}")
+}
+
+/// Whether a callback URL points at this machine's loopback interface.
+fn loopback_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn url_host(url: &str) -> &str {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+fn free_loopback_port() -> Result<u16, StartFailure> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| StartFailure {
+            message: format!("cannot find a free port on 127.0.0.1: {e}"),
+            permanent: false,
+        })
+}
+
+/// One `GET /health` on a fresh connection.
+async fn probe_health(addr: SocketAddr, limit: Duration) -> bool {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::get("/health")
+            .header(http::header::HOST, addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = tx.send_request(req).await.ok()?;
+        Some(resp.status().is_success())
+    };
+    matches!(tokio::time::timeout(limit, attempt).await, Ok(Some(true)))
+}
+
+/// Waits until the instance is gone.
+async fn wait_exit(exited: &mut ExitWatch) {
+    let _ = exited.wait_for(|e| e.is_some()).await;
+}
+
+/// Why a container ended, from its exit code and what the engine knows of it.
+fn exit_reason(code: i64, inspect: Option<&ContainerInspect>) -> String {
+    if let Some(i) = inspect {
+        if i.state.oom_killed {
+            let limit = if i.host_config.memory > 0 {
+                format!(" (memory limit {} bytes)", i.host_config.memory)
+            } else {
+                String::new()
+            };
+            return format!("the container was killed for running out of memory{limit}");
+        }
+        if !i.state.error.is_empty() {
+            return format!("the container failed: {}", i.state.error);
+        }
+    }
+    match code {
+        137 => "the container was killed (SIGKILL, exit code 137)".into(),
+        143 => "the container was stopped (SIGTERM, exit code 143)".into(),
+        c => format!("the container exited with code {c}"),
+    }
+}
+
+impl DockerProvider {
+    pub fn new(engine: Engine, settings: DockerSettings) -> DockerProvider {
+        DockerProvider {
+            engine,
+            settings,
+            owner: owner_identity(),
+            entries: Arc::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// This control plane's [`LABEL_OWNER`] value.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The last lines an instance's container wrote (from the engine while it exists, else
+    /// what was kept when it ended). `None` for an unknown instance.
+    pub async fn logs(&self, instance_id: &str) -> Option<Vec<String>> {
+        let entry = self.entries.lock().unwrap().get(instance_id).cloned()?;
+        match self.engine.logs_tail(&entry.container, TAIL_LINES).await {
+            Ok(lines) => Some(lines),
+            Err(_) => Some(entry.log.snapshot()),
+        }
+    }
+
+    fn labels(&self, spec: &FunctionSpec, instance_id: &str, kind: &str) -> Value {
+        json!({
+            LABEL_OWNER: self.owner,
+            LABEL_FUNCTION: spec.name,
+            LABEL_INSTANCE: instance_id,
+            LABEL_KIND: kind,
+        })
+    }
+
+    /// The container to create: entrypoint, environment (the spec's, then ours), labels,
+    /// limits, network.
+    fn container_config(
+        &self,
+        spec: &FunctionSpec,
+        instance_id: &str,
+        kind: &str,
+        env: Vec<(String, String)>,
+        host: Map<String, Value>,
+    ) -> Value {
+        let mut vars: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        vars.push(format!("NANOFAAS_INSTANCE={instance_id}"));
+        vars.push(format!("NANOFAAS_FUNCTION={}", spec.name));
+        if let Some(rc) = &spec.runtime_command {
+            vars.push(format!("WATCHDOG_CMD={rc}"));
+        }
+        vars.extend(env.into_iter().map(|(k, v)| format!("{k}={v}")));
+        let mut host_config = host;
+        host_config.insert("Init".into(), json!(true));
+        if let Some(res) = &spec.resources {
+            if let Some(cpu) = res
+                .cpu
+                .as_deref()
+                .and_then(|c| nanofaas_api::spec::parse_cpu_millis(c).ok())
+            {
+                host_config.insert("NanoCpus".into(), json!(cpu * 1_000_000));
+            }
+            if let Some(mem) = res
+                .memory
+                .as_deref()
+                .and_then(|m| nanofaas_api::spec::parse_memory_bytes(m).ok())
+            {
+                host_config.insert("Memory".into(), json!(mem));
+                host_config.insert("MemorySwap".into(), json!(mem));
+            }
+        }
+        let mut config = json!({
+            "Image": spec.image.clone().unwrap_or_default(),
+            "Entrypoint": [WATCHDOG_PATH],
+            "Cmd": [],
+            "Env": vars,
+            "Labels": self.labels(spec, instance_id, kind),
+            "HostConfig": Value::Object(host_config),
+        });
+        if kind == "warm" && self.settings.address == Address::Published {
+            config["ExposedPorts"] = json!({ format!("{WATCHDOG_PORT}/tcp"): {} });
+        }
+        config
+    }
+
+    /// The host config of a warm container: its network, and the published watchdog port.
+    fn warm_host_config(&self) -> Map<String, Value> {
+        let mut h = Map::new();
+        if let Some(net) = &self.settings.network {
+            h.insert("NetworkMode".into(), json!(net));
+        }
+        if self.settings.address == Address::Published {
+            h.insert(
+                "PortBindings".into(),
+                json!({ format!("{WATCHDOG_PORT}/tcp"): [{"HostIp": "127.0.0.1", "HostPort": ""}] }),
+            );
+        }
+        h
+    }
+
+    /// Creates the container, pulling its image first when it is missing and the policy allows.
+    async fn create(
+        &self,
+        instance_id: &str,
+        spec: &FunctionSpec,
+        config: &Value,
+    ) -> Result<String, StartFailure> {
+        let image = spec.image.as_deref().unwrap_or_default();
+        let name = container_name(instance_id);
+        let failed = |e: EngineError| StartFailure {
+            message: format!("cannot create a container of image {image:?}: {e}"),
+            permanent: false,
+        };
+        match self.engine.create(&name, config).await {
+            Ok(id) => Ok(id),
+            Err(e) if e.is_not_found() && e.message().to_ascii_lowercase().contains("image") => {
+                if self.settings.pull == Pull::Never {
+                    return Err(StartFailure {
+                        message: format!(
+                            "image {image:?} is not on the container engine (build or pull it; provider.docker.pull is \"never\")"
+                        ),
+                        permanent: true,
+                    });
+                }
+                tracing::info!(function = %spec.name, image, "pulling a missing image");
+                self.engine
+                    .pull(image, PULL_TIMEOUT)
+                    .await
+                    .map_err(|e| StartFailure {
+                        message: format!(
+                            "image {image:?} is not on the container engine and pulling it failed: {}",
+                            e.message()
+                        ),
+                        permanent: true,
+                    })?;
+                self.engine.create(&name, config).await.map_err(failed)
+            }
+            Err(e) if e.is_not_found() => Err(StartFailure {
+                message: format!(
+                    "cannot create a container of image {image:?}: {}",
+                    e.message()
+                ),
+                permanent: true,
+            }),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Registers a created container, starts it and the tasks that follow its output and wait
+    /// for its end.
+    async fn launch(
+        &self,
+        instance_id: &str,
+        spec: &FunctionSpec,
+        kind: &'static str,
+        container: String,
+    ) -> Result<Arc<Entry>, StartFailure> {
+        let (exit_tx, exited) = watch::channel(None);
+        let entry = Arc::new(Entry {
+            function: spec.name.clone(),
+            kind,
+            container: container.clone(),
+            host_pid: Mutex::new(None),
+            exit_code: Mutex::new(None),
+            exited,
+            log: Arc::new(LogTail::default()),
+        });
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(instance_id.to_string(), entry.clone());
+        if let Err(e) = self.engine.start(&container).await {
+            self.entries.lock().unwrap().remove(instance_id);
+            let _ = self.engine.remove(&container).await;
+            let msg = e.message();
+            let lower = msg.to_ascii_lowercase();
+            // A missing entrypoint: the image has no watchdog, retrying cannot help.
+            let permanent =
+                lower.contains("no such file or directory") || lower.contains("not found");
+            return Err(StartFailure {
+                message: format!(
+                    "cannot start the container of {:?} (image {:?}): {msg}{}",
+                    spec.name,
+                    spec.image.as_deref().unwrap_or_default(),
+                    if permanent {
+                        format!(
+                            "; images must contain the watchdog at {WATCHDOG_PATH} (build them FROM a nanofaas runtime image)"
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                permanent,
+            });
+        }
+        tokio::spawn(follow_output(
+            self.engine.clone(),
+            container.clone(),
+            entry.log.clone(),
+            instance_id.to_string(),
+            spec.name.clone(),
+            self.settings.log_lines_per_second,
+        ));
+        tokio::spawn(watch_container(
+            self.engine.clone(),
+            self.entries.clone(),
+            instance_id.to_string(),
+            entry.clone(),
+            exit_tx,
+        ));
+        Ok(entry)
+    }
+
+    /// Where the control plane reaches the watchdog of a started warm container.
+    fn address(&self, i: &ContainerInspect) -> Result<SocketAddr, String> {
+        match self.settings.address {
+            Address::Published => {
+                let key = format!("{WATCHDOG_PORT}/tcp");
+                let bindings = i
+                    .network_settings
+                    .ports
+                    .get(&key)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default();
+                let b = bindings
+                    .iter()
+                    .find(|b| b.host_ip == "127.0.0.1")
+                    .or_else(|| bindings.first())
+                    .ok_or_else(|| format!("the engine published no host port for {key}"))?;
+                let port: u16 = b
+                    .host_port
+                    .parse()
+                    .map_err(|_| format!("the engine published port {:?}", b.host_port))?;
+                Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+            }
+            Address::Container => {
+                let ns = &i.network_settings;
+                let ip = self
+                    .settings
+                    .network
+                    .as_ref()
+                    .and_then(|n| ns.networks.get(n))
+                    .map(|e| e.ip_address.clone())
+                    .filter(|s| !s.is_empty())
+                    .or_else(|| Some(ns.ip_address.clone()).filter(|s| !s.is_empty()))
+                    .or_else(|| {
+                        ns.networks
+                            .values()
+                            .map(|e| e.ip_address.clone())
+                            .find(|s| !s.is_empty())
+                    })
+                    .ok_or("the container has no IP address on its network")?;
+                let ip: IpAddr = ip
+                    .parse()
+                    .map_err(|_| format!("the container's IP address {ip:?} is not valid"))?;
+                Ok(SocketAddr::new(ip, WATCHDOG_PORT))
+            }
+        }
+    }
+
+    /// Stops an instance: SIGTERM, the grace period, then forced removal. Returns once the
+    /// container is gone (or the engine failed to answer within its timeouts).
+    async fn stop_entry(&self, id: &str, entry: Arc<Entry>) {
+        let mut exited = entry.exited.clone();
+        if exited.borrow().is_none() {
+            if let Err(e) = self.engine.kill(&entry.container, "SIGTERM").await {
+                tracing::warn!(instance = %id, error = %e, "cannot signal the container");
+            }
+            let gone = tokio::time::timeout(self.settings.stop_grace, wait_exit(&mut exited)).await;
+            if gone.is_err() {
+                tracing::warn!(instance = %id, "container did not stop within the grace period; removing it by force");
+            }
+        }
+        if exited.borrow().is_none() {
+            if let Err(e) = self.engine.remove(&entry.container).await {
+                tracing::warn!(instance = %id, error = %e, "cannot remove the container");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait_exit(&mut exited)).await;
+        }
+        // The watcher removes the container after its exit; make sure even if it could not.
+        if exited.borrow().is_none() {
+            let _ = self.engine.remove(&entry.container).await;
+            self.entries.lock().unwrap().remove(id);
+        }
+    }
+
+    /// A start that failed after the container was created: read its output, remove it, say why.
+    async fn fail_start(
+        &self,
+        instance_id: &str,
+        spec: &FunctionSpec,
+        entry: Arc<Entry>,
+        why: Option<String>,
+    ) -> StartFailure {
+        if entry.exited.borrow().is_none() {
+            // Still running (not ready in time, or no address): keep what it printed.
+            if let Ok(lines) = self.engine.logs_tail(&entry.container, TAIL_LINES).await {
+                entry.log.replace(lines);
+            }
+        }
+        self.stop_entry(instance_id, entry.clone()).await;
+        let why = why
+            .or_else(|| entry.exited.borrow().clone())
+            .unwrap_or_else(|| "the container stopped".into());
+        let code = *entry.exit_code.lock().unwrap();
+        StartFailure {
+            message: format!(
+                "instance of {:?} failed to start: {why}; its last output:\n{}",
+                spec.name,
+                entry.log.render()
+            ),
+            permanent: matches!(code, Some(WATCHDOG_EXIT_CONFIG | WATCHDOG_EXIT_SPAWN)),
+        }
+    }
+
+    fn closed_failure() -> StartFailure {
+        StartFailure {
+            message: "the control plane is shutting down".into(),
+            permanent: false,
+        }
+    }
+}
+
+/// Follows a container's output: keeps the tail, forwards lines to the log, rate-limited.
+async fn follow_output(
+    engine: Engine,
+    container: String,
+    tail: Arc<LogTail>,
+    instance: String,
+    function: String,
+    per_second: u32,
+) {
+    let Ok(mut body) = engine.follow_logs(&container).await else {
+        return;
+    };
+    let mut demux = LogDemux::default();
+    let mut window = Instant::now();
+    let (mut sent, mut dropped) = (0u32, 0u64);
+    let mut emit = |stream: LogStream, line: String| {
+        tail.push(&line);
+        if window.elapsed() >= Duration::from_secs(1) {
+            if dropped > 0 {
+                tracing::warn!(target: "nanofaas::function", function = %function, instance = %instance, dropped, "instance output lines not logged (rate limit)");
+            }
+            window = Instant::now();
+            sent = 0;
+            dropped = 0;
+        }
+        if sent < per_second {
+            sent += 1;
+            let stream = if stream == LogStream::Stderr {
+                "stderr"
+            } else {
+                "stdout"
+            };
+            tracing::info!(target: "nanofaas::function", function = %function, instance = %instance, stream, "{line}");
+        } else {
+            dropped += 1;
+        }
+    };
+    while let Some(Ok(chunk)) = body.next().await {
+        for (s, l) in demux.push(&chunk) {
+            emit(s, l);
+        }
+    }
+    for (s, l) in demux.finish() {
+        emit(s, l);
+    }
+}
+
+/// Waits for a container's end, records why, keeps its last output, removes it, and only then
+/// tells the instance's watchers.
+async fn watch_container(
+    engine: Engine,
+    entries: Entries,
+    instance: String,
+    entry: Arc<Entry>,
+    exit_tx: watch::Sender<Option<String>>,
+) {
+    if let Ok(i) = engine.inspect(&entry.container).await {
+        if i.state.pid > 0 {
+            *entry.host_pid.lock().unwrap() = Some(i.state.pid as u32);
+        }
+    }
+    let mut failures = 0;
+    let why = loop {
+        match engine.wait(&entry.container).await {
+            Ok(code) => {
+                *entry.exit_code.lock().unwrap() = Some(code);
+                let inspect = engine.inspect(&entry.container).await.ok();
+                break exit_reason(code, inspect.as_ref());
+            }
+            Err(e) if e.is_not_found() => break "the container was removed".to_string(),
+            Err(e) => {
+                // The engine restarted or the connection broke: ask again, within bounds.
+                failures += 1;
+                match engine.inspect(&entry.container).await {
+                    Err(ie) if ie.is_not_found() => break "the container was removed".into(),
+                    Ok(i) if !i.state.running => {
+                        *entry.exit_code.lock().unwrap() = Some(i.state.exit_code);
+                        break exit_reason(i.state.exit_code, Some(&i));
+                    }
+                    _ => {}
+                }
+                if failures >= WAIT_ATTEMPTS {
+                    break format!("lost track of the container: {e}");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    if let Ok(lines) = engine.logs_tail(&entry.container, TAIL_LINES).await {
+        if !lines.is_empty() {
+            entry.log.replace(lines);
+        }
+    }
+    if let Err(e) = engine.remove(&entry.container).await {
+        tracing::warn!(instance = %instance, error = %e, "cannot remove the container that ended");
+    }
+    entries.lock().unwrap().remove(&instance);
+    let _ = exit_tx.send(Some(why));
+}
+
+impl Provider for DockerProvider {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn validate(&self, spec: &FunctionSpec) -> Result<(), ValidationError> {
+        if matches!(spec.execution_mode, ExecutionMode::Pool) {
+            return Ok(());
+        }
+        if spec.image.is_none() {
+            return Err(ValidationError::new(
+                "image",
+                "the docker provider runs container images; this spec has only a command (use the process provider for local commands)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<Instance, StartFailure>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Self::closed_failure());
+            }
+            let spec = &req.spec;
+            let id = &req.instance_id;
+            let mut env = vec![
+                ("EXECUTION_MODE".to_string(), "WARM".to_string()),
+                ("WARM_PORT".into(), WATCHDOG_PORT.to_string()),
+                ("WARM_BIND".into(), "0.0.0.0".into()),
+                ("PORT".into(), RUNTIME_PORT.to_string()),
+                ("WARM_IDLE_TIMEOUT_MS".into(), "0".into()),
+                ("WARM_MAX_INVOCATIONS".into(), "0".into()),
+                (
+                    "WARM_CONCURRENCY".into(),
+                    spec.instance_concurrency.to_string(),
+                ),
+                (
+                    "WARM_RUNTIME_MODE".into(),
+                    spec.runtime_mode.as_str().into(),
+                ),
+                (
+                    "WARM_STARTUP_TIMEOUT_MS".into(),
+                    self.settings.startup_timeout.as_millis().to_string(),
+                ),
+                (
+                    "WARM_STOP_GRACE_MS".into(),
+                    self.settings.stop_grace.as_millis().to_string(),
+                ),
+                ("TIMEOUT_MS".into(), spec.timeout_ms.to_string()),
+            ];
+            if spec.runtime_mode == RuntimeMode::Http {
+                env.push((
+                    "RUNTIME_URL".into(),
+                    format!("http://127.0.0.1:{RUNTIME_PORT}/invoke"),
+                ));
+            }
+            let config = self.container_config(spec, id, "warm", env, self.warm_host_config());
+            let deadline = Instant::now() + self.settings.startup_timeout;
+            let container = self.create(id, spec, &config).await?;
+            let entry = self.launch(id, spec, "warm", container).await?;
+            if self.closed.load(Ordering::SeqCst) {
+                self.stop_entry(id, entry).await;
+                return Err(Self::closed_failure());
+            }
+            let addr = match self.engine.inspect(&entry.container).await {
+                Ok(i) => self.address(&i),
+                Err(e) => Err(e.to_string()),
+            };
+            let addr = match addr {
+                Ok(a) => a,
+                Err(why) => return Err(self.fail_start(id, spec, entry, Some(why)).await),
+            };
+            let mut exited = entry.exited.clone();
+            let mut delay = Duration::from_millis(1);
+            let ready = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break false;
+                }
+                tokio::select! {
+                    biased;
+                    _ = wait_exit(&mut exited) => break false,
+                    ok = probe_health(addr, left.min(Duration::from_secs(1))) => if ok { break true },
+                }
+                tokio::select! {
+                    _ = wait_exit(&mut exited) => break false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(PROBE_MAX_DELAY);
+            };
+            if !ready {
+                let why = entry.exited.borrow().is_none().then(|| {
+                    format!(
+                        "the instance was not ready within {} ms",
+                        self.settings.startup_timeout.as_millis()
+                    )
+                });
+                return Err(self.fail_start(id, spec, entry, why).await);
+            }
+            let base = format!("http://{addr}");
+            Ok(Instance {
+                id: id.clone(),
+                invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
+                health_url: format!("{base}/health").parse().expect("valid URL"),
+                exited: entry.exited.clone(),
+            })
+        })
+    }
+
+    fn start_job(&self, req: JobRequest) -> BoxFuture<'_, Result<Job, StartFailure>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Self::closed_failure());
+            }
+            let spec = &req.spec;
+            let host_network = loopback_url(&req.callback_url);
+            let mut env = vec![
+                (
+                    "EXECUTION_MODE".to_string(),
+                    spec.runtime_mode.as_str().to_string(),
+                ),
+                ("EXECUTION_ID".into(), req.execution_id.clone()),
+                ("TRACE_ID".into(), req.trace_id.clone()),
+                ("CALLBACK_URL".into(), req.callback_url.clone()),
+                ("CALLBACK_TOKEN".into(), req.callback_token.clone()),
+                (
+                    "INVOCATION_PAYLOAD".into(),
+                    String::from_utf8_lossy(&req.payload).into_owned(),
+                ),
+                (
+                    "TIMEOUT_MS".into(),
+                    req.timeout.as_millis().max(1).to_string(),
+                ),
+                ("DISPATCH_ATTEMPT".into(), req.attempt.to_string()),
+            ];
+            let mut host = Map::new();
+            if host_network {
+                // The loopback callback URL must work unchanged: share the host's network.
+                host.insert("NetworkMode".into(), json!("host"));
+            } else {
+                if let Some(net) = &self.settings.network {
+                    host.insert("NetworkMode".into(), json!(net));
+                }
+                if url_host(&req.callback_url).eq_ignore_ascii_case("host.docker.internal") {
+                    host.insert(
+                        "ExtraHosts".into(),
+                        json!(["host.docker.internal:host-gateway"]),
+                    );
+                }
+            }
+            if spec.runtime_mode == RuntimeMode::Http {
+                // On the host's network the runtime needs a port free on the host.
+                let port = if host_network {
+                    free_loopback_port()?
+                } else {
+                    RUNTIME_PORT
+                };
+                env.push(("PORT".into(), port.to_string()));
+                env.push((
+                    "RUNTIME_URL".into(),
+                    format!("http://127.0.0.1:{port}/invoke"),
+                ));
+            }
+            let config = self.container_config(spec, &req.instance_id, "job", env, host);
+            let container = self.create(&req.instance_id, spec, &config).await?;
+            let entry = self
+                .launch(&req.instance_id, spec, "job", container)
+                .await?;
+            Ok(Job {
+                id: req.instance_id.clone(),
+                exited: entry.exited.clone(),
+            })
+        })
+    }
+
+    fn stop<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let entry = self.entries.lock().unwrap().get(instance_id).cloned();
+            match entry {
+                Some(e) => self.stop_entry(instance_id, e).await,
+                None => {
+                    // Unknown here: make sure no container of that name is left.
+                    let _ = self.engine.remove(&container_name(instance_id)).await;
+                }
+            }
+        })
+    }
+
+    fn list(&self) -> Vec<InstanceInfo> {
+        let mut v: Vec<InstanceInfo> = self
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, e)| InstanceInfo {
+                id: id.clone(),
+                function: e.function.clone(),
+                kind: e.kind,
+                pid: *e.host_pid.lock().unwrap(),
+                runtime_pid: None,
+                container: Some(e.container.chars().take(12).collect()),
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn cleanup_orphans(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            if let Err(e) = self.engine.ping().await {
+                tracing::error!(error = %e, "the docker provider cannot reach its engine; DEPLOYMENT and JOB functions will fail to start until it is reachable");
+                return 0;
+            }
+            if let Some(net) = &self.settings.network {
+                match self.engine.network_exists(net).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(network = %net, "provider.docker.network names a network the engine does not have; create it (docker network create {net})")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot check provider.docker.network"),
+                }
+            }
+            let list = match self.engine.list(&[LABEL_OWNER.to_string()]).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list containers to remove orphans");
+                    return 0;
+                }
+            };
+            let me = hostname();
+            let mut n = 0;
+            for c in list {
+                let owner = c.label(LABEL_OWNER).unwrap_or_default();
+                if owner == self.owner || !owner_dead_here(owner, &me) {
+                    continue;
+                }
+                match self.engine.remove(&c.id).await {
+                    Ok(()) => {
+                        n += 1;
+                        tracing::warn!(
+                            container = %c.id.chars().take(12).collect::<String>(),
+                            instance = c.label(LABEL_INSTANCE).unwrap_or_default(),
+                            function = c.label(LABEL_FUNCTION).unwrap_or_default(),
+                            "removed a container left behind by a control plane that died"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot remove an orphaned container"),
+                }
+            }
+            n
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::SeqCst);
+            let all: Vec<(String, Arc<Entry>)> = self
+                .entries
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let stops = all
+                .into_iter()
+                .map(|(id, e)| async move { self.stop_entry(&id, e).await });
+            super::process::join_all(stops).await;
+            // Anything created but not yet registered (a start in flight) goes too.
+            let mine = format!("{LABEL_OWNER}={}", self.owner);
+            if let Ok(left) = self.engine.list(&[mine]).await {
+                for c in left {
+                    let _ = self.engine.remove(&c.id).await;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{pair, Verifier};
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn settings() -> DockerSettings {
+        DockerSettings {
+            network: None,
+            address: Address::Published,
+            pull: Pull::Never,
+            startup_timeout: Duration::from_secs(3),
+            stop_grace: Duration::from_secs(2),
+            log_lines_per_second: 100,
+        }
+    }
+
+    fn provider(s: DockerSettings) -> (Arc<DockerProvider>, Verifier) {
+        let (t, v) = pair();
+        let engine = Engine::new(Arc::new(t), Duration::from_secs(5));
+        (Arc::new(DockerProvider::new(engine, s)), v)
+    }
+
+    fn spec(extra: Value) -> Arc<FunctionSpec> {
+        let mut v = json!({"name": "fn1", "image": "nanofaas/example:1"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        Arc::new(FunctionSpec::from_json(v.to_string().as_bytes()).unwrap())
+    }
+
+    fn env_of(body: &Value) -> BTreeMap<String, String> {
+        body["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let (k, v) = e.as_str().unwrap().split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    /// A tiny watchdog stand-in on loopback answering `GET /health` with 200.
+    async fn healthy_server() -> (u16, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        (port, task)
+    }
+
+    fn inspect_json(port: u16, running: bool) -> Value {
+        json!({
+            "Id": "c0ffee0000000000",
+            "State": {"Status": if running {"running"} else {"exited"}, "Running": running, "ExitCode": 0, "OOMKilled": false, "Error": "", "Pid": 4242},
+            "NetworkSettings": {"IPAddress": "172.17.0.9", "Ports": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]}, "Networks": {"bridge": {"IPAddress": "172.17.0.9"}}},
+            "HostConfig": {"Memory": 0, "NanoCpus": 0},
+            "Config": {"Image": "nanofaas/example:1"}
+        })
+    }
+
+    fn log_frame(kind: u8, s: &str) -> Bytes {
+        let mut v = vec![kind, 0, 0, 0];
+        v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        v.extend_from_slice(s.as_bytes());
+        Bytes::from(v)
+    }
+
+    #[tokio::test]
+    async fn warm_start_creates_a_labelled_limited_container_and_probes_its_health() {
+        let (p, mut v) = provider(settings());
+        let (port, _srv) = healthy_server().await;
+        let s = spec(json!({
+            "env": {"GREETING": "hi", "PORT": "1"},
+            "resources": {"cpu": "500m", "memory": "64Mi"},
+            "runtimeCommand": "python3 -m nanofaas_runtime",
+            "instanceConcurrency": 2,
+        }));
+        let start = tokio::spawn({
+            let p = p.clone();
+            let s = s.clone();
+            async move {
+                p.start(StartRequest {
+                    instance_id: "fn1-abc".into(),
+                    spec: s,
+                })
+                .await
+            }
+        });
+        let create = v
+            .expect("POST", "/containers/create?name=nanofaas-fn1-abc")
+            .await;
+        let body = create.body();
+        assert_eq!(body["Image"], "nanofaas/example:1");
+        assert_eq!(body["Entrypoint"], json!([WATCHDOG_PATH]));
+        assert_eq!(body["Labels"][LABEL_FUNCTION], "fn1");
+        assert_eq!(body["Labels"][LABEL_INSTANCE], "fn1-abc");
+        assert_eq!(body["Labels"][LABEL_KIND], "warm");
+        assert_eq!(body["Labels"][LABEL_OWNER], p.owner());
+        assert_eq!(body["HostConfig"]["NanoCpus"], 500_000_000u64);
+        assert_eq!(body["HostConfig"]["Memory"], 64u64 << 20);
+        assert_eq!(body["HostConfig"]["MemorySwap"], 64u64 << 20);
+        assert_eq!(body["HostConfig"]["Init"], true);
+        assert_eq!(
+            body["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostIp"],
+            "127.0.0.1"
+        );
+        let env = env_of(&body);
+        assert_eq!(env["GREETING"], "hi");
+        assert_eq!(env["EXECUTION_MODE"], "WARM");
+        assert_eq!(env["WATCHDOG_CMD"], "python3 -m nanofaas_runtime");
+        assert_eq!(env["WARM_CONCURRENCY"], "2");
+        assert_eq!(env["PORT"], "8081", "ours wins over the spec's PORT");
+        assert_eq!(env["RUNTIME_URL"], "http://127.0.0.1:8081/invoke");
+        create.json(201, json!({"Id": "c0ffee0000000000", "Warnings": []}));
+        v.expect("POST", "/containers/c0ffee0000000000/start")
+            .await
+            .reply(204, "");
+        // Output follower, exit watcher and the address lookup, in any order.
+        let logs = v
+            .expect(
+                "GET",
+                "/containers/c0ffee0000000000/logs?stdout=true&stderr=true&follow=true",
+            )
+            .await
+            .stream(200);
+        v.expect("GET", "/containers/c0ffee0000000000/json")
+            .await
+            .json(200, inspect_json(port, true));
+        v.expect("GET", "/containers/c0ffee0000000000/json")
+            .await
+            .json(200, inspect_json(port, true));
+        let wait = v.expect("POST", "/containers/c0ffee0000000000/wait").await;
+        let inst = tokio::time::timeout(Duration::from_secs(5), start)
+            .await
+            .expect("start resolves once healthy")
+            .unwrap()
+            .expect("started");
+        assert_eq!(
+            inst.invoke_url.to_string(),
+            format!("http://127.0.0.1:{port}/invoke")
+        );
+        assert!(inst.exited.borrow().is_none());
+        logs.send(Ok(log_frame(2, "runtime says hello\n")))
+            .await
+            .unwrap();
+        let listed = p.list();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].container.as_deref(), Some("c0ffee000000"));
+        assert_eq!(listed[0].kind, "warm");
+
+        // The container dies: the watcher records why, removes it, then fires `exited`.
+        wait.json(200, json!({"StatusCode": 137}));
+        let mut after = inspect_json(port, false);
+        after["State"]["ExitCode"] = json!(137);
+        after["State"]["OOMKilled"] = json!(true);
+        after["HostConfig"]["Memory"] = json!(64u64 << 20);
+        v.expect("GET", "/containers/c0ffee0000000000/json")
+            .await
+            .json(200, after);
+        v.expect(
+            "GET",
+            "/containers/c0ffee0000000000/logs?stdout=true&stderr=true&tail=",
+        )
+        .await
+        .reply(200, log_frame(2, "Killed\n"));
+        let rm = v.expect("DELETE", "/containers/c0ffee0000000000").await;
+        assert!(rm.path().contains("force=true"), "{}", rm.path());
+        rm.reply(204, "");
+        let mut exited = inst.exited.clone();
+        tokio::time::timeout(Duration::from_secs(5), wait_exit(&mut exited))
+            .await
+            .expect("exited fires");
+        let why = exited.borrow().clone().unwrap();
+        assert!(
+            why.contains("out of memory") && why.contains("67108864"),
+            "{why}"
+        );
+        assert!(p.list().is_empty());
+        drop(logs);
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn a_container_that_exits_during_start_fails_with_its_output() {
+        let (p, mut v) = provider(settings());
+        let start = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.start(StartRequest {
+                    instance_id: "fn1-bad".into(),
+                    spec: spec(json!({})),
+                })
+                .await
+            }
+        });
+        v.expect("POST", "/containers/create")
+            .await
+            .json(201, json!({"Id": "dead"}));
+        v.expect("POST", "/containers/dead/start")
+            .await
+            .reply(204, "");
+        let _logs = v
+            .expect(
+                "GET",
+                "/containers/dead/logs?stdout=true&stderr=true&follow",
+            )
+            .await
+            .stream(200);
+        // The address lookup points at a port where nothing listens; the watcher's first
+        // inspect happens too.
+        let closed_port = free_loopback_port().unwrap();
+        v.expect("GET", "/containers/dead/json")
+            .await
+            .json(200, inspect_json(closed_port, true));
+        v.expect("GET", "/containers/dead/json")
+            .await
+            .json(200, inspect_json(closed_port, true));
+        v.expect("POST", "/containers/dead/wait")
+            .await
+            .json(200, json!({"StatusCode": 2}));
+        v.expect("GET", "/containers/dead/json")
+            .await
+            .json(200, inspect_json(closed_port, false));
+        v.expect("GET", "/containers/dead/logs?stdout=true&stderr=true&tail=")
+            .await
+            .reply(
+                200,
+                log_frame(
+                    2,
+                    "invalid configuration: WATCHDOG_CMD: is required but not set\n",
+                ),
+            );
+        v.expect("DELETE", "/containers/dead").await.reply(204, "");
+        let err = tokio::time::timeout(Duration::from_secs(5), start)
+            .await
+            .unwrap()
+            .unwrap()
+            .err()
+            .expect("start fails");
+        assert!(err.permanent, "exit code 2 is a configuration error");
+        assert!(
+            err.message.contains("exited with code 2")
+                && err.message.contains("WATCHDOG_CMD: is required"),
+            "{}",
+            err.message
+        );
+        assert!(p.list().is_empty());
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_is_a_permanent_failure_when_pulling_is_off() {
+        let (p, mut v) = provider(settings());
+        let start = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.start(StartRequest {
+                    instance_id: "fn1-x".into(),
+                    spec: spec(json!({})),
+                })
+                .await
+            }
+        });
+        v.expect("POST", "/containers/create")
+            .await
+            .json(404, json!({"message": "No such image: nanofaas/example:1"}));
+        let err = start.await.unwrap().err().unwrap();
+        assert!(err.permanent);
+        assert!(
+            err.message.contains("nanofaas/example:1")
+                && err.message.contains("not on the container engine"),
+            "{}",
+            err.message
+        );
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_is_pulled_then_created_when_allowed() {
+        let mut s = settings();
+        s.pull = Pull::Missing;
+        let (p, mut v) = provider(s);
+        let job = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.start_job(JobRequest {
+                    instance_id: "fn1-job-1".into(),
+                    spec: spec(json!({"executionMode": "JOB"})),
+                    execution_id: "e1".into(),
+                    trace_id: "t1".into(),
+                    attempt: 1,
+                    payload: Bytes::from_static(b"{\"input\":1}"),
+                    timeout: Duration::from_secs(3),
+                    callback_url: "http://registry-less:9/cb".into(),
+                    callback_token: "tok".into(),
+                })
+                .await
+            }
+        });
+        v.expect("POST", "/containers/create")
+            .await
+            .json(404, json!({"message": "No such image: nanofaas/example:1"}));
+        let pull = v
+            .expect("POST", "/images/create?fromImage=nanofaas%2Fexample&tag=1")
+            .await;
+        // Pull errors come inside the progress stream.
+        pull.reply(
+            200,
+            "{\"status\":\"Pulling\"}\n{\"error\":\"no route to registry\"}\n",
+        );
+        let err = job.await.unwrap().err().unwrap();
+        assert!(err.permanent);
+        assert!(
+            err.message.contains("no route to registry"),
+            "{}",
+            err.message
+        );
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn jobs_with_a_loopback_callback_share_the_host_network() {
+        let (p, mut v) = provider(settings());
+        let job = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.start_job(JobRequest {
+                    instance_id: "fn1-job-2".into(),
+                    spec: spec(json!({"executionMode": "JOB"})),
+                    execution_id: "e2".into(),
+                    trace_id: "t2".into(),
+                    attempt: 2,
+                    payload: Bytes::from_static(b"{\"input\":2}"),
+                    timeout: Duration::from_secs(3),
+                    callback_url: "http://127.0.0.1:8080/v1/internal/executions".into(),
+                    callback_token: "tok".into(),
+                })
+                .await
+            }
+        });
+        let create = v
+            .expect("POST", "/containers/create?name=nanofaas-fn1-job-2")
+            .await;
+        let body = create.body();
+        assert_eq!(body["HostConfig"]["NetworkMode"], "host");
+        assert!(body.get("ExposedPorts").is_none());
+        assert_eq!(body["Labels"][LABEL_KIND], "job");
+        let env = env_of(&body);
+        assert_eq!(env["EXECUTION_MODE"], "HTTP");
+        assert_eq!(env["EXECUTION_ID"], "e2");
+        assert_eq!(env["CALLBACK_TOKEN"], "tok");
+        assert_eq!(env["DISPATCH_ATTEMPT"], "2");
+        assert_eq!(env["INVOCATION_PAYLOAD"], "{\"input\":2}");
+        let port: u16 = env["PORT"].parse().unwrap();
+        assert_ne!(
+            port, RUNTIME_PORT,
+            "a free host port, not the in-container one"
+        );
+        create.json(201, json!({"Id": "j2"}));
+        v.expect("POST", "/containers/j2/start")
+            .await
+            .reply(204, "");
+        let job = job.await.unwrap().expect("job started");
+        let _logs = v.expect("GET", "/containers/j2/logs").await.stream(200);
+        v.expect("GET", "/containers/j2/json")
+            .await
+            .json(200, inspect_json(1, true));
+        let wait = v.expect("POST", "/containers/j2/wait").await;
+        // Stop: SIGTERM, the container ends, the watcher cleans up.
+        let stop = tokio::spawn({
+            let p = p.clone();
+            async move { p.stop("fn1-job-2").await }
+        });
+        let kill = v.expect("POST", "/containers/j2/kill").await;
+        assert!(kill.path().ends_with("signal=SIGTERM"), "{}", kill.path());
+        kill.reply(204, "");
+        wait.json(200, json!({"StatusCode": 143}));
+        v.expect("GET", "/containers/j2/json")
+            .await
+            .json(404, json!({"message": "gone"}));
+        v.expect("GET", "/containers/j2/logs")
+            .await
+            .json(404, json!({"message": "gone"}));
+        v.expect("DELETE", "/containers/j2").await.reply(204, "");
+        tokio::time::timeout(Duration::from_secs(5), stop)
+            .await
+            .expect("stop returns once the container is gone")
+            .unwrap();
+        assert_eq!(
+            job.exited.borrow().as_deref(),
+            Some("the container was stopped (SIGTERM, exit code 143)")
+        );
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn jobs_with_another_callback_host_join_the_configured_network() {
+        let mut s = settings();
+        s.network = Some("nanofaas-net".into());
+        let (p, mut v) = provider(s);
+        let job = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.start_job(JobRequest {
+                    instance_id: "fn1-job-3".into(),
+                    spec: spec(json!({"executionMode": "JOB", "runtimeMode": "STDIO"})),
+                    execution_id: "e3".into(),
+                    trace_id: "t3".into(),
+                    attempt: 1,
+                    payload: Bytes::from_static(b"{}"),
+                    timeout: Duration::from_secs(3),
+                    callback_url: "http://host.docker.internal:8080/v1/internal/executions".into(),
+                    callback_token: "tok".into(),
+                })
+                .await
+            }
+        });
+        let create = v.expect("POST", "/containers/create").await;
+        let body = create.body();
+        assert_eq!(body["HostConfig"]["NetworkMode"], "nanofaas-net");
+        assert_eq!(
+            body["HostConfig"]["ExtraHosts"],
+            json!(["host.docker.internal:host-gateway"])
+        );
+        let env = env_of(&body);
+        assert_eq!(env["EXECUTION_MODE"], "STDIO");
+        assert!(!env.contains_key("RUNTIME_URL"));
+        create.json(500, json!({"message": "disk full"}));
+        let err = job.await.unwrap().err().unwrap();
+        assert!(!err.permanent);
+        assert!(err.message.contains("disk full"), "{}", err.message);
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn orphans_of_dead_owners_on_this_host_are_removed_and_others_kept() {
+        let (p, mut v) = provider(settings());
+        let task = tokio::spawn({
+            let p = p.clone();
+            async move { p.cleanup_orphans().await }
+        });
+        v.expect("GET", "/_ping").await.reply(200, "OK");
+        let list = v.expect("GET", "/containers/json?all=true&filters=").await;
+        assert!(
+            list.path().contains("dev.nanofaas.owner"),
+            "{}",
+            list.path()
+        );
+        let host = hostname();
+        list.json(
+            200,
+            json!([
+                {"Id": "dead1", "Labels": {LABEL_OWNER: format!("{host}/1:1"), LABEL_INSTANCE: "a"}},
+                {"Id": "mine", "Labels": {LABEL_OWNER: p.owner()}},
+                {"Id": "other-host", "Labels": {LABEL_OWNER: "elsewhere/1:1"}},
+                {"Id": "garbage", "Labels": {LABEL_OWNER: "???"}},
+            ]),
+        );
+        v.expect("DELETE", "/containers/dead1").await.reply(204, "");
+        assert_eq!(task.await.unwrap(), 1);
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_engine_makes_cleanup_a_logged_no_op() {
+        let (p, mut v) = provider(settings());
+        let task = tokio::spawn({
+            let p = p.clone();
+            async move { p.cleanup_orphans().await }
+        });
+        v.expect("GET", "/_ping").await.fail("connection refused");
+        assert_eq!(task.await.unwrap(), 0);
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_refuses_new_starts_and_removes_what_it_owns() {
+        let (p, mut v) = provider(settings());
+        let task = tokio::spawn({
+            let p = p.clone();
+            async move { p.shutdown().await }
+        });
+        let list = v.expect("GET", "/containers/json").await;
+        assert!(
+            list.path().contains(&encode_owner(p.owner())),
+            "{}",
+            list.path()
+        );
+        list.json(200, json!([{"Id": "straggler", "Labels": {}}]));
+        v.expect("DELETE", "/containers/straggler")
+            .await
+            .reply(204, "");
+        task.await.unwrap();
+        let err = p
+            .start(StartRequest {
+                instance_id: "late".into(),
+                spec: spec(json!({})),
+            })
+            .await
+            .err()
+            .unwrap();
+        assert!(err.message.contains("shutting down"));
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    fn encode_owner(owner: &str) -> String {
+        api::encode(owner)
+    }
+
+    #[tokio::test]
+    async fn container_address_mode_uses_the_network_ip() {
+        let mut s = settings();
+        s.address = Address::Container;
+        s.network = Some("net1".into());
+        let (p, _v) = provider(s);
+        let mut i: ContainerInspect = serde_json::from_value(inspect_json(1, true)).unwrap();
+        i.network_settings.networks.insert(
+            "net1".into(),
+            api::EndpointSettings {
+                ip_address: "10.1.2.3".into(),
+            },
+        );
+        assert_eq!(p.address(&i).unwrap(), "10.1.2.3:8080".parse().unwrap());
+        let cfg = p.container_config(&spec(json!({})), "i", "warm", vec![], p.warm_host_config());
+        assert!(cfg.get("ExposedPorts").is_none());
+        assert_eq!(cfg["HostConfig"]["NetworkMode"], "net1");
+        assert!(cfg["HostConfig"].get("PortBindings").is_none());
+    }
+
+    #[test]
+    fn validation_wants_an_image() {
+        let (p, _v) = provider(settings());
+        let only_cmd =
+            FunctionSpec::from_json(br#"{"name":"f","command":"python3 x.py"}"#).unwrap();
+        let e = p.validate(&only_cmd).unwrap_err();
+        assert_eq!(e.field, "image");
+        let pool = FunctionSpec::from_json(
+            br#"{"name":"f","executionMode":"POOL","endpointUrl":"http://127.0.0.1:1/invoke"}"#,
+        )
+        .unwrap();
+        assert!(p.validate(&pool).is_ok());
+        assert!(p
+            .validate(&spec(json!({"command": "ignored here"})))
+            .is_ok());
+    }
+
+    #[test]
+    fn owners_loopback_and_reasons() {
+        let me = hostname();
+        assert!(!owner_dead_here(&owner_identity(), &me));
+        assert!(owner_dead_here(&format!("{me}/1:1"), &me));
+        assert!(!owner_dead_here("elsewhere/1:1", &me));
+        assert!(!owner_dead_here("garbage", &me));
+        assert!(loopback_url("http://127.0.0.1:8080/v1/internal/executions"));
+        assert!(loopback_url("http://localhost/x"));
+        assert!(loopback_url("http://[::1]:80/x"));
+        assert!(!loopback_url("http://172.17.0.1:8080/x"));
+        assert!(!loopback_url("http://host.docker.internal:8080/x"));
+        assert_eq!(
+            url_host("http://host.docker.internal:8080/x"),
+            "host.docker.internal"
+        );
+        assert_eq!(exit_reason(3, None), "the container exited with code 3");
+        assert!(exit_reason(137, None).contains("SIGKILL"));
+        assert_eq!(Address::parse("published"), Some(Address::Published));
+        assert_eq!(Address::parse("x"), None);
+        assert_eq!(Pull::parse("missing"), Some(Pull::Missing));
+    }
+
+    #[test]
+    fn log_tail_replace_keeps_the_last_lines() {
+        let t = LogTail::default();
+        t.replace((0..100).map(|i| format!("l{i}")).collect());
+        let s = t.snapshot();
+        assert_eq!(s.len(), TAIL_LINES);
+        assert_eq!(s.last().unwrap(), "l99");
+        assert_eq!(s[0], format!("l{}", 100 - TAIL_LINES));
+    }
+}
