@@ -53,12 +53,19 @@ settings! {
     "dispatch.connect_timeout_ms" = "2000" : "Timeout for opening a connection to an instance or endpoint.",
     "dispatch.idle_connection_timeout_ms" = "60000" : "Idle keep-alive connections to instances are closed after this long.",
     "dispatch.max_idle_connections_per_host" = "256" : "Most idle keep-alive connections kept per instance or endpoint.",
-    "provider.type" = "\"process\"" : "What starts instances of DEPLOYMENT and JOB functions: process (local child processes) or none (POOL functions only).",
+    "provider.type" = "\"process\"" : "What starts instances of DEPLOYMENT and JOB functions: process (local child processes), docker (containers on a Docker or Podman engine) or none (POOL functions only).",
     "provider.startup_timeout_ms" = "30000" : "How long an instance may take to become ready; a dispatch waits at most this long (or the function's timeout if longer) for one.",
     "provider.stop_grace_ms" = "5000" : "How long a stopping instance may take to finish its invocation before it is killed.",
     "provider.log_lines_per_second" = "100" : "Lines of each instance's output forwarded to the log per second; the rest are counted and dropped.",
     "provider.process.watchdog" = "\"\"" : "Path of nanofaas-watchdog. Empty: next to the nanofaas binary, else on PATH.",
     "provider.process.bind" = "\"127.0.0.1\"" : "Address instances of the process provider listen on.",
+    // --- docker provider (provider/docker.rs) ---
+    "provider.docker.socket" = "\"\"" : "Container engine API socket: a path or unix:// URL. Empty: DOCKER_HOST when it is a unix:// URL, else /var/run/docker.sock. Podman's Docker-compatible socket works too.",
+    "provider.docker.network" = "\"\"" : "Network warm and JOB containers join (e.g. a user-defined bridge). Empty: the engine's default bridge. JOB containers whose callback URL is a loopback address use the host's network instead, so that the URL works as is.",
+    "provider.docker.address" = "\"published\"" : "How the control plane reaches a warm container: published (the watchdog's port 8080 published on 127.0.0.1 at a port the engine picks; works with every engine) or container (the container's IP on its network, port 8080; one proxy hop less, needs the control plane on the engine's Linux host or on that network).",
+    "provider.docker.pull" = "\"missing\"" : "Whether an image the engine does not have is pulled before its first container: missing (pull it) or never (fail the start with STARTUP_ERROR).",
+    "provider.docker.api_timeout_ms" = "30000" : "Timeout of one call to the container engine (image pulls excepted: up to 10 minutes).",
+    // --- end docker provider ---
     "pool.health_check_interval_ms" = "10000" : "How often idle instances are health-checked; 0 = never.",
     "pool.start_backoff_ms" = "500" : "Delay after an instance fails to start before another start is tried; doubles with each consecutive failure.",
     "pool.start_backoff_max_ms" = "30000" : "Longest delay between start attempts of a function whose instances keep failing.",
@@ -94,6 +101,30 @@ pub struct ProviderConfig {
     pub stop_grace_ms: u64,
     pub log_lines_per_second: u32,
     pub process: ProcessConfig,
+    pub docker: DockerConfig,
+}
+
+/// `provider.docker.*` (see the docker provider).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    pub socket: String,
+    pub network: String,
+    pub address: String,
+    pub pull: String,
+    pub api_timeout_ms: u64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: String::new(),
+            network: String::new(),
+            address: "published".into(),
+            pull: "missing".into(),
+            api_timeout_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +151,7 @@ impl Default for ProviderConfig {
             stop_grace_ms: 5000,
             log_lines_per_second: 100,
             process: ProcessConfig::default(),
+            docker: DockerConfig::default(),
         }
     }
 }
@@ -343,8 +375,20 @@ impl Config {
         if self.dispatch.connect_timeout_ms == 0 {
             return bad("dispatch.connect_timeout_ms", "must be more than 0");
         }
-        if !matches!(self.provider.kind.as_str(), "process" | "none") {
-            return bad("provider.type", "must be process or none");
+        if !matches!(self.provider.kind.as_str(), "process" | "docker" | "none") {
+            return bad("provider.type", "must be process, docker or none");
+        }
+        if !matches!(
+            self.provider.docker.address.as_str(),
+            "published" | "container"
+        ) {
+            return bad("provider.docker.address", "must be published or container");
+        }
+        if !matches!(self.provider.docker.pull.as_str(), "missing" | "never") {
+            return bad("provider.docker.pull", "must be missing or never");
+        }
+        if self.provider.docker.api_timeout_ms == 0 {
+            return bad("provider.docker.api_timeout_ms", "must be more than 0");
         }
         if self
             .provider

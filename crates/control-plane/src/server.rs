@@ -79,7 +79,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
 }
 
 /// The backend factory for `provider.type`: `none` serves POOL functions only; `process` also
-/// runs DEPLOYMENT and JOB functions as local processes.
+/// runs DEPLOYMENT and JOB functions as local processes, `docker` as containers.
 pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String> {
     let c = &ctx.config;
     match c.provider.kind.as_str() {
@@ -113,6 +113,12 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
                 pool_settings(c),
             )))
         }
+        "docker" => Ok(Arc::new(ManagedFactory::new(
+            Arc::new(crate::provider::docker::from_config(&c.provider)?),
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            pool_settings(c),
+        ))),
         other => Err(format!("provider.type {other:?} is not supported")),
     }
 }

@@ -1034,6 +1034,35 @@ impl Provider for DockerProvider {
     }
 }
 
+/// The provider `provider.docker.*` describes. Fails when the engine's socket does not exist
+/// (the engine itself is reached, and orphans removed, when the control plane prepares).
+pub fn from_config(c: &crate::config::ProviderConfig) -> Result<DockerProvider, String> {
+    let d = &c.docker;
+    let socket = unix::socket_path(&d.socket, std::env::var("DOCKER_HOST").ok().as_deref())?;
+    if !socket.exists() {
+        return Err(format!(
+            "provider.type is docker but the engine socket {} does not exist (start Docker or Podman, or set provider.docker.socket or DOCKER_HOST)",
+            socket.display()
+        ));
+    }
+    let engine = Engine::new(
+        Arc::new(unix::UnixTransport::new(socket)),
+        Duration::from_millis(d.api_timeout_ms),
+    );
+    Ok(DockerProvider::new(
+        engine,
+        DockerSettings {
+            network: Some(d.network.clone()).filter(|n| !n.is_empty()),
+            address: Address::parse(&d.address)
+                .ok_or("provider.docker.address must be published or container")?,
+            pull: Pull::parse(&d.pull).ok_or("provider.docker.pull must be missing or never")?,
+            startup_timeout: Duration::from_millis(c.startup_timeout_ms),
+            stop_grace: Duration::from_millis(c.stop_grace_ms),
+            log_lines_per_second: c.log_lines_per_second,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::fake::{pair, Verifier};
