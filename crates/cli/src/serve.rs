@@ -7,23 +7,23 @@ use nanofaas_control_plane::Config;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
     /// TOML configuration file (settings: docs/configuration.md).
     #[arg(long, short = 'c', value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
+    pub listen: Option<String>,
     /// Folder for state kept across restarts ("" keeps nothing).
     #[arg(long, value_name = "DIR")]
-    state_dir: Option<String>,
+    pub state_dir: Option<String>,
     /// Log level or filter (error, warn, info, debug, trace).
     #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
+    pub log_level: Option<String>,
     /// Any setting, as KEY=VALUE (repeatable), e.g. --set executions.ttl_ms=60000.
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    pub set: Vec<String>,
 }
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -48,11 +48,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         .map_err(|e| err(Exit::Usage, e.to_string()))
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
-    nanofaas_control_plane::telemetry::init(&config.log_level, config.log_format == "json")
-        .map_err(|e| err(Exit::Usage, e))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime the control plane runs on.
+pub fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| {
@@ -60,8 +58,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Exit::StartFailed,
                 format!("cannot start the async runtime: {e}"),
             )
-        })?;
+        })
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    nanofaas_control_plane::telemetry::init(&config.log_level, config.log_format == "json")
+        .map_err(|e| err(Exit::Usage, e))?;
+    let rt = server_runtime()?;
     rt.block_on(async move {
+        let mut signals = Signals::new()?;
         let handle = nanofaas_control_plane::start(config)
             .await
             .map_err(|e| err(Exit::StartFailed, e.to_string()))?;
@@ -69,7 +75,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("nanofaas listening on http://{}", handle.addr);
         let stop = handle.stop_signal();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            let which = signals.recv().await;
+            tracing::info!("{which} received");
             let _ = stop.send(true);
         });
         handle.wait().await;
@@ -79,12 +86,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGINT and SIGTERM, caught from the moment this is created (so that neither kills the
+/// process before an orderly stop).
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let handler = |kind, name: &str| {
+            signal(kind).map_err(|e| {
+                err(
+                    Exit::StartFailed,
+                    format!("cannot install the {name} handler: {e}"),
+                )
+            })
+        };
+        Ok(Signals {
+            int: handler(SignalKind::interrupt(), "SIGINT")?,
+            term: handler(SignalKind::terminate(), "SIGTERM")?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
