@@ -256,11 +256,14 @@ pub async fn cmd_get(client: &Client, format: Format, name: &str) -> anyhow::Res
     let v = r.json()?;
     match format {
         Format::Json => output::json(&v),
-        // YAML, as a manifest would hold it.
-        Format::Table => print!(
-            "{}",
-            serde_yaml::to_string(&v).map_err(|e| err(Exit::Failure, e.to_string()))?
-        ),
+        // YAML, as a manifest would hold it, in the spec's field order (name first).
+        Format::Table => {
+            let yaml = match serde_json::from_value::<FunctionSpec>(v.clone()) {
+                Ok(spec) => serde_yaml::to_string(&spec),
+                Err(_) => serde_yaml::to_string(&v),
+            };
+            print!("{}", yaml.map_err(|e| err(Exit::Failure, e.to_string()))?)
+        }
     }
     Ok(())
 }

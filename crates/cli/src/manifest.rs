@@ -154,12 +154,18 @@ pub fn parse(
         env,
     };
     let mut doc: Yaml = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        let mut reason = strip_position(&e.to_string());
+        let line_text = line.and_then(|l| text.lines().nth(l.saturating_sub(1)));
+        if reason.contains("flow") && line_text.is_some_and(|t| t.contains("${")) {
+            reason.push_str("; inside { } or [ ], quote values that use ${...}: \"${NAME}\"");
+        }
         ManifestError::Invalid(Problem {
             file: file.to_path_buf(),
-            line: e.location().map(|l| l.line()),
+            line,
             function: None,
             field: None,
-            reason: strip_position(&e.to_string()),
+            reason,
         })
     })?;
     doc.apply_merge()
@@ -688,11 +694,18 @@ fn kind(v: &Yaml) -> &'static str {
     }
 }
 
+/// Removes serde_yaml's " at line N column M" (the line is reported separately).
 fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
+    let Some(i) = msg.find(" at line ") else {
+        return msg.to_string();
+    };
+    let rest = &msg[i + " at line ".len()..];
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = match rest.strip_prefix(" column ") {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    format!("{}{}", &msg[..i], rest)
 }
 
 /// The 1-based line of the node at `path` in `text`, or of its nearest ancestor that exists.
@@ -1131,6 +1144,14 @@ example:
         let p = problem("functions:\n  - name: a\n   command: x\n", &[]);
         assert_eq!(p.line, Some(3), "{p}");
         assert_eq!(p.field, None);
+        assert!(!p.reason.contains("line 3"), "{p}");
+        let p = problem(
+            "functions:\n  - name: a\n    env: { A: ${X:-1}, B: c }\n",
+            &[],
+        );
+        assert_eq!(p.line, Some(3), "{p}");
+        assert!(p.reason.contains("quote values"), "{p}");
+        assert!(p.reason.contains("while parsing"), "{p}");
         let p = problem("functions: {name: a}\n", &[]);
         assert!(p.reason.contains("must be a list"), "{p}");
         let p = problem("- a\n", &[]);
