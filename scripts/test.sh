@@ -4,21 +4,14 @@
 # packages with apt-get when running as root.
 #
 # Tiers (see docs/testing.md):
-#   1. Rust unit and integration tests (integration tests start the real binaries on loopback).
-#   2. Python runtime tests (pytest) and Java runtime tests (JUnit 5).
+#   1. Python runtime tests (pytest) and Java runtime tests (JUnit 5); they also install the
+#      Python and Java prerequisites that the Rust end-to-end test of the examples needs.
+#   2. Rust unit and integration tests (integration tests start the real binaries on loopback).
 #   3. Docker tests: skipped loudly without an engine; mandatory with NANOFAAS_REQUIRE_DOCKER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
-
-step "Rust: build and test the workspace"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-  cargo test --workspace --doc
-else
-  cargo test --workspace
-fi
 
 # --- Python runtime (runtimes/python) ---------------------------------------------------------
 step "Python runtime: venv and pytest"
@@ -32,6 +25,16 @@ step "Java runtime: Debian packages, build and JUnit 5"
 scripts/java-env.sh
 runtimes/java/build.sh test
 # --- end Java runtime --------------------------------------------------------------------------
+
+# Rust last of the three: the end-to-end test (crates/e2e) runs the examples' setup steps, which
+# need the JDK and Jackson installed above.
+step "Rust: build and test the workspace"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  cargo test --workspace --doc
+else
+  cargo test --workspace
+fi
 
 # --- API conformance (openapi.yaml against the live server) -----------------------------------
 step "API: openapi.yaml against the running control plane (schemathesis)"
