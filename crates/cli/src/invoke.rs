@@ -24,7 +24,7 @@ pub struct InvokeArgs {
     /// `-d` is the whole request body ({"input": ..., "metadata": {...}}), not just the input.
     #[arg(long)]
     pub raw: bool,
-    /// Timeout of this invocation in milliseconds (default: the function's timeoutMs).
+    /// Timeout of this invocation in milliseconds; it can only shorten the function's timeoutMs.
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
     /// Makes the invocation idempotent: the same key returns the same execution (within the
@@ -181,7 +181,7 @@ pub fn execution_failed(name: &str, id: &str, status: u16, error: &Value) -> any
         Exit::FunctionError
     };
     let hint = match code {
-        "TIMEOUT" => "; raise the limit with --timeout-ms or the function's timeoutMs",
+        "TIMEOUT" => "; raise the function's timeoutMs if it needs longer (--timeout-ms can only shorten it)",
         "STARTUP_ERROR" | "SPAWN_ERROR" => {
             "; its instance could not start: check the function's command (`nanofaas fn get NAME`) and the control plane's log"
         }

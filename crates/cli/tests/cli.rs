@@ -451,7 +451,7 @@ fn invoke_data_forms_headers_cold_and_warm() {
             "-o",
             "json",
         ])
-        .fails(8, &["TIMEOUT", "--timeout-ms"]);
+        .fails(8, &["TIMEOUT", "timeoutMs"]);
     assert_eq!(out.json()["status"], "timeout");
 
     // Usage errors.
