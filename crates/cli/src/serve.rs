@@ -48,6 +48,17 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         .map_err(|e| err(Exit::Usage, e.to_string()))
 }
 
+/// Why the control plane did not start (exit code 3), with what to do about an address in use.
+pub fn start_error(e: nanofaas_control_plane::server::StartError) -> anyhow::Error {
+    let hint = match &e {
+        nanofaas_control_plane::server::StartError::Bind { .. } => {
+            "; is another nanofaas (or another program) listening there? Stop it or choose another address with --listen"
+        }
+        _ => "",
+    };
+    err(Exit::StartFailed, format!("{e}{hint}"))
+}
+
 /// The multi-threaded runtime the control plane runs on.
 pub fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -70,7 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut signals = Signals::new()?;
         let handle = nanofaas_control_plane::start(config)
             .await
-            .map_err(|e| err(Exit::StartFailed, e.to_string()))?;
+            .map_err(start_error)?;
         // Machine-readable line for scripts and tests that start the server on port 0.
         println!("nanofaas listening on http://{}", handle.addr);
         let stop = handle.stop_signal();

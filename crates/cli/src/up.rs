@@ -75,7 +75,7 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
         let state_dir = config.state_dir.clone();
         let handle = nanofaas_control_plane::start(config)
             .await
-            .map_err(|e| err(Exit::StartFailed, e.to_string()))?;
+            .map_err(serve::start_error)?;
         let addr = handle.addr;
         let host = if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())

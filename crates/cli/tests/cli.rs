@@ -692,6 +692,29 @@ fn a_second_server_on_a_used_address_exits_3() {
     );
     assert_eq!(out.code, 3, "{out:#?}");
     assert!(out.stderr.contains("cannot listen"), "{out:#?}");
+    assert!(out.stderr.contains("--listen"), "{out:#?}");
+    let out = run_cli(
+        &s.endpoint,
+        &[
+            "up",
+            "--listen",
+            &addr,
+            "--state-dir",
+            "",
+            "-f",
+            "/dev/null",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 6, "an empty manifest is refused first: {out:#?}");
+    let m = s.manifest("none.yaml", "functions: []\n");
+    let out = run_cli(
+        &s.endpoint,
+        &["up", "--listen", &addr, "--state-dir", "", "-f", &m],
+        None,
+    );
+    assert_eq!(out.code, 3, "{out:#?}");
+    assert!(out.stderr.contains("cannot listen"), "{out:#?}");
     let out = run_cli(&s.endpoint, &["serve", "--set", "nope=1"], None);
     assert_eq!(out.code, 2, "{out:#?}");
 }
@@ -811,6 +834,84 @@ fn up_sets_up_deploys_answers_and_stops_without_leftovers() {
     );
     assert!(up.lines(Stream::Stderr).iter().any(|l| l == "stopped"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn up_interrupted_during_setup_exits_130_and_stops_the_step() {
+    let dir = temp_dir("upint");
+    std::fs::write(
+        dir.join("m.yaml"),
+        "setup:\n  - name: long step\n    run: sleep 300 & echo $! > step.pid; wait\nfunctions: []\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(NANOFAAS);
+    cmd.current_dir(&dir).args([
+        "up",
+        "-f",
+        "m.yaml",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        "",
+    ]);
+    let mut up = Proc::spawn(cmd).expect("spawn nanofaas up");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let step_pid: u32 = loop {
+        if let Some(p) = std::fs::read_to_string(dir.join("step.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step never started:\n{}",
+            up.output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(pid_alive(step_pid));
+    up.signal(libc::SIGINT).unwrap();
+    let status = up
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("up did not stop:\n{}", up.output()));
+    assert_eq!(status.code(), Some(130), "{}", up.output());
+    assert!(
+        wait_all_dead(&[step_pid], Duration::from_secs(5)),
+        "the setup step's process survived"
+    );
+    assert!(up
+        .lines(Stream::Stderr)
+        .iter()
+        .any(|l| l.contains("SIGINT received during setup")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A server that answers every request with `500` and a body that is not nanofaas's.
+fn broken_server() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        // One request per CLI run below; bounded.
+        for _ in 0..1 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops",
+            );
+        }
+    });
+    (format!("http://{addr}"), t)
+}
+
+#[test]
+fn an_unexpected_server_error_exits_1() {
+    let (endpoint, t) = broken_server();
+    run_cli(&endpoint, &["fn", "list"], None).fails(1, &["HTTP 500", "oops"]);
+    t.join().unwrap();
 }
 
 #[test]
