@@ -5,6 +5,7 @@
 #   python     nanofaas/python-runtime:TAG         Python runtime (needs watchdog)
 #   java       nanofaas/java-runtime:TAG           Java runtime (needs watchdog)
 #   examples   nanofaas/example-python-hello:TAG   examples/python-hello on the Python runtime
+#              nanofaas/example-java-hello:TAG     examples/java-hello on the Java runtime
 #
 # Usage: scripts/docker-images.sh [--local-base | --pull] [watchdog|python|java|examples|all]...
 #   (no image named: all)
@@ -44,8 +45,8 @@ for a in "$@"; do
 done
 ((${#targets[@]})) || targets=(watchdog python java examples)
 want() { local t; for t in "${targets[@]}"; do [[ $t == "$1" ]] && return 0; done; return 1; }
-# Runtime images need the watchdog image, the example needs the Python runtime.
-want examples && targets+=(python)
+# Runtime images need the watchdog image, the examples need the runtimes.
+want examples && targets+=(python java)
 { want python || want java; } && targets+=(watchdog)
 
 command -v docker >/dev/null 2>&1 || die "the docker command is not installed"
@@ -208,4 +209,14 @@ if want examples; then
   cp deploy/examples/python-hello/Dockerfile "$ctx/"
   hash=$(inputs "$(image_id "$py_image")" -- "$ctx")
   build "nanofaas/example-python-hello:$tag" "$hash" "$ctx" --build-arg "RUNTIME_IMAGE=$py_image"
+fi
+if want examples; then
+  say "building the hello-java handler jar (examples/java-hello/build.sh)"
+  examples/java-hello/build.sh >&2 || die "examples/java-hello/build.sh failed"
+  ctx=$work/example-java-hello
+  mkdir -p "$ctx"
+  cp examples/java-hello/build/hello.jar "$ctx/"
+  cp deploy/examples/java-hello/Dockerfile "$ctx/"
+  hash=$(inputs "$(image_id "$java_image")" -- "$ctx")
+  build "nanofaas/example-java-hello:$tag" "$hash" "$ctx" --build-arg "RUNTIME_IMAGE=$java_image"
 fi

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const EXAMPLE_IMAGE: &str = "nanofaas/example-python-hello:latest";
+const JAVA_EXAMPLE_IMAGE: &str = "nanofaas/example-java-hello:latest";
 const TEST_IMAGE: &str = "nanofaas/test-python:latest";
 
 /// The test function: who served the call (process, container host name, nanofaas instance),
@@ -273,6 +274,29 @@ async fn a_python_function_is_cold_once_then_warm_in_the_same_container_and_proc
     cp.shutdown().await;
     let left = none_left(&engine, &name).await;
     assert!(left.is_empty(), "shutdown left containers: {left:?}");
+}
+
+#[tokio::test]
+async fn a_java_function_runs_warm_in_its_container() {
+    let Some(engine) = docker().await else { return };
+    let cp = Cp::start(docker_config()).await;
+    let name = unique("java");
+    deploy(&cp, &name, JAVA_EXAMPLE_IMAGE, json!({})).await;
+    let first = invoke(&cp, &name, json!({"name": "Ada"})).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-cold-start"), Some("true"));
+    assert_eq!(first.json()["output"]["greeting"], "Hello, Ada!");
+    assert_eq!(first.json()["output"]["runtime"], "java");
+    let pid = first.json()["output"]["pid"].as_u64().unwrap();
+    for i in 0..5 {
+        let r = invoke(&cp, &name, json!({"name": i.to_string()})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-cold-start"), Some("false"));
+        assert_eq!(r.json()["output"]["pid"].as_u64().unwrap(), pid, "same JVM");
+    }
+    assert_eq!(containers(&engine, &name).await.len(), 1);
+    cp.shutdown().await;
+    assert!(none_left(&engine, &name).await.is_empty());
 }
 
 #[tokio::test]
