@@ -26,6 +26,20 @@ scripts/java-env.sh
 runtimes/java/build.sh test
 # --- end Java runtime --------------------------------------------------------------------------
 
+# --- Docker images (deploy/, scripts/docker-images.sh) -----------------------------------------
+# The images the Docker tests run, built from the project's files; reused when their inputs did
+# not change (the first run on a machine builds local Debian bases: a few minutes).
+if docker version >/dev/null 2>&1; then
+  step "Docker: images for the Docker tests (reused when unchanged)"
+  scripts/docker-images.sh
+elif [[ ${NANOFAAS_REQUIRE_DOCKER:-} == 1 ]]; then
+  echo "NANOFAAS_REQUIRE_DOCKER=1 but no container engine answers ('docker version' failed)" >&2
+  exit 1
+else
+  step "Docker: SKIPPED: no container engine answers; the Docker tests will skip (NANOFAAS_REQUIRE_DOCKER=1 makes this an error)"
+fi
+# --- end Docker images --------------------------------------------------------------------------
+
 # Rust last of the three: the end-to-end test (crates/e2e) runs the examples' setup steps, which
 # need the JDK and Jackson installed above.
 step "Rust: build and test the workspace"
