@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # nanofaas benchmarks. One subcommand per suite:
 #
-#   bench/run.sh watchdog     the warm watchdog vs calling the echo runtime directly
+#   bench/run.sh watchdog       the warm watchdog vs calling the echo runtime directly
+#   bench/run.sh control-plane  a sync invoke through the control plane (POOL) vs the echo runtime
+#                               directly; RSS after a million invocations
+#   bench/run.sh chain          control plane -> watchdog -> runtime (process provider) vs direct;
+#                               cold start of a Rust function
 #
-# Knobs (environment): RUNS (repetitions, default 5), DURATION (measured seconds per run,
+# Knobs (environment): CP_FILL (invocations before the control plane's RSS is read, default
+# 1000000), COLD_RUNS (cold starts measured, default 15), RUNS (repetitions, default 5), DURATION (measured seconds per run,
 # default 3), WARMUP (seconds, default 1), CONNECTIONS_HIGH (default 32), WD_CONCURRENCY
 # (WARM_CONCURRENCY of the high-concurrency watchdog, default 32), WD_THREADS (WATCHDOG_THREADS,
 # default: the watchdog's own default).
@@ -110,7 +115,7 @@ for line in open(sys.argv[1]):
 def med(xs): return statistics.median(xs)
 def pick(label, key): return [r[key] for r in R[label]]
 def paired(a, b, key, f): return [f(x[key], y[key]) for x, y in zip(R[a], R[b])]
-def perrun(): return "; ".join(l + ": " + " ".join("%d/%.0f" % (r["p50_us"], r["rps"]) for r in R[l]) for l in R)
+def perrun(): return "; ".join(l + ": " + " ".join("%d/%.0f" % (r["p50_us"], r["rps"]) for r in R[l]) for l in R if "p50_us" in R[l][0])
 v = eval(sys.argv[2])
 print(f"{v:.3f}" if isinstance(v, float) else v)
 PY
@@ -127,6 +132,7 @@ verdict() { python3 -c "print('met' if ($1) else 'MISSED')"; }
 suite_watchdog() {
   local high="${CONNECTIONS_HIGH:-32}" wd_conc="${WD_CONCURRENCY:-32}"
   log "== watchdog suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  log "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
   build_release nanofaas-echo-runtime nanofaas-loadgen
   local wd
   wd=$("$ROOT/scripts/build-static.sh")
@@ -172,6 +178,7 @@ suite_watchdog() {
   local rss_after; rss_after=$(rss_kb "$wd1_pid")
   local rss_afterN; rss_afterN=$(rss_kb "$wdN_pid")
   local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R)')
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
   log ""
   log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
@@ -196,20 +203,166 @@ suite_watchdog() {
   log "per run (p50 us / req/s): $(stats 'perrun()')"
 }
 
+# start_cp <name> [serve args...]: starts `nanofaas serve` on a free port with no state; sets
+# CP_URL and LAST_PID.
+start_cp() {
+  local name="$1"; shift
+  start_bg "$name" -- "$REL/nanofaas" serve --listen 127.0.0.1:0 --state-dir "" "$@"
+  local line; line=$(wait_line "$OUT/$name.log" '^nanofaas listening on ' 20)
+  CP_URL=${line#nanofaas listening on }
+}
+
+# register <cp url> <json spec>: registers a function or fails loudly.
+register() {
+  curl -fsS -XPOST "$1/v1/functions" -H 'content-type: application/json' -d "$2" >/dev/null
+}
+
+suite_control_plane() {
+  local high="${CONNECTIONS_HIGH:-32}"
+  log "== control-plane suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
+  local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
+  local echo_port; echo_port=$(free_port)
+  start_bg echo-cp "PORT=$echo_port" -- "$REL/echo-runtime"
+  wait_http "http://127.0.0.1:$echo_port/health" 10
+  # Default settings, except that no instance provider is needed: a POOL function.
+  start_cp cp-bench --set provider.type=none
+  local cp_pid=$LAST_PID
+  register "$CP_URL" "{\"name\":\"echo\",\"executionMode\":\"POOL\",\"endpointUrl\":\"http://127.0.0.1:$echo_port/invoke\",\"concurrency\":256,\"queueSize\":1000}"
+  local inv="$CP_URL/v1/functions/echo:invoke"
+  for run in $(seq "$RUNS"); do
+    log "run $run/$RUNS"
+    loadgen_json direct-1 -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
+    loadgen_json cp-1 -c 1 -b "$body" "$inv"
+    loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
+    loadgen_json cp-N -c "$high" -b "$body" "$inv"
+  done
+  # Memory after a million invocations with default settings (records kept for the TTL, capped).
+  local total; total=$(stats 'int(sum(sum(pick(l, "requests")) for l in ("cp-1", "cp-N")))')
+  local d
+  local fill="${CP_FILL:-1000000}"
+  while (( total < fill )); do
+    d=$(( (fill - total) / 15000 + 2 ))
+    (( d > 30 )) && d=30
+    local json; json=$("$REL/loadgen" --json -d "$d" -w 0 -c "$high" -b "$body" "$inv")
+    printf '{"label":"fill","result":%s}\n' "$json" >>"$RAW"
+    total=$(( total + $(python3 -c "import json,sys; print(json.loads(sys.argv[1])['requests'])" "$json") ))
+  done
+  sleep 1
+  local rss; rss=$(rss_kb "$cp_pid")
+  local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R)')
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+  log ""
+  log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
+  row "metric" "control plane" "direct" "ratio/added" "target" "verdict"
+  local added ratio
+  added=$(stats 'med(paired("cp-1","direct-1","p50_us",lambda a,b:a-b))')
+  row "p50 latency, 1 conn (us)" "$(stats 'med(pick("cp-1","p50_us"))')" "$(stats 'med(pick("direct-1","p50_us"))')" "+$added us" "<= +80 us" "$(verdict "$added <= 80")"
+  row "p99 latency, 1 conn (us)" "$(stats 'med(pick("cp-1","p99_us"))')" "$(stats 'med(pick("direct-1","p99_us"))')" "" "" ""
+  row "throughput, 1 conn (req/s)" "$(stats 'med(pick("cp-1","rps"))')" "$(stats 'med(pick("direct-1","rps"))')" "$(stats 'med(paired("cp-1","direct-1","rps",lambda a,b:a/b))')" "" ""
+  ratio=$(stats 'med(paired("cp-N","direct-N","rps",lambda a,b:a/b))')
+  row "throughput, $high conns (req/s)" "$(stats 'med(pick("cp-N","rps"))')" "$(stats 'med(pick("direct-N","rps"))')" "x$ratio" ">= x0.35" "$(verdict "$ratio >= 0.35")"
+  row "p50 latency, $high conns (us)" "$(stats 'med(pick("cp-N","p50_us"))')" "$(stats 'med(pick("direct-N","p50_us"))')" "" "" ""
+  row "p99 latency, $high conns (us)" "$(stats 'med(pick("cp-N","p99_us"))')" "$(stats 'med(pick("direct-N","p99_us"))')" "" "" ""
+  row "RSS after $total invocations (KiB)" "$rss" "" "" "<= 146484 (150 MB)" "$(verdict "$rss * 1024 <= 150000000")"
+  row "errors (all runs)" "$errors" "" "" "0" "$(verdict "$errors == 0")"
+  log ""
+  log "per run (p50 us / req/s): $(stats 'perrun()')"
+}
+
+# cold_starts <cp url> <spec json with NAME placeholder> <n>: registers a fresh function n times,
+# times its first (cold) invocation from request to response, deletes it; prints the times in ms
+# as JSON, then the warm median of 200 calls on the last one.
+cold_starts() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import http.client, json, statistics, sys, time, urllib.parse
+base, spec_tpl, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+u = urllib.parse.urlparse(base)
+def call(method, path, body=None):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c.request(method, path, body=body, headers={"content-type": "application/json"})
+    r = c.getresponse(); data = r.read(); c.close()
+    return r.status, r.getheader("x-cold-start"), data
+colds, warm = [], []
+for i in range(n):
+    name = f"cold{i}"
+    st, _, data = call("POST", "/v1/functions", spec_tpl.replace("NAME", name))
+    assert st == 201, data
+    body = json.dumps({"input": {"i": i}})
+    t0 = time.perf_counter(); st, cold, data = call("POST", f"/v1/functions/{name}:invoke", body); t1 = time.perf_counter()
+    assert st == 200 and cold == "true", (st, cold, data)
+    colds.append((t1 - t0) * 1000)
+    if i == n - 1:
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        for _ in range(200):
+            t0 = time.perf_counter(); c.request("POST", f"/v1/functions/{name}:invoke", body=body, headers={"content-type": "application/json"})
+            r = c.getresponse(); r.read(); t1 = time.perf_counter()
+            assert r.status == 200 and r.getheader("x-cold-start") == "false"
+            warm.append((t1 - t0) * 1000)
+    call("DELETE", f"/v1/functions/{name}")
+print(json.dumps({"cold_ms": colds, "cold_p50_ms": statistics.median(colds), "warm_p50_ms": statistics.median(warm)}))
+PY
+}
+
+suite_chain() {
+  local high="${CONNECTIONS_HIGH:-32}"
+  log "== chain suite (control plane -> watchdog -> runtime, process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
+  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
+  local echo_port; echo_port=$(free_port)
+  start_bg echo-chain "PORT=$echo_port" -- "$REL/echo-runtime"
+  wait_http "http://127.0.0.1:$echo_port/health" 10
+  start_cp cp-chain --set "provider.process.watchdog=$wd"
+  # One instance serving one call at a time (latency), one serving many (throughput); both warm.
+  register "$CP_URL" "{\"name\":\"chain1\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
+  register "$CP_URL" "{\"name\":\"chainN\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
+  sleep 1
+  for run in $(seq "$RUNS"); do
+    log "run $run/$RUNS"
+    loadgen_json direct-1 -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
+    loadgen_json chain-1 -c 1 -b "$body" "$CP_URL/v1/functions/chain1:invoke"
+    loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
+    loadgen_json chain-N -c "$high" -b "$body" "$CP_URL/v1/functions/chainN:invoke"
+  done
+  local rust; rust=$(cold_starts "$CP_URL" "{\"name\":\"NAME\",\"command\":\"$REL/echo-runtime\"}" "${COLD_RUNS:-15}")
+  printf '{"label":"cold-rust","result":%s}\n' "$rust" >>"$RAW"
+  local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
+
+  log ""
+  log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
+  row "metric" "full chain" "direct" "ratio/added" "target" "verdict"
+  local added ratio cold warm
+  added=$(stats 'med(paired("chain-1","direct-1","p50_us",lambda a,b:a-b))')
+  row "p50 latency, 1 conn (us)" "$(stats 'med(pick("chain-1","p50_us"))')" "$(stats 'med(pick("direct-1","p50_us"))')" "+$added us" "<= +150 us" "$(verdict "$added <= 150")"
+  row "p99 latency, 1 conn (us)" "$(stats 'med(pick("chain-1","p99_us"))')" "$(stats 'med(pick("direct-1","p99_us"))')" "" "" ""
+  ratio=$(stats 'med(paired("chain-N","direct-N","rps",lambda a,b:a/b))')
+  row "throughput, $high conns (req/s)" "$(stats 'med(pick("chain-N","rps"))')" "$(stats 'med(pick("direct-N","rps"))')" "x$ratio" ">= x0.25" "$(verdict "$ratio >= 0.25")"
+  row "p50 latency, $high conns (us)" "$(stats 'med(pick("chain-N","p50_us"))')" "$(stats 'med(pick("direct-N","p50_us"))')" "" "" ""
+  cold=$(stats 'R["cold-rust"][0]["cold_p50_ms"]'); warm=$(stats 'R["cold-rust"][0]["warm_p50_ms"]')
+  row "Rust cold start, request->response (ms)" "$cold" "" "" "<= 15 ms" "$(verdict "$cold <= 15")"
+  row "Rust warm call, same path (ms)" "$warm" "" "cold/warm x$(stats 'R["cold-rust"][0]["cold_p50_ms"] / R["cold-rust"][0]["warm_p50_ms"]')" "" ""
+  row "errors (all runs)" "$errors" "" "" "0" "$(verdict "$errors == 0")"
+  log ""
+  log "cold starts (ms): $(stats 'sorted(round(x, 2) for x in R["cold-rust"][0]["cold_ms"])')"
+  log "per run (p50 us / req/s): $(stats 'perrun()')"
+}
+
 # ---------------------------------------------------------------- dispatch
 
 suite="${1:-}"
 case "$suite" in
-  watchdog)
+  watchdog|control-plane|chain)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
     : >"$REPORT"; : >"$RAW"
-    "suite_$suite"
+    "suite_${suite//-/_}"
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain)" >&2
     exit 2
     ;;
 esac
