@@ -64,7 +64,7 @@ use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -986,26 +986,33 @@ impl Provider for DockerProvider {
                 }
             };
             let me = hostname();
-            let mut n = 0;
-            for c in list {
-                let owner = c.label(LABEL_OWNER).unwrap_or_default();
-                if owner == self.owner || !owner_dead_here(owner, &me) {
-                    continue;
-                }
-                match self.engine.remove(&c.id).await {
-                    Ok(()) => {
-                        n += 1;
-                        tracing::warn!(
-                            container = %c.id.chars().take(12).collect::<String>(),
-                            instance = c.label(LABEL_INSTANCE).unwrap_or_default(),
-                            function = c.label(LABEL_FUNCTION).unwrap_or_default(),
-                            "removed a container left behind by a control plane that died"
-                        );
+            let orphans: Vec<_> = list
+                .into_iter()
+                .filter(|c| {
+                    let owner = c.label(LABEL_OWNER).unwrap_or_default();
+                    owner != self.owner && owner_dead_here(owner, &me)
+                })
+                .collect();
+            let removed = AtomicUsize::new(0);
+            super::process::join_all(orphans.iter().map(|c| {
+                let removed = &removed;
+                async move {
+                    match self.engine.remove(&c.id).await {
+                        Ok(()) => {
+                            removed.fetch_add(1, Ordering::SeqCst);
+                            tracing::warn!(
+                                container = %c.id.chars().take(12).collect::<String>(),
+                                instance = c.label(LABEL_INSTANCE).unwrap_or_default(),
+                                function = c.label(LABEL_FUNCTION).unwrap_or_default(),
+                                "removed a container left behind by a control plane that died"
+                            );
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot remove an orphaned container"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot remove an orphaned container"),
                 }
-            }
-            n
+            }))
+            .await;
+            removed.into_inner()
         })
     }
 

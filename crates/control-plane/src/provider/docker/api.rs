@@ -224,11 +224,14 @@ impl Engine {
     }
 
     /// Sends a request and returns the status and the streaming body (no timeout on the body).
+    /// `bounded`: the answer's head must come within the timeout (long-lived calls such as
+    /// `wait` may hold it back until they are done, so they are not bounded).
     async fn open(
         &self,
         method: Method,
         path: String,
         body: Option<&Value>,
+        bounded: bool,
     ) -> Result<ApiResponse, EngineError> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(&path));
         let req = ApiRequest {
@@ -236,7 +239,8 @@ impl Engine {
             path,
             body: body.map(|v| Bytes::from(v.to_string())),
         };
-        let resp = tokio::time::timeout(self.timeout, self.transport.send(req))
+        let limit = if bounded { self.timeout } else { Duration::MAX };
+        let resp = tokio::time::timeout(limit, self.transport.send(req))
             .await
             .map_err(|_| EngineError::Timeout {
                 what: what.clone(),
@@ -274,7 +278,7 @@ impl Engine {
         body: Option<&Value>,
     ) -> Result<Bytes, EngineError> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(&path));
-        let resp = self.open(method, path, body).await?;
+        let resp = self.open(method, path, body, true).await?;
         tokio::time::timeout(self.timeout, resp.body.collect(MAX_ANSWER))
             .await
             .map_err(|_| EngineError::Timeout {
@@ -404,6 +408,7 @@ impl Engine {
             Method::GET,
             format!("/containers/{id}/logs?stdout=true&stderr=true&follow=true"),
             None,
+            false,
         )
         .await
         .map(|r| r.body)
@@ -418,6 +423,7 @@ impl Engine {
                 Method::POST,
                 format!("/containers/{id}/wait?condition=not-running"),
                 None,
+                false,
             )
             .await?;
         let body = resp
@@ -444,18 +450,6 @@ impl Engine {
         })
     }
 
-    /// Whether the image is present on the engine.
-    pub async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
-        match self
-            .call(Method::GET, format!("/images/{image}/json"), None)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// `POST /images/create?fromImage=..`: pulls an image, bounded by `limit` in all. The
     /// engine reports failures inside its progress stream, which is read to the end.
     pub async fn pull(&self, image: &str, limit: Duration) -> Result<(), EngineError> {
@@ -467,7 +461,7 @@ impl Engine {
         }
         let fut =
             async {
-                let resp = self.open(Method::POST, path, None).await?;
+                let resp = self.open(Method::POST, path, None, true).await?;
                 let body = resp.body.collect(MAX_ANSWER).await.map_err(|why| {
                     EngineError::BadResponse {
                         what: what.clone(),
