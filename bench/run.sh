@@ -6,6 +6,8 @@
 #                               directly; RSS after a million invocations
 #   bench/run.sh chain          control plane -> watchdog -> runtime (process provider) vs direct;
 #                               cold start of a Rust function
+#   bench/run.sh docker         the docker provider beside the process provider: warm latency and
+#                               throughput, cold start (container create to first response)
 #
 # Knobs (environment): CP_FILL (invocations before the control plane's RSS is read, default
 # 1000000), COLD_RUNS (cold starts measured, default 15), RUNS (repetitions, default 5), DURATION (measured seconds per run,
@@ -349,11 +351,106 @@ suite_chain() {
   log "per run (p50 us / req/s): $(stats 'perrun()')"
 }
 
+# --- docker suite (docker provider beside the process provider) ------------------------------
+
+# wait_ready <cp url> <function> <seconds>: waits until the function has a ready instance.
+wait_ready() {
+  local deadline=$((SECONDS + $3))
+  until curl -fsS "$1/v1/functions/$2/instances" 2>/dev/null | grep -q '"state":"ready"'; do
+    if (( SECONDS >= deadline )); then echo "no ready instance of $2 at $1" >&2; return 1; fi
+    sleep 0.1
+  done
+}
+
+suite_docker() {
+  local high="${CONNECTIONS_HIGH:-32}"
+  log "== docker suite (docker provider beside the process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  docker version >/dev/null 2>&1 || { log "no container engine answers ('docker version' failed)"; return 1; }
+  log "engine: $(docker version -f '{{.Server.Version}}' 2>/dev/null), storage driver $(docker info -f '{{.Driver}}' 2>/dev/null)"
+  log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
+  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  "$ROOT/scripts/docker-images.sh" python examples >&2
+  local venv="${NANOFAAS_VENV:-$ROOT/.venv}"
+  "$ROOT/scripts/python-env.sh" "$venv" >&2
+  # The echo runtime as a function image: the same binary the process provider runs.
+  local ctx="$OUT/docker-echo-context"
+  rm -rf "$ctx"; mkdir -p "$ctx"
+  cp "$REL/echo-runtime" "$ctx/"
+  printf 'FROM nanofaas/python-runtime:latest\nCOPY echo-runtime /usr/local/bin/echo-runtime\nENV WATCHDOG_CMD=/usr/local/bin/echo-runtime\n' >"$ctx/Dockerfile"
+  docker build -q -t nanofaas/bench-echo:latest "$ctx" >/dev/null 2>"$OUT/docker-echo-build.log" \
+    || { cat "$OUT/docker-echo-build.log" >&2; return 1; }
+
+  local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
+  # Three control planes: process provider; docker, published port; docker, container address.
+  local proc_url pub_url ip_url
+  start_cp cp-dk-proc --set "provider.process.watchdog=$wd"; proc_url=$CP_URL
+  start_cp cp-dk-pub --set provider.type=docker; pub_url=$CP_URL
+  start_cp cp-dk-ip --set provider.type=docker --set provider.docker.address=container; ip_url=$CP_URL
+  local u spec
+  for u in "$proc_url" "$pub_url" "$ip_url"; do
+    if [[ $u == "$proc_url" ]]; then spec="\"command\":\"$REL/echo-runtime\""; else spec='"image":"nanofaas/bench-echo:latest"'; fi
+    register "$u" "{\"name\":\"echo1\",$spec,\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
+    register "$u" "{\"name\":\"echoN\",$spec,\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
+  done
+  for u in "$proc_url" "$pub_url" "$ip_url"; do
+    wait_ready "$u" echo1 60; wait_ready "$u" echoN 60
+  done
+  for run in $(seq "$RUNS"); do
+    log "run $run/$RUNS"
+    loadgen_json proc-1 -c 1 -b "$body" "$proc_url/v1/functions/echo1:invoke"
+    loadgen_json pub-1 -c 1 -b "$body" "$pub_url/v1/functions/echo1:invoke"
+    loadgen_json ip-1 -c 1 -b "$body" "$ip_url/v1/functions/echo1:invoke"
+    loadgen_json proc-N -c "$high" -b "$body" "$proc_url/v1/functions/echoN:invoke"
+    loadgen_json pub-N -c "$high" -b "$body" "$pub_url/v1/functions/echoN:invoke"
+    loadgen_json ip-N -c "$high" -b "$body" "$ip_url/v1/functions/echoN:invoke"
+  done
+  # Cold starts, each a freshly registered function's first call: the echo runtime, then the
+  # Python example (examples/python-hello) as a process and as an image.
+  local n="${COLD_RUNS:-15}" r
+  r=$(cold_starts "$proc_url" "{\"name\":\"NAME\",\"command\":\"$REL/echo-runtime\"}" "$n")
+  printf '{"label":"cold-echo-proc","result":%s}\n' "$r" >>"$RAW"
+  r=$(cold_starts "$pub_url" '{"name":"NAME","image":"nanofaas/bench-echo:latest"}' "$n")
+  printf '{"label":"cold-echo-docker","result":%s}\n' "$r" >>"$RAW"
+  r=$(cold_starts "$proc_url" "{\"name\":\"NAME\",\"command\":\"$venv/bin/python -m nanofaas_runtime\",\"workingDir\":\"$ROOT/examples/python-hello\"}" "$n")
+  printf '{"label":"cold-py-proc","result":%s}\n' "$r" >>"$RAW"
+  r=$(cold_starts "$pub_url" '{"name":"NAME","image":"nanofaas/example-python-hello:latest"}' "$n")
+  printf '{"label":"cold-py-docker","result":%s}\n' "$r" >>"$RAW"
+  local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+  log ""
+  log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
+  log "docker = published port (127.0.0.1::8080, the default); docker/ip = provider.docker.address=container"
+  row "metric" "docker" "process" "ratio/added" "target" "verdict"
+  local x
+  for x in pub ip; do
+    local label="docker"; [[ $x == ip ]] && label="docker/ip"
+    row "warm p50, 1 conn, $label (us)" "$(stats "med(pick('$x-1','p50_us'))")" "$(stats 'med(pick("proc-1","p50_us"))')" "+$(stats "med(paired('$x-1','proc-1','p50_us',lambda a,b:a-b))") us" "" ""
+    row "warm p99, 1 conn, $label (us)" "$(stats "med(pick('$x-1','p99_us'))")" "$(stats 'med(pick("proc-1","p99_us"))')" "x$(stats "med(paired('$x-1','proc-1','p99_us',lambda a,b:a/b))")" "" ""
+    row "throughput, $high conns, $label (req/s)" "$(stats "med(pick('$x-N','rps'))")" "$(stats 'med(pick("proc-N","rps"))')" "x$(stats "med(paired('$x-N','proc-N','rps',lambda a,b:a/b))")" "" ""
+  done
+  local kind
+  for kind in echo py; do
+    local what="echo runtime"; [[ $kind == py ]] && what="Python example"
+    row "cold start, $what (ms)" "$(stats "R['cold-$kind-docker'][0]['cold_p50_ms']")" "$(stats "R['cold-$kind-proc'][0]['cold_p50_ms']")" "x$(stats "R['cold-$kind-docker'][0]['cold_p50_ms'] / R['cold-$kind-proc'][0]['cold_p50_ms']")" "" ""
+    row "warm call after it, $what (ms)" "$(stats "R['cold-$kind-docker'][0]['warm_p50_ms']")" "$(stats "R['cold-$kind-proc'][0]['warm_p50_ms']")" "x$(stats "R['cold-$kind-docker'][0]['warm_p50_ms'] / R['cold-$kind-proc'][0]['warm_p50_ms']")" "" ""
+  done
+  row "errors (all runs)" "$errors" "" "" "0" "$(verdict "$errors == 0")"
+  log ""
+  for kind in echo-docker echo-proc py-docker py-proc; do
+    log "cold starts $kind (ms): $(stats "sorted(round(x, 1) for x in R['cold-$kind'][0]['cold_ms'])")"
+  done
+  log "per run (p50 us / req/s): $(stats 'perrun()')"
+}
+
+# --- end docker suite ---------------------------------------------------------------------------
+
 # ---------------------------------------------------------------- dispatch
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain)
+  watchdog|control-plane|chain|docker)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -362,7 +459,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, docker)" >&2
     exit 2
     ;;
 esac
