@@ -242,6 +242,8 @@ impl Execution {
         st.status = outcome.status();
         st.finished_at = Some(now_ms());
         st.request = None;
+        // The attempt's outcome may share the connection buffer; the final one is an exact copy.
+        st.attempt_outcome = None;
         st.result = Some(outcome);
         drop(st);
         self.changed.notify_waiters();
