@@ -635,3 +635,18 @@ async fn a_client_that_disconnects_does_not_cut_the_call_short() {
         (json!(0), json!(2))
     );
 }
+
+#[tokio::test]
+async fn large_payloads_pass_and_oversized_ones_get_413() {
+    let w = start_warm(&[("MAX_PAYLOAD_BYTES", "2000000")]).await;
+    let big = "x".repeat(1_000_000);
+    let r = call(&w, "big", json!(big)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["echo"].as_str().map(str::len), Some(1_000_000));
+    let huge = "y".repeat(2_100_000);
+    let r = call(&w, "huge", json!(huge)).await;
+    assert_eq!(r.status, 413, "{}", &r.text()[..200.min(r.text().len())]);
+    assert_eq!(r.json()["error"]["code"], "PAYLOAD_TOO_LARGE");
+    // The connection and the runtime are still fine.
+    assert_eq!(pid_of(&call(&w, "after", json!(1)).await), w.runtime_pid);
+}
