@@ -93,6 +93,9 @@ const PROBE_MAX_DELAY: Duration = Duration::from_millis(5);
 /// Consecutive failed `wait` calls before the instance is declared lost.
 const WAIT_ATTEMPTS: u32 = 30;
 const TAIL_LINES: usize = 40;
+/// Largest JOB payload: it travels in `INVOCATION_PAYLOAD`, and Linux caps one environment
+/// string at 128 KiB (`MAX_ARG_STRLEN`, name included).
+const MAX_ENV_PAYLOAD: usize = 128 * 1024 - 64;
 
 /// How the control plane reaches a warm container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,13 +380,20 @@ impl DockerProvider {
         env: Vec<(String, String)>,
         host: Map<String, Value>,
     ) -> Value {
-        let mut vars: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        vars.push(format!("NANOFAAS_INSTANCE={instance_id}"));
-        vars.push(format!("NANOFAAS_FUNCTION={}", spec.name));
+        let mut ours = env;
+        ours.push(("NANOFAAS_INSTANCE".into(), instance_id.into()));
+        ours.push(("NANOFAAS_FUNCTION".into(), spec.name.clone()));
         if let Some(rc) = &spec.runtime_command {
-            vars.push(format!("WATCHDOG_CMD={rc}"));
+            ours.push(("WATCHDOG_CMD".into(), rc.clone()));
         }
-        vars.extend(env.into_iter().map(|(k, v)| format!("{k}={v}")));
+        // The spec's variables, then ours; a name set by both is ours (one entry per name).
+        let vars: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| !ours.iter().any(|(o, _)| o == *k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(ours.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
         let mut host_config = host;
         host_config.insert("Init".into(), json!(true));
         if let Some(res) = &spec.resources {
@@ -813,9 +823,10 @@ impl Provider for DockerProvider {
                 ));
             }
             let config = self.container_config(spec, id, "warm", env, self.warm_host_config());
-            let deadline = Instant::now() + self.settings.startup_timeout;
             let container = self.create(id, spec, &config).await?;
             let entry = self.launch(id, spec, "warm", container).await?;
+            // From the container's start (an image pull before it does not count).
+            let deadline = Instant::now() + self.settings.startup_timeout;
             if self.closed.load(Ordering::SeqCst) {
                 self.stop_entry(id, entry).await;
                 return Err(Self::closed_failure());
@@ -871,6 +882,15 @@ impl Provider for DockerProvider {
                 return Err(Self::closed_failure());
             }
             let spec = &req.spec;
+            if req.payload.len() > MAX_ENV_PAYLOAD {
+                return Err(StartFailure {
+                    message: format!(
+                        "the invocation is {} bytes; a JOB instance gets it in an environment variable, which holds at most {MAX_ENV_PAYLOAD} bytes (use executionMode DEPLOYMENT for larger payloads)",
+                        req.payload.len()
+                    ),
+                    permanent: true,
+                });
+            }
             let host_network = loopback_url(&req.callback_url);
             let mut env = vec![
                 (
@@ -1197,6 +1217,13 @@ mod tests {
         assert_eq!(env["WATCHDOG_CMD"], "python3 -m nanofaas_runtime");
         assert_eq!(env["WARM_CONCURRENCY"], "2");
         assert_eq!(env["PORT"], "8081", "ours wins over the spec's PORT");
+        let ports = body["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.as_str().unwrap().starts_with("PORT="))
+            .count();
+        assert_eq!(ports, 1, "one entry per name");
         assert_eq!(env["RUNTIME_URL"], "http://127.0.0.1:8081/invoke");
         create.json(201, json!({"Id": "c0ffee0000000000", "Warnings": []}));
         v.expect("POST", "/containers/c0ffee0000000000/start")
@@ -1478,6 +1505,29 @@ mod tests {
             Some("the container was stopped (SIGTERM, exit code 143)")
         );
         v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn a_job_payload_too_large_for_the_environment_is_refused_before_any_call() {
+        let (p, mut v) = provider(settings());
+        let err = p
+            .start_job(JobRequest {
+                instance_id: "fn1-job-big".into(),
+                spec: spec(json!({"executionMode": "JOB"})),
+                execution_id: "e".into(),
+                trace_id: "t".into(),
+                attempt: 1,
+                payload: Bytes::from(vec![b' '; 200 * 1024]),
+                timeout: Duration::from_secs(3),
+                callback_url: "http://127.0.0.1:1/cb".into(),
+                callback_token: "tok".into(),
+            })
+            .await
+            .err()
+            .unwrap();
+        assert!(err.permanent);
+        assert!(err.message.contains("DEPLOYMENT"), "{}", err.message);
+        v.assert_idle(Duration::from_millis(50)).await;
     }
 
     #[tokio::test]
