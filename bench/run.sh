@@ -8,6 +8,8 @@
 #                               cold start of a Rust function
 #   bench/run.sh docker         the docker provider beside the process provider: warm latency and
 #                               throughput, cold start (container create to first response)
+#   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
+#                               runtime alone: warm latency, cold start, where Python's goes
 #
 # Knobs (environment): CP_FILL (invocations before the control plane's RSS is read, default
 # 1000000), COLD_RUNS (cold starts measured, default 15), RUNS (repetitions, default 5), DURATION (measured seconds per run,
@@ -446,11 +448,170 @@ suite_docker() {
 
 # --- end docker suite ---------------------------------------------------------------------------
 
+# --- runtimes suite (examples: Python, Java, Rust) ------------------------------------------------
+
+# start_to_health <dir> <n> <env...> -- <command...>: starts the command n times in <dir> with a
+# free PORT, polls GET /health every millisecond until 200, then stops it (SIGTERM, then SIGKILL
+# to its process group); prints the times from spawn to the first 200, in ms, as a JSON list.
+start_to_health() {
+  local dir="$1" n="$2"; shift 2
+  local envs=()
+  while [[ "$1" != "--" ]]; do envs+=("$1"); shift; done
+  shift
+  python3 - "$dir" "$n" "${#envs[@]}" "${envs[@]}" "$@" <<'PY'
+import http.client, json, os, signal, socket, subprocess, sys, time
+d, n, ne = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+envs = dict(e.split("=", 1) for e in sys.argv[4:4 + ne])
+cmd = sys.argv[4 + ne:]
+out = []
+for _ in range(n):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    env = dict(os.environ, **envs, PORT=str(port))
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ok = False
+    while time.perf_counter() - t0 < 30 and p.poll() is None:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/health"); r = c.getresponse(); r.read(); c.close()
+            if r.status == 200:
+                ok = True
+                break
+        except OSError:
+            time.sleep(0.001)
+    t1 = time.perf_counter()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+            p.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    p.wait()
+    assert ok, f"{cmd} never answered /health"
+    out.append((t1 - t0) * 1000)
+print(json.dumps(out))
+PY
+}
+
+# tree_rss_kb <pid>: VmRSS of a process and its children, in KiB.
+tree_rss_kb() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" 2>/dev/null || true); do
+    total=$(( total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
+# runtime_alone <lang> <n>: start_to_health for the example of that runtime, run as its manifest
+# runs it but without watchdog or control plane.
+runtime_alone() {
+  local ex="$ROOT/examples"
+  case "$1" in
+    python) start_to_health "$ex/python-hello" "$2" HANDLER_MODULE=handler -- "$ROOT/.nanofaas/python/bin/python" -m nanofaas_runtime ;;
+    java) start_to_health "$ex/java-hello" "$2" "HANDLER_CLASSPATH=$ex/java-hello/build/hello.jar" -- "$ROOT/runtimes/java/bin/nanofaas-java-runtime" ;;
+    rust) start_to_health "$ex/rust-hello" "$2" -- "$ROOT/.nanofaas/bin/rust-hello" ;;
+  esac
+}
+
+suite_runtimes() {
+  local cold_runs="${COLD_RUNS:-15}"
+  log "== runtimes suite (the Python, Java and Rust examples through control plane -> watchdog -> runtime, process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s COLD_RUNS=$cold_runs"
+  log "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
+  build_release nanofaas-cli nanofaas-loadgen
+  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  start_cp cp-runtimes --set "provider.process.watchdog=$wd"
+  # The examples exactly as `nanofaas up` deploys them: the manifest's setup steps (Python venv,
+  # Java runtime and handler jar, release build of rust-hello), then every function.
+  "$REL/nanofaas" --endpoint "$CP_URL" fn apply --setup -f "$ROOT/examples/manifest.yaml" >&2
+
+  local body='{"input":{"name":"bench"}}'
+  local langs=(python java rust) ports=() i l p
+  # The same runtimes started directly (no control plane, no watchdog): the baseline.
+  local ex="$ROOT/examples" py="$ROOT/.nanofaas/python/bin/python"
+  p=$(free_port); ports+=("$p")
+  start_bg direct-python "PORT=$p" HANDLER_MODULE=handler -- sh -c "cd '$ex/python-hello' && exec '$py' -m nanofaas_runtime"
+  p=$(free_port); ports+=("$p")
+  start_bg direct-java "PORT=$p" "HANDLER_CLASSPATH=$ex/java-hello/build/hello.jar" -- "$ROOT/runtimes/java/bin/nanofaas-java-runtime"
+  p=$(free_port); ports+=("$p")
+  start_bg direct-rust "PORT=$p" -- "$ROOT/.nanofaas/bin/rust-hello"
+  for i in 0 1 2; do
+    wait_http "http://127.0.0.1:${ports[$i]}/health" 30
+    # The first call through the chain starts the warm instance (cold starts are measured below).
+    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/hello-${langs[$i]}:invoke" -d "$body"
+  done
+
+  # Warm: one connection, interleaved runs, direct and through the chain.
+  for run in $(seq "$RUNS"); do
+    log "warm run $run/$RUNS"
+    for i in 0 1 2; do
+      loadgen_json "direct-${langs[$i]}" -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:${ports[$i]}/invoke"
+      loadgen_json "chain-${langs[$i]}" -c 1 -b "$body" "$CP_URL/v1/functions/hello-${langs[$i]}:invoke"
+    done
+  done
+  # Memory of each warm instance's runtime process (with its children: gunicorn's worker).
+  local rss=() rpid
+  for l in "${langs[@]}"; do
+    rpid=$(curl -fsS "$CP_URL/v1/functions/hello-$l/instances" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["runtimePid"])')
+    rss+=("$(tree_rss_kb "$rpid")")
+  done
+
+  # Cold: a fresh copy of each function invoked once, request to response, then deleted; and the
+  # runtime alone, spawn to first 200 on /health. Interleaved, one of each per round.
+  declare -A specs
+  for l in "${langs[@]}"; do
+    specs[$l]=$("$REL/nanofaas" --endpoint "$CP_URL" -o json fn get "hello-$l" \
+      | python3 -c 'import json,sys; s=json.load(sys.stdin); s["name"]="NAME"; print(json.dumps(s))')
+  done
+  for run in $(seq "$cold_runs"); do
+    log "cold round $run/$cold_runs"
+    for l in "${langs[@]}"; do
+      printf '{"label":"cold-%s","result":%s}\n' "$l" "$(cold_starts "$CP_URL" "${specs[$l]}" 1)" >>"$RAW"
+      printf '{"label":"alone-%s","result":{"ms":%s}}\n' "$l" "$(runtime_alone "$l" 1)" >>"$RAW"
+    done
+  done
+  local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+  log ""
+  log "warm, 1 connection: medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
+  row "warm (1 conn)" "chain p50 us" "direct p50 us" "chain added us" "chain p99 us" "chain req/s"
+  for l in "${langs[@]}"; do
+    row "$l" "$(stats "med(pick('chain-$l','p50_us'))")" "$(stats "med(pick('direct-$l','p50_us'))")" \
+      "+$(stats "med(paired('chain-$l','direct-$l','p50_us',lambda a,b:a-b))")" \
+      "$(stats "med(pick('chain-$l','p99_us'))")" "$(stats "med(pick('chain-$l','rps'))")"
+  done
+  log ""
+  log "cold start, $cold_runs rounds: medians (min in brackets), ms; RSS of the warm runtime"
+  row "cold start" "chain req->resp" "alone ->health" "chain - alone" "warm req->resp" "runtime RSS KiB"
+  local c a
+  for i in 0 1 2; do
+    l=${langs[$i]}
+    c="[x for r in R['cold-$l'] for x in r['cold_ms']]"
+    a="[x for r in R['alone-$l'] for x in r['ms']]"
+    row "$l" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)"))" \
+      "$(stats "round(med($a), 1)") ($(stats "round(min($a), 1)"))" \
+      "$(stats "round(med($c) - med($a), 1)")" \
+      "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-$l']]), 2)")" "${rss[$i]}"
+  done
+  row "errors (all warm runs)" "$errors" "" "" "" ""
+  log ""
+  log "per run (p50 us / req/s): $(stats 'perrun()')"
+  for l in "${langs[@]}"; do
+    log "cold $l (ms): $(stats "sorted(round(x, 1) for r in R['cold-$l'] for x in r['cold_ms'])")"
+    log "alone $l (ms): $(stats "sorted(round(x, 1) for r in R['alone-$l'] for x in r['ms'])")"
+  done
+  log ""
+  log "where Python's cold start goes (runtimes/python/tools/coldstart.py --runs $cold_runs):"
+  "$py" "$ROOT/runtimes/python/tools/coldstart.py" --runs "$cold_runs" 2>&1 | tee -a "$REPORT" >&2
+}
+
+# --- end runtimes suite --------------------------------------------------------------------------
+
 # ---------------------------------------------------------------- dispatch
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain|docker)
+  watchdog|control-plane|chain|docker|runtimes)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -459,7 +620,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, docker)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, docker, runtimes)" >&2
     exit 2
     ;;
 esac
