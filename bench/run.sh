@@ -428,7 +428,7 @@ suite_docker() {
   local x
   for x in pub ip; do
     local label="docker"; [[ $x == ip ]] && label="docker/ip"
-    row "warm p50, 1 conn, $label (us)" "$(stats "med(pick('$x-1','p50_us'))")" "$(stats 'med(pick("proc-1","p50_us"))')" "+$(stats "med(paired('$x-1','proc-1','p50_us',lambda a,b:a-b))") us" "" ""
+    row "warm p50, 1 conn, $label (us)" "$(stats "med(pick('$x-1','p50_us'))")" "$(stats 'med(pick("proc-1","p50_us"))')" "$(stats "'%+d us' % med(paired('$x-1','proc-1','p50_us',lambda a,b:a-b))")" "" ""
     row "warm p99, 1 conn, $label (us)" "$(stats "med(pick('$x-1','p99_us'))")" "$(stats 'med(pick("proc-1","p99_us"))')" "x$(stats "med(paired('$x-1','proc-1','p99_us',lambda a,b:a/b))")" "" ""
     row "throughput, $high conns, $label (req/s)" "$(stats "med(pick('$x-N','rps'))")" "$(stats 'med(pick("proc-N","rps"))')" "x$(stats "med(paired('$x-N','proc-N','rps',lambda a,b:a/b))")" "" ""
   done
