@@ -8,11 +8,7 @@
 
 use crate::executions::{Execution, Failure, FailureKind, Outcome};
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{StatusCode, Uri};
 use nanofaas_api::{headers as h, ErrorCode, FunctionSpec};
 use std::future::Future;
 use std::pin::Pin;
@@ -22,26 +18,12 @@ use std::time::Duration;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The shared keep-alive HTTP client used for every dispatch.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = crate::h1::Client;
 
-/// Settings of the dispatch client.
-#[derive(Debug, Clone)]
-pub struct ClientSettings {
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_idle_per_host: usize,
-}
+pub use crate::h1::ClientSettings;
 
 pub fn http_client(s: &ClientSettings) -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(s.connect_timeout));
-    conn.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(s.idle_timeout)
-        .pool_max_idle_per_host(s.max_idle_per_host)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(conn)
+    crate::h1::Client::new(s.clone())
 }
 
 /// Where an instance must send its callback, and the proof it may.
@@ -152,51 +134,30 @@ pub async fn invoke_http(
     send_callback: bool,
     grace: Duration,
 ) -> (Outcome, Transport) {
-    let mut req = Request::new(Full::new(call.body.clone()));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = uri.clone();
-    let hm = req.headers_mut();
-    hm.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
-    hm.insert(h::EXECUTION_ID, hv(&call.exec.id));
-    hm.insert(h::TRACE_ID, hv(&call.exec.trace_id));
-    hm.insert(h::DISPATCH_ATTEMPT, HeaderValue::from(call.attempt));
-    hm.insert(
-        h::TIMEOUT_MS,
-        HeaderValue::from(call.timeout.as_millis() as u64),
-    );
-    if send_callback {
-        let cb = call.callback();
-        hm.insert(h::CALLBACK_URL, hv(&cb.url));
-        hm.insert(h::CALLBACK_TOKEN, hv(&cb.token));
+    let attempt = call.attempt.to_string();
+    let timeout_ms = (call.timeout.as_millis() as u64).to_string();
+    let cb = send_callback.then(|| call.callback());
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(7);
+    headers.push(("content-type", "application/json"));
+    headers.push((h::EXECUTION_ID, &call.exec.id));
+    headers.push((h::TRACE_ID, &call.exec.trace_id));
+    headers.push((h::DISPATCH_ATTEMPT, &attempt));
+    headers.push((h::TIMEOUT_MS, &timeout_ms));
+    if let Some(cb) = &cb {
+        headers.push((h::CALLBACK_URL, &cb.url));
+        headers.push((h::CALLBACK_TOKEN, &cb.token));
     }
     let max = call.max_output_bytes;
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| {
-            let connect = e.is_connect();
-            let msg = format!("{uri}: {}", error_chain(&e));
-            (connect, msg)
-        })?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), max)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    (false, format!("TOO_LARGE {max}"))
-                } else {
-                    (
-                        false,
-                        format!("{uri}: connection lost while reading the answer: {e}"),
-                    )
-                }
-            })?;
-        Ok::<_, (bool, String)>((status, body.to_bytes()))
+        match client.send("POST", uri, &headers, &call.body, max).await {
+            Ok(r) => Ok((
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                r.body,
+            )),
+            Err(crate::h1::Error::TooLarge(_)) => Err((false, format!("TOO_LARGE {max}"))),
+            Err(crate::h1::Error::Connect(m)) => Err((true, format!("{uri}: {m}"))),
+            Err(e) => Err((false, format!("{uri}: {e}"))),
+        }
     };
     let fail = |kind, code, msg: String| Outcome::Failure(Failure::new(kind, code, msg));
     match tokio::time::timeout(call.timeout + grace, exchange).await {
@@ -269,17 +230,6 @@ pub fn classify(status: StatusCode, body: Bytes) -> Outcome {
         _ => FailureKind::Function,
     };
     Outcome::Failure(Failure { error, kind })
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

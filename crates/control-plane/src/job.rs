@@ -12,6 +12,8 @@ use tokio::time::Instant;
 
 /// How long a result may trail the job's exit (the callback is posted just before it exits).
 const CALLBACK_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// How long a job that reported its result may take to exit on its own before it is stopped.
+const EXIT_AFTER_RESULT: Duration = Duration::from_secs(2);
 /// Extra time beyond the function's timeout before the job is killed: the watchdog enforces the
 /// timeout itself and reports it by callback.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
@@ -80,6 +82,15 @@ impl Backend for JobBackend {
                     format!("the job did not report within {} ms", call.timeout.as_millis()),
                 )),
             };
+            // The instance posted its result and is on its way out: let it read our answer and
+            // exit on its own for a moment before stopping it.
+            if !matches!(&outcome, Outcome::Failure(f) if f.kind == FailureKind::Timeout) {
+                let _ = tokio::time::timeout(
+                    EXIT_AFTER_RESULT,
+                    crate::provider::process::wait_exit(&mut exited),
+                )
+                .await;
+            }
             self.provider.stop(&job.id).await;
             self.metrics.global.instances_running.dec();
             self.metrics.global.instances_stopped.inc();

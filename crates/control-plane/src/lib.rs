@@ -9,7 +9,8 @@
 //! - [`admission`]: per-function concurrency limit and bounded FIFO queue, backpressure.
 //! - [`executions`]: execution records, one outcome per attempt, the bounded store.
 //! - [`idempotency`]: idempotency keys bound to executions.
-//! - [`dispatch`]: the `Backend` trait and the HTTP hop to endpoints and instances.
+//! - [`dispatch`]: the `Backend` trait and the HTTP hop to endpoints and instances ([`h1`]: the
+//!   inline keep-alive HTTP/1.1 client of that hop).
 //! - [`managed`]: builds the backend of each function: endpoint, warm [`pool`] or [`job`].
 //! - [`pool`]: warm instances of a DEPLOYMENT function: leasing, scaling, recycling, health.
 //! - [`job`]: one one-shot instance per attempt, completed by callback (JOB).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod executions;
+pub mod h1;
 pub mod idempotency;
 pub mod ids;
 pub mod job;

@@ -645,12 +645,9 @@ impl Pool {
                 .collect()
         };
         for (seq, conn) in idle {
-            let req = http::Request::get(conn.health.clone())
-                .body(http_body_util::Full::new(bytes::Bytes::new()));
-            let Ok(req) = req else { continue };
             let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await,
-                Ok(Ok(r)) if r.status().is_success()
+                tokio::time::timeout(Duration::from_secs(2), self.client.send("GET", &conn.health, &[], b"", 64 * 1024)).await,
+                Ok(Ok(r)) if (200..300).contains(&r.status)
             );
             if !ok {
                 let id = {

@@ -13,7 +13,10 @@ mod common;
 use common::*;
 use nanofaas_control_plane::provider::docker::api::Engine;
 use nanofaas_control_plane::provider::docker::unix::{socket_path, UnixTransport};
-use nanofaas_control_plane::provider::docker::{LABEL_FUNCTION, LABEL_INSTANCE, LABEL_OWNER};
+use nanofaas_control_plane::provider::docker::{
+    Address, DockerProvider, DockerSettings, Pull, LABEL_FUNCTION, LABEL_INSTANCE, LABEL_OWNER,
+};
+use nanofaas_control_plane::provider::{Provider, StartRequest};
 use nanofaas_control_plane::Config;
 use nanofaas_testkit::{workspace_bin, Proc, Stream};
 use serde_json::{json, Value};
@@ -297,6 +300,90 @@ async fn a_java_function_runs_warm_in_its_container() {
     assert_eq!(containers(&engine, &name).await.len(), 1);
     cp.shutdown().await;
     assert!(none_left(&engine, &name).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_runtime_that_cannot_start_gives_startup_error_with_its_output() {
+    let Some(engine) = docker().await else { return };
+    let cp = Cp::start(docker_config()).await;
+    let name = unique("broken");
+    deploy(
+        &cp,
+        &name,
+        TEST_IMAGE,
+        json!({"runtimeCommand": "python3 -c \"import sys; print('boom: the handler is missing', file=sys.stderr); sys.exit(3)\""}),
+    )
+    .await;
+    let r = invoke(&cp, &name, json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let err = &r.json()["error"];
+    assert_eq!(err["code"], "STARTUP_ERROR");
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("boom: the handler is missing") && msg.contains("failed to start"),
+        "the container's output is in the message: {msg}"
+    );
+    let left = none_left(&engine, &name).await;
+    assert!(left.is_empty(), "a failed start left containers: {left:?}");
+    cp.shutdown().await;
+}
+
+/// The provider on its own against the engine: start, logs, list, stop.
+#[tokio::test]
+async fn the_provider_reads_an_instances_logs_and_stops_it() {
+    let Some(engine) = docker().await else { return };
+    let provider = DockerProvider::new(
+        engine.clone(),
+        DockerSettings {
+            network: None,
+            address: Address::Published,
+            pull: Pull::Never,
+            startup_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(2),
+            log_lines_per_second: 100,
+        },
+    );
+    let name = unique("logs");
+    let spec = nanofaas_api::FunctionSpec::from_json(
+        json!({"name": name, "image": TEST_IMAGE})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let id = format!("{name}-i1");
+    let inst = provider
+        .start(StartRequest {
+            instance_id: id.clone(),
+            spec: Arc::new(spec),
+        })
+        .await
+        .unwrap_or_else(|f| panic!("start failed: {}", f.message));
+    let health = http("GET", &inst.health_url.to_string(), &[], "")
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200);
+    let logs = provider.logs(&id).await.expect("a known instance");
+    assert!(
+        logs.iter().any(|l| l.starts_with("NANOFAAS_READY ")),
+        "the watchdog's READY line is in the logs: {logs:?}"
+    );
+    let listed = provider.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, id);
+    assert!(
+        listed[0].pid.is_some_and(|p| p > 1),
+        "the host PID of the container"
+    );
+    let container = listed[0].container.clone().unwrap();
+    assert_eq!(containers(&engine, &name).await.len(), 1);
+    provider.stop(&id).await;
+    assert!(provider.list().is_empty());
+    assert!(
+        containers(&engine, &name).await.is_empty(),
+        "stop returns once the container {container} is gone"
+    );
+    assert!(inst.exited.borrow().is_some(), "exited fired");
+    assert!(provider.logs(&id).await.is_none());
 }
 
 #[tokio::test]
