@@ -83,6 +83,7 @@ fn prepare_images() {
     let root = repo_root();
     let out = Command::new(root.join("scripts/docker-images.sh"))
         .arg("examples")
+        .env("NANOFAAS_IMAGE_TAG", "latest")
         .output()
         .expect("run scripts/docker-images.sh");
     assert!(
