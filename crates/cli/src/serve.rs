@@ -59,9 +59,10 @@ pub fn start_error(e: nanofaas_control_plane::server::StartError) -> anyhow::Err
     err(Exit::StartFailed, format!("{e}{hint}"))
 }
 
-/// The multi-threaded runtime the control plane runs on.
+/// The runtime of the control plane's first worker: a current-thread event loop. Further
+/// workers (`worker_threads`) are started by the control plane, each on its own thread.
 pub fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {

@@ -376,6 +376,11 @@ fn validate_invocation(body: Bytes) -> Result<Bytes, ApiError> {
             "body must be a JSON object {\"input\": <any JSON>, \"metadata\": {string: string}}",
         ));
     }
+    // The happy path checks without tracking paths; only a failure is parsed again to name
+    // the field.
+    if serde_json::from_slice::<InvocationCheck>(&body).is_ok() {
+        return Ok(body);
+    }
     let de = &mut serde_json::Deserializer::from_slice(&body);
     serde_path_to_error::deserialize::<_, InvocationCheck>(de).map_err(|e| {
         let path = e.path().to_string();

@@ -34,6 +34,7 @@ macro_rules! settings {
 
 settings! {
     "listen" = "\"127.0.0.1:8080\"" : "Address and port the API listens on (port 0 picks a free port).",
+    "worker_threads" = "0" : "Threads serving the API, each with its own event loop; a connection and all its requests stay on one of them; 0 = one per CPU.",
     "max_body_bytes" = "6291456" : "Largest request body accepted (bytes); larger ones get 413.",
     "max_output_bytes" = "6291456" : "Largest function output accepted (bytes); larger outputs fail the execution with FUNCTION_ERROR.",
     "shutdown_grace_ms" = "30000" : "On SIGTERM/SIGINT, how long running executions may take to finish before instances are stopped anyway.",
@@ -76,6 +77,7 @@ settings! {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: String,
+    pub worker_threads: usize,
     pub max_body_bytes: usize,
     pub max_output_bytes: usize,
     pub shutdown_grace_ms: u64,
@@ -205,6 +207,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            worker_threads: 0,
             max_body_bytes: 6 << 20,
             max_output_bytes: 6 << 20,
             shutdown_grace_ms: 30_000,
@@ -335,6 +338,9 @@ impl Config {
         let bad = |k: &str, why: &str| Err(ConfigError(format!("setting {k:?}: {why}")));
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("listen", "must be an address such as 127.0.0.1:8080");
+        }
+        if self.worker_threads > 256 {
+            return bad("worker_threads", "must be at most 256");
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");

@@ -325,8 +325,33 @@ struct Finished {
 
 const SHARDS: usize = 16;
 
+/// FNV-1a over the id's bytes: ids are random, so a cheap hash spreads them as well as SipHash
+/// does, and nothing here needs protection from chosen keys (ids are minted by us).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type IdMap = HashMap<Arc<str>, Arc<Execution>, std::hash::BuildHasherDefault<IdHasher>>;
+
 pub struct ExecutionStore {
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<Execution>>>>,
+    shards: Vec<Mutex<IdMap>>,
     finished: Mutex<VecDeque<Finished>>,
     records: AtomicUsize,
     payload_bytes: AtomicUsize,
@@ -347,7 +372,7 @@ fn shard_of(id: &str) -> usize {
 impl ExecutionStore {
     pub fn new(limits: StoreLimits, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(IdMap::default())).collect(),
             finished: Mutex::new(VecDeque::new()),
             records: AtomicUsize::new(0),
             payload_bytes: AtomicUsize::new(0),

@@ -224,8 +224,57 @@ pub async fn start_with(
     });
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let task = tokio::spawn(serve(listener, state, stop_rx, grace, housekeeping));
-    tracing::info!(%addr, "control plane listening");
+    // Thread per core: the listener hands each new connection, in turn, to one of the workers,
+    // each a current-thread runtime of its own; a connection and every request on it stay on
+    // that worker's thread.
+    let workers = match config.worker_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let (done, done_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    let mut feeds = Vec::new();
+    for i in 1..workers {
+        let (feed, conns) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (st, mut done_rx) = (state.clone(), done_rx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("nanofaas-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a worker's runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let graceful = worker_loop(conns, st).await;
+                    // Keep serving running requests (and the tasks they started) until the
+                    // platform has drained and stopped.
+                    let _ = done_rx.wait_for(|d| *d).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+                });
+            })
+            .map_err(|e| StartError::Setup(format!("cannot start worker thread {i}: {e}")))?;
+        threads.push(t);
+        feeds.push(feed);
+    }
+    let task = tokio::spawn(serve(
+        listener,
+        state,
+        stop_rx,
+        grace,
+        housekeeping,
+        done,
+        threads,
+        feeds,
+    ));
+    tracing::info!(%addr, workers, "control plane listening");
     Ok(ServerHandle {
         addr,
         platform,
@@ -234,19 +283,45 @@ pub async fn start_with(
     })
 }
 
-async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-    housekeeping: JoinHandle<()>,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+fn http1_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(Duration::from_secs(30));
+    builder
+}
+
+/// Serves one connection on the current runtime, tracked for the graceful stop.
+fn serve_conn(
+    stream: tokio::net::TcpStream,
+    state: &Arc<AppState>,
+    builder: &http1::Builder,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let st = state.clone();
+    let service = service_fn(move |req| {
+        let st = st.clone();
+        async move { Ok::<_, Infallible>(api::handle(st, req).await) }
+    });
+    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+}
+
+/// Accepts connections until asked to stop, serving them here and on the other workers in
+/// turn; returns the tracker of the connections this thread still serves.
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+    feeds: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+) -> hyper_util::server::graceful::GracefulShutdown {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = http1_builder();
+    let mut next = 0usize;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -259,30 +334,74 @@ async fn serve(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let st = state.clone();
-                let service = service_fn(move |req| {
-                    let st = st.clone();
-                    async move { Ok::<_, Infallible>(api::handle(st, req).await) }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                next = (next + 1) % (feeds.len() + 1);
+                if next == 0 {
+                    serve_conn(stream, &state, &builder, &graceful);
+                    continue;
+                }
+                match stream.into_std() {
+                    Ok(std) => {
+                        if let Err(returned) = feeds[next - 1].send(std) {
+                            // That worker is gone: serve the connection here.
+                            if let Ok(s) = tokio::net::TcpStream::from_std(returned.0) {
+                                serve_conn(s, &state, &builder, &graceful);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
+                }
             }
             _ = wait_stop(&mut stop) => break,
         }
     }
-    drop(listener);
+    graceful
+}
+
+/// A worker: serves the connections the listener hands it until the listener stops.
+async fn worker_loop(
+    mut conns: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    state: Arc<AppState>,
+) -> hyper_util::server::graceful::GracefulShutdown {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = http1_builder();
+    while let Some(std) = conns.recv().await {
+        match tokio::net::TcpStream::from_std(std) {
+            Ok(s) => serve_conn(s, &state, &builder, &graceful),
+            Err(e) => tracing::warn!(error = %e, "cannot register a connection with a worker"),
+        }
+    }
+    graceful
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+    housekeeping: JoinHandle<()>,
+    done: watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    feeds: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+) {
+    // Closing the feeds (when accept_loop returns) ends the workers' loops.
+    let graceful = accept_loop(listener, state.clone(), stop, feeds).await;
     tracing::info!("shutting down: no new invocations; draining running ones");
     state.platform.shutdown(grace).await;
     housekeeping.abort();
+    let _ = done.send(true);
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("some connections did not close in time");
     }
+    let _ = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    })
+    .await;
     tracing::info!("control plane stopped");
 }
 
