@@ -14,7 +14,8 @@
 //! - [`managed`]: builds the backend of each function: endpoint, warm [`pool`] or [`job`].
 //! - [`pool`]: warm instances of a DEPLOYMENT function: leasing, scaling, recycling, health.
 //! - [`job`]: one one-shot instance per attempt, completed by callback (JOB).
-//! - [`provider`]: the `Provider` trait and the `process` provider.
+//! - [`provider`]: the `Provider` trait, the `process` provider (local processes, the default)
+//!   and the `docker` provider (containers through the Docker Engine API).
 //! - [`registry`]: the live functions; [`persist`]: specs and the async journal on disk.
 //! - [`auth`]: per-attempt callback tokens.
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.

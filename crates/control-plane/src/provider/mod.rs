@@ -1,5 +1,6 @@
 //! Providers bring function instances to life: the `process` provider (the embedded default:
-//! watchdog and runtime as local child processes) and container providers. One trait, chosen by
+//! watchdog and runtime as local child processes) and the `docker` provider (one container per
+//! instance, through the Docker Engine API; Podman's compatible socket works too). One trait, chosen by
 //! configuration and held as `Arc<dyn Provider>`; pools and jobs never know which one they drive.
 //!
 //! A provider starts an instance and reports it once it is ready (its watchdog answers on
