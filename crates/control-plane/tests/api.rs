@@ -842,8 +842,38 @@ async fn shutdown_lets_running_calls_finish_and_refuses_new_ones() {
     let call = tokio::spawn(async move { common::http("POST", &url, &[], "{}").await.unwrap() });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let base = cp.base.clone();
+    // A keep-alive connection opened before the stop.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut kept = tokio::net::TcpStream::connect(cp.handle.as_ref().unwrap().addr)
+        .await
+        .unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 1024];
+    let n = kept.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
     let stopping = tokio::spawn(cp.shutdown());
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // New work on it is refused with 503 while the running call drains.
+    kept.write_all(
+        b"POST /v1/functions/long:invoke HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("SHUTTING_DOWN"), "{answer}");
+    let r = common::http("GET", &format!("{base}/readyz"), &[], "").await;
+    assert!(
+        r.is_err() || r.unwrap().status == 503,
+        "not ready while stopping"
+    );
     let r = call.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["output"], "finished");
