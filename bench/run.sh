@@ -309,20 +309,13 @@ suite_control_plane() {
   sleep 1
   local rss; rss=$(rss_kb "$cp_pid")
   local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R)')
-  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
   log ""
   log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
-  log "cpu idle before each pair (%): ${idles[*]} (each pair waits up to ${QUIET_MAX_WAIT:-120}s for >= ${QUIET_IDLE:-85}%)"
   row "metric" "control plane" "direct" "ratio/added" "target" "verdict"
   local added ratio
   added=$(stats 'med(paired("cp-1","direct-1","p50_us",lambda a,b:a-b))')
   row "p50 latency, 1 conn (us)" "$(stats 'med(pick("cp-1","p50_us"))')" "$(stats 'med(pick("direct-1","p50_us"))')" "+$added us" "<= +80 us" "$(verdict "$added <= 80")"
-  if [[ -n "$(stats '"pinned-watchdog-1" in R or ""')" ]]; then
-    row "p50, 1 conn, all on CPU 0 (us)" "$(stats 'med(pick("pinned-watchdog-1","p50_us"))')" \
-      "$(stats 'med(pick("pinned-direct-1","p50_us"))')" \
-      "+$(stats 'med(paired("pinned-watchdog-1","pinned-direct-1","p50_us",lambda a,b:a-b))') us" "(diagnostic)" ""
-  fi
   row "p99 latency, 1 conn (us)" "$(stats 'med(pick("cp-1","p99_us"))')" "$(stats 'med(pick("direct-1","p99_us"))')" "" "" ""
   row "throughput, 1 conn (req/s)" "$(stats 'med(pick("cp-1","rps"))')" "$(stats 'med(pick("direct-1","rps"))')" "$(stats 'med(paired("cp-1","direct-1","rps",lambda a,b:a/b))')" "" ""
   ratio=$(stats 'med(paired("cp-N","direct-N","rps",lambda a,b:a/b))')
@@ -396,16 +389,10 @@ suite_chain() {
 
   log ""
   log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
-  log "cpu idle before each pair (%): ${idles[*]} (each pair waits up to ${QUIET_MAX_WAIT:-120}s for >= ${QUIET_IDLE:-85}%)"
   row "metric" "full chain" "direct" "ratio/added" "target" "verdict"
   local added ratio cold warm
   added=$(stats 'med(paired("chain-1","direct-1","p50_us",lambda a,b:a-b))')
   row "p50 latency, 1 conn (us)" "$(stats 'med(pick("chain-1","p50_us"))')" "$(stats 'med(pick("direct-1","p50_us"))')" "+$added us" "<= +150 us" "$(verdict "$added <= 150")"
-  if [[ -n "$(stats '"pinned-watchdog-1" in R or ""')" ]]; then
-    row "p50, 1 conn, all on CPU 0 (us)" "$(stats 'med(pick("pinned-watchdog-1","p50_us"))')" \
-      "$(stats 'med(pick("pinned-direct-1","p50_us"))')" \
-      "+$(stats 'med(paired("pinned-watchdog-1","pinned-direct-1","p50_us",lambda a,b:a-b))') us" "(diagnostic)" ""
-  fi
   row "p99 latency, 1 conn (us)" "$(stats 'med(pick("chain-1","p99_us"))')" "$(stats 'med(pick("direct-1","p99_us"))')" "" "" ""
   ratio=$(stats 'med(paired("chain-N","direct-N","rps",lambda a,b:a/b))')
   row "throughput, $high conns (req/s)" "$(stats 'med(pick("chain-N","rps"))')" "$(stats 'med(pick("direct-N","rps"))')" "x$ratio" ">= x0.25" "$(verdict "$ratio >= 0.25")"
@@ -489,7 +476,6 @@ suite_docker() {
 
   log ""
   log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
-  log "cpu idle before each pair (%): ${idles[*]} (each pair waits up to ${QUIET_MAX_WAIT:-120}s for >= ${QUIET_IDLE:-85}%)"
   log "docker = published port (127.0.0.1::8080, the default); docker/ip = provider.docker.address=container"
   row "metric" "docker" "process" "ratio/added" "target" "verdict"
   local x
