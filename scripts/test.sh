@@ -43,6 +43,9 @@ fi
 # Rust last of the three: the end-to-end test (crates/e2e) runs the examples' setup steps, which
 # need the JDK and Jackson installed above.
 step "Rust: build and test the workspace"
+# Integration tests start other packages' binaries (nanofaas, nanofaas-watchdog, the test
+# runtime): build every binary first, whatever order the test runner builds in.
+cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   cargo test --workspace --doc
