@@ -34,7 +34,7 @@ macro_rules! settings {
 
 settings! {
     "listen" = "\"127.0.0.1:8080\"" : "Address and port the API listens on (port 0 picks a free port).",
-    "worker_threads" = "0" : "Threads serving the API, each with its own event loop; a connection and all its requests stay on one of them; 0 = one per CPU.",
+    "worker_threads" = "0" : "Threads serving the API, each with its own event loop; a connection and all its requests stay on one of them. 0 = half the CPUs (at least one), leaving the rest to the function instances that run on the same machine.",
     "max_body_bytes" = "6291456" : "Largest request body accepted (bytes); larger ones get 413.",
     "max_output_bytes" = "6291456" : "Largest function output accepted (bytes); larger outputs fail the execution with FUNCTION_ERROR.",
     "shutdown_grace_ms" = "30000" : "On SIGTERM/SIGINT, how long running executions may take to finish before instances are stopped anyway.",

@@ -228,9 +228,11 @@ pub async fn start_with(
     // each a current-thread runtime of its own; a connection and every request on it stay on
     // that worker's thread.
     let workers = match config.worker_threads {
+        // Instances run beside the control plane: leave them half the machine.
         0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+            .map(|n| n.get() / 2)
+            .unwrap_or(1)
+            .max(1),
         n => n,
     };
     let (done, done_rx) = watch::channel(false);
