@@ -87,6 +87,8 @@ struct State {
     backoff_until: Option<Instant>,
     last_error: Option<String>,
     permanent_error: bool,
+    /// When the idle reaper wakes next; `None` while it waits to be told of a change.
+    reaper_deadline: Option<Instant>,
 }
 
 pub struct Pool {
@@ -166,6 +168,7 @@ impl Pool {
                 backoff_until: None,
                 last_error: None,
                 permanent_error: false,
+                reaper_deadline: None,
             }),
             changed: Notify::new(),
             me: me.clone(),
@@ -468,11 +471,18 @@ impl Pool {
         } else {
             self.hand_over(&mut st, idx, None);
         }
+        // A release only moves idle deadlines later, so a reaper that is already sleeping until
+        // a deadline need not hear of it; one waiting without a deadline must.
+        let wake_reaper = self.spec.idle_timeout_ms > 0
+            && st.reaper_deadline.is_none()
+            && st.slots.get(idx).is_some_and(|s| s.inflight == 0);
         drop(st);
         if let Some(id) = stop {
             self.stop_instance(id);
         }
-        self.changed.notify_one();
+        if wake_reaper {
+            self.changed.notify_one();
+        }
     }
 
     /// Starts instances for waiters that have none to wait for, and up to `minInstances`.
@@ -569,6 +579,7 @@ impl Pool {
         } else {
             None
         };
+        st.reaper_deadline = next;
         drop(st);
         for id in stops {
             self.stop_instance(id);
@@ -692,7 +703,7 @@ async fn reaper(pool: Weak<Pool>) {
     loop {
         let (next, notified) = {
             let Some(p) = pool.upgrade() else { return };
-            if p.state.lock().unwrap().closed {
+            if p.state.lock().unwrap().closed || p.spec.idle_timeout_ms == 0 {
                 return;
             }
             // Register for changes before looking, so none is missed.
