@@ -261,6 +261,26 @@ suite_watchdog() {
   log "per run (p50 us / req/s): $(stats 'perrun()')"
 }
 
+# pinned_pairs <runs> <pids "a b c"> <label-direct> <url-direct> <label-ours> <url-ours> [loadgen args...]:
+# the 1-connection comparison with every given process (all threads) and the load generator
+# pinned to CPU 0. On this VM a wake-up across vCPUs costs ~40 us against ~14 us on one, so
+# unpinned latencies depend on where the scheduler puts each process; pinned, what remains is
+# the cost of the hops themselves. Restores the processes' affinity afterwards.
+pinned_pairs() {
+  local runs="$1" pids="$2" ld="$3" ud="$4" lo="$5" uo="$6"; shift 6
+  command -v taskset >/dev/null && (( runs > 0 )) || return 0
+  local pid
+  for pid in $pids; do taskset -a -p -c 0 "$pid" >/dev/null; done
+  for run in $(seq "$runs"); do
+    log "pinned run $run/$runs (cpu idle before: $(wait_quiet)%)"
+    taskset -c 0 "$REL/loadgen" --json -t 1 -d "$DURATION" -w "$WARMUP" -c 1 "$@" "$ud" \
+      | sed "s/^/{\"label\":\"$ld\",\"result\":/; s/\$/}/" >>"$RAW"
+    taskset -c 0 "$REL/loadgen" --json -t 1 -d "$DURATION" -w "$WARMUP" -c 1 "$@" "$uo" \
+      | sed "s/^/{\"label\":\"$lo\",\"result\":/; s/\$/}/" >>"$RAW"
+  done
+  for pid in $pids; do taskset -a -p -c "0-$(( $(nproc) - 1 ))" "$pid" >/dev/null; done
+}
+
 # start_cp <name> [serve args...]: starts `nanofaas serve` on a free port with no state; sets
 # CP_URL and LAST_PID.
 start_cp() {
@@ -282,6 +302,7 @@ suite_control_plane() {
   local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
   local echo_port; echo_port=$(free_port)
   start_bg echo-cp "PORT=$echo_port" -- "$REL/echo-runtime"
+  ECHO_PID=$LAST_PID
   wait_http "http://127.0.0.1:$echo_port/health" 10
   # Default settings, except that no instance provider is needed: a POOL function.
   start_cp cp-bench --set provider.type=none
@@ -289,12 +310,15 @@ suite_control_plane() {
   register "$CP_URL" "{\"name\":\"echo\",\"executionMode\":\"POOL\",\"endpointUrl\":\"http://127.0.0.1:$echo_port/invoke\",\"concurrency\":256,\"queueSize\":1000}"
   local inv="$CP_URL/v1/functions/echo:invoke"
   for run in $(seq "$RUNS"); do
-    log "run $run/$RUNS"
+    log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
     loadgen_json direct-1 -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
     loadgen_json cp-1 -c 1 -b "$body" "$inv"
+    log "          (cpu idle before the $high-connection pair: $(wait_quiet)%)"
     loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
     loadgen_json cp-N -c "$high" -b "$body" "$inv"
   done
+  pinned_pairs "${PINNED_RUNS:-3}" "$cp_pid $ECHO_PID" pinned-direct-1 "http://127.0.0.1:$echo_port/invoke" \
+    pinned-cp-1 "$inv" -b "$body" -H "X-Execution-Id: bench"
   # Memory after a million invocations with default settings (records kept for the TTL, capped).
   local total; total=$(stats 'int(sum(sum(pick(l, "requests")) for l in ("cp-1", "cp-N")))')
   local d
@@ -316,6 +340,10 @@ suite_control_plane() {
   local added ratio
   added=$(stats 'med(paired("cp-1","direct-1","p50_us",lambda a,b:a-b))')
   row "p50 latency, 1 conn (us)" "$(stats 'med(pick("cp-1","p50_us"))')" "$(stats 'med(pick("direct-1","p50_us"))')" "+$added us" "<= +80 us" "$(verdict "$added <= 80")"
+  if [[ -n "$(stats '"pinned-cp-1" in R or ""')" ]]; then
+    row "p50, 1 conn, all on CPU 0 (us)" "$(stats 'med(pick("pinned-cp-1","p50_us"))')" "$(stats 'med(pick("pinned-direct-1","p50_us"))')" \
+      "+$(stats 'med(paired("pinned-cp-1","pinned-direct-1","p50_us",lambda a,b:a-b))') us" "(diagnostic)" ""
+  fi
   row "p99 latency, 1 conn (us)" "$(stats 'med(pick("cp-1","p99_us"))')" "$(stats 'med(pick("direct-1","p99_us"))')" "" "" ""
   row "throughput, 1 conn (req/s)" "$(stats 'med(pick("cp-1","rps"))')" "$(stats 'med(pick("direct-1","rps"))')" "$(stats 'med(paired("cp-1","direct-1","rps",lambda a,b:a/b))')" "" ""
   ratio=$(stats 'med(paired("cp-N","direct-N","rps",lambda a,b:a/b))')
@@ -370,19 +398,26 @@ suite_chain() {
   local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
   local echo_port; echo_port=$(free_port)
   start_bg echo-chain "PORT=$echo_port" -- "$REL/echo-runtime"
+  local echo_pid=$LAST_PID
   wait_http "http://127.0.0.1:$echo_port/health" 10
   start_cp cp-chain --set "provider.process.watchdog=$wd"
+  local cp_pid=$LAST_PID
   # One instance serving one call at a time (latency), one serving many (throughput); both warm.
   register "$CP_URL" "{\"name\":\"chain1\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
   register "$CP_URL" "{\"name\":\"chainN\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
   sleep 1
   for run in $(seq "$RUNS"); do
-    log "run $run/$RUNS"
+    log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
     loadgen_json direct-1 -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
     loadgen_json chain-1 -c 1 -b "$body" "$CP_URL/v1/functions/chain1:invoke"
+    log "          (cpu idle before the $high-connection pair: $(wait_quiet)%)"
     loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
     loadgen_json chain-N -c "$high" -b "$body" "$CP_URL/v1/functions/chainN:invoke"
   done
+  local inst_pids
+  inst_pids=$(curl -fsS "$CP_URL/v1/functions/chain1/instances" | python3 -c 'import json,sys; print(" ".join(str(i[k]) for i in json.load(sys.stdin) for k in ("pid","runtimePid") if k in i))')
+  pinned_pairs "${PINNED_RUNS:-3}" "$cp_pid $echo_pid $inst_pids" pinned-direct-1 "http://127.0.0.1:$echo_port/invoke" \
+    pinned-chain-1 "$CP_URL/v1/functions/chain1:invoke" -b "$body" -H "X-Execution-Id: bench"
   local rust; rust=$(cold_starts "$CP_URL" "{\"name\":\"NAME\",\"command\":\"$REL/echo-runtime\"}" "${COLD_RUNS:-15}")
   printf '{"label":"cold-rust","result":%s}\n' "$rust" >>"$RAW"
   local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
@@ -393,6 +428,10 @@ suite_chain() {
   local added ratio cold warm
   added=$(stats 'med(paired("chain-1","direct-1","p50_us",lambda a,b:a-b))')
   row "p50 latency, 1 conn (us)" "$(stats 'med(pick("chain-1","p50_us"))')" "$(stats 'med(pick("direct-1","p50_us"))')" "+$added us" "<= +150 us" "$(verdict "$added <= 150")"
+  if [[ -n "$(stats '"pinned-chain-1" in R or ""')" ]]; then
+    row "p50, 1 conn, all on CPU 0 (us)" "$(stats 'med(pick("pinned-chain-1","p50_us"))')" "$(stats 'med(pick("pinned-direct-1","p50_us"))')" \
+      "+$(stats 'med(paired("pinned-chain-1","pinned-direct-1","p50_us",lambda a,b:a-b))') us" "(diagnostic)" ""
+  fi
   row "p99 latency, 1 conn (us)" "$(stats 'med(pick("chain-1","p99_us"))')" "$(stats 'med(pick("direct-1","p99_us"))')" "" "" ""
   ratio=$(stats 'med(paired("chain-N","direct-N","rps",lambda a,b:a/b))')
   row "throughput, $high conns (req/s)" "$(stats 'med(pick("chain-N","rps"))')" "$(stats 'med(pick("direct-N","rps"))')" "x$ratio" ">= x0.25" "$(verdict "$ratio >= 0.25")"
