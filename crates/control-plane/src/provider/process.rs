@@ -212,7 +212,12 @@ fn free_port(ip: IpAddr) -> Result<u16, StartFailure> {
 }
 
 impl ProcessProvider {
-    pub fn new(settings: ProcessSettings) -> Result<Self, String> {
+    pub fn new(mut settings: ProcessSettings) -> Result<Self, String> {
+        // Instances start in their function's working directory: a relative path to the
+        // watchdog would be resolved from there, so make it absolute now.
+        if let Ok(abs) = std::fs::canonicalize(&settings.watchdog) {
+            settings.watchdog = abs;
+        }
         if !settings.watchdog.is_file() {
             return Err(format!(
                 "the watchdog binary {} does not exist (build it with `cargo build -p nanofaas-watchdog`, or set provider.process.watchdog)",
