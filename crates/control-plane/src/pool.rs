@@ -641,7 +641,7 @@ impl Pool {
             let provider = self.provider.clone();
             async move { provider.stop(&id).await }
         });
-        crate::provider::process::join_all(stops).await;
+        crate::provider::shared::join_all(stops).await;
         self.changed.notify_one();
     }
 

@@ -51,6 +51,7 @@ pub mod api;
 mod fake;
 pub mod unix;
 
+use super::shared::{identity_alive, join_all, process_identity, LogTail, OutputLog, TAIL_LINES};
 use super::{
     ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
 };
@@ -62,7 +63,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,7 +93,6 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 const PROBE_MAX_DELAY: Duration = Duration::from_millis(5);
 /// Consecutive failed `wait` calls before the instance is declared lost.
 const WAIT_ATTEMPTS: u32 = 30;
-const TAIL_LINES: usize = 40;
 /// Largest JOB payload: it travels in `INVOCATION_PAYLOAD`, and Linux caps one environment
 /// string at 128 KiB (`MAX_ARG_STRLEN`, name included).
 const MAX_ENV_PAYLOAD: usize = 128 * 1024 - 64;
@@ -143,53 +143,6 @@ pub struct DockerSettings {
     pub log_lines_per_second: u32,
 }
 
-/// The last lines a container wrote.
-#[derive(Default)]
-struct LogTail {
-    lines: Mutex<VecDeque<String>>,
-}
-
-impl LogTail {
-    fn push(&self, line: &str) {
-        let mut l = self.lines.lock().unwrap();
-        if l.len() == TAIL_LINES {
-            l.pop_front();
-        }
-        let mut s = line.to_string();
-        if s.len() > 2000 {
-            let mut cut = 2000;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-            s.push_str(" [...]");
-        }
-        l.push_back(s);
-    }
-
-    fn replace(&self, lines: Vec<String>) {
-        self.lines.lock().unwrap().clear();
-        for l in lines.iter().rev().take(TAIL_LINES).rev() {
-            self.push(l);
-        }
-    }
-
-    fn snapshot(&self) -> Vec<String> {
-        self.lines.lock().unwrap().iter().cloned().collect()
-    }
-
-    fn render(&self) -> String {
-        let l = self.lines.lock().unwrap();
-        if l.is_empty() {
-            return "(the container wrote nothing)".into();
-        }
-        l.iter()
-            .map(|s| format!("  | {s}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
 struct Entry {
     function: String,
     kind: &'static str,
@@ -213,21 +166,13 @@ pub struct DockerProvider {
 /// `hostname/pid:starttime` of this process: unique across PID reuse, and tells which host's
 /// process table can answer whether the owner lives.
 fn owner_identity() -> String {
-    let pid = std::process::id();
-    format!("{}/{pid}:{}", hostname(), proc_start_time(pid).unwrap_or(0))
+    format!("{}/{}", hostname(), process_identity())
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
-}
-
-/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
-fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether `owner` is a dead control plane of this host (only those can be judged here; the
@@ -239,13 +184,11 @@ fn owner_dead_here(owner: &str, my_host: &str) -> bool {
     if host != my_host {
         return false;
     }
-    let Some((pid, start)) = proc_id.split_once(':') else {
-        return false;
-    };
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
-        return false;
-    };
-    proc_start_time(pid) != Some(start)
+    // An identity we cannot read is left alone; one that reads but is not running is dead.
+    let parses = proc_id
+        .split_once(':')
+        .is_some_and(|(p, t)| p.parse::<u32>().is_ok() && t.parse::<u64>().is_ok());
+    parses && !identity_alive(proc_id)
 }
 
 /// The container name of an instance.
@@ -652,7 +595,7 @@ impl DockerProvider {
             message: format!(
                 "instance of {:?} failed to start: {why}; its last output:\n{}",
                 spec.name,
-                entry.log.render()
+                entry.log.render("(the container wrote nothing)")
             ),
             permanent: matches!(code, Some(WATCHDOG_EXIT_CONFIG | WATCHDOG_EXIT_SPAWN)),
         }
@@ -679,29 +622,17 @@ async fn follow_output(
         return;
     };
     let mut demux = LogDemux::default();
-    let mut window = Instant::now();
-    let (mut sent, mut dropped) = (0u32, 0u64);
+    let mut out = OutputLog::new(function, instance, per_second);
     let mut emit = |stream: LogStream, line: String| {
         tail.push(&line);
-        if window.elapsed() >= Duration::from_secs(1) {
-            if dropped > 0 {
-                tracing::warn!(target: "nanofaas::function", function = %function, instance = %instance, dropped, "instance output lines not logged (rate limit)");
-            }
-            window = Instant::now();
-            sent = 0;
-            dropped = 0;
-        }
-        if sent < per_second {
-            sent += 1;
-            let stream = if stream == LogStream::Stderr {
+        out.line(
+            if stream == LogStream::Stderr {
                 "stderr"
             } else {
                 "stdout"
-            };
-            tracing::info!(target: "nanofaas::function", function = %function, instance = %instance, stream, "{line}");
-        } else {
-            dropped += 1;
-        }
+            },
+            &line,
+        );
     };
     while let Some(Ok(chunk)) = body.next().await {
         for (s, l) in demux.push(&chunk) {
@@ -1014,7 +945,7 @@ impl Provider for DockerProvider {
                 })
                 .collect();
             let removed = AtomicUsize::new(0);
-            super::process::join_all(orphans.iter().map(|c| {
+            join_all(orphans.iter().map(|c| {
                 let removed = &removed;
                 async move {
                     match self.engine.remove(&c.id).await {
@@ -1049,7 +980,7 @@ impl Provider for DockerProvider {
             let stops = all
                 .into_iter()
                 .map(|(id, e)| async move { self.stop_entry(&id, e).await });
-            super::process::join_all(stops).await;
+            join_all(stops).await;
             // Anything created but not yet registered (a start in flight) goes too.
             let mine = format!("{LABEL_OWNER}={}", self.owner);
             if let Ok(left) = self.engine.list(&[mine]).await {
@@ -1702,15 +1633,5 @@ mod tests {
         assert_eq!(Address::parse("published"), Some(Address::Published));
         assert_eq!(Address::parse("x"), None);
         assert_eq!(Pull::parse("missing"), Some(Pull::Missing));
-    }
-
-    #[test]
-    fn log_tail_replace_keeps_the_last_lines() {
-        let t = LogTail::default();
-        t.replace((0..100).map(|i| format!("l{i}")).collect());
-        let s = t.snapshot();
-        assert_eq!(s.len(), TAIL_LINES);
-        assert_eq!(s.last().unwrap(), "l99");
-        assert_eq!(s[0], format!("l{}", 100 - TAIL_LINES));
     }
 }

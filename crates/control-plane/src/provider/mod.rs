@@ -9,6 +9,7 @@
 
 pub mod docker;
 pub mod process;
+pub mod shared;
 
 use crate::dispatch::BoxFuture;
 use bytes::Bytes;

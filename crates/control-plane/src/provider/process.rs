@@ -13,12 +13,13 @@
 //! start-up (and on stop) the provider finds every process an earlier, dead control plane left
 //! behind, grandchildren included, by reading `/proc/*/environ`.
 
+use super::shared::{identity_alive, join_all, process_identity, LogTail, OutputLog};
 use super::{
     ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
 };
 use crate::dispatch::BoxFuture;
 use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -67,44 +68,6 @@ pub fn find_watchdog() -> Option<PathBuf> {
     })
 }
 
-/// The last lines an instance wrote, for error messages.
-#[derive(Default)]
-struct LogTail {
-    lines: Mutex<VecDeque<String>>,
-}
-
-const TAIL_LINES: usize = 40;
-
-impl LogTail {
-    fn push(&self, line: &str) {
-        let mut l = self.lines.lock().unwrap();
-        if l.len() == TAIL_LINES {
-            l.pop_front();
-        }
-        let mut s = line.to_string();
-        if s.len() > 2000 {
-            let mut cut = 2000;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-            s.push_str(" [...]");
-        }
-        l.push_back(s);
-    }
-
-    fn render(&self) -> String {
-        let l = self.lines.lock().unwrap();
-        if l.is_empty() {
-            return "(the instance wrote nothing)".into();
-        }
-        l.iter()
-            .map(|s| format!("  | {s}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
 struct Entry {
     function: String,
     kind: &'static str,
@@ -120,29 +83,6 @@ pub struct ProcessProvider {
     settings: ProcessSettings,
     children: Children,
     owner: String,
-}
-
-/// `pid:starttime` of this process: unique across PID reuse.
-fn owner_identity() -> String {
-    let pid = std::process::id();
-    format!("{pid}:{}", proc_start_time(pid).unwrap_or(0))
-}
-
-/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
-fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-fn owner_alive(owner: &str) -> bool {
-    let Some((pid, start)) = owner.split_once(':') else {
-        return false;
-    };
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
-        return false;
-    };
-    proc_start_time(pid) == Some(start)
 }
 
 /// Processes whose environment has `NANOFAAS_OWNER`, as (pid, instance, owner).
@@ -227,7 +167,7 @@ impl ProcessProvider {
         Ok(Self {
             settings,
             children: Arc::default(),
-            owner: owner_identity(),
+            owner: process_identity(),
         })
     }
 
@@ -334,27 +274,12 @@ impl ProcessProvider {
         if let Some(err) = child.stderr.take() {
             let log = log.clone();
             let (instance, function) = (id.to_string(), spec.name.clone());
-            let per_second = self.settings.log_lines_per_second;
+            let mut out = OutputLog::new(function, instance, self.settings.log_lines_per_second);
             tokio::spawn(async move {
                 let mut lines = BufReader::new(err).lines();
-                let mut window = tokio::time::Instant::now();
-                let (mut sent, mut dropped) = (0u32, 0u64);
                 while let Ok(Some(line)) = lines.next_line().await {
                     log.push(&line);
-                    if window.elapsed() >= Duration::from_secs(1) {
-                        if dropped > 0 {
-                            tracing::warn!(target: "nanofaas::function", function = %function, instance = %instance, dropped, "instance output lines not logged (rate limit)");
-                        }
-                        window = tokio::time::Instant::now();
-                        sent = 0;
-                        dropped = 0;
-                    }
-                    if sent < per_second {
-                        sent += 1;
-                        tracing::info!(target: "nanofaas::function", function = %function, instance = %instance, "{line}");
-                    } else {
-                        dropped += 1;
-                    }
+                    out.line("stderr", &line);
                 }
             });
         }
@@ -504,7 +429,7 @@ impl Provider for ProcessProvider {
                 message: format!(
                     "instance of {:?} failed to start: {why}; its last output:\n{}",
                     spec.name,
-                    entry.log.render()
+                    entry.log.render("(the instance wrote nothing)")
                 ),
                 permanent,
             })
@@ -578,7 +503,7 @@ impl Provider for ProcessProvider {
             tokio::task::spawn_blocking(move || {
                 let mut instances = std::collections::BTreeSet::new();
                 for (pid, inst, owner) in marked_processes() {
-                    if owner != me && !owner_alive(&owner) {
+                    if owner != me && !identity_alive(&owner) {
                         kill(pid, libc::SIGKILL);
                         instances.insert(inst);
                     }
@@ -610,31 +535,6 @@ impl Provider for ProcessProvider {
     }
 }
 
-/// Runs futures concurrently and waits for all of them.
-pub async fn join_all<F: std::future::Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    // Poll them together: a simple join without pulling in futures-util.
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        set.retain_mut(|f| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => false,
-            std::task::Poll::Pending => {
-                pending = true;
-                true
-            }
-        });
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,25 +549,5 @@ mod tests {
         assert_eq!(field("port=41", "nope"), None);
         assert_eq!(exit_code_of("the watchdog exited with code 4"), Some(4));
         assert_eq!(exit_code_of("the watchdog was killed by signal 9"), None);
-    }
-
-    #[test]
-    fn own_identity_is_alive() {
-        assert!(owner_alive(&owner_identity()));
-        assert!(!owner_alive("1:1"));
-        assert!(!owner_alive("garbage"));
-    }
-
-    #[test]
-    fn log_tail_keeps_the_last_lines() {
-        let t = LogTail::default();
-        for i in 0..100 {
-            t.push(&format!("line {i}"));
-        }
-        let r = t.render();
-        assert!(
-            r.contains("line 99") && r.contains("line 60") && !r.contains("line 59"),
-            "{r}"
-        );
     }
 }
