@@ -18,7 +18,7 @@ use nanofaas_control_plane::provider::docker::{
 };
 use nanofaas_control_plane::provider::{Provider, StartRequest};
 use nanofaas_control_plane::Config;
-use nanofaas_testkit::{workspace_bin, Proc, Stream};
+use nanofaas_testkit::Proc;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -574,22 +574,11 @@ struct Serve {
 }
 
 async fn serve(state: &Path) -> Serve {
-    let mut cmd = Command::new(workspace_bin("nanofaas"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(state)
-        .args(["--set", "provider.type=docker"])
-        .args(["--set", "provider.stop_grace_ms=2000"]);
-    let proc = Proc::spawn(cmd).expect("nanofaas serve starts");
-    let line = proc
-        .wait_line_async(Stream::Stdout, Duration::from_secs(30), |l| {
-            l.starts_with("nanofaas listening on ")
-        })
-        .await
-        .unwrap_or_else(|| panic!("no listening line: {}", proc.output()));
-    let base = line
-        .trim_start_matches("nanofaas listening on ")
-        .trim()
-        .to_string();
+    let settings = [
+        "provider.type=docker".to_string(),
+        "provider.stop_grace_ms=2000".to_string(),
+    ];
+    let (proc, base) = nanofaas_testkit::serve_nanofaas(state, &settings).await;
     Serve { proc, base }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use nanofaas_testkit::{http, pid_alive, wait_until, workspace_bin, Proc, Stream};
+use nanofaas_testkit::{http, pid_alive, wait_until, workspace_bin, Proc};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
@@ -15,28 +15,8 @@ struct Serve {
 }
 
 async fn serve(state: &std::path::Path) -> Serve {
-    let mut cmd = Command::new(workspace_bin("nanofaas"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(state)
-        .args([
-            "--set",
-            &format!(
-                "provider.process.watchdog={}",
-                workspace_bin("nanofaas-watchdog").display()
-            ),
-        ])
-        .args(["--set", "provider.stop_grace_ms=2000"]);
-    let proc = Proc::spawn(cmd).expect("nanofaas serve starts");
-    let line = proc
-        .wait_line_async(Stream::Stdout, Duration::from_secs(20), |l| {
-            l.starts_with("nanofaas listening on ")
-        })
-        .await
-        .unwrap_or_else(|| panic!("no listening line: {}", proc.output()));
-    let base = line
-        .trim_start_matches("nanofaas listening on ")
-        .trim()
-        .to_string();
+    let (proc, base) =
+        nanofaas_testkit::serve_nanofaas(state, &["provider.stop_grace_ms=2000".to_string()]).await;
     Serve { proc, base }
 }
 

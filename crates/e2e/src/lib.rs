@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nanofaas_cli::manifest::Manifest;
-use nanofaas_testkit::{http, workspace_bin, Proc, Recorded, Stream};
+use nanofaas_testkit::{http, Proc, Recorded};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,33 +107,7 @@ impl ControlPlane {
     /// Starts it with a state folder and extra `--set KEY=VALUE` settings, and waits for its
     /// `nanofaas listening on` line.
     pub async fn start(state_dir: &Path, settings: &[String]) -> ControlPlane {
-        let mut cmd = Command::new(workspace_bin("nanofaas"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(state_dir)
-            .arg("--set")
-            .arg(format!(
-                "provider.process.watchdog={}",
-                workspace_bin("nanofaas-watchdog").display()
-            ));
-        for s in settings {
-            cmd.arg("--set").arg(s);
-        }
-        let proc = Proc::spawn(cmd).expect("start nanofaas serve");
-        let line = proc
-            .wait_line_async(Stream::Stdout, Duration::from_secs(30), |l| {
-                l.starts_with("nanofaas listening on ")
-            })
-            .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "nanofaas serve printed no listening line:\n{}",
-                    proc.output()
-                )
-            });
-        let base = line
-            .trim_start_matches("nanofaas listening on ")
-            .trim()
-            .to_string();
+        let (proc, base) = nanofaas_testkit::serve_nanofaas(state_dir, settings).await;
         ControlPlane { proc, base }
     }
 

@@ -317,6 +317,40 @@ fn reader(pipe: impl Read + Send + 'static, cap: Arc<Captured>, echo: Option<Str
     });
 }
 
+/// Starts the real `nanofaas serve` on a free loopback port with `state_dir` and extra
+/// `--set KEY=VALUE` settings (the process provider finds this build's watchdog), waits for its
+/// `nanofaas listening on URL` line, and returns the process and the URL.
+pub async fn serve_nanofaas(state_dir: &std::path::Path, settings: &[String]) -> (Proc, String) {
+    let mut cmd = Command::new(workspace_bin("nanofaas"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state_dir)
+        .arg("--set")
+        .arg(format!(
+            "provider.process.watchdog={}",
+            workspace_bin("nanofaas-watchdog").display()
+        ));
+    for s in settings {
+        cmd.arg("--set").arg(s);
+    }
+    let proc = Proc::spawn(cmd).expect("start nanofaas serve");
+    let line = proc
+        .wait_line_async(Stream::Stdout, Duration::from_secs(30), |l| {
+            l.starts_with("nanofaas listening on ")
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "nanofaas serve printed no listening line:\n{}",
+                proc.output()
+            )
+        });
+    let base = line
+        .trim_start_matches("nanofaas listening on ")
+        .trim()
+        .to_string();
+    (proc, base)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
