@@ -28,7 +28,6 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod executions;
-pub mod h1;
 pub mod idempotency;
 pub mod ids;
 pub mod job;
@@ -42,6 +41,9 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod telemetry;
+
+/// The inline keep-alive HTTP/1.1 client of the dispatch hop (crate `nanofaas-h1`).
+pub use nanofaas_h1 as h1;
 
 pub use config::Config;
 pub use server::{start, start_with, ServerHandle};

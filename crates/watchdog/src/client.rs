@@ -9,12 +9,11 @@ use crate::config::HttpUrl;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, HOST};
-use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
+use hyper::header::HOST;
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -79,30 +78,46 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// Keep-alive connections to one runtime address.
+/// The keep-alive client of one runtime: the health probes and the invocations share it, so
+/// the probe's connection serves the first invocation.
+pub fn runtime_client(max_idle: usize) -> nanofaas_h1::Client {
+    nanofaas_h1::Client::new(nanofaas_h1::ClientSettings {
+        connect_timeout: Duration::from_secs(5),
+        // Runtimes close idle connections on their own terms (gunicorn's gthread after 75 s):
+        // do not reuse one idle for longer than that.
+        idle_timeout: Duration::from_secs(60),
+        max_idle_per_host: max_idle.max(1),
+    })
+}
+
+/// Keep-alive connections to one runtime address. The request is written and the answer read
+/// by the calling task itself (`nanofaas-h1`), with no connection task in between.
 pub struct Pool {
     addr: SocketAddr,
-    uri: Uri,
-    host: HeaderValue,
+    path: String,
+    host: String,
     max_body: usize,
-    idle: Mutex<Vec<SendRequest<Body>>>,
+    client: nanofaas_h1::Client,
 }
 
 impl Pool {
-    /// A pool for `url` (already resolved to `addr`); answers larger than `max_body` fail.
-    pub fn new(url: &HttpUrl, addr: SocketAddr, max_body: usize) -> Result<Pool, String> {
-        let uri: Uri = url
-            .path
-            .parse()
-            .map_err(|e| format!("bad path {:?}: {e}", url.path))?;
-        let host = HeaderValue::from_str(&url.authority)
-            .map_err(|e| format!("bad host {:?}: {e}", url.authority))?;
+    /// A pool for `url` (already resolved to `addr`) over `client`; answers larger than
+    /// `max_body` fail.
+    pub fn new(
+        url: &HttpUrl,
+        addr: SocketAddr,
+        max_body: usize,
+        client: nanofaas_h1::Client,
+    ) -> Result<Pool, String> {
+        if url.path.is_empty() || !url.path.starts_with('/') {
+            return Err(format!("bad path {:?}", url.path));
+        }
         Ok(Pool {
             addr,
-            uri,
-            host,
+            path: url.path.clone(),
+            host: url.authority.clone(),
             max_body,
-            idle: Mutex::new(Vec::new()),
+            client,
         })
     }
 
@@ -110,88 +125,58 @@ impl Pool {
         self.addr
     }
 
-    /// Hands an open connection (e.g. the one the health probe used) to the pool.
-    pub fn put(&self, sender: SendRequest<Body>) {
-        if !sender.is_closed() {
-            self.idle.lock().unwrap().push(sender);
-        }
-    }
-
-    fn take(&self) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap();
-        while let Some(s) = idle.pop() {
-            if !s.is_closed() {
-                return Some(s);
-            }
-        }
-        None
-    }
-
     /// `POST` `body` with `headers` (plus `Host`) to the pool's URL and reads the whole answer.
     ///
-    /// A request that could not even be written on a reused connection (the runtime closed it
-    /// while idle) is retried once on a fresh connection; anything later is [`CallError::Lost`].
+    /// A request whose reused connection turns out closed before any answer is sent again once
+    /// on a fresh connection; anything later is [`CallError::Lost`].
     pub async fn post(
         &self,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), CallError> {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = headers;
-        req.headers_mut().insert(HOST, self.host.clone());
-        let mut reused_first = true;
-        loop {
-            let (mut sender, reused) = match self.take() {
-                Some(s) if reused_first => (s, true),
-                _ => (connect(self.addr).await.map_err(CallError::Connect)?, false),
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    let bytes = match Limited::new(body, self.max_body).collect().await {
-                        Ok(c) => c.to_bytes(),
-                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                            return Err(CallError::TooLarge(self.max_body))
-                        }
-                        Err(e) => return Err(CallError::Lost(e.to_string())),
-                    };
-                    self.put(sender);
-                    return Ok((parts.status, bytes));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(back) if reused => {
-                        req = back;
-                        reused_first = false;
-                    }
-                    _ => return Err(CallError::Lost(e.into_error().to_string())),
-                },
-            }
-        }
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), std::str::from_utf8(v.as_bytes()).unwrap_or("")))
+            .collect();
+        let resp = self
+            .client
+            .send_to(
+                self.addr,
+                &self.host,
+                "POST",
+                &self.path,
+                &pairs,
+                &body,
+                self.max_body,
+            )
+            .await
+            .map_err(|e| match e {
+                nanofaas_h1::Error::Connect(m) => CallError::Connect(io::Error::other(m)),
+                nanofaas_h1::Error::TooLarge(n) => CallError::TooLarge(n),
+                other => CallError::Lost(other.to_string()),
+            })?;
+        Ok((
+            StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            resp.body,
+        ))
     }
 }
 
-/// One `GET` of a health URL on a new connection: `Ok` with the (reusable) connection when it
-/// answers 2xx.
-pub async fn probe(addr: SocketAddr, url: &HttpUrl) -> Result<SendRequest<Body>, String> {
-    let mut sender = connect::<Body>(addr).await.map_err(|e| e.to_string())?;
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri(url.path.as_str())
-        .header(HOST, url.authority.as_str())
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    resp.into_body()
-        .collect()
+/// One `GET` of a health URL at `addr` over `client`: `Ok` when it answers 2xx (the connection
+/// then stays open in the client for the next request).
+pub async fn probe(
+    client: &nanofaas_h1::Client,
+    addr: SocketAddr,
+    url: &HttpUrl,
+) -> Result<(), String> {
+    let resp = client
+        .send_to(addr, &url.authority, "GET", &url.path, &[], b"", 64 * 1024)
         .await
         .map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(sender)
+    if (200..300).contains(&resp.status) {
+        Ok(())
     } else {
-        Err(format!("{url} answered {status}"))
+        Err(format!("{url} answered {}", resp.status))
     }
 }
 
@@ -257,7 +242,7 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/invoke")).unwrap();
-        let pool = Pool::new(&url, resolve(&url).await.unwrap(), 1024).unwrap();
+        let pool = Pool::new(&url, resolve(&url).await.unwrap(), 1024, runtime_client(1)).unwrap();
         match pool.post(HeaderMap::new(), Bytes::new()).await {
             Err(CallError::Connect(_)) => {}
             other => panic!("expected a connect error, got {other:?}"),

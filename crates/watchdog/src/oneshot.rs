@@ -92,7 +92,8 @@ async fn run_http(cfg: &Config, os: &OneShotConfig) -> Result<Bytes, ErrorBody> 
     let (mut child, pid) =
         runtime::spawn(cfg).map_err(|m| ErrorBody::new(ErrorCode::SpawnError, m))?;
     let result = async {
-        let (health_addr, conn) = runtime::wait_healthy(cfg, &mut child, cfg.startup_timeout)
+        let http = client::runtime_client(1);
+        let health_addr = runtime::wait_healthy(cfg, &mut child, cfg.startup_timeout, &http)
             .await
             .map_err(|m| ErrorBody::new(ErrorCode::StartupError, m))?;
         let addr = if cfg.runtime_url.host == cfg.runtime_health_url.host
@@ -107,11 +108,8 @@ async fn run_http(cfg: &Config, os: &OneShotConfig) -> Result<Bytes, ErrorBody> 
                 )
             })?
         };
-        let pool = Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes)
+        let pool = Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes, http)
             .map_err(|m| ErrorBody::new(ErrorCode::StartupError, m))?;
-        if addr == health_addr {
-            pool.put(conn);
-        }
         let mut hdrs = HeaderMap::with_capacity(3);
         hdrs.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         insert(&mut hdrs, headers::EXECUTION_ID, &os.execution_id)?;

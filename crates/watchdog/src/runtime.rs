@@ -4,10 +4,9 @@
 //! first 100 ms (a local runtime that is about to listen refuses connections in microseconds),
 //! then every 5 ms, until the startup timeout or the runtime's exit.
 
-use crate::client::{self, Body};
+use crate::client;
 use crate::config::Config;
 use crate::process;
-use hyper::client::conn::http1::SendRequest;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,13 +29,14 @@ pub fn spawn(cfg: &Config) -> Result<(Child, u32), String> {
     Ok((child, pid))
 }
 
-/// Probes the health URL until it answers 2xx (`Ok` with that connection, for reuse), the
-/// runtime exits, or `timeout` passes.
+/// Probes the health URL over `http` until it answers 2xx (`Ok` with its address; the probe's
+/// connection stays open in `http` for reuse), the runtime exits, or `timeout` passes.
 pub async fn wait_healthy(
     cfg: &Config,
     child: &mut Child,
     timeout: Duration,
-) -> Result<(SocketAddr, SendRequest<Body>), String> {
+    http: &nanofaas_h1::Client,
+) -> Result<SocketAddr, String> {
     let start = Instant::now();
     let deadline = start + timeout;
     let url = &cfg.runtime_health_url;
@@ -46,8 +46,8 @@ pub async fn wait_healthy(
     let probing = async {
         loop {
             let budget = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-            let last = match tokio::time::timeout(budget, client::probe(addr, url)).await {
-                Ok(Ok(conn)) => return Ok((addr, conn)),
+            let last = match tokio::time::timeout(budget, client::probe(http, addr, url)).await {
+                Ok(Ok(())) => return Ok(addr),
                 Ok(Err(e)) => e,
                 Err(_) => format!("{url} did not answer within {} ms", budget.as_millis()),
             };

@@ -416,12 +416,13 @@ impl Supervisor {
         let cfg = self.cfg.clone();
         let (mut child, pid) = runtime::spawn(&cfg).map_err(BootError::Spawn)?;
         self.metrics.starts.fetch_add(1, Ordering::Relaxed);
+        let http = crate::client::runtime_client(cfg.warm.as_ref().map_or(1, |w| w.concurrency));
         enum Early<T> {
             Done(T),
             Stop(Option<oneshot::Sender<()>>),
         }
         let outcome = {
-            let healthy = runtime::wait_healthy(&cfg, &mut child, cfg.startup_timeout);
+            let healthy = runtime::wait_healthy(&cfg, &mut child, cfg.startup_timeout, &http);
             tokio::pin!(healthy);
             loop {
                 tokio::select! {
@@ -449,7 +450,7 @@ impl Supervisor {
                 return Ok(None);
             }
         };
-        let (health_addr, conn) = match outcome {
+        let health_addr = match outcome {
             Ok(x) => x,
             Err(msg) => {
                 process::kill(&mut child, pid).await;
@@ -472,17 +473,15 @@ impl Supervisor {
                 }
             }
         };
-        let pool = match Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes) {
+        // Same client as the probe: when the health URL is on the runtime's address, the
+        // probe's connection serves the first invocation.
+        let pool = match Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes, http) {
             Ok(p) => p,
             Err(msg) => {
                 process::kill(&mut child, pid).await;
                 return Err(BootError::Startup(msg));
             }
         };
-        if addr == health_addr {
-            // The probe's connection is open and idle: the first invocation skips a connect.
-            pool.put(conn);
-        }
         Ok(Some((child, Unnumbered { pid, pool })))
     }
 
@@ -619,7 +618,13 @@ mod tests {
         let url = crate::config::HttpUrl::parse("http://127.0.0.1:1/invoke").unwrap();
         Unnumbered {
             pid: 1,
-            pool: Pool::new(&url, "127.0.0.1:1".parse().unwrap(), 10).unwrap(),
+            pool: Pool::new(
+                &url,
+                "127.0.0.1:1".parse().unwrap(),
+                10,
+                crate::client::runtime_client(1),
+            )
+            .unwrap(),
         }
         .with_gen(1)
     }

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 client for the hot path: one request at a time per keep-alive connection,
+//! A small HTTP/1.1 client for nanofaas's hot paths (control plane → instance, watchdog →
+//! runtime): one request at a time per keep-alive connection,
 //! driven inline by the task that sends it.
 //!
 //! General-purpose clients hand each request to a separate connection task through channels, so
@@ -14,6 +15,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::Uri;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,6 +102,23 @@ fn still_open(s: &TcpStream) -> bool {
     matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// Where to connect.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// `host:port`, resolved by the system unless it is an IP literal.
+    Name(&'a str),
+    Addr(SocketAddr),
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Name(n) => f.write_str(n),
+            Target::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
 enum Framing {
     Length(usize),
     Chunked,
@@ -144,21 +163,24 @@ impl Client {
         }
     }
 
-    async fn connect(&self, key: &str) -> Result<TcpStream, Error> {
-        let s = tokio::time::timeout(self.inner.settings.connect_timeout, TcpStream::connect(key))
+    async fn connect(&self, target: Target<'_>) -> Result<TcpStream, Error> {
+        let limit = self.inner.settings.connect_timeout;
+        let connecting = async {
+            match target {
+                Target::Name(key) => TcpStream::connect(key).await,
+                Target::Addr(addr) => TcpStream::connect(addr).await,
+            }
+        };
+        let s = tokio::time::timeout(limit, connecting)
             .await
-            .map_err(|_| {
-                Error::Connect(format!(
-                    "{key}: no answer within {:?}",
-                    self.inner.settings.connect_timeout
-                ))
-            })?
-            .map_err(|e| Error::Connect(format!("{key}: {e}")))?;
+            .map_err(|_| Error::Connect(format!("{target}: no answer within {limit:?}")))?
+            .map_err(|e| Error::Connect(format!("{target}: {e}")))?;
         let _ = s.set_nodelay(true);
         Ok(s)
     }
 
-    /// Sends one request and reads the whole answer (at most `max_body` bytes of body).
+    /// Sends one request to the URL's host and reads the whole answer (at most `max_body` bytes
+    /// of body). Host names other than IP literals are resolved by the system.
     pub async fn send(
         &self,
         method: &str,
@@ -169,6 +191,57 @@ impl Client {
     ) -> Result<Response, Error> {
         let (key, host) = authority(uri)?;
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        self.send_at(
+            Target::Name(&key),
+            &key,
+            host,
+            method,
+            path,
+            headers,
+            body,
+            max_body,
+        )
+        .await
+    }
+
+    /// Sends one request to `addr` (no name resolution), with `host` as the `Host` header.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_to(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<Response, Error> {
+        let key = addr.to_string();
+        self.send_at(
+            Target::Addr(addr),
+            &key,
+            host,
+            method,
+            path,
+            headers,
+            body,
+            max_body,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_at(
+        &self,
+        target: Target<'_>,
+        key: &str,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<Response, Error> {
         let mut head = Vec::with_capacity(
             192 + headers
                 .iter()
@@ -199,32 +272,30 @@ impl Client {
         }
         let head_only = method == "HEAD";
 
-        if let Some(stream) = self.checkout(&key) {
+        if let Some(stream) = self.checkout(key) {
             match self
                 .exchange(stream, &head, body, coalesced, head_only, max_body)
                 .await
             {
                 Ok((resp, reusable)) => {
                     if let Some(s) = reusable {
-                        self.checkin(key, s);
+                        self.checkin(key.to_string(), s);
                     }
                     return Ok(resp);
                 }
                 // Nothing came back on a reused connection: it was closed under us; try a new one.
-                Err((e, false)) => {
-                    tracing::debug!(target: "nanofaas::h1", error = %e, "pooled connection was closed; reconnecting")
-                }
+                Err((_, false)) => {}
                 Err((e, true)) => return Err(e),
             }
         }
-        let stream = self.connect(&key).await?;
+        let stream = self.connect(target).await?;
         match self
             .exchange(stream, &head, body, coalesced, head_only, max_body)
             .await
         {
             Ok((resp, reusable)) => {
                 if let Some(s) = reusable {
-                    self.checkin(key, s);
+                    self.checkin(key.to_string(), s);
                 }
                 Ok(resp)
             }
