@@ -129,6 +129,52 @@ pub struct Platform {
     running_changed: Notify,
 }
 
+/// Runs a future inline, in the caller's task; if it is dropped before it finishes (the HTTP
+/// client went away and the server dropped the request), what is left of it runs to the end in
+/// a task of its own. An accepted execution thus always finishes, without paying a task
+/// hand-off per invocation.
+struct Detach<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> {
+    fut: Option<std::pin::Pin<Box<F>>>,
+}
+
+impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> Detach<F, T> {
+    fn new(fut: F) -> Self {
+        Self {
+            fut: Some(Box::pin(fut)),
+        }
+    }
+}
+
+impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> std::future::Future
+    for Detach<F, T>
+{
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let fut = self.fut.as_mut().expect("polled after completion");
+        let out = fut.as_mut().poll(cx);
+        if out.is_ready() {
+            self.fut = None;
+        }
+        out
+    }
+}
+
+impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> Drop for Detach<F, T> {
+    fn drop(&mut self) {
+        if let Some(rest) = self.fut.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = rest.await;
+                });
+            }
+        }
+    }
+}
+
 /// Counts an execution as running (for the shutdown drain) while alive.
 struct RunningGuard<'a>(&'a Platform);
 
@@ -477,7 +523,7 @@ impl Platform {
         };
         let timeout = Self::timeout_of(&f, &input);
         let (me, ex) = (self.clone(), exec.clone());
-        let task = tokio::spawn(async move {
+        let task = Detach::new(async move {
             let _running = RunningGuard::new(&me);
             match f.admission.acquire(Instant::now() + timeout).await {
                 Ok(permit) => Ok(me.run(&f, &ex, permit, timeout).await),
@@ -493,10 +539,7 @@ impl Platform {
                 }
             }
         });
-        match task.await {
-            Ok(r) => r.map(|o| (exec, o)),
-            Err(e) => Err(ApiError::Internal(format!("execution task failed: {e}"))),
-        }
+        task.await.map(|o| (exec, o))
     }
 
     /// `:enqueue`: accepts the invocation and runs it in the background.

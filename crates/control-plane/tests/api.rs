@@ -885,3 +885,39 @@ async fn shutdown_lets_running_calls_finish_and_refuses_new_ones() {
         "the listener is closed"
     );
 }
+
+#[tokio::test]
+async fn a_sync_invocation_finishes_even_if_its_caller_goes_away() {
+    let cp = Cp::start(config()).await;
+    let ep =
+        Endpoint::start(|_, _| Reply::After(Duration::from_millis(300), 200, json!("done anyway")))
+            .await;
+    cp.register_pool("slow", &ep.url(), json!({"concurrency": 1}))
+        .await;
+    let url = cp.url("/v1/functions/slow:invoke");
+    let call = tokio::spawn(async move { common::http("POST", &url, &[], "{}").await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ep.count() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let id = ep.requests()[0]
+        .header("x-execution-id")
+        .unwrap()
+        .to_string();
+    // The client hangs up while the function runs.
+    call.abort();
+    let _ = call.await;
+    let ex = wait_status(&cp, &id, "success", Duration::from_secs(5)).await;
+    assert_eq!(ex["output"], "done anyway", "{ex}");
+    // Its slot was given back: the next call runs.
+    assert_eq!(
+        cp.post("/v1/functions/slow:invoke", json!({})).await.status,
+        200
+    );
+    let m = cp.metrics().await;
+    assert_eq!(
+        metric(&m, "function_inflight{function=\"slow\"}"),
+        Some(0.0)
+    );
+    cp.shutdown().await;
+}
