@@ -102,6 +102,17 @@ fn still_open(s: &TcpStream) -> bool {
     matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// One serialised request, ready to be written on any connection to its host.
+struct Request<'a> {
+    key: &'a str,
+    head: &'a [u8],
+    body: &'a [u8],
+    /// The body is already at the end of `head`.
+    coalesced: bool,
+    head_only: bool,
+    max_body: usize,
+}
+
 /// Where to connect.
 #[derive(Clone, Copy)]
 enum Target<'a> {
@@ -272,48 +283,42 @@ impl Client {
         }
         let head_only = method == "HEAD";
 
+        let req = Request {
+            key,
+            head: &head,
+            body,
+            coalesced,
+            head_only,
+            max_body,
+        };
         if let Some(stream) = self.checkout(key) {
-            match self
-                .exchange(stream, &head, body, coalesced, head_only, max_body)
-                .await
-            {
-                Ok((resp, reusable)) => {
-                    if let Some(s) = reusable {
-                        self.checkin(key.to_string(), s);
-                    }
-                    return Ok(resp);
-                }
+            match self.exchange(stream, &req).await {
+                Ok(resp) => return Ok(resp),
                 // Nothing came back on a reused connection: it was closed under us; try a new one.
                 Err((_, false)) => {}
                 Err((e, true)) => return Err(e),
             }
         }
         let stream = self.connect(target).await?;
-        match self
-            .exchange(stream, &head, body, coalesced, head_only, max_body)
-            .await
-        {
-            Ok((resp, reusable)) => {
-                if let Some(s) = reusable {
-                    self.checkin(key.to_string(), s);
-                }
-                Ok(resp)
-            }
-            Err((e, _)) => Err(e),
-        }
+        self.exchange(stream, &req).await.map_err(|(e, _)| e)
     }
 
-    /// Writes the request and reads the answer. On error, says whether any byte of an answer
-    /// had arrived.
+    /// Writes the request and reads the answer, then gives the connection back to the idle
+    /// stack if it can serve another request. On error, says whether any byte of an answer had
+    /// arrived.
     async fn exchange(
         &self,
         mut stream: TcpStream,
-        head: &[u8],
-        body: &[u8],
-        coalesced: bool,
-        head_only: bool,
-        max_body: usize,
-    ) -> Result<(Response, Option<TcpStream>), (Error, bool)> {
+        req: &Request<'_>,
+    ) -> Result<Response, (Error, bool)> {
+        let Request {
+            head,
+            body,
+            coalesced,
+            head_only,
+            max_body,
+            ..
+        } = *req;
         let lost = |e: std::io::Error, got: bool| (Error::Lost(e.to_string()), got);
         stream.write_all(head).await.map_err(|e| lost(e, false))?;
         if !coalesced {
@@ -455,7 +460,10 @@ impl Client {
                 (out.freeze(), !close && buf.is_empty())
             }
         };
-        Ok((Response { status, body }, reusable.then_some(stream)))
+        if reusable {
+            self.checkin(req.key.to_string(), stream);
+        }
+        Ok(Response { status, body })
     }
 }
 
