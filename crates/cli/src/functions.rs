@@ -328,6 +328,7 @@ pub async fn cmd_instances(client: &Client, format: Format, name: &str) -> anyho
                         ms(&i["idleMs"]),
                         s(&i["pid"]),
                         s(&i["runtimePid"]),
+                        s(&i["endpoint"]),
                     ]
                 })
                 .collect();
@@ -342,7 +343,8 @@ pub async fn cmd_instances(client: &Client, format: Format, name: &str) -> anyho
                         "STARTUP",
                         "IDLE",
                         "PID",
-                        "RUNTIME-PID"
+                        "RUNTIME-PID",
+                        "ENDPOINT"
                     ],
                     &rows
                 )

@@ -103,7 +103,7 @@ impl EndpointBackend {
 impl Backend for EndpointBackend {
     fn dispatch<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, DispatchResult> {
         Box::pin(async move {
-            invoke_http(&self.client, &self.uri, call, false, Duration::ZERO)
+            invoke_http(&self.client, &self.uri, None, call, false, Duration::ZERO)
                 .await
                 .0
                 .into()
@@ -124,12 +124,37 @@ pub enum Transport {
     NoAnswer,
 }
 
-/// Posts the attempt to `uri` in the header form of the runtime contract and classifies the
-/// answer. With `send_callback`, the instance is also given the callback URL and token. The
+/// Sends a request to `uri`, over `socket` when the instance has one (the URL then gives the
+/// path and the `Host` header).
+#[allow(clippy::too_many_arguments)]
+pub async fn send(
+    client: &HttpClient,
+    uri: &Uri,
+    socket: Option<&str>,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    max_body: usize,
+) -> Result<crate::h1::Response, crate::h1::Error> {
+    match socket {
+        None => client.send(method, uri, headers, body, max_body).await,
+        Some(socket) => {
+            let host = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
+            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            client
+                .send_unix(socket, host, method, path, headers, body, max_body)
+                .await
+        }
+    }
+}
+
+/// Posts the attempt to `uri` (over `socket` if given) in the header form of the runtime
+/// contract and classifies the answer. With `send_callback`, the instance is also given the callback URL and token. The
 /// instance is told the attempt's timeout (`X-Timeout-Ms`) and given `grace` more to answer.
 pub async fn invoke_http(
     client: &HttpClient,
     uri: &Uri,
+    socket: Option<&str>,
     call: &Call,
     send_callback: bool,
     grace: Duration,
@@ -149,7 +174,7 @@ pub async fn invoke_http(
     }
     let max = call.max_output_bytes;
     let exchange = async {
-        match client.send("POST", uri, &headers, &call.body, max).await {
+        match send(client, uri, socket, "POST", &headers, &call.body, max).await {
             Ok(r) => Ok((
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
                 r.body,

@@ -59,6 +59,8 @@ pub struct Conn {
     pub instance_id: String,
     pub invoke: Uri,
     pub health: Uri,
+    /// When set, requests to the instance go over this Unix socket.
+    pub socket: Option<Arc<str>>,
 }
 
 struct Slot {
@@ -137,6 +139,10 @@ pub struct InstanceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup_ms: Option<u64>,
     pub idle_ms: u64,
+    /// Where the control plane sends the instance's invocations: `unix:<socket>` or
+    /// `http://host:port`; absent until it is ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 fn instance_id(name: &str) -> String {
@@ -302,6 +308,7 @@ impl Pool {
                     instance_id: inst.id.clone(),
                     invoke: inst.invoke_url,
                     health: inst.health_url,
+                    socket: inst.socket,
                 }));
                 tracing::info!(function = %self.name, instance = %inst.id, startup_ms = startup.as_millis() as u64, "instance ready");
                 tokio::spawn(watch_exit(self.me.clone(), seq, inst.exited));
@@ -603,6 +610,13 @@ impl Pool {
                 } else {
                     0
                 },
+                endpoint: s.conn.as_ref().map(|c| match &c.socket {
+                    Some(sock) => format!("unix:{sock}"),
+                    None => format!(
+                        "http://{}",
+                        c.invoke.authority().map(|a| a.as_str()).unwrap_or("")
+                    ),
+                }),
             })
             .collect()
     }
@@ -657,7 +671,7 @@ impl Pool {
         };
         for (seq, conn) in idle {
             let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(2), self.client.send("GET", &conn.health, &[], b"", 64 * 1024)).await,
+                tokio::time::timeout(Duration::from_secs(2), crate::dispatch::send(&self.client, &conn.health, conn.socket.as_deref(), "GET", &[], b"", 64 * 1024)).await,
                 Ok(Ok(r)) if (200..300).contains(&r.status)
             );
             if !ok {
@@ -755,6 +769,7 @@ impl Backend for PoolBackend {
             let (outcome, transport) = invoke_http(
                 &pool.client,
                 &lease.conn.invoke,
+                lease.conn.socket.as_deref(),
                 call,
                 false,
                 pool.settings.timeout_grace,

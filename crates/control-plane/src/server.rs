@@ -105,6 +105,7 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
                 startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
                 stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
                 log_lines_per_second: c.provider.log_lines_per_second,
+                unix_socket: c.provider.process.unix_socket,
             })?;
             Ok(Arc::new(ManagedFactory::new(
                 Arc::new(provider),

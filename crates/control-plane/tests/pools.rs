@@ -113,6 +113,9 @@ async fn first_call_is_cold_then_a_hundred_warm_on_the_same_runtime() {
     let inst = instances(&cp, "echo").await;
     assert_eq!(inst.len(), 1);
     assert_eq!(inst[0]["runtimePid"].as_u64().unwrap(), pid);
+    // By default the control plane reaches a process instance over its Unix socket.
+    let endpoint = inst[0]["endpoint"].as_str().unwrap_or_default();
+    assert!(endpoint.starts_with("unix:@nanofaas/echo-"), "{inst:?}");
     let all = pids(&cp, "echo").await;
     cp.shutdown().await;
     assert!(
@@ -428,4 +431,26 @@ async fn job_mode_completes_through_the_callback() {
     assert_eq!(ex["attempts"], 3, "async function errors are retried");
     assert!(all_dead(&[pa as u32, pb as u32]).await);
     cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_unix_sockets_off_instances_are_reached_over_tcp() {
+    let mut c = pool_config();
+    c.provider.process.unix_socket = false;
+    let cp = Cp::start(c).await;
+    deploy(&cp, "tcp", json!({})).await;
+    let first = invoke(&cp, "tcp", json!(1)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let pid = first.json()["output"]["pid"].as_u64().unwrap();
+    for i in 0..10 {
+        let r = invoke(&cp, "tcp", json!(i)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["output"]["pid"].as_u64().unwrap(), pid);
+    }
+    let inst = instances(&cp, "tcp").await;
+    let endpoint = inst[0]["endpoint"].as_str().unwrap_or_default();
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{inst:?}");
+    let all = pids(&cp, "tcp").await;
+    cp.shutdown().await;
+    assert!(all_dead(&all).await, "left behind: {all:?}");
 }

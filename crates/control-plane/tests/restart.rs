@@ -227,6 +227,7 @@ async fn orphan_cleanup_finds_escaped_processes_of_a_dead_owner_by_their_environ
         startup_timeout: Duration::from_secs(5),
         stop_grace: Duration::from_secs(1),
         log_lines_per_second: 10,
+        unix_socket: true,
     })
     .unwrap();
     assert!(
@@ -235,7 +236,10 @@ async fn orphan_cleanup_finds_escaped_processes_of_a_dead_owner_by_their_environ
         .await
     );
     let n = provider.cleanup_orphans().await;
-    assert_eq!(n, 2, "two instances had dead owners");
+    // At least these two: test binaries running beside this one may have just exited, leaving
+    // instances that are dying of their parent-death signal and are orphans for a moment too.
+    // The PID checks below say which processes were (and were not) stopped.
+    assert!(n >= 2, "two instances had dead owners, found {n}");
     assert!(
         wait_until(Duration::from_secs(5), || !pid_alive(orphan.pid())
             && !pid_alive(reused_pid.pid()))

@@ -9,6 +9,10 @@
 //! end of stream) and dropped; if one still fails before any byte of the answer arrives, the request
 //! is sent once more on a fresh connection.
 //!
+//! A target is a TCP address or, for instances on the same machine, a Unix socket (a path, or on
+//! Linux a name in the abstract namespace written with a leading `@`): a local hop then skips the
+//! TCP stack (and any packet filter on loopback).
+//!
 //! Supports what instances and endpoints answer: `Content-Length`, chunked, and close-delimited
 //! bodies, informational `1xx` answers, and `Connection: close`.
 
@@ -16,10 +20,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::Uri;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 /// Limits and timeouts of the client.
@@ -63,8 +69,63 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// A connection over TCP or a Unix socket.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn try_read(&self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(b),
+            Stream::Unix(s) => s.try_read(b),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
 }
 
@@ -97,7 +158,7 @@ fn authority(uri: &Uri) -> Result<(String, &str), Error> {
 }
 
 /// True when a pooled connection is still open and quiet.
-fn still_open(s: &TcpStream) -> bool {
+fn still_open(s: &Stream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
@@ -119,6 +180,8 @@ enum Target<'a> {
     /// `host:port`, resolved by the system unless it is an IP literal.
     Name(&'a str),
     Addr(SocketAddr),
+    /// A Unix socket path; a leading `@` names the Linux abstract namespace.
+    Unix(&'a str),
 }
 
 impl std::fmt::Display for Target<'_> {
@@ -126,6 +189,7 @@ impl std::fmt::Display for Target<'_> {
         match self {
             Target::Name(n) => f.write_str(n),
             Target::Addr(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "unix:{p}"),
         }
     }
 }
@@ -147,7 +211,7 @@ impl Client {
         }
     }
 
-    fn checkout(&self, key: &str) -> Option<TcpStream> {
+    fn checkout(&self, key: &str) -> Option<Stream> {
         let max_age = self.inner.settings.idle_timeout;
         loop {
             let idle = self
@@ -163,7 +227,7 @@ impl Client {
         }
     }
 
-    fn checkin(&self, key: String, stream: TcpStream) {
+    fn checkin(&self, key: String, stream: Stream) {
         let mut idle = self.inner.idle.lock().unwrap();
         let stack = idle.entry(key).or_default();
         if stack.len() < self.inner.settings.max_idle_per_host {
@@ -174,20 +238,25 @@ impl Client {
         }
     }
 
-    async fn connect(&self, target: Target<'_>) -> Result<TcpStream, Error> {
+    async fn connect(&self, target: Target<'_>) -> Result<Stream, Error> {
         let limit = self.inner.settings.connect_timeout;
         let connecting = async {
-            match target {
+            let tcp = match target {
                 Target::Name(key) => TcpStream::connect(key).await,
                 Target::Addr(addr) => TcpStream::connect(addr).await,
-            }
+                Target::Unix(path) => {
+                    return UnixStream::connect(&*unix_path(path))
+                        .await
+                        .map(Stream::Unix)
+                }
+            }?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Stream::Tcp(tcp))
         };
-        let s = tokio::time::timeout(limit, connecting)
+        tokio::time::timeout(limit, connecting)
             .await
             .map_err(|_| Error::Connect(format!("{target}: no answer within {limit:?}")))?
-            .map_err(|e| Error::Connect(format!("{target}: {e}")))?;
-        let _ = s.set_nodelay(true);
-        Ok(s)
+            .map_err(|e| Error::Connect(format!("{target}: {e}")))
     }
 
     /// Sends one request to the URL's host and reads the whole answer (at most `max_body` bytes
@@ -230,6 +299,33 @@ impl Client {
         let key = addr.to_string();
         self.send_at(
             Target::Addr(addr),
+            &key,
+            host,
+            method,
+            path,
+            headers,
+            body,
+            max_body,
+        )
+        .await
+    }
+
+    /// Sends one request over the Unix socket `socket` (a path, or `@name` for the Linux
+    /// abstract namespace), with `host` as the `Host` header.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_unix(
+        &self,
+        socket: &str,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<Response, Error> {
+        let key = format!("unix:{socket}");
+        self.send_at(
+            Target::Unix(socket),
             &key,
             host,
             method,
@@ -308,7 +404,7 @@ impl Client {
     /// arrived.
     async fn exchange(
         &self,
-        mut stream: TcpStream,
+        mut stream: Stream,
         req: &Request<'_>,
     ) -> Result<Response, (Error, bool)> {
         let Request {
@@ -468,7 +564,7 @@ impl Client {
 }
 
 /// Reads more of the answer; the end of stream here is a truncated answer.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), (Error, bool)> {
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> Result<(), (Error, bool)> {
     match stream.read_buf(buf).await {
         Ok(0) => Err((
             Error::Lost("connection closed in the middle of the answer".into()),
@@ -476,6 +572,14 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), (Er
         )),
         Ok(_) => Ok(()),
         Err(e) => Err((Error::Lost(e.to_string()), true)),
+    }
+}
+
+/// The path tokio connects to: `@name` becomes the abstract name (a leading NUL byte).
+pub fn unix_path(socket: &str) -> std::borrow::Cow<'_, str> {
+    match socket.strip_prefix('@') {
+        Some(name) => format!("\0{name}").into(),
+        None => socket.into(),
     }
 }
 
@@ -668,5 +772,86 @@ mod tests {
         let got = server.await.unwrap();
         assert!(got.starts_with(b"POST /big HTTP/1.1\r\nhost: 127.0.0.1:"));
         assert!(String::from_utf8_lossy(&got).contains("content-length: 200000\r\n"));
+    }
+
+    /// Serves `count` requests per connection over a Unix listener, answering each with its
+    /// request line; reports how many connections it accepted.
+    fn unix_server(l: tokio::net::UnixListener) -> Arc<std::sync::atomic::AtomicUsize> {
+        let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c2 = conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let n = match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        let line = text.lines().next().unwrap_or("").to_string();
+                        let host = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("host: "))
+                            .unwrap_or("")
+                            .to_string();
+                        let answer = format!("{line} @ {host}");
+                        let out = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if s.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        conns
+    }
+
+    #[tokio::test]
+    async fn unix_socket_paths_and_abstract_names() {
+        let dir = std::env::temp_dir().join(format!("nanofaas-h1-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let conns = unix_server(tokio::net::UnixListener::bind(&path).unwrap());
+        let c = client();
+        let socket = path.to_str().unwrap();
+        for _ in 0..3 {
+            let r = c
+                .send_unix(socket, "instance", "POST", "/invoke", &[], b"{}", 1024)
+                .await
+                .unwrap();
+            assert_eq!(&r.body[..], b"POST /invoke HTTP/1.1 @ instance");
+        }
+        assert_eq!(
+            conns.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "kept alive"
+        );
+
+        let name = format!("@nanofaas-h1-test-{}", std::process::id());
+        let conns = unix_server(tokio::net::UnixListener::bind(&*unix_path(&name)).unwrap());
+        let r = c
+            .send_unix(&name, "x", "GET", "/health", &[], b"", 1024)
+            .await
+            .unwrap();
+        assert_eq!(&r.body[..], b"GET /health HTTP/1.1 @ x");
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // Nobody listens: a connect error that names the socket.
+        let _ = std::fs::remove_file(&path);
+        match c
+            .send_unix("@nanofaas-h1-nobody", "x", "GET", "/", &[], b"", 10)
+            .await
+        {
+            Err(Error::Connect(m)) => assert!(m.contains("unix:@nanofaas-h1-nobody"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

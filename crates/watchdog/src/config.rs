@@ -172,6 +172,9 @@ pub struct OneShotConfig {
 pub struct WarmConfig {
     pub port: u16,
     pub bind: IpAddr,
+    /// `WARM_SOCKET`: a Unix socket to serve on besides the TCP port; a leading `@` names the
+    /// Linux abstract namespace (no file).
+    pub socket: Option<String>,
     /// `None`: never exit when idle.
     pub idle_timeout: Option<Duration>,
     /// 0: unlimited.
@@ -410,6 +413,22 @@ impl Config {
                 message: format!("{v:?} is not an IP address"),
             })?,
         };
+        let socket = match env.var("WARM_SOCKET").map(|v| v.trim().to_string()) {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => {
+                // sun_path holds 108 bytes: 107 and a NUL for a path, 107 after the NUL for a name.
+                if v.len() > 107 || v == "@" {
+                    return Err(ConfigError {
+                        var: "WARM_SOCKET",
+                        message: format!(
+                            "{v:?} is not a usable Unix socket address (a path or @name of 1 to 107 bytes)"
+                        ),
+                    });
+                }
+                Some(v)
+            }
+        };
         let idle = env.number(
             "WARM_IDLE_TIMEOUT_MS",
             DEFAULT_IDLE_TIMEOUT_MS,
@@ -442,6 +461,7 @@ impl Config {
         Ok(WarmConfig {
             port,
             bind,
+            socket,
             idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
             max_invocations,
             concurrency,
@@ -589,6 +609,8 @@ mod tests {
             ("WARM_STARTUP_TIMEOUT_MS", "0"),
             ("WARM_BIND", "localhost"),
             ("WARM_RUNTIME_MODE", "GRPC"),
+            ("WARM_SOCKET", "@"),
+            ("WARM_SOCKET", &"s".repeat(108)),
         ] {
             let (got, msg) = parse_owned(&warm(&[(var, val)]))
                 .map(|_| ("", String::new()))
@@ -646,6 +668,7 @@ mod tests {
         assert_eq!(w.idle_timeout, Some(Duration::from_millis(300_000)));
         assert_eq!((w.max_invocations, w.concurrency), (0, 1));
         assert_eq!(w.runtime, RuntimeKind::Http);
+        assert_eq!(w.socket, None);
         assert!(c.oneshot.is_none());
         let w = parse_owned(&warm(&[
             ("WARM_PORT", "0"),
@@ -654,10 +677,12 @@ mod tests {
             ("WARM_MAX_INVOCATIONS", "3"),
             ("WARM_CONCURRENCY", "8"),
             ("WARM_RUNTIME_MODE", "stdio"),
+            ("WARM_SOCKET", "@nanofaas-x"),
         ]))
         .unwrap()
         .warm
         .unwrap();
+        assert_eq!(w.socket.as_deref(), Some("@nanofaas-x"));
         assert_eq!((w.port, w.idle_timeout, w.max_invocations), (0, None, 3));
         assert_eq!((w.concurrency, w.runtime), (8, RuntimeKind::Stdio));
     }

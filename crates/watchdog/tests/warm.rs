@@ -650,3 +650,88 @@ async fn large_payloads_pass_and_oversized_ones_get_413() {
     // The connection and the runtime are still fine.
     assert_eq!(pid_of(&call(&w, "after", json!(1)).await), w.runtime_pid);
 }
+
+/// Sends one header-form invocation over the watchdog's Unix socket.
+async fn call_unix(client: &nanofaas_h1::Client, socket: &str, id: &str) -> Value {
+    let r = client
+        .send_unix(
+            socket,
+            "watchdog",
+            "POST",
+            "/invoke",
+            &[("x-execution-id", id), ("content-type", "application/json")],
+            json!({"input": id}).to_string().as_bytes(),
+            1 << 20,
+        )
+        .await
+        .expect("the watchdog answers on its socket");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[tokio::test]
+async fn warm_socket_serves_the_same_runtime_as_the_port_and_goes_away_at_exit() {
+    let client = nanofaas_h1::Client::new(nanofaas_h1::ClientSettings {
+        connect_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(60),
+        max_idle_per_host: 4,
+    });
+    // A name in the abstract namespace, then a path (whose file must be gone after exit).
+    let dir = std::env::temp_dir().join(format!("nanofaas-wd-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("w.sock");
+    let name = format!("@nanofaas-wd-test-{}", std::process::id());
+    for socket in [name.clone(), file.display().to_string()] {
+        let mut w = start_warm(&[("WARM_SOCKET", &socket)]).await;
+        let line = w
+            .proc
+            .lines(Stream::Stdout)
+            .into_iter()
+            .find(|l| l.starts_with("NANOFAAS_READY"))
+            .unwrap();
+        assert_eq!(
+            ready_socket(&line).as_deref(),
+            Some(socket.as_str()),
+            "{line}"
+        );
+        for n in 0..5 {
+            let out = call_unix(&client, &socket, &format!("u{n}")).await;
+            assert_eq!(out["pid"].as_u64(), Some(w.runtime_pid as u64));
+        }
+        // The TCP port serves the same runtime.
+        assert_eq!(pid_of(&call(&w, "tcp", json!(1)).await), w.runtime_pid);
+        w.proc.signal(libc::SIGTERM).unwrap();
+        let st = w.proc.wait_exit_async(T).await.expect("exits");
+        assert_eq!(st.code(), Some(0), "{}", w.proc.output());
+        let fresh = nanofaas_h1::Client::new(nanofaas_h1::ClientSettings {
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
+            max_idle_per_host: 4,
+        });
+        assert!(
+            matches!(
+                fresh
+                    .send_unix(&socket, "w", "GET", "/health", &[], b"", 1024)
+                    .await,
+                Err(nanofaas_h1::Error::Connect(_))
+            ),
+            "{socket} still answers after exit"
+        );
+    }
+    assert!(!file.exists(), "the socket file is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_warm_socket_that_cannot_be_bound_is_a_clear_startup_error() {
+    let mut w = watchdog_command(
+        &warm_env(&[("WARM_SOCKET", "/nonexistent-dir-for-nanofaas/w.sock")])
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let out = w.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("cannot listen on WARM_SOCKET"), "{stderr}");
+}

@@ -801,6 +801,7 @@ impl Provider for DockerProvider {
             Ok(Instance {
                 id: id.clone(),
                 invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
+                socket: None,
                 health_url: format!("{base}/health").parse().expect("valid URL"),
                 exited: entry.exited.clone(),
             })

@@ -51,6 +51,9 @@ pub struct Instance {
     pub invoke_url: Uri,
     /// The watchdog's `GET /health`.
     pub health_url: Uri,
+    /// A Unix socket serving the same HTTP as the URLs' host (`@name`: Linux abstract
+    /// namespace); when set, requests go there instead.
+    pub socket: Option<Arc<str>>,
     pub exited: ExitWatch,
 }
 

@@ -48,6 +48,8 @@ pub struct ProcessSettings {
     pub stop_grace: Duration,
     /// Lines of an instance's output forwarded to the log per second; the rest are counted.
     pub log_lines_per_second: u32,
+    /// Reach warm instances over a Unix socket in the abstract namespace (`WARM_SOCKET`).
+    pub unix_socket: bool,
 }
 
 /// Finds `nanofaas-watchdog`: next to the running executable, else on `PATH`.
@@ -219,7 +221,7 @@ impl ProcessProvider {
         spec: &FunctionSpec,
         kind: &'static str,
         mut cmd: Command,
-    ) -> Result<(Arc<Entry>, oneshot::Receiver<u16>), StartFailure> {
+    ) -> Result<(Arc<Entry>, oneshot::Receiver<Ready>), StartFailure> {
         let mut child = cmd.spawn().map_err(|e| StartFailure {
             message: format!(
                 "cannot start the watchdog {}: {e}",
@@ -251,7 +253,8 @@ impl ProcessProvider {
                 let mut lines = BufReader::new(out).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some(rest) = line.strip_prefix("NANOFAAS_READY ") {
-                        let port = field(rest, "port").and_then(|p| p.parse().ok());
+                        let port = field(rest, "port").and_then(|p| p.parse::<u16>().ok());
+                        let socket = field(rest, "socket").map(Arc::<str>::from);
                         if let Some(r) = field(rest, "runtime_pid")
                             .and_then(|p| p.parse().ok())
                             .filter(|p| *p > 0)
@@ -259,7 +262,7 @@ impl ProcessProvider {
                             *entry.runtime_pid.lock().unwrap() = Some(r);
                         }
                         if let (Some(port), Some(tx)) = (port, ready_tx.take()) {
-                            let _ = tx.send(port);
+                            let _ = tx.send(Ready { port, socket });
                         }
                     } else if let Some(rest) = line.strip_prefix("NANOFAAS_RUNTIME ") {
                         if let Some(r) = field(rest, "pid").and_then(|p| p.parse().ok()) {
@@ -319,6 +322,12 @@ impl ProcessProvider {
         let id = id.to_string();
         let _ = tokio::task::spawn_blocking(move || kill_instance_processes(&id)).await;
     }
+}
+
+/// What a watchdog's READY line says.
+struct Ready {
+    port: u16,
+    socket: Option<Arc<str>>,
 }
 
 /// Waits until the instance is gone.
@@ -397,17 +406,25 @@ impl Provider for ProcessProvider {
             if spec.runtime_mode != RuntimeMode::Http {
                 cmd.env_remove("RUNTIME_URL");
             }
+            if self.settings.unix_socket {
+                // Abstract names vanish with the process: nothing to clean up after a crash.
+                // Ids are the function name (at most 63 bytes) and 13 more: well within 107.
+                cmd.env("WARM_SOCKET", format!("@nanofaas/{}", req.instance_id));
+            } else {
+                cmd.env_remove("WARM_SOCKET");
+            }
             let (entry, ready) = self.spawn(&req.instance_id, spec, "warm", cmd)?;
             let mut exited = entry.exited.clone();
             let limit = self.settings.startup_timeout + Duration::from_secs(1);
             let failure = tokio::select! {
-                port = ready => match port {
-                    Ok(port) => {
+                ready = ready => match ready {
+                    Ok(Ready { port, socket }) => {
                         let base = format!("http://{ip}:{port}");
                         return Ok(Instance {
                             id: req.instance_id.clone(),
                             invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
                             health_url: format!("{base}/health").parse().expect("valid URL"),
+                            socket,
                             exited: entry.exited.clone(),
                         });
                     }

@@ -87,18 +87,35 @@ pub async fn run(cfg: Config) -> ExitCode {
         }
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(warm.port);
+    let mut unix = match warm.socket.as_deref().map(bind_unix).transpose() {
+        Ok(u) => u,
+        Err(e) => {
+            crate::error!("{e}");
+            if let Some(s) = &sup {
+                s.stop().await;
+            }
+            return ExitCode::BindFailed;
+        }
+    };
     let app = Arc::new(App::new(cfg.clone(), metrics, sup.clone()));
     let pid_now = || sup.as_ref().and_then(|s| s.runtime_pid()).unwrap_or(0);
-    if let Err(e) = announcer.ready(port, pid_now) {
+    if let Err(e) = announcer.ready(port, warm.socket.as_deref(), pid_now) {
         crate::error!("cannot write the READY line to stdout: {e}");
+        if let Some(u) = unix.take() {
+            u.remove();
+        }
         if let Some(s) = &sup {
             s.stop().await;
         }
         return ExitCode::Internal;
     }
     crate::info!(
-        "serving on {}:{port} (runtime {:?}, concurrency {})",
+        "serving on {}:{port}{} (runtime {:?}, concurrency {})",
         warm.bind,
+        warm.socket
+            .as_deref()
+            .map(|s| format!(" and unix:{s}"))
+            .unwrap_or_default(),
         warm.runtime,
         warm.concurrency
     );
@@ -127,26 +144,11 @@ pub async fn run(cfg: Config) -> ExitCode {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let mut stop = stop_rx.clone();
-                let guard = app.tasks.enter();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    let svc = service_fn(move |req| {
-                        let app = app.clone();
-                        async move { Ok::<_, Infallible>(app.route(req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
+                serve_connection(stream, &app, &stop_rx);
+            }
+            accepted = accept_unix(unix.as_ref()) => {
+                let Ok((stream, _)) = accepted else { continue };
+                serve_connection(stream, &app, &stop_rx);
             }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
@@ -157,6 +159,9 @@ pub async fn run(cfg: Config) -> ExitCode {
     crate::info!("stopping ({reason}): refusing new work, draining in-flight invocations");
     app.draining.store(true, Ordering::SeqCst);
     drop(listener);
+    if let Some(u) = unix.take() {
+        u.remove();
+    }
     let _ = stop_tx.send(true);
     let limit = app.latest_deadline().max(tokio::time::Instant::now()) + DRAIN_SLACK;
     if tokio::time::timeout_at(limit, app.tasks.idle())
@@ -174,4 +179,70 @@ pub async fn run(cfg: Config) -> ExitCode {
     }
     crate::info!("stopped");
     ExitCode::Ok
+}
+
+/// Serves one accepted connection (TCP or Unix) with hyper until it closes or the watchdog stops.
+fn serve_connection<I>(stream: I, app: &Arc<App>, stop: &watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let app = app.clone();
+    let mut stop = stop.clone();
+    let guard = app.tasks.enter();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let svc = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.route(req).await) }
+        });
+        let conn =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    });
+}
+
+/// The Unix listener of `WARM_SOCKET`, and the file to remove at exit (none for an abstract name).
+struct UnixListener {
+    listener: tokio::net::UnixListener,
+    file: Option<std::path::PathBuf>,
+}
+
+impl UnixListener {
+    fn remove(self) {
+        drop(self.listener);
+        if let Some(f) = self.file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn bind_unix(socket: &str) -> Result<UnixListener, String> {
+    let file = (!socket.starts_with('@')).then(|| std::path::PathBuf::from(socket));
+    if let Some(f) = &file {
+        // A socket file left by an earlier watchdog that died; anything else is not ours to remove.
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    let path = nanofaas_h1::unix_path(socket);
+    tokio::net::UnixListener::bind(&*path)
+        .map(|listener| UnixListener { listener, file })
+        .map_err(|e| format!("cannot listen on WARM_SOCKET {socket:?}: {e}"))
+}
+
+async fn accept_unix(
+    l: Option<&UnixListener>,
+) -> std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
+    match l {
+        Some(l) => l.listener.accept().await,
+        None => std::future::pending().await,
+    }
 }

@@ -153,14 +153,20 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    /// Prints `NANOFAAS_READY port=.. pid=.. runtime_pid=..`, reading the runtime pid under the
-    /// same lock the supervisor announces restarts with, so no restart goes unreported.
-    pub fn ready(&self, port: u16, runtime_pid: impl FnOnce() -> u32) -> std::io::Result<()> {
+    /// Prints `NANOFAAS_READY port=.. [socket=..] pid=.. runtime_pid=..`, reading the runtime pid
+    /// under the same lock the supervisor announces restarts with, so no restart goes unreported.
+    pub fn ready(
+        &self,
+        port: u16,
+        socket: Option<&str>,
+        runtime_pid: impl FnOnce() -> u32,
+    ) -> std::io::Result<()> {
         let mut printed = self.ready_printed.lock().unwrap();
         let mut out = std::io::stdout().lock();
+        let socket = socket.map(|s| format!(" socket={s}")).unwrap_or_default();
         writeln!(
             out,
-            "NANOFAAS_READY port={port} pid={} runtime_pid={}",
+            "NANOFAAS_READY port={port}{socket} pid={} runtime_pid={}",
             std::process::id(),
             runtime_pid()
         )?;

@@ -31,6 +31,7 @@ const VARS: &[&str] = &[
     "OUTPUT_FILE",
     "WARM_PORT",
     "WARM_BIND",
+    "WARM_SOCKET",
     "WARM_IDLE_TIMEOUT_MS",
     "WARM_MAX_INVOCATIONS",
     "WARM_CONCURRENCY",
@@ -131,12 +132,16 @@ pub async fn start_warm_env(env: &[(&'static str, String)]) -> Warm {
     }
 }
 
-/// `NANOFAAS_READY port=<p> pid=<w> runtime_pid=<r>`, exactly.
+/// `NANOFAAS_READY port=<p> pid=<w> runtime_pid=<r>`, exactly (a `socket=` field after the
+/// port, present with `WARM_SOCKET`, is read by [`ready_socket`]).
 pub fn parse_ready(line: &str) -> (u16, u32, u32) {
     let rest = line
         .strip_prefix("NANOFAAS_READY ")
         .unwrap_or_else(|| panic!("{line}"));
-    let parts: Vec<&str> = rest.split(' ').collect();
+    let mut parts: Vec<&str> = rest.split(' ').collect();
+    if parts.get(1).is_some_and(|p| p.starts_with("socket=")) {
+        parts.remove(1);
+    }
     assert_eq!(parts.len(), 3, "{line}");
     let field = |i: usize, name: &str| -> u64 {
         parts[i]
@@ -151,4 +156,11 @@ pub fn parse_ready(line: &str) -> (u16, u32, u32) {
         field(1, "pid") as u32,
         field(2, "runtime_pid") as u32,
     )
+}
+
+/// The `socket=` field of a READY line.
+pub fn ready_socket(line: &str) -> Option<String> {
+    line.split(' ')
+        .find_map(|p| p.strip_prefix("socket="))
+        .map(str::to_string)
 }
