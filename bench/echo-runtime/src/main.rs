@@ -2,7 +2,8 @@
 //!
 //! `GET /health` → 200 `{"status":"ok"}`; `POST /invoke` → 200 with the request body as is.
 //! Env: `PORT` (default 8080), `BIND` (default 127.0.0.1), `ECHO_THREADS` (default 1: a
-//! single-threaded runtime; more: that many worker threads).
+//! single-threaded runtime; more: that many worker threads), `NANOFAAS_RUNTIME_SOCKET` (also
+//! serve on this Unix socket, as the watchdog offers; `@name` is an abstract name).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -47,6 +48,30 @@ fn main() {
             "echo-runtime listening on {}",
             listener.local_addr().unwrap_or(addr)
         );
+        if let Ok(socket) = std::env::var("NANOFAAS_RUNTIME_SOCKET") {
+            let path = match socket.strip_prefix('@') {
+                Some(name) => format!("\0{name}"),
+                None => socket.clone(),
+            };
+            match tokio::net::UnixListener::bind(&path) {
+                Ok(unix) => {
+                    eprintln!("echo-runtime listening on unix:{socket}");
+                    tokio::spawn(async move {
+                        loop {
+                            let Ok((stream, _)) = unix.accept().await else {
+                                continue;
+                            };
+                            tokio::spawn(async move {
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), service_fn(route))
+                                    .await;
+                            });
+                        }
+                    });
+                }
+                Err(e) => eprintln!("echo-runtime: cannot listen on unix:{socket}: {e}; port only"),
+            }
+        }
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;

@@ -60,7 +60,7 @@ settings! {
     "provider.log_lines_per_second" = "100" : "Lines of each instance's output forwarded to the log per second; the rest are counted and dropped.",
     "provider.process.watchdog" = "\"\"" : "Path of nanofaas-watchdog. Empty: next to the nanofaas binary, else on PATH.",
     "provider.process.bind" = "\"127.0.0.1\"" : "Address instances of the process provider listen on.",
-    "provider.process.unix_socket" = "true" : "Reach each instance's watchdog over a Unix socket (a name in Linux's abstract namespace) instead of its loopback TCP port: the same HTTP, without the TCP stack. The port stays open for health checks by hand. false: TCP only.",
+    "provider.process.unix_socket" = "true" : "Reach each instance's watchdog over a Unix socket (a name in Linux's abstract namespace) instead of its loopback TCP port, and offer the runtime one too (used if the runtime serves it, as the Rust SDK does): the same HTTP, without the TCP stack. The ports stay open for checks by hand. false: TCP only.",
     // --- docker provider (provider/docker.rs) ---
     "provider.docker.socket" = "\"\"" : "Container engine API socket: a path or unix:// URL. Empty: DOCKER_HOST when it is a unix:// URL, else /var/run/docker.sock. Podman's Docker-compatible socket works too.",
     "provider.docker.network" = "\"\"" : "Network warm and JOB containers join (e.g. a user-defined bridge). Empty: the engine's default bridge. JOB containers whose callback URL is a loopback address use the host's network instead, so that the URL works as is.",

@@ -38,6 +38,9 @@ pub struct Config {
     /// `THREADS`: 1 runs everything on one thread (the default, and the fastest for one
     /// invocation at a time); N > 1 uses N worker threads.
     pub threads: usize,
+    /// `NANOFAAS_RUNTIME_SOCKET`: a Unix socket (a path, or `@name` in Linux's abstract
+    /// namespace) to serve on besides `HOST:PORT`; the watchdog offers one and then prefers it.
+    pub socket: Option<String>,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
@@ -57,6 +60,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             shutdown_grace: Duration::from_millis(10_000),
             threads: 1,
+            socket: None,
         }
     }
 }
@@ -123,6 +127,7 @@ impl Config {
                 as usize,
             shutdown_grace: ms("SHUTDOWN_GRACE_MS", d.shutdown_grace, 0, 600_000)?,
             threads: num("THREADS", d.threads as u64, 1, 256)? as usize,
+            socket: get("NANOFAAS_RUNTIME_SOCKET").map(|s| s.trim().to_string()),
         })
     }
 }

@@ -130,8 +130,12 @@ async fn run(config: Config, handler: Handler, started: std::time::Instant) -> u
         }
     };
     log::log_info!(
-        "listening on {} (pid {}, startup {} us)",
+        "listening on {}{} (pid {}, startup {} us)",
         server.local_addr(),
+        server
+            .socket()
+            .map(|s| format!(" and unix:{s}"))
+            .unwrap_or_default(),
         std::process::id(),
         started.elapsed().as_micros()
     );

@@ -1,4 +1,5 @@
-//! The HTTP side of the runtime contract: `GET /health` and `POST /invoke` on one listener,
+//! The HTTP side of the runtime contract: `GET /health` and `POST /invoke` on one listener (and
+//! on the Unix socket the watchdog offers in `NANOFAAS_RUNTIME_SOCKET`, if any),
 //! keep-alive HTTP/1.1, and a graceful stop that lets in-flight invocations finish.
 //!
 //! Owns where an invocation's execution id, trace id and callback settings come from (header,
@@ -66,6 +67,8 @@ struct App {
 /// A bound runtime server. [`Server::run`] serves until the shutdown future resolves.
 pub struct Server {
     listener: TcpListener,
+    /// The offered Unix socket, when it could be bound.
+    unix: Option<tokio::net::UnixListener>,
     addr: SocketAddr,
     app: Arc<App>,
 }
@@ -82,6 +85,22 @@ impl Server {
             .await
             .map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
+        // Optional: the watchdog reaches the runtime on its port when this fails.
+        let unix = config.socket.as_deref().and_then(|socket| {
+            let path = match socket.strip_prefix('@') {
+                Some(name) => format!("\0{name}"),
+                None => socket.to_string(),
+            };
+            match tokio::net::UnixListener::bind(&path) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    log::log_warn!(
+                        "cannot listen on NANOFAAS_RUNTIME_SOCKET {socket:?}: {e}; serving on the port only"
+                    );
+                    None
+                }
+            }
+        });
         // Checked by `Config::from_lookup`; a config built by hand with a bad URL sends none.
         let env_callback = config
             .callback_url
@@ -94,6 +113,7 @@ impl Server {
         };
         Ok(Server {
             listener,
+            unix,
             addr,
             app: Arc::new(App {
                 handler,
@@ -109,10 +129,20 @@ impl Server {
         self.addr
     }
 
+    /// The Unix socket served besides the port, if one was offered and bound.
+    pub fn socket(&self) -> Option<&str> {
+        self.unix.as_ref().and(self.app.config.socket.as_deref())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight invocations
     /// finish (at most `config.shutdown_grace`), closes idle connections and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, app, .. } = self;
+        let Server {
+            listener,
+            unix,
+            app,
+            ..
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -129,31 +159,25 @@ impl Server {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let app = app.clone();
-                    let mut stop = stop_rx.clone();
-                    conns.spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let app = app.clone();
-                            async move { Ok::<_, Infallible>(route(&app, req).await) }
-                        });
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc);
-                        tokio::pin!(conn);
-                        let stopping = tokio::select! {
-                            _ = conn.as_mut() => false,
-                            _ = stop.wait_for(|s| *s) => true,
-                        };
-                        if stopping {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
+                    conns.spawn(serve_connection(stream, app.clone(), stop_rx.clone()));
+                }
+                accepted = accept_unix(unix.as_ref()) => {
+                    match accepted {
+                        Ok(stream) => {
+                            conns.spawn(serve_connection(stream, app.clone(), stop_rx.clone()));
                         }
-                    });
+                        Err(e) => {
+                            log::log_warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 _ = &mut shutdown => break,
             }
         }
         drop(listener);
+        drop(unix);
         let _ = stop_tx.send(true);
         let grace = app.config.shutdown_grace;
         let drained =
@@ -166,6 +190,37 @@ impl Server {
             );
             conns.shutdown().await;
         }
+    }
+}
+
+/// Serves one connection until it closes or the server stops (then gracefully).
+async fn serve_connection<I>(stream: I, app: Arc<App>, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(route(&app, req).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        _ = conn.as_mut() => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+async fn accept_unix(
+    l: Option<&tokio::net::UnixListener>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
     }
 }
 

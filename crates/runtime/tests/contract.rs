@@ -512,3 +512,79 @@ async fn sync_handlers_run_concurrently_off_the_io_thread() {
         assert_eq!((r.status, r.json()), (200, json!(i)));
     }
 }
+
+/// One HTTP/1.1 exchange over a Unix socket (`@name`: abstract), read to the end of the answer.
+async fn unix_exchange(socket: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = match socket.strip_prefix('@') {
+        Some(n) => format!("\0{n}"),
+        None => socket.to_string(),
+    };
+    let mut s = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_offered_unix_socket_serves_the_same_contract_as_the_port() {
+    let socket = format!("@nanofaas-sdk-test-{}", std::process::id());
+    let server = Server::bind(
+        Config {
+            port: 0,
+            socket: Some(socket.clone()),
+            ..Config::default()
+        },
+        echo(),
+    )
+    .await
+    .expect("bind");
+    assert_eq!(server.socket(), Some(socket.as_str()));
+    let (tx, rx) = oneshot::channel();
+    let done = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let health = unix_exchange(
+        &socket,
+        "GET /health HTTP/1.1\r\nhost: rt\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let body = r#"{"input":{"via":"unix"}}"#;
+    let answer = unix_exchange(
+        &socket,
+        &format!(
+            "POST /invoke HTTP/1.1\r\nhost: rt\r\nx-execution-id: u1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(r#""via":"unix""#) && answer.contains(r#""executionId":"u1""#),
+        "{answer}"
+    );
+    let _ = tx.send(());
+    tokio::time::timeout(WAIT, done).await.unwrap().unwrap();
+
+    // A socket that cannot be bound (taken) leaves the port serving, with no socket.
+    let holder = tokio::net::UnixListener::bind(format!("\0{}", &socket[1..])).unwrap();
+    let server = Server::bind(
+        Config {
+            port: 0,
+            socket: Some(socket.clone()),
+            ..Config::default()
+        },
+        echo(),
+    )
+    .await
+    .expect("the port still binds");
+    assert_eq!(server.socket(), None);
+    drop(holder);
+}

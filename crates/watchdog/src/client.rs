@@ -94,6 +94,8 @@ pub fn runtime_client(max_idle: usize) -> nanofaas_h1::Client {
 /// by the calling task itself (`nanofaas-h1`), with no connection task in between.
 pub struct Pool {
     addr: SocketAddr,
+    /// When set, invocations go over this Unix socket instead of `addr`.
+    socket: Option<String>,
     path: String,
     host: String,
     max_body: usize,
@@ -114,6 +116,7 @@ impl Pool {
         }
         Ok(Pool {
             addr,
+            socket: None,
             path: url.path.clone(),
             host: url.authority.clone(),
             max_body,
@@ -123,6 +126,20 @@ impl Pool {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Sends invocations over the Unix socket `socket` from now on.
+    pub fn with_socket(mut self, socket: String) -> Pool {
+        self.socket = Some(socket);
+        self
+    }
+
+    pub fn socket(&self) -> Option<&str> {
+        self.socket.as_deref()
+    }
+
+    pub fn client(&self) -> &nanofaas_h1::Client {
+        &self.client
     }
 
     /// `POST` `body` with `headers` (plus `Host`) to the pool's URL and reads the whole answer.
@@ -138,23 +155,39 @@ impl Pool {
             .iter()
             .map(|(k, v)| (k.as_str(), std::str::from_utf8(v.as_bytes()).unwrap_or("")))
             .collect();
-        let resp = self
-            .client
-            .send_to(
-                self.addr,
-                &self.host,
-                "POST",
-                &self.path,
-                &pairs,
-                &body,
-                self.max_body,
-            )
-            .await
-            .map_err(|e| match e {
-                nanofaas_h1::Error::Connect(m) => CallError::Connect(io::Error::other(m)),
-                nanofaas_h1::Error::TooLarge(n) => CallError::TooLarge(n),
-                other => CallError::Lost(other.to_string()),
-            })?;
+        let sent = match &self.socket {
+            None => {
+                self.client
+                    .send_to(
+                        self.addr,
+                        &self.host,
+                        "POST",
+                        &self.path,
+                        &pairs,
+                        &body,
+                        self.max_body,
+                    )
+                    .await
+            }
+            Some(socket) => {
+                self.client
+                    .send_unix(
+                        socket,
+                        &self.host,
+                        "POST",
+                        &self.path,
+                        &pairs,
+                        &body,
+                        self.max_body,
+                    )
+                    .await
+            }
+        };
+        let resp = sent.map_err(|e| match e {
+            nanofaas_h1::Error::Connect(m) => CallError::Connect(io::Error::other(m)),
+            nanofaas_h1::Error::TooLarge(n) => CallError::TooLarge(n),
+            other => CallError::Lost(other.to_string()),
+        })?;
         Ok((
             StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY),
             resp.body,

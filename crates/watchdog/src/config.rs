@@ -175,6 +175,9 @@ pub struct WarmConfig {
     /// `WARM_SOCKET`: a Unix socket to serve on besides the TCP port; a leading `@` names the
     /// Linux abstract namespace (no file).
     pub socket: Option<String>,
+    /// `WARM_RUNTIME_SOCKET`: offer each HTTP runtime a Unix socket (this prefix plus `.<n>`) in
+    /// `NANOFAAS_RUNTIME_SOCKET`; used for invocations when the runtime answers on it.
+    pub runtime_socket: Option<String>,
     /// `None`: never exit when idle.
     pub idle_timeout: Option<Duration>,
     /// 0: unlimited.
@@ -429,6 +432,22 @@ impl Config {
                 Some(v)
             }
         };
+        let runtime_socket = match env.var("WARM_RUNTIME_SOCKET").map(|v| v.trim().to_string()) {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => {
+                // Room for the `.<n>` suffix within sun_path's 107 bytes.
+                if v.len() > 96 || v == "@" {
+                    return Err(ConfigError {
+                        var: "WARM_RUNTIME_SOCKET",
+                        message: format!(
+                            "{v:?} is not a usable Unix socket prefix (a path or @name of 1 to 96 bytes)"
+                        ),
+                    });
+                }
+                Some(v)
+            }
+        };
         let idle = env.number(
             "WARM_IDLE_TIMEOUT_MS",
             DEFAULT_IDLE_TIMEOUT_MS,
@@ -462,6 +481,7 @@ impl Config {
             port,
             bind,
             socket,
+            runtime_socket,
             idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
             max_invocations,
             concurrency,
@@ -611,6 +631,7 @@ mod tests {
             ("WARM_RUNTIME_MODE", "GRPC"),
             ("WARM_SOCKET", "@"),
             ("WARM_SOCKET", &"s".repeat(108)),
+            ("WARM_RUNTIME_SOCKET", &"s".repeat(97)),
         ] {
             let (got, msg) = parse_owned(&warm(&[(var, val)]))
                 .map(|_| ("", String::new()))
@@ -668,7 +689,10 @@ mod tests {
         assert_eq!(w.idle_timeout, Some(Duration::from_millis(300_000)));
         assert_eq!((w.max_invocations, w.concurrency), (0, 1));
         assert_eq!(w.runtime, RuntimeKind::Http);
-        assert_eq!(w.socket, None);
+        assert_eq!(
+            (w.socket.as_deref(), w.runtime_socket.as_deref()),
+            (None, None)
+        );
         assert!(c.oneshot.is_none());
         let w = parse_owned(&warm(&[
             ("WARM_PORT", "0"),

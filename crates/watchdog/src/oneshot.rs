@@ -90,7 +90,7 @@ fn command_run<'a>(cfg: &'a Config, os: &OneShotConfig) -> Run<'a> {
 /// (`TIMEOUT_MS`), stops the runtime.
 async fn run_http(cfg: &Config, os: &OneShotConfig) -> Result<Bytes, ErrorBody> {
     let (mut child, pid) =
-        runtime::spawn(cfg).map_err(|m| ErrorBody::new(ErrorCode::SpawnError, m))?;
+        runtime::spawn(cfg, None).map_err(|m| ErrorBody::new(ErrorCode::SpawnError, m))?;
     let result = async {
         let http = client::runtime_client(1);
         let health_addr = runtime::wait_healthy(cfg, &mut child, cfg.startup_timeout, &http)

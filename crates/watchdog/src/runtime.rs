@@ -16,9 +16,20 @@ use tokio::time::Instant;
 /// Longest a single health probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Spawns the runtime command; its stdout and stderr go to the watchdog's stderr.
-pub fn spawn(cfg: &Config) -> Result<(Child, u32), String> {
-    let mut cmd = process::command(&cfg.command, &[]);
+/// The variable that offers a runtime a Unix socket to serve on besides its port.
+pub const ENV_RUNTIME_SOCKET: &str = "NANOFAAS_RUNTIME_SOCKET";
+
+/// Spawns the runtime command; its stdout and stderr go to the watchdog's stderr. With `socket`,
+/// the runtime is offered that Unix socket in [`ENV_RUNTIME_SOCKET`].
+pub fn spawn(cfg: &Config, socket: Option<&str>) -> Result<(Child, u32), String> {
+    let extra: Vec<(&str, std::ffi::OsString)> = socket
+        .map(|s| (ENV_RUNTIME_SOCKET, s.into()))
+        .into_iter()
+        .collect();
+    let mut cmd = process::command(&cfg.command, &extra);
+    if socket.is_none() {
+        cmd.env_remove(ENV_RUNTIME_SOCKET);
+    }
     cmd.stdin(Stdio::null())
         .stdout(process::to_stderr())
         .stderr(process::to_stderr());

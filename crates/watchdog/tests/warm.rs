@@ -735,3 +735,59 @@ async fn a_warm_socket_that_cannot_be_bound_is_a_clear_startup_error() {
     assert_eq!(out.status.code(), Some(6), "{stderr}");
     assert!(stderr.contains("cannot listen on WARM_SOCKET"), "{stderr}");
 }
+
+/// Connected sockets bound to the abstract name `name` (without `@`), from /proc/net/unix.
+fn connected_to(name: &str) -> usize {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path; St 03 = connected.
+            f.len() >= 8 && f[5] == "03" && f[7] == format!("@{name}")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_runtime_that_takes_the_offered_socket_is_called_over_it_and_others_over_their_port() {
+    let prefix = format!("@nanofaas-wd-rt-{}", std::process::id());
+    // The echo runtime serves NANOFAAS_RUNTIME_SOCKET; it answers with the body it was sent.
+    let echo = nanofaas_testkit::workspace_bin("echo-runtime")
+        .to_string_lossy()
+        .into_owned();
+    // Invocations cannot go to the port: RUNTIME_URL names one nobody listens on (the health
+    // URL names the runtime's real port), so only the socket can answer them.
+    let mut env = warm_env(&[("WARM_RUNTIME_SOCKET", &prefix), ("WATCHDOG_CMD", &echo)]);
+    let port = env.iter().find(|(k, _)| *k == "PORT").unwrap().1.clone();
+    let dead = nanofaas_testkit::free_port();
+    env.retain(|(k, _)| *k != "RUNTIME_URL");
+    env.push(("RUNTIME_URL", format!("http://127.0.0.1:{dead}/invoke")));
+    env.push((
+        "RUNTIME_HEALTH_URL",
+        format!("http://127.0.0.1:{port}/health"),
+    ));
+    let w = start_warm_env(&env).await;
+    for n in 0..3 {
+        let r = call(&w, &format!("s{n}"), json!(n)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["input"], json!(n));
+    }
+    let name = format!("{}.1", &prefix[1..]);
+    assert!(
+        connected_to(&name) >= 1,
+        "no connection to unix:@{name}\n{}",
+        w.proc.output()
+    );
+
+    // The test runtime ignores the offer: calls go to its port and still succeed.
+    let prefix2 = format!("{prefix}-tcp");
+    let w2 = start_warm(&[("WARM_RUNTIME_SOCKET", &prefix2)]).await;
+    for n in 0..3 {
+        assert_eq!(
+            pid_of(&call(&w2, &format!("t{n}"), json!(n)).await),
+            w2.runtime_pid
+        );
+    }
+    assert_eq!(connected_to(&format!("{}.1", &prefix2[1..])), 0);
+}

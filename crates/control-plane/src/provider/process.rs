@@ -410,8 +410,14 @@ impl Provider for ProcessProvider {
                 // Abstract names vanish with the process: nothing to clean up after a crash.
                 // Ids are the function name (at most 63 bytes) and 13 more: well within 107.
                 cmd.env("WARM_SOCKET", format!("@nanofaas/{}", req.instance_id));
+                // Runtimes that support it (the Rust SDK) are reached over a socket too.
+                cmd.env(
+                    "WARM_RUNTIME_SOCKET",
+                    format!("@nanofaas/{}/rt", req.instance_id),
+                );
             } else {
                 cmd.env_remove("WARM_SOCKET");
+                cmd.env_remove("WARM_RUNTIME_SOCKET");
             }
             let (entry, ready) = self.spawn(&req.instance_id, spec, "warm", cmd)?;
             let mut exited = entry.exited.clone();

@@ -338,7 +338,7 @@ impl Supervisor {
         loop {
             gen += 1;
             self.state.send_replace(RtState::Starting);
-            let started = match self.start_one().await {
+            let started = match self.start_one(gen).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return, // stopped while starting
                 Err(err) => {
@@ -375,10 +375,19 @@ impl Supervisor {
             }
             let born = Instant::now();
             let end = self.serve(&mut child, &rt).await;
+            // A socket file (not an abstract name) the runtime served on goes with it.
+            let leftover = rt
+                .pool
+                .socket()
+                .filter(|s| !s.starts_with('@'))
+                .map(str::to_string);
             match end {
                 End::Stop(ack) => {
                     self.state.send_replace(RtState::Stopped);
                     process::stop(&mut child, pid, self.cfg.stop_grace).await;
+                    if let Some(f) = &leftover {
+                        remove_socket_file(f);
+                    }
                     crate::info!("runtime pid {pid} stopped");
                     if let Some(ack) = ack {
                         let _ = ack.send(());
@@ -412,15 +421,26 @@ impl Supervisor {
                     crate::info!("runtime pid {pid} reached WARM_MAX_INVOCATIONS; replaced");
                 }
             }
+            if let Some(f) = &leftover {
+                remove_socket_file(f);
+            }
             self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Spawns a runtime and waits until healthy, answering commands meanwhile.
     /// `Ok(None)`: a stop arrived.
-    async fn start_one(&mut self) -> Result<Option<(Child, Unnumbered)>, BootError> {
+    async fn start_one(&mut self, gen: u64) -> Result<Option<(Child, Unnumbered)>, BootError> {
         let cfg = self.cfg.clone();
-        let (mut child, pid) = runtime::spawn(&cfg).map_err(BootError::Spawn)?;
+        let socket = cfg
+            .warm
+            .as_ref()
+            .and_then(|w| w.runtime_socket.as_ref())
+            .map(|prefix| format!("{prefix}.{gen}"));
+        if let Some(s) = socket.as_deref().filter(|s| !s.starts_with('@')) {
+            remove_socket_file(s);
+        }
+        let (mut child, pid) = runtime::spawn(&cfg, socket.as_deref()).map_err(BootError::Spawn)?;
         self.metrics.starts.fetch_add(1, Ordering::Relaxed);
         let http = crate::client::runtime_client(cfg.warm.as_ref().map_or(1, |w| w.concurrency));
         enum Early<T> {
@@ -481,13 +501,35 @@ impl Supervisor {
         };
         // Same client as the probe: when the health URL is on the runtime's address, the
         // probe's connection serves the first invocation.
-        let pool = match Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes, http) {
+        let mut pool = match Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes, http) {
             Ok(p) => p,
             Err(msg) => {
                 process::kill(&mut child, pid).await;
                 return Err(BootError::Startup(msg));
             }
         };
+        // A runtime that took up the offered socket answers its health check there too; one
+        // that did not (it is optional) is reached on its port.
+        if let Some(socket) = socket {
+            let probe = pool.client().send_unix(
+                &socket,
+                &cfg.runtime_url.authority,
+                "GET",
+                &cfg.runtime_health_url.path,
+                &[],
+                b"",
+                64 * 1024,
+            );
+            match tokio::time::timeout(Duration::from_millis(500), probe).await {
+                Ok(Ok(r)) if (200..300).contains(&r.status) => {
+                    crate::debug!("runtime pid {pid} answers on unix:{socket}");
+                    pool = pool.with_socket(socket);
+                }
+                _ => {
+                    crate::debug!("runtime pid {pid} does not serve unix:{socket}; using its port")
+                }
+            }
+        }
         Ok(Some((child, Unnumbered { pid, pool })))
     }
 
@@ -613,6 +655,14 @@ impl Unnumbered {
             inflight: AtomicUsize::new(0),
             drained: Notify::new(),
         }
+    }
+}
+
+/// Removes a runtime socket file left from an earlier run (only if it is a socket).
+pub fn remove_socket_file(path: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
