@@ -6,6 +6,8 @@
 #                               directly; RSS after a million invocations
 #   bench/run.sh chain          control plane -> watchdog -> runtime (process provider) vs direct;
 #                               cold start of a Rust function
+#   bench/run.sh chain-cpu      CPU per invocation of each process of the chain at 32 connections,
+#                               hops over Unix sockets (the default) vs loopback TCP
 #   bench/run.sh docker         the docker provider beside the process provider: warm latency and
 #                               throughput, cold start (container create to first response)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
@@ -699,11 +701,77 @@ suite_runtimes() {
 
 # --- end runtimes suite --------------------------------------------------------------------------
 
+# --- chain-cpu suite (CPU per invocation of each process, Unix-socket hops vs TCP) --------------
+
+# chain_cpu_once <unix_socket true|false> <label>: one control plane with one warm instance at 32
+# connections; appends the CPU each process spent per invocation to $RAW.
+chain_cpu_once() {
+  local uds="$1" label="$2" wd="$3" body="$4" high="$5"
+  start_cp "cp-cpu-$label" --set "provider.process.watchdog=$wd" --set "provider.process.unix_socket=$uds"
+  local cp_pid=$LAST_PID
+  register "$CP_URL" "{\"name\":\"cpu\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
+  wait_ready "$CP_URL" cpu 20
+  python3 - "$RAW" "$label" "$cp_pid" "$CP_URL" "$REL/loadgen" "$high" "$DURATION" "$WARMUP" "$body" <<'PY'
+import json, os, resource, subprocess, sys, urllib.request
+raw, label, cp, url, loadgen, conns, dur, warm, body = sys.argv[1:]
+inst = json.load(urllib.request.urlopen(f"{url}/v1/functions/cpu/instances"))[0]
+pids = {"control plane": int(cp), "watchdog": inst["pid"], "runtime": inst["runtimePid"]}
+tick = os.sysconf("SC_CLK_TCK")
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+inv = f"{url}/v1/functions/cpu:invoke"
+subprocess.run([loadgen, "-c", conns, "-d", warm, "-b", body, inv], check=True, capture_output=True)
+before = {k: cpu(p) for k, p in pids.items()}
+r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+out = subprocess.run([loadgen, "--json", "-c", conns, "-d", dur, "-w", "0", "-b", body, inv], check=True, capture_output=True, text=True).stdout
+r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+after = {k: cpu(p) for k, p in pids.items()}
+res = json.loads(out)
+n = max(res["requests"], 1)
+us = {k: round((after[k] - before[k]) * 1e6 / n, 1) for k in pids}
+us["load generator"] = round((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e6 / n, 1)
+us["total"] = round(sum(us.values()), 1)
+res["cpu_us"] = us
+open(raw, "a").write(json.dumps({"label": label, "result": res}) + "\n")
+PY
+  kill -TERM "$cp_pid"; wait "$cp_pid" 2>/dev/null || true
+}
+
+suite_chain_cpu() {
+  local high="${CONNECTIONS_HIGH:-32}"
+  log "== chain-cpu suite (CPU per invocation, Unix-socket hops vs loopback TCP): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
+  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
+  for run in $(seq "$RUNS"); do
+    log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
+    chain_cpu_once true unix "$wd" "$body" "$high"
+    log "          (cpu idle before the tcp run: $(wait_quiet)%)"
+    chain_cpu_once false tcp "$wd" "$body" "$high"
+  done
+  log ""
+  log "medians of $RUNS interleaved runs at $high connections (${DURATION}s each); CPU is utime+stime per invocation"
+  printf '%-18s %14s %10s %10s %10s %10s %10s\n' "hops" "req/s" "cp us" "wd us" "rt us" "lg us" "total us" | tee -a "$REPORT"
+  local t
+  for t in unix tcp; do
+    printf '%-18s %14s %10s %10s %10s %10s %10s\n' "$t" "$(stats "med(pick('$t','rps'))")" \
+      "$(stats "med([r['cpu_us']['control plane'] for r in R['$t']])")" \
+      "$(stats "med([r['cpu_us']['watchdog'] for r in R['$t']])")" \
+      "$(stats "med([r['cpu_us']['runtime'] for r in R['$t']])")" \
+      "$(stats "med([r['cpu_us']['load generator'] for r in R['$t']])")" \
+      "$(stats "med([r['cpu_us']['total'] for r in R['$t']])")" | tee -a "$REPORT"
+  done
+  log "per run (req/s, total us): unix: $(stats "[(round(r['rps']), r['cpu_us']['total']) for r in R['unix']]"); tcp: $(stats "[(round(r['rps']), r['cpu_us']['total']) for r in R['tcp']]")"
+}
+
+# --- end chain-cpu suite ---------------------------------------------------------------------------
+
 # ---------------------------------------------------------------- dispatch
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain|docker|runtimes)
+  watchdog|control-plane|chain|chain-cpu|docker|runtimes)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -712,7 +780,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, docker, runtimes)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes)" >&2
     exit 2
     ;;
 esac
