@@ -124,37 +124,37 @@ pub enum Transport {
     NoAnswer,
 }
 
-/// Sends a request to `uri`, over `socket` when the instance has one (the URL then gives the
-/// path and the `Host` header).
+/// Sends a request to `uri`, or to `unix` when the instance has a Unix socket (the URL then
+/// gives the path and the `Host` header).
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
     client: &HttpClient,
     uri: &Uri,
-    socket: Option<&str>,
+    unix: Option<&crate::h1::Endpoint>,
     method: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     max_body: usize,
 ) -> Result<crate::h1::Response, crate::h1::Error> {
-    match socket {
+    match unix {
         None => client.send(method, uri, headers, body, max_body).await,
-        Some(socket) => {
+        Some(endpoint) => {
             let host = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
             let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             client
-                .send_unix(socket, host, method, path, headers, body, max_body)
+                .send_to(endpoint, host, method, path, headers, body, max_body)
                 .await
         }
     }
 }
 
-/// Posts the attempt to `uri` (over `socket` if given) in the header form of the runtime
+/// Posts the attempt to `uri` (over `unix` if given) in the header form of the runtime
 /// contract and classifies the answer. With `send_callback`, the instance is also given the callback URL and token. The
 /// instance is told the attempt's timeout (`X-Timeout-Ms`) and given `grace` more to answer.
 pub async fn invoke_http(
     client: &HttpClient,
     uri: &Uri,
-    socket: Option<&str>,
+    unix: Option<&crate::h1::Endpoint>,
     call: &Call,
     send_callback: bool,
     grace: Duration,
@@ -174,7 +174,7 @@ pub async fn invoke_http(
     }
     let max = call.max_output_bytes;
     let exchange = async {
-        match send(client, uri, socket, "POST", &headers, &call.body, max).await {
+        match send(client, uri, unix, "POST", &headers, &call.body, max).await {
             Ok(r) => Ok((
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
                 r.body,

@@ -59,8 +59,8 @@ pub struct Conn {
     pub instance_id: String,
     pub invoke: Uri,
     pub health: Uri,
-    /// When set, requests to the instance go over this Unix socket.
-    pub socket: Option<Arc<str>>,
+    /// When set, requests to the instance go to this Unix socket.
+    pub unix: Option<crate::h1::Endpoint>,
 }
 
 struct Slot {
@@ -308,7 +308,7 @@ impl Pool {
                     instance_id: inst.id.clone(),
                     invoke: inst.invoke_url,
                     health: inst.health_url,
-                    socket: inst.socket,
+                    unix: inst.socket.as_deref().map(crate::h1::Endpoint::unix),
                 }));
                 tracing::info!(function = %self.name, instance = %inst.id, startup_ms = startup.as_millis() as u64, "instance ready");
                 tokio::spawn(watch_exit(self.me.clone(), seq, inst.exited));
@@ -610,8 +610,8 @@ impl Pool {
                 } else {
                     0
                 },
-                endpoint: s.conn.as_ref().map(|c| match &c.socket {
-                    Some(sock) => format!("unix:{sock}"),
+                endpoint: s.conn.as_ref().map(|c| match &c.unix {
+                    Some(unix) => unix.to_string(),
                     None => format!(
                         "http://{}",
                         c.invoke.authority().map(|a| a.as_str()).unwrap_or("")
@@ -671,7 +671,7 @@ impl Pool {
         };
         for (seq, conn) in idle {
             let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(2), crate::dispatch::send(&self.client, &conn.health, conn.socket.as_deref(), "GET", &[], b"", 64 * 1024)).await,
+                tokio::time::timeout(Duration::from_secs(2), crate::dispatch::send(&self.client, &conn.health, conn.unix.as_ref(), "GET", &[], b"", 64 * 1024)).await,
                 Ok(Ok(r)) if (200..300).contains(&r.status)
             );
             if !ok {
@@ -769,7 +769,7 @@ impl Backend for PoolBackend {
             let (outcome, transport) = invoke_http(
                 &pool.client,
                 &lease.conn.invoke,
-                lease.conn.socket.as_deref(),
+                lease.conn.unix.as_ref(),
                 call,
                 false,
                 pool.settings.timeout_grace,

@@ -174,6 +174,53 @@ struct Request<'a> {
     max_body: usize,
 }
 
+/// A resolved place to send requests to: a TCP address or a Unix socket. Built once per
+/// instance or runtime, so that a request does not format its idle-pool key again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    kind: EndpointKind,
+    /// Key of its idle connections.
+    key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EndpointKind {
+    Tcp(SocketAddr),
+    Unix(String),
+}
+
+impl Endpoint {
+    pub fn tcp(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            key: addr.to_string(),
+            kind: EndpointKind::Tcp(addr),
+        }
+    }
+
+    /// A Unix socket: a path, or `@name` for the Linux abstract namespace.
+    pub fn unix(socket: &str) -> Endpoint {
+        Endpoint {
+            key: format!("unix:{socket}"),
+            kind: EndpointKind::Unix(socket.to_string()),
+        }
+    }
+
+    /// The Unix socket, if that is what it is.
+    pub fn socket(&self) -> Option<&str> {
+        match &self.kind {
+            EndpointKind::Unix(s) => Some(s),
+            EndpointKind::Tcp(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    /// `127.0.0.1:8080` or `unix:@name`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
 /// Where to connect.
 #[derive(Clone, Copy)]
 enum Target<'a> {
@@ -227,9 +274,13 @@ impl Client {
         }
     }
 
-    fn checkin(&self, key: String, stream: Stream) {
+    fn checkin(&self, key: &str, stream: Stream) {
         let mut idle = self.inner.idle.lock().unwrap();
-        let stack = idle.entry(key).or_default();
+        // The key is copied only the first time a host's connection goes idle.
+        if !idle.contains_key(key) {
+            idle.insert(key.to_string(), Vec::new());
+        }
+        let stack = idle.get_mut(key).expect("inserted above");
         if stack.len() < self.inner.settings.max_idle_per_host {
             stack.push(Idle {
                 stream,
@@ -284,11 +335,11 @@ impl Client {
         .await
     }
 
-    /// Sends one request to `addr` (no name resolution), with `host` as the `Host` header.
+    /// Sends one request to `endpoint` (no name resolution), with `host` as the `Host` header.
     #[allow(clippy::too_many_arguments)]
     pub async fn send_to(
         &self,
-        addr: SocketAddr,
+        endpoint: &Endpoint,
         host: &str,
         method: &str,
         path: &str,
@@ -296,37 +347,13 @@ impl Client {
         body: &[u8],
         max_body: usize,
     ) -> Result<Response, Error> {
-        let key = addr.to_string();
+        let target = match &endpoint.kind {
+            EndpointKind::Tcp(addr) => Target::Addr(*addr),
+            EndpointKind::Unix(socket) => Target::Unix(socket),
+        };
         self.send_at(
-            Target::Addr(addr),
-            &key,
-            host,
-            method,
-            path,
-            headers,
-            body,
-            max_body,
-        )
-        .await
-    }
-
-    /// Sends one request over the Unix socket `socket` (a path, or `@name` for the Linux
-    /// abstract namespace), with `host` as the `Host` header.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn send_unix(
-        &self,
-        socket: &str,
-        host: &str,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        max_body: usize,
-    ) -> Result<Response, Error> {
-        let key = format!("unix:{socket}");
-        self.send_at(
-            Target::Unix(socket),
-            &key,
+            target,
+            &endpoint.key,
             host,
             method,
             path,
@@ -557,7 +584,7 @@ impl Client {
             }
         };
         if reusable {
-            self.checkin(req.key.to_string(), stream);
+            self.checkin(req.key, stream);
         }
         Ok(Response { status, body })
     }
@@ -823,7 +850,15 @@ mod tests {
         let socket = path.to_str().unwrap();
         for _ in 0..3 {
             let r = c
-                .send_unix(socket, "instance", "POST", "/invoke", &[], b"{}", 1024)
+                .send_to(
+                    &Endpoint::unix(socket),
+                    "instance",
+                    "POST",
+                    "/invoke",
+                    &[],
+                    b"{}",
+                    1024,
+                )
                 .await
                 .unwrap();
             assert_eq!(&r.body[..], b"POST /invoke HTTP/1.1 @ instance");
@@ -837,7 +872,15 @@ mod tests {
         let name = format!("@nanofaas-h1-test-{}", std::process::id());
         let conns = unix_server(tokio::net::UnixListener::bind(&*unix_path(&name)).unwrap());
         let r = c
-            .send_unix(&name, "x", "GET", "/health", &[], b"", 1024)
+            .send_to(
+                &Endpoint::unix(&name),
+                "x",
+                "GET",
+                "/health",
+                &[],
+                b"",
+                1024,
+            )
             .await
             .unwrap();
         assert_eq!(&r.body[..], b"GET /health HTTP/1.1 @ x");
@@ -846,7 +889,15 @@ mod tests {
         // Nobody listens: a connect error that names the socket.
         let _ = std::fs::remove_file(&path);
         match c
-            .send_unix("@nanofaas-h1-nobody", "x", "GET", "/", &[], b"", 10)
+            .send_to(
+                &Endpoint::unix("@nanofaas-h1-nobody"),
+                "x",
+                "GET",
+                "/",
+                &[],
+                b"",
+                10,
+            )
             .await
         {
             Err(Error::Connect(m)) => assert!(m.contains("unix:@nanofaas-h1-nobody"), "{m}"),

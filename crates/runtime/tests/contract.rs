@@ -535,16 +535,17 @@ async fn unix_exchange(socket: &str, request: &str) -> String {
 #[tokio::test]
 async fn the_offered_unix_socket_serves_the_same_contract_as_the_port() {
     let socket = format!("@nanofaas-sdk-test-{}", std::process::id());
-    let server = Server::bind(
-        Config {
-            port: 0,
-            socket: Some(socket.clone()),
-            ..Config::default()
-        },
-        echo(),
-    )
-    .await
-    .expect("bind");
+    let bind = || {
+        Server::bind(
+            Config {
+                port: 0,
+                socket: Some(socket.clone()),
+                ..Config::default()
+            },
+            echo(),
+        )
+    };
+    let server = bind().await.expect("bind");
     assert_eq!(server.socket(), Some(socket.as_str()));
     let (tx, rx) = oneshot::channel();
     let done = tokio::spawn(server.run(async {
@@ -575,16 +576,7 @@ async fn the_offered_unix_socket_serves_the_same_contract_as_the_port() {
 
     // A socket that cannot be bound (taken) leaves the port serving, with no socket.
     let holder = tokio::net::UnixListener::bind(format!("\0{}", &socket[1..])).unwrap();
-    let server = Server::bind(
-        Config {
-            port: 0,
-            socket: Some(socket.clone()),
-            ..Config::default()
-        },
-        echo(),
-    )
-    .await
-    .expect("the port still binds");
+    let server = bind().await.expect("the port still binds");
     assert_eq!(server.socket(), None);
     drop(holder);
 }

@@ -12,6 +12,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::HOST;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use nanofaas_h1::Endpoint;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -93,9 +94,8 @@ pub fn runtime_client(max_idle: usize) -> nanofaas_h1::Client {
 /// Keep-alive connections to one runtime address. The request is written and the answer read
 /// by the calling task itself (`nanofaas-h1`), with no connection task in between.
 pub struct Pool {
-    addr: SocketAddr,
-    /// When set, invocations go over this Unix socket instead of `addr`.
-    socket: Option<String>,
+    /// The runtime's address, or the Unix socket it took up.
+    endpoint: Endpoint,
     path: String,
     host: String,
     max_body: usize,
@@ -115,8 +115,7 @@ impl Pool {
             return Err(format!("bad path {:?}", url.path));
         }
         Ok(Pool {
-            addr,
-            socket: None,
+            endpoint: Endpoint::tcp(addr),
             path: url.path.clone(),
             host: url.authority.clone(),
             max_body,
@@ -124,18 +123,15 @@ impl Pool {
         })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Sends invocations over the Unix socket `socket` from now on.
-    pub fn with_socket(mut self, socket: String) -> Pool {
-        self.socket = Some(socket);
+    pub fn with_socket(mut self, socket: &str) -> Pool {
+        self.endpoint = Endpoint::unix(socket);
         self
     }
 
+    /// The Unix socket invocations go to, if any.
     pub fn socket(&self) -> Option<&str> {
-        self.socket.as_deref()
+        self.endpoint.socket()
     }
 
     pub fn client(&self) -> &nanofaas_h1::Client {
@@ -155,34 +151,18 @@ impl Pool {
             .iter()
             .map(|(k, v)| (k.as_str(), std::str::from_utf8(v.as_bytes()).unwrap_or("")))
             .collect();
-        let sent = match &self.socket {
-            None => {
-                self.client
-                    .send_to(
-                        self.addr,
-                        &self.host,
-                        "POST",
-                        &self.path,
-                        &pairs,
-                        &body,
-                        self.max_body,
-                    )
-                    .await
-            }
-            Some(socket) => {
-                self.client
-                    .send_unix(
-                        socket,
-                        &self.host,
-                        "POST",
-                        &self.path,
-                        &pairs,
-                        &body,
-                        self.max_body,
-                    )
-                    .await
-            }
-        };
+        let sent = self
+            .client
+            .send_to(
+                &self.endpoint,
+                &self.host,
+                "POST",
+                &self.path,
+                &pairs,
+                &body,
+                self.max_body,
+            )
+            .await;
         let resp = sent.map_err(|e| match e {
             nanofaas_h1::Error::Connect(m) => CallError::Connect(io::Error::other(m)),
             nanofaas_h1::Error::TooLarge(n) => CallError::TooLarge(n),
@@ -195,15 +175,23 @@ impl Pool {
     }
 }
 
-/// One `GET` of a health URL at `addr` over `client`: `Ok` when it answers 2xx (the connection
-/// then stays open in the client for the next request).
+/// One `GET` of a health URL's path at `endpoint` over `client`: `Ok` when it answers 2xx (the
+/// connection then stays open in the client for the next request).
 pub async fn probe(
     client: &nanofaas_h1::Client,
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     url: &HttpUrl,
 ) -> Result<(), String> {
     let resp = client
-        .send_to(addr, &url.authority, "GET", &url.path, &[], b"", 64 * 1024)
+        .send_to(
+            endpoint,
+            &url.authority,
+            "GET",
+            &url.path,
+            &[],
+            b"",
+            64 * 1024,
+        )
         .await
         .map_err(|e| e.to_string())?;
     if (200..300).contains(&resp.status) {

@@ -54,10 +54,12 @@ pub async fn wait_healthy(
     let addr = client::resolve(url)
         .await
         .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
+    let endpoint = nanofaas_h1::Endpoint::tcp(addr);
     let probing = async {
         loop {
             let budget = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-            let last = match tokio::time::timeout(budget, client::probe(http, addr, url)).await {
+            let last = match tokio::time::timeout(budget, client::probe(http, &endpoint, url)).await
+            {
                 Ok(Ok(())) => return Ok(addr),
                 Ok(Err(e)) => e,
                 Err(_) => format!("{url} did not answer within {} ms", budget.as_millis()),

@@ -654,8 +654,8 @@ async fn large_payloads_pass_and_oversized_ones_get_413() {
 /// Sends one header-form invocation over the watchdog's Unix socket.
 async fn call_unix(client: &nanofaas_h1::Client, socket: &str, id: &str) -> Value {
     let r = client
-        .send_unix(
-            socket,
+        .send_to(
+            &nanofaas_h1::Endpoint::unix(socket),
             "watchdog",
             "POST",
             "/invoke",
@@ -711,7 +711,15 @@ async fn warm_socket_serves_the_same_runtime_as_the_port_and_goes_away_at_exit()
         assert!(
             matches!(
                 fresh
-                    .send_unix(&socket, "w", "GET", "/health", &[], b"", 1024)
+                    .send_to(
+                        &nanofaas_h1::Endpoint::unix(&socket),
+                        "w",
+                        "GET",
+                        "/health",
+                        &[],
+                        b"",
+                        1024
+                    )
                     .await,
                 Err(nanofaas_h1::Error::Connect(_))
             ),

@@ -225,12 +225,9 @@ impl UnixListener {
 
 fn bind_unix(socket: &str) -> Result<UnixListener, String> {
     let file = (!socket.starts_with('@')).then(|| std::path::PathBuf::from(socket));
-    if let Some(f) = &file {
-        // A socket file left by an earlier watchdog that died; anything else is not ours to remove.
-        use std::os::unix::fs::FileTypeExt;
-        if std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_socket()) {
-            let _ = std::fs::remove_file(f);
-        }
+    if file.is_some() {
+        // A socket file left by an earlier watchdog that died.
+        supervisor::remove_socket_file(socket);
     }
     let path = nanofaas_h1::unix_path(socket);
     tokio::net::UnixListener::bind(&*path)

@@ -511,19 +511,12 @@ impl Supervisor {
         // A runtime that took up the offered socket answers its health check there too; one
         // that did not (it is optional) is reached on its port.
         if let Some(socket) = socket {
-            let probe = pool.client().send_unix(
-                &socket,
-                &cfg.runtime_url.authority,
-                "GET",
-                &cfg.runtime_health_url.path,
-                &[],
-                b"",
-                64 * 1024,
-            );
+            let endpoint = nanofaas_h1::Endpoint::unix(&socket);
+            let probe = crate::client::probe(pool.client(), &endpoint, &cfg.runtime_health_url);
             match tokio::time::timeout(Duration::from_millis(500), probe).await {
-                Ok(Ok(r)) if (200..300).contains(&r.status) => {
+                Ok(Ok(())) => {
                     crate::debug!("runtime pid {pid} answers on unix:{socket}");
-                    pool = pool.with_socket(socket);
+                    pool = pool.with_socket(&socket);
                 }
                 _ => {
                     crate::debug!("runtime pid {pid} does not serve unix:{socket}; using its port")
@@ -658,7 +651,7 @@ impl Unnumbered {
     }
 }
 
-/// Removes a runtime socket file left from an earlier run (only if it is a socket).
+/// Removes a socket file left from an earlier run; anything that is not a socket is left alone.
 pub fn remove_socket_file(path: &str) {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
