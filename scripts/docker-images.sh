@@ -14,7 +14,8 @@
 #   default: an official base already on the engine is used, else the local Debian base.
 #
 # Every image carries the label dev.nanofaas.inputs, a hash of everything it is built from
-# (sources, Dockerfile, base and watchdog image ids); an image whose inputs did not change is
+# (file contents, never their paths: the watchdog binary, sources, Dockerfile, base and
+# watchdog image ids); an image whose inputs did not change is
 # reused without building anything, so a second run takes seconds. Parallel runs (test
 # processes) wait for each other on a lock.
 #
@@ -130,22 +131,23 @@ base_image() {
 
 wd_image=nanofaas/watchdog:$tag
 if want watchdog; then
-  wd_hash=$(inputs "$(rustc -V 2>/dev/null || echo no-rustc)" "${NANOFAAS_WATCHDOG_BIN:-}" -- \
-    deploy/watchdog/Dockerfile scripts/build-static.sh Cargo.lock \
-    crates/watchdog/Cargo.toml crates/watchdog/src crates/api/Cargo.toml crates/api/src)
+  # The image is the binary plus its Dockerfile: hash their contents, so the same binary given
+  # by NANOFAAS_WATCHDOG_BIN (under any path) or built here (cargo is incremental: seconds when
+  # nothing changed) gives the same inputs and reuses the image.
+  if [[ -n ${NANOFAAS_WATCHDOG_BIN:-} ]]; then
+    bin=$NANOFAAS_WATCHDOG_BIN
+  else
+    say "building the static watchdog (scripts/build-static.sh)"
+    bin=$("$root/scripts/build-static.sh" | head -n1) || die "scripts/build-static.sh failed"
+  fi
+  [[ -f $bin && -x $bin ]] || die "no watchdog binary at $bin"
+  wd_hash=$(inputs "$(sha256sum <"$bin" | cut -d' ' -f1)" -- deploy/watchdog/Dockerfile)
   if [[ $(label_of "$wd_image") == "$wd_hash" ]]; then
     say "$wd_image is up to date"
     echo "$wd_image"
   else
     ctx=$work/watchdog
     mkdir -p "$ctx"
-    if [[ -n ${NANOFAAS_WATCHDOG_BIN:-} ]]; then
-      bin=$NANOFAAS_WATCHDOG_BIN
-    else
-      say "building the static watchdog (scripts/build-static.sh)"
-      bin=$("$root/scripts/build-static.sh" | head -n1) || die "scripts/build-static.sh failed"
-    fi
-    [[ -x $bin ]] || die "no watchdog binary at $bin"
     cp "$bin" "$ctx/nanofaas-watchdog"
     cp deploy/watchdog/Dockerfile "$ctx/"
     build "$wd_image" "$wd_hash" "$ctx"

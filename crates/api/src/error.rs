@@ -63,6 +63,8 @@ codes! {
     QueueFull => "QUEUE_FULL",
     /// The instance serving the invocation died or stopped answering.
     InstanceLost => "INSTANCE_LOST",
+    /// The function's runtime was killed for exceeding its memory limit (the message names it).
+    OutOfMemory => "OUT_OF_MEMORY",
     /// A request was malformed: the message names the field and the reason.
     InvalidRequest => "INVALID_REQUEST",
     /// No such function or execution.

@@ -184,6 +184,9 @@ pub struct WarmConfig {
     pub max_invocations: u64,
     pub concurrency: usize,
     pub runtime: RuntimeKind,
+    /// `WARM_LEASE_MS`: serve only while a control plane holds the lease (see `lease`);
+    /// `None`: no lease.
+    pub lease: Option<Duration>,
 }
 
 /// Everything the watchdog needs, validated.
@@ -455,6 +458,7 @@ impl Config {
             1_000_000_000,
         )?;
         let max_invocations = env.number("WARM_MAX_INVOCATIONS", 0, 0, u64::MAX)?;
+        let lease = env.number("WARM_LEASE_MS", 0, 0, 86_400_000)?;
         let concurrency = env.number("WARM_CONCURRENCY", 1, 1, MAX_CONCURRENCY)? as usize;
         let runtime = match env.var("WARM_RUNTIME_MODE") {
             None => RuntimeKind::Http,
@@ -486,6 +490,7 @@ impl Config {
             max_invocations,
             concurrency,
             runtime,
+            lease: (lease > 0).then(|| Duration::from_millis(lease)),
         })
     }
 }
@@ -626,6 +631,7 @@ mod tests {
             ("WARM_CONCURRENCY", "5000"),
             ("WARM_IDLE_TIMEOUT_MS", "soon"),
             ("WARM_MAX_INVOCATIONS", "-1"),
+            ("WARM_LEASE_MS", "3s"),
             ("WARM_STARTUP_TIMEOUT_MS", "0"),
             ("WARM_BIND", "localhost"),
             ("WARM_RUNTIME_MODE", "GRPC"),
@@ -708,6 +714,7 @@ mod tests {
         .unwrap();
         assert_eq!(w.socket.as_deref(), Some("@nanofaas-x"));
         assert_eq!((w.port, w.idle_timeout, w.max_invocations), (0, None, 3));
+        assert_eq!(w.lease, None);
         assert_eq!((w.concurrency, w.runtime), (8, RuntimeKind::Stdio));
     }
 

@@ -248,6 +248,12 @@ fn spawn_error(argv: &[String], e: std::io::Error) -> ErrorBody {
 }
 
 fn exit_error(argv: &[String], status: &std::process::ExitStatus, tail: &str) -> ErrorBody {
+    use std::os::unix::process::ExitStatusExt;
+    if status.signal() == Some(libc::SIGKILL) {
+        if let Some(e) = crate::oom::error(&format!("{:?}", argv[0])) {
+            return e;
+        }
+    }
     let mut msg = format!("{:?} {}", argv[0], process::describe(status));
     if !tail.is_empty() {
         msg.push_str(": ");

@@ -15,6 +15,8 @@
 //! - [`process`]: process groups, parent-death signal, stopping with a grace period.
 //! - [`client`]: the HTTP/1.1 client side: runtime connection pool, probes, single requests.
 //! - [`callback`]: callback bodies and delivery with bounded retries.
+//! - [`lease`]: the control plane's lease; the instance stops when nobody holds it.
+//! - [`oom`]: telling an out-of-memory kill of the runtime from any other death.
 //! - [`metrics`]: Prometheus counters and histogram on atomics.
 //! - [`log`]: a minimal leveled stderr logger (no per-invocation lines).
 
@@ -23,9 +25,11 @@ pub mod client;
 pub mod config;
 pub mod exec;
 pub mod exit;
+pub mod lease;
 pub mod log;
 pub mod metrics;
 pub mod oneshot;
+pub mod oom;
 pub mod process;
 pub mod runtime;
 pub mod warm;
@@ -33,10 +37,42 @@ pub mod warm;
 pub use config::{Config, ConfigError, Mode};
 pub use exit::ExitCode;
 
-/// Runs the configured mode to completion.
+/// Runs the configured mode to completion; whatever the runtime left running (children that
+/// left its process group included) is killed before returning.
+///
+/// SIGHUP means "the control plane is gone" (the process provider sets it as the watchdog's
+/// parent-death signal): warm mode stops at once without draining, and a one-shot run is
+/// abandoned (nobody is left to take its result).
 pub async fn run(cfg: Config) -> ExitCode {
-    match cfg.mode {
+    let code = match cfg.mode {
         Mode::Warm => warm::run(cfg).await,
-        Mode::Http | Mode::Stdio | Mode::File => oneshot::run(&cfg).await,
+        Mode::Http | Mode::Stdio | Mode::File => {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::hangup()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(mut hup), Ok(mut term)) => tokio::select! {
+                    c = oneshot::run(&cfg) => c,
+                    _ = hup.recv() => {
+                        crate::warn!("SIGHUP: the control plane is gone; abandoning the execution");
+                        ExitCode::CallbackFailed
+                    }
+                    _ = term.recv() => {
+                        crate::warn!("SIGTERM: stopping before the execution finished");
+                        ExitCode::CallbackFailed
+                    }
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    crate::error!("cannot install signal handlers: {e}");
+                    ExitCode::Internal
+                }
+            }
+        }
+    };
+    let n = process::kill_descendants();
+    if n > 0 {
+        crate::debug!("killed {n} process(es) the runtime left behind");
     }
+    code
 }

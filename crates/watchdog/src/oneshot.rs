@@ -24,6 +24,7 @@ pub async fn run(cfg: &Config) -> ExitCode {
         .as_ref()
         .expect("one-shot mode has a one-shot config");
     let started = Instant::now();
+    crate::oom::global();
     let result = match cfg.mode {
         Mode::Http => run_http(cfg, os).await,
         Mode::Stdio => exec::run_stdio(command_run(cfg, os), os.payload.clone()).await,
@@ -124,17 +125,18 @@ async fn run_http(cfg: &Config, os: &OneShotConfig) -> Result<Bytes, ErrorBody> 
                     ErrorCode::FunctionError,
                     format!("the runtime's answer is larger than MAX_PAYLOAD_BYTES ({n} bytes)"),
                 )),
-                Ok(Err(e)) => Err(ErrorBody::new(ErrorCode::InstanceLost, e.to_string())),
+                Ok(Err(e)) => Err(crate::oom::error("the runtime")
+                    .unwrap_or_else(|| ErrorBody::new(ErrorCode::InstanceLost, e.to_string()))),
                 Ok(Ok((status, body))) if status.is_success() => Ok(output_json(body)),
                 Ok(Ok((status, body))) => Err(nanofaas_api::invocation::error_from_response(status.as_u16(), &body)),
             },
-            st = child.wait() => Err(ErrorBody::new(
+            st = child.wait() => Err(crate::oom::error("the runtime").unwrap_or_else(|| ErrorBody::new(
                 ErrorCode::InstanceLost,
                 match st {
                     Ok(st) => format!("the runtime {} during the invocation", process::describe(&st)),
                     Err(e) => format!("waiting for the runtime: {e}"),
                 },
-            )),
+            ))),
         }
     }
     .await;

@@ -28,8 +28,8 @@ pub fn command(argv: &[String], extra_env: &[(&str, OsString)]) -> Command {
         cmd.env(k, v);
     }
     cmd.process_group(0).kill_on_drop(true);
-    // SAFETY: getpid is async-signal-safe; the closure below only calls prctl, getppid and
-    // raise, which are async-signal-safe too, and allocates nothing.
+    // SAFETY: getpid is async-signal-safe; the closure below only calls prctl, open, write,
+    // close, getppid and raise, which are async-signal-safe too, and allocates nothing.
     let parent = unsafe { libc::getpid() };
     unsafe {
         cmd.pre_exec(move || {
@@ -43,6 +43,17 @@ pub fn command(argv: &[String], extra_env: &[(&str, OsString)]) -> Command {
             {
                 return Err(io::Error::last_os_error());
             }
+            // The kernel's first choice when memory runs out, so that the watchdog survives to
+            // say why (see `oom`). Raising one's own score needs no privilege; a failure
+            // (no /proc) changes nothing else.
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::write(fd, b"1000".as_ptr().cast(), 4);
+                libc::close(fd);
+            }
             // The watchdog died between fork and prctl: the signal will never come.
             if libc::getppid() != parent {
                 libc::raise(libc::SIGKILL);
@@ -51,6 +62,72 @@ pub fn command(argv: &[String], extra_env: &[(&str, OsString)]) -> Command {
         });
     }
     cmd
+}
+
+/// SIGKILLs every descendant of this process that is still running: children, their children,
+/// and those that left their process group (`setsid`), found by parent through `/proc`. Run as
+/// the watchdog exits, so that nothing it started outlives it. Returns how many were signalled.
+pub fn kill_descendants() -> usize {
+    kill_descendants_of(std::process::id())
+}
+
+/// [`kill_descendants`] of process `me`.
+pub fn kill_descendants_of(me: u32) -> usize {
+    let mut killed = std::collections::HashSet::new();
+    // A process may fork while we look: look again until a pass finds nothing new.
+    for _ in 0..5 {
+        let parents = process_parents();
+        let mut tree = vec![me];
+        let mut found = Vec::new();
+        while let Some(p) = tree.pop() {
+            for (&pid, &ppid) in &parents {
+                if ppid == p && pid != me {
+                    tree.push(pid);
+                    found.push(pid);
+                }
+            }
+        }
+        let fresh: Vec<u32> = found.into_iter().filter(|p| killed.insert(*p)).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for pid in fresh {
+            // SAFETY: kill(2) on a descendant found just now; one that already exited is
+            // either gone (ESRCH) or a zombie we are its parent of (harmless).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+    killed.len()
+}
+
+/// pid -> parent pid of every process that is not a zombie.
+fn process_parents() -> std::collections::HashMap<u32, u32> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, ...
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next();
+        if let (Some(st), Some(Ok(ppid))) = (state, f.next().map(str::parse::<u32>)) {
+            if st != "Z" && st != "X" {
+                out.insert(pid, ppid);
+            }
+        }
+    }
+    out
 }
 
 /// A `Stdio` writing to the watchdog's own stderr.
@@ -152,6 +229,47 @@ mod tests {
             assert!(
                 std::time::Instant::now() < deadline,
                 "grandchild survived: {stat}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn descendants_that_left_the_group_are_killed_too() {
+        // A child that starts a grandchild in a new session (out of the group), then waits.
+        let argv: Vec<String> = ["sh", "-c", "setsid sleep 1000 & echo $!; wait"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut cmd = command(&argv, &[]);
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        use tokio::io::AsyncBufReadExt;
+        tokio::io::BufReader::new(&mut out)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        // Its tree (this test's process runs other tests' children too).
+        assert!(kill_descendants_of(child.id().unwrap()) >= 1);
+        signal_group(child.id().unwrap(), libc::SIGKILL);
+        child.wait().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            if matches!(state, None | Some("Z") | Some("X")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchild in its own session survived: {stat}"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

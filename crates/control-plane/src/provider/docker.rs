@@ -728,6 +728,10 @@ impl Provider for DockerProvider {
                 ("WARM_BIND".into(), "0.0.0.0".into()),
                 ("PORT".into(), RUNTIME_PORT.to_string()),
                 ("WARM_IDLE_TIMEOUT_MS".into(), "0".into()),
+                (
+                    "WARM_LEASE_MS".into(),
+                    super::lease::LEASE.as_millis().to_string(),
+                ),
                 ("WARM_MAX_INVOCATIONS".into(), "0".into()),
                 (
                     "WARM_CONCURRENCY".into(),
@@ -797,6 +801,13 @@ impl Provider for DockerProvider {
                 });
                 return Err(self.fail_start(id, spec, entry, why).await);
             }
+            // Held while the instance lives: if this control plane dies, the instance follows.
+            tokio::spawn(super::lease::hold(
+                id.clone(),
+                addr,
+                entry.exited.clone(),
+                super::lease::BEAT,
+            ));
             let base = format!("http://{addr}");
             Ok(Instance {
                 id: id.clone(),

@@ -8,6 +8,7 @@
 //! removes what a previous run left behind.
 
 pub mod docker;
+pub mod lease;
 pub mod process;
 pub mod shared;
 

@@ -7,8 +7,9 @@
 //! carries the runtime's output) is kept as a short tail for error messages and forwarded to the
 //! log, rate-limited per instance.
 //!
-//! No orphan survives: the watchdog runs in its own process group and gets SIGTERM if the
-//! control plane dies (`PR_SET_PDEATHSIG`); the runtime runs in its own group too. Every process
+//! No orphan survives: the watchdog runs in its own process group and gets SIGHUP if the
+//! control plane dies (`PR_SET_PDEATHSIG`), on which it stops at once without draining and
+//! kills everything it started (warm and one-shot alike); the runtime runs in its own group too. Every process
 //! of an instance carries `NANOFAAS_INSTANCE` and the owner's identity in its environment, so at
 //! start-up (and on stop) the provider finds every process an earlier, dead control plane left
 //! behind, grandchildren included, by reading `/proc/*/environ`.
@@ -204,9 +205,10 @@ impl ProcessProvider {
             .kill_on_drop(false)
             .process_group(0);
         // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        // SIGHUP tells the watchdog its control plane is gone (SIGTERM is a graceful stop).
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP);
                 Ok(())
             });
         }

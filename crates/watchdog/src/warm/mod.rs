@@ -5,6 +5,7 @@
 //!  boot:  spawn runtime ─► probe health (1 ms, then 5 ms) ─► bind WARM_PORT ─► print NANOFAAS_READY
 //!  serve: accept ─► connection task ─► App::route ─► supervisor lease ─► pooled keep-alive POST
 //!  stop:  SIGTERM/SIGINT or idle ─► refuse new work ─► drain in-flight ─► stop runtime ─► exit 0
+//!         lease expired (control plane gone) ─► stop runtime at once ─► exit 0
 //! ```
 //!
 //! - [`supervisor`]: owns the runtime process and its lifecycle.
@@ -32,6 +33,13 @@ use tokio::sync::watch;
 /// Period of the timer heartbeat (see `run`).
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// Why the watchdog stops when its control plane is gone.
+const LEASE_EXPIRED: &str =
+    "nobody holds the lease any more (WARM_LEASE_MS): the control plane is gone";
+
+/// Why the watchdog stops on SIGHUP, the process provider's parent-death signal.
+const PARENT_GONE: &str = "SIGHUP: the control plane is gone";
+
 /// Extra time allowed after the latest in-flight deadline for answers and callbacks to finish.
 const DRAIN_SLACK: Duration = Duration::from_secs(2);
 
@@ -40,13 +48,15 @@ pub async fn run(cfg: Config) -> ExitCode {
     let cfg = Arc::new(cfg);
     let warm = cfg.warm.clone().expect("warm mode has a warm config");
     let metrics = Arc::new(Metrics::new());
+    crate::oom::global();
     let announcer = Arc::new(Announcer::default());
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             crate::error!("cannot install signal handlers: {e}");
             return ExitCode::Internal;
         }
@@ -69,6 +79,7 @@ pub async fn run(cfg: Config) -> ExitCode {
             },
             _ = term.recv() => { handle.stop().await; return ExitCode::Ok; }
             _ = int.recv() => { handle.stop().await; return ExitCode::Ok; }
+            _ = hup.recv() => { crate::warn!("stopping: {PARENT_GONE}"); handle.stop().await; return ExitCode::Ok; }
         }
         Some(handle)
     } else {
@@ -139,6 +150,13 @@ pub async fn run(cfg: Config) -> ExitCode {
         }
     };
     tokio::pin!(idle);
+    let lease = async {
+        match &app.lease {
+            Some(l) => l.expired().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lease);
     let reason = loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -153,20 +171,36 @@ pub async fn run(cfg: Config) -> ExitCode {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = &mut idle => break "idle timeout",
+            _ = &mut lease => break LEASE_EXPIRED,
+            _ = hup.recv() => break PARENT_GONE,
         }
     };
+    if let Some(l) = &app.lease {
+        l.close();
+    }
 
-    crate::info!("stopping ({reason}): refusing new work, draining in-flight invocations");
+    // Without a control plane nobody takes the answers: no drain.
+    let drain = reason != LEASE_EXPIRED && reason != PARENT_GONE;
+    if drain {
+        crate::info!("stopping ({reason}): refusing new work, draining in-flight invocations");
+    } else {
+        crate::warn!("stopping at once: {reason}");
+    }
     app.draining.store(true, Ordering::SeqCst);
     drop(listener);
     if let Some(u) = unix.take() {
         u.remove();
     }
     let _ = stop_tx.send(true);
-    let limit = app.latest_deadline().max(tokio::time::Instant::now()) + DRAIN_SLACK;
+    let limit = if !drain {
+        tokio::time::Instant::now()
+    } else {
+        app.latest_deadline().max(tokio::time::Instant::now()) + DRAIN_SLACK
+    };
     if tokio::time::timeout_at(limit, app.tasks.idle())
         .await
         .is_err()
+        && drain
     {
         crate::warn!(
             "{} connection(s) or callback(s) still open after the drain limit; stopping anyway",

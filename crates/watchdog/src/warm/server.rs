@@ -114,6 +114,8 @@ pub struct App {
     /// The latest deadline of any invocation so far (ms since `activity.base`), to bound the drain.
     latest_deadline_ms: AtomicU64,
     pub tasks: Tasks,
+    /// The control plane's lease (`WARM_LEASE_MS`), when there is one.
+    pub lease: Option<crate::lease::Lease>,
 }
 
 /// Counts background tasks (connections, invocations, callbacks) so that shutdown can wait for them.
@@ -172,6 +174,7 @@ impl App {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, sup: Option<Handle>) -> App {
         let warm = cfg.warm.clone().expect("warm mode has a warm config");
         App {
+            lease: warm.lease.map(crate::lease::Lease::new),
             permits: Semaphore::new(warm.concurrency),
             warm,
             cfg,
@@ -194,6 +197,22 @@ impl App {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/invoke") => self.invoke(req).await,
             (&Method::GET, "/health") => self.health(),
+            (&Method::POST, "/lease") => match &self.lease {
+                Some(l) => {
+                    l.hold(req.into_body()).await;
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    r
+                }
+                None => error_response(
+                    StatusCode::NOT_FOUND,
+                    &ErrorBody::new(
+                        ErrorCode::NotFound,
+                        "this watchdog has no lease (WARM_LEASE_MS is not set)",
+                    ),
+                    None,
+                ),
+            },
             (&Method::GET, "/metrics") => {
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(
@@ -202,7 +221,7 @@ impl App {
                 );
                 r
             }
-            (_, "/invoke" | "/health" | "/metrics") => error_response(
+            (_, "/invoke" | "/health" | "/metrics" | "/lease") => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &ErrorBody::new(
                     ErrorCode::MethodNotAllowed,
@@ -540,6 +559,9 @@ impl App {
             }
             Ok(Err(e)) => {
                 sup.kill(gen, KillReason::Lost).await;
+                if let Some(oom) = crate::oom::error("the runtime") {
+                    return Err(oom);
+                }
                 Err(ErrorBody::new(
                     ErrorCode::InstanceLost,
                     format!("{e}; the runtime is being restarted"),
