@@ -52,17 +52,20 @@ pub async fn run(cfg: Config) -> ExitCode {
                 signal(SignalKind::hangup()),
                 signal(SignalKind::terminate()),
             ) {
-                (Ok(mut hup), Ok(mut term)) => tokio::select! {
-                    c = oneshot::run(&cfg) => c,
-                    _ = hup.recv() => {
-                        crate::warn!("SIGHUP: the control plane is gone; abandoning the execution");
-                        ExitCode::CallbackFailed
-                    }
-                    _ = term.recv() => {
-                        crate::warn!("SIGTERM: stopping before the execution finished");
-                        ExitCode::CallbackFailed
-                    }
-                },
+                (Ok(mut hup), Ok(mut term)) => {
+                    // Kept alive until the tree is killed: dropping it first would kill the
+                    // child alone and orphan its children.
+                    let run = oneshot::run(&cfg);
+                    tokio::pin!(run);
+                    let why = tokio::select! {
+                        c = &mut run => return finish(c),
+                        _ = hup.recv() => "SIGHUP: the control plane is gone; abandoning the execution",
+                        _ = term.recv() => "SIGTERM: stopping before the execution finished",
+                    };
+                    crate::warn!("{why}");
+                    process::kill_descendants();
+                    ExitCode::CallbackFailed
+                }
                 (Err(e), _) | (_, Err(e)) => {
                     crate::error!("cannot install signal handlers: {e}");
                     ExitCode::Internal
@@ -70,6 +73,10 @@ pub async fn run(cfg: Config) -> ExitCode {
             }
         }
     };
+    finish(code)
+}
+
+fn finish(code: ExitCode) -> ExitCode {
     let n = process::kill_descendants();
     if n > 0 {
         crate::debug!("killed {n} process(es) the runtime left behind");

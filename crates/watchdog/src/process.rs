@@ -71,22 +71,41 @@ pub fn kill_descendants() -> usize {
     kill_descendants_of(std::process::id())
 }
 
+/// Every descendant of this process now (children first).
+pub fn descendants() -> Vec<u32> {
+    tree_of(std::process::id(), &process_parents())
+}
+
+fn tree_of(me: u32, parents: &std::collections::HashMap<u32, u32>) -> Vec<u32> {
+    let mut todo = vec![me];
+    let mut found = Vec::new();
+    while let Some(p) = todo.pop() {
+        for (&pid, &ppid) in parents {
+            if ppid == p && pid != me {
+                todo.push(pid);
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// SIGKILLs `pids`: processes that were descendants moments ago (see [`descendants`]).
+pub fn kill_pids(pids: &[u32]) {
+    for &pid in pids {
+        // SAFETY: kill(2); a process that already exited is ESRCH.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
 /// [`kill_descendants`] of process `me`.
 pub fn kill_descendants_of(me: u32) -> usize {
     let mut killed = std::collections::HashSet::new();
     // A process may fork while we look: look again until a pass finds nothing new.
     for _ in 0..5 {
-        let parents = process_parents();
-        let mut tree = vec![me];
-        let mut found = Vec::new();
-        while let Some(p) = tree.pop() {
-            for (&pid, &ppid) in &parents {
-                if ppid == p && pid != me {
-                    tree.push(pid);
-                    found.push(pid);
-                }
-            }
-        }
+        let found = tree_of(me, &process_parents());
         let fresh: Vec<u32> = found.into_iter().filter(|p| killed.insert(*p)).collect();
         if fresh.is_empty() {
             break;

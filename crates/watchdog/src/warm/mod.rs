@@ -208,9 +208,17 @@ pub async fn run(cfg: Config) -> ExitCode {
         );
     }
     heartbeat.abort();
+    // What the runtime started, taken before it stops: children that left its group would be
+    // orphaned (and out of reach) once it exits.
+    let tree = crate::process::descendants();
+    if !drain {
+        // Nobody waits for a graceful stop.
+        crate::process::kill_pids(&tree);
+    }
     if let Some(s) = &sup {
         s.stop().await;
     }
+    crate::process::kill_pids(&tree);
     crate::info!("stopped");
     ExitCode::Ok
 }
