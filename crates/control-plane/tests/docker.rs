@@ -567,6 +567,41 @@ async fn job_mode_runs_one_container_per_call_and_completes_by_callback() {
     cp.shutdown().await;
 }
 
+#[tokio::test]
+async fn specs_docker_cannot_run_are_refused_at_registration() {
+    let Some(_engine) = docker().await else {
+        return;
+    };
+    let cp = Cp::start(docker_config()).await;
+    for (spec, field, says) in [
+        (
+            json!({"name": "lim", "image": TEST_IMAGE, "resources": {"memory": "4Mi"}}),
+            "resources.memory",
+            "6 MiB",
+        ),
+        (
+            json!({"name": "lim", "image": TEST_IMAGE, "resources": {"cpu": "100000"}}),
+            "resources.cpu",
+            "CPU",
+        ),
+        (
+            json!({"name": "lim", "image": "Not/A:Valid:Reference"}),
+            "image",
+            "not a valid image reference",
+        ),
+    ] {
+        let r = cp.post("/v1/functions", spec.clone()).await;
+        assert_eq!(r.status, 400, "{spec}: {}", r.text());
+        let text = r.text();
+        assert!(
+            text.contains(field) && text.contains(says),
+            "{spec}: {text}"
+        );
+    }
+    assert_eq!(cp.get("/v1/functions/lim").await.status, 404);
+    cp.shutdown().await;
+}
+
 /// The real `nanofaas serve` on the docker provider.
 struct Serve {
     proc: Proc,

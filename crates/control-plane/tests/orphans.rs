@@ -121,3 +121,47 @@ async fn after_kill_9_every_instance_and_job_process_ends_without_a_restart() {
     assert!(processes_of(&warm).is_empty() && processes_of(&job).is_empty());
     std::fs::remove_dir_all(state).ok();
 }
+
+/// A spec the provider cannot honour on this machine is refused at registration, naming the
+/// field and the limit, before anything starts.
+#[tokio::test]
+async fn limits_beyond_the_machine_are_refused_at_registration() {
+    let state = common::temp_state_dir("limits");
+    let (_proc, base) = nanofaas_testkit::serve_nanofaas(&state, &[]).await;
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (resources, field, says) in [
+        (
+            json!({"cpu": format!("{}", cpus + 1)}),
+            "resources.cpu",
+            format!("{cpus} CPU"),
+        ),
+        (
+            json!({"memory": "64Ti"}),
+            "resources.memory",
+            "MiB of memory".to_string(),
+        ),
+        (
+            json!({"memory": "lots"}),
+            "resources.memory",
+            "not a memory quantity".to_string(),
+        ),
+    ] {
+        let r = post(
+            &base,
+            "/v1/functions",
+            json!({"name": "lim", "command": "true", "resources": resources}),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{resources}: {}", r.text());
+        let text = r.text();
+        assert!(
+            text.contains(field) && text.contains(&says),
+            "{resources}: {text}"
+        );
+    }
+    let r = http("GET", &format!("{base}/v1/functions/lim"), &[], "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "nothing was registered");
+    std::fs::remove_dir_all(state).ok();
+}

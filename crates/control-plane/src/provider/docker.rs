@@ -97,6 +97,85 @@ const WAIT_ATTEMPTS: u32 = 30;
 /// string at 128 KiB (`MAX_ARG_STRLEN`, name included).
 const MAX_ENV_PAYLOAD: usize = 128 * 1024 - 64;
 
+/// The smallest memory limit Docker accepts for a container.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// Whether `image` can be an image reference at all (`[registry[:port]/]path[:tag][@digest]`,
+/// path components in lowercase); the engine would refuse it at the first start otherwise.
+fn check_image_reference(image: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{image:?} is not a valid image reference: {why}"));
+    if image.len() > 255 {
+        return bad("longer than 255 characters");
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty()
+                && alg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+._-".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return bad("the digest after @ must be algorithm:hex (sha256:...)");
+        }
+    }
+    // A tag is after the last colon that follows the last slash.
+    let (name, tag) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return bad(
+                "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+            );
+        }
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    // The first part is a registry when it has a dot or a port, or is localhost.
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let (h, port) = match host.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host, None),
+        };
+        let host_ok = !h.is_empty()
+            && h.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+        if !host_ok || !port_ok {
+            return bad("the registry host is not a valid host[:port]");
+        }
+    }
+    for p in &parts {
+        let ok = !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            && p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && p.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            return bad("each part of the name is lowercase letters and digits, separated by '.', '_' or '-'");
+        }
+    }
+    Ok(())
+}
+
 /// How the control plane reaches a warm container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Address {
@@ -706,13 +785,15 @@ impl Provider for DockerProvider {
         if matches!(spec.execution_mode, ExecutionMode::Pool) {
             return Ok(());
         }
-        if spec.image.is_none() {
+        let Some(image) = spec.image.as_deref() else {
             return Err(ValidationError::new(
                 "image",
                 "the docker provider runs container images; this spec has only a command (use the process provider for local commands)",
             ));
-        }
-        Ok(())
+        };
+        check_image_reference(image).map_err(|why| ValidationError::new("image", why))?;
+        let (cpus, memory) = super::shared::host_capacity();
+        super::shared::check_resources(spec, cpus, memory, MIN_MEMORY)
     }
 
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<Instance, StartFailure>> {
@@ -1621,6 +1702,60 @@ mod tests {
         assert!(p.validate(&pool).is_ok());
         assert!(p
             .validate(&spec(json!({"command": "ignored here"})))
+            .is_ok());
+    }
+
+    #[test]
+    fn image_references_that_cannot_be_valid_are_refused() {
+        for ok in [
+            "nanofaas/example:1",
+            "python",
+            "python:3.11-slim",
+            "registry.example.com:5000/team/fn:v1.2_3",
+            "localhost/fn",
+            "ghcr.io/a/b/c",
+            "fn@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(check_image_reference(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "Nanofaas/Example",
+            "fn:",
+            "fn:-x",
+            "a//b",
+            "-a",
+            "a/",
+            "fn@sha256:xyz",
+            "fn@nope",
+            "host:99999/fn",
+            "fn:tag:again",
+            &format!("a/{}", "b".repeat(260)),
+        ] {
+            let e = check_image_reference(bad).unwrap_err();
+            assert!(e.contains("not a valid image reference"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn resources_docker_cannot_honour_are_refused_at_registration() {
+        let (p, _v) = provider(settings());
+        let e = p
+            .validate(&spec(json!({"resources": {"memory": "5Mi"}})))
+            .unwrap_err();
+        assert_eq!(e.field, "resources.memory");
+        assert!(e.reason.contains("6 MiB"), "{}", e.reason);
+        let e = p
+            .validate(&spec(json!({"resources": {"cpu": "100000"}})))
+            .unwrap_err();
+        assert_eq!(e.field, "resources.cpu");
+        let e = p
+            .validate(&spec(json!({"image": "Bad/Image"})))
+            .unwrap_err();
+        assert_eq!(e.field, "image");
+        assert!(p
+            .validate(&spec(
+                json!({"resources": {"memory": "64Mi", "cpu": "500m"}})
+            ))
             .is_ok());
     }
 

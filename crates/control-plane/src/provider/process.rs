@@ -379,7 +379,8 @@ impl Provider for ProcessProvider {
                 ));
             }
         }
-        Ok(())
+        let (cpus, memory) = super::shared::host_capacity();
+        super::shared::check_resources(spec, cpus, memory, 0)
     }
 
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<Instance, StartFailure>> {

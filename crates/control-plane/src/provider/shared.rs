@@ -125,6 +125,67 @@ pub fn identity_alive(identity: &str) -> bool {
     proc_start_time(pid) == Some(start)
 }
 
+/// The machine's CPUs (those this process may run on) and memory, for the registration checks.
+pub fn host_capacity() -> (u64, Option<u64>) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    (cpus, mem)
+}
+
+/// Refuses `resources` a provider cannot honour on this machine: more CPUs than it has, more
+/// memory than it has, or less memory than `min_memory` (an engine's minimum). The error names
+/// the field and the limit.
+pub fn check_resources(
+    spec: &nanofaas_api::FunctionSpec,
+    cpus: u64,
+    memory: Option<u64>,
+    min_memory: u64,
+) -> Result<(), nanofaas_api::ValidationError> {
+    use nanofaas_api::spec::{parse_cpu_millis, parse_memory_bytes};
+    use nanofaas_api::ValidationError;
+    let Some(res) = &spec.resources else {
+        return Ok(());
+    };
+    if let Some(c) = res.cpu.as_deref() {
+        let millis = parse_cpu_millis(c).map_err(|e| ValidationError::new("resources.cpu", e))?;
+        if millis > cpus * 1000 {
+            return Err(ValidationError::new(
+                "resources.cpu",
+                format!("{c:?} is more than this machine's {cpus} CPU(s)"),
+            ));
+        }
+    }
+    if let Some(m) = res.memory.as_deref() {
+        let bytes =
+            parse_memory_bytes(m).map_err(|e| ValidationError::new("resources.memory", e))?;
+        if bytes < min_memory {
+            return Err(ValidationError::new(
+                "resources.memory",
+                format!(
+                    "{m:?} is below this provider's minimum of {} MiB",
+                    min_memory >> 20
+                ),
+            ));
+        }
+        if let Some(total) = memory.filter(|t| bytes > *t) {
+            return Err(ValidationError::new(
+                "resources.memory",
+                format!(
+                    "{m:?} is more than this machine's {} MiB of memory",
+                    total >> 20
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs futures concurrently and waits for all of them.
 pub async fn join_all<F: std::future::Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
     let mut set: Vec<_> = futs.into_iter().map(Box::pin).collect();
@@ -161,6 +222,36 @@ mod tests {
         assert_eq!(LogTail::default().render("nothing"), "nothing");
         t.push(&"é".repeat(1500));
         assert!(t.snapshot().last().unwrap().ends_with(" [...]"));
+    }
+
+    #[test]
+    fn resources_beyond_the_machine_or_below_the_minimum_are_refused() {
+        let spec = |r: serde_json::Value| {
+            nanofaas_api::FunctionSpec::from_json(
+                serde_json::json!({"name": "f", "command": "x", "resources": r})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        let gib = 1u64 << 30;
+        let check = |r| check_resources(&spec(r), 2, Some(4 * gib), 6 << 20);
+        assert!(check(serde_json::json!({"cpu": "2", "memory": "4Gi"})).is_ok());
+        assert!(check(serde_json::json!({"cpu": "500m", "memory": "6Mi"})).is_ok());
+        let e = check(serde_json::json!({"cpu": "64"})).unwrap_err();
+        assert_eq!(e.field, "resources.cpu");
+        assert!(e.reason.contains("2 CPU"), "{}", e.reason);
+        let e = check(serde_json::json!({"cpu": "2001m"})).unwrap_err();
+        assert_eq!(e.field, "resources.cpu");
+        let e = check(serde_json::json!({"memory": "5Mi"})).unwrap_err();
+        assert_eq!(e.field, "resources.memory");
+        assert!(e.reason.contains("minimum of 6 MiB"), "{}", e.reason);
+        let e = check(serde_json::json!({"memory": "5Gi"})).unwrap_err();
+        assert!(e.reason.contains("4096 MiB"), "{}", e.reason);
+        // Unknown total memory: only the minimum is checked.
+        assert!(check_resources(&spec(serde_json::json!({"memory": "1Ti"})), 2, None, 0).is_ok());
+        let (cpus, mem) = host_capacity();
+        assert!(cpus >= 1 && mem.unwrap_or(1) > 0);
     }
 
     #[test]
