@@ -89,6 +89,7 @@ pub struct FunctionMetrics {
     pub error: Counter,
     pub retry: Counter,
     pub timeout: Counter,
+    pub out_of_memory: Counter,
     pub queue_rejected: Counter,
     pub rate_limited: Counter,
     pub queue_depth: Gauge,
@@ -160,6 +161,12 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         "Executions that finished by timing out.",
         Counter,
         timeout
+    ),
+    fam!(
+        "function_out_of_memory_total",
+        "Executions that ended with OUT_OF_MEMORY: the runtime was killed for exceeding its memory limit.",
+        Counter,
+        out_of_memory
     ),
     fam!(
         "function_queue_rejected_total",

@@ -676,11 +676,15 @@ impl Platform {
 
     fn finish(&self, f: &Function, exec: &Execution, outcome: Outcome) {
         let status = outcome.status();
+        let oom = matches!(&outcome, Outcome::Failure(e) if e.error.code == ErrorCode::OutOfMemory.as_str());
         if !self.store.finish(exec, outcome) {
             return;
         }
         self.journal_finished(exec);
         let m = &f.metrics;
+        if oom {
+            m.out_of_memory.inc();
+        }
         match status {
             nanofaas_api::ExecutionStatus::Success => m.success.inc(),
             nanofaas_api::ExecutionStatus::Timeout => {

@@ -106,6 +106,25 @@ async fn every_declared_metric_is_emitted() {
     let r = post("/v1/functions/m:enqueue", json!({"input": {"fail": "x"}})).await;
     let id = r.json()["executionId"].as_str().unwrap().to_string();
     wait_status(&cp, &id, "error", Duration::from_secs(10)).await;
+    // An instance that reports its runtime killed for memory: a function failure, tried once.
+    let oom = common::Endpoint::start(|_, _| {
+        common::Reply::Json(
+            500,
+            json!({"error": {"code": "OUT_OF_MEMORY", "message": "the runtime was killed for exceeding its memory limit (64 MiB, resources.memory)"}}),
+        )
+    })
+    .await;
+    let r = cp
+        .post(
+            "/v1/functions",
+            json!({"name": "oom", "executionMode": "POOL", "endpointUrl": oom.url()}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = cp.post("/v1/functions/oom:invoke", json!({})).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "OUT_OF_MEMORY");
+    assert_eq!(oom.count(), 1, "a function failure is not retried");
     // Rate limit.
     let r = cp.post("/v1/functions", json!({"name": "slowly", "executionMode": "POOL", "endpointUrl": echo_endpoint().await.url(), "rateLimitPerSecond": 1})).await;
     assert_eq!(r.status, 201);
