@@ -316,39 +316,32 @@ pub async fn cmd_instances(client: &Client, format: Format, name: &str) -> anyho
                 other => other.to_string(),
             };
             let ms = |v: &Value| v.as_u64().map(millis).unwrap_or_else(|| "-".into());
+            // A container column for container providers; PIDs where the provider knows them.
+            let containers = list.iter().any(|i| i.get("container").is_some());
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|i| {
-                    vec![
+                    let mut row = vec![
                         s(&i["id"]),
                         s(&i["state"]),
                         s(&i["inflight"]),
                         s(&i["invocations"]),
                         ms(&i["startupMs"]),
                         ms(&i["idleMs"]),
-                        s(&i["pid"]),
-                        s(&i["runtimePid"]),
-                        s(&i["endpoint"]),
-                    ]
+                    ];
+                    if containers {
+                        row.push(s(&i["container"]));
+                    }
+                    row.extend([s(&i["pid"]), s(&i["runtimePid"]), s(&i["endpoint"])]);
+                    row
                 })
                 .collect();
-            print!(
-                "{}",
-                output::table(
-                    &[
-                        "ID",
-                        "STATE",
-                        "INFLIGHT",
-                        "INVOCATIONS",
-                        "STARTUP",
-                        "IDLE",
-                        "PID",
-                        "RUNTIME-PID",
-                        "ENDPOINT"
-                    ],
-                    &rows
-                )
-            );
+            let mut head = vec!["ID", "STATE", "INFLIGHT", "INVOCATIONS", "STARTUP", "IDLE"];
+            if containers {
+                head.push("CONTAINER");
+            }
+            head.extend(["PID", "RUNTIME-PID", "ENDPOINT"]);
+            print!("{}", output::table(&head, &rows));
         }
     }
     Ok(())

@@ -182,6 +182,10 @@ pub fn execution_failed(name: &str, id: &str, status: u16, error: &Value) -> any
     };
     let hint = match code {
         "TIMEOUT" => "; raise the function's timeoutMs if it needs longer (--timeout-ms can only shorten it)",
+        // The docker provider's start failures name the container or the image.
+        "STARTUP_ERROR" | "SPAWN_ERROR" if message.contains("container") || message.contains("image") => {
+            "; its container could not start: check the function's image (`nanofaas fn get NAME`; it must contain the nanofaas watchdog) and the control plane's log"
+        }
         "STARTUP_ERROR" | "SPAWN_ERROR" => {
             "; its instance could not start: check the function's command (`nanofaas fn get NAME`) and the control plane's log"
         }
@@ -293,5 +297,22 @@ mod tests {
         assert_eq!(x(500, "HANDLER_ERROR"), Exit::FunctionError);
         assert_eq!(x(503, "STARTUP_ERROR"), Exit::FunctionError);
         assert_eq!(x(410, "FUNCTION_REMOVED"), Exit::FunctionError);
+    }
+
+    #[test]
+    fn startup_hints_point_at_what_the_provider_runs() {
+        let hint = |message: &str| {
+            execution_failed(
+                "f",
+                "e1",
+                503,
+                &json!({"code": "STARTUP_ERROR", "message": message}),
+            )
+            .to_string()
+        };
+        let docker = hint("the container of \"f\" (image \"x:1\") failed to start: the container exited with code 5");
+        assert!(docker.contains("check the function's image"), "{docker}");
+        let process = hint("instance of \"f\" failed to start: the watchdog exited with code 5");
+        assert!(process.contains("check the function's command"), "{process}");
     }
 }

@@ -326,6 +326,12 @@ async fn probe_health(addr: SocketAddr, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, attempt).await, Ok(Some(true)))
 }
 
+/// The one child of process `pid` on this machine (the first when there are several).
+fn only_child(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Waits until the instance is gone.
 async fn wait_exit(exited: &mut ExitWatch) {
     let _ = exited.wait_for(|e| e.is_some()).await;
@@ -672,8 +678,9 @@ impl DockerProvider {
         let code = *entry.exit_code.lock().unwrap();
         StartFailure {
             message: format!(
-                "instance of {:?} failed to start: {why}; its last output:\n{}",
+                "the container of {:?} (image {:?}) failed to start: {why}; its last output:\n{}",
                 spec.name,
+                spec.image.as_deref().unwrap_or_default(),
                 entry.log.render("(the container wrote nothing)")
             ),
             permanent: matches!(code, Some(WATCHDOG_EXIT_CONFIG | WATCHDOG_EXIT_SPAWN)),
@@ -994,13 +1001,19 @@ impl Provider for DockerProvider {
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, e)| InstanceInfo {
-                id: id.clone(),
-                function: e.function.clone(),
-                kind: e.kind,
-                pid: *e.host_pid.lock().unwrap(),
-                runtime_pid: None,
-                container: Some(e.container.chars().take(12).collect()),
+            .map(|(id, e)| {
+                // The engine's PID is the container's init; the watchdog is its child and the
+                // runtime the watchdog's (seen only when the engine runs on this machine).
+                let init = *e.host_pid.lock().unwrap();
+                let watchdog = init.and_then(only_child);
+                InstanceInfo {
+                    id: id.clone(),
+                    function: e.function.clone(),
+                    kind: e.kind,
+                    pid: watchdog,
+                    runtime_pid: watchdog.and_then(only_child),
+                    container: Some(e.container.chars().take(12).collect()),
+                }
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));

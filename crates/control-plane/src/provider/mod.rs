@@ -81,10 +81,10 @@ pub struct InstanceInfo {
     pub function: String,
     /// `warm` or `job`.
     pub kind: &'static str,
-    /// Process provider: the watchdog's PID.
+    /// The watchdog's PID on this machine (for containers: when the engine runs here).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// Process provider: the PID of the runtime the watchdog runs now.
+    /// The PID of the runtime the watchdog runs now, where known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_pid: Option<u32>,
     /// Container providers: the container id.
