@@ -453,7 +453,8 @@ impl Pool {
         let mut stop = None;
         if let Some(why) = broken {
             if !matches!(slot.state, InstanceState::Stopped | InstanceState::Failed) {
-                tracing::warn!(function = %self.name, instance = %slot.id, reason = %why, "instance taken out of service");
+                // Logged once it has ended, with why ("instance died"), busy or idle alike.
+                tracing::debug!(function = %self.name, instance = %slot.id, reason = %why, "instance taken out of service");
                 slot.state = InstanceState::Failed;
                 self.metrics.global.instances_failed.inc();
                 stop = Some(slot.id.clone());
@@ -533,8 +534,8 @@ impl Pool {
             self.metrics.global.instances_running.dec();
             if slot.state != InstanceState::Failed {
                 self.metrics.global.instances_failed.inc();
-                tracing::warn!(function = %self.name, instance = %slot.id, reason = %why, inflight = slot.inflight, "instance died");
             }
+            tracing::warn!(function = %self.name, instance = %slot.id, reason = %why, inflight = slot.inflight, "instance died");
         }
         self.replenish(&mut st);
         drop(st);

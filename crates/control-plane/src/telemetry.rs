@@ -117,6 +117,7 @@ impl Drop for LineBuf {
         if self.line.is_empty() {
             return;
         }
+        one_line(&mut self.line);
         let s = shared();
         let mut st = s.state.lock().unwrap();
         if st.buf.len() + self.line.len() > MAX_PENDING {
@@ -125,6 +126,29 @@ impl Drop for LineBuf {
             st.buf.extend_from_slice(&self.line);
         }
     }
+}
+
+/// Every record is one line: line breaks inside it (a message or a field that carries an
+/// instance's output) are written as `\n`, so that a log reader never mistakes the rest of a
+/// record for records of its own.
+fn one_line(line: &mut Vec<u8>) {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    if !body.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        return;
+    }
+    let ends = line.last() == Some(&b'\n');
+    let mut out = Vec::with_capacity(line.len() + 16);
+    for &b in &line[..line.len() - usize::from(ends)] {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b => out.push(b),
+        }
+    }
+    if ends {
+        out.push(b'\n');
+    }
+    *line = out;
 }
 
 /// The `MakeWriter` of the batched stderr writer.
@@ -161,6 +185,20 @@ pub fn init(level: &str, json: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_with_line_breaks_stays_one_line() {
+        let mut l = b"WARN instance failed to start error=oops; its last output:\n  | a\r\n  | b\n"
+            .to_vec();
+        one_line(&mut l);
+        assert_eq!(
+            String::from_utf8(l).unwrap(),
+            "WARN instance failed to start error=oops; its last output:\\n  | a\\r\\n  | b\n"
+        );
+        let mut plain = b"INFO fine\n".to_vec();
+        one_line(&mut plain);
+        assert_eq!(plain, b"INFO fine\n");
+    }
 
     #[test]
     fn lines_reach_the_buffer_and_flush_returns() {
