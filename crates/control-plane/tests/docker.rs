@@ -42,6 +42,9 @@ def handle(request):
     data = request.get("input") or {}
     if isinstance(data, dict) and data.get("sleepMs"):
         time.sleep(int(data["sleepMs"]) / 1000)
+    if isinstance(data, dict) and data.get("allocMb"):
+        hog = b"x" * (int(data["allocMb"]) << 20)  # touched, so it counts against the limit
+        del hog
     return {"pid": os.getpid(), "host": socket.gethostname(), "calls": _calls, "echo": data,
             "instance": os.environ.get("NANOFAAS_INSTANCE")}
 "#;
@@ -509,6 +512,52 @@ async fn memory_and_cpu_limits_are_applied_to_the_container() {
         .env
         .unwrap_or_default()
         .contains(&"GREETING=hi".to_string()));
+    cp.shutdown().await;
+    assert!(none_left(&engine, &name).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_runtime_killed_for_memory_ends_out_of_memory_at_once_tried_once() {
+    let Some(engine) = docker().await else { return };
+    let cp = Cp::start(docker_config()).await;
+    let name = unique("oom");
+    deploy(
+        &cp,
+        &name,
+        TEST_IMAGE,
+        json!({"resources": {"memory": "64Mi"}, "maxInstances": 1}),
+    )
+    .await;
+    let r = invoke(&cp, &name, json!({})).await;
+    assert_eq!(r.status, 200, "warm first: {}", r.text());
+    let started = std::time::Instant::now();
+    let r = invoke(&cp, &name, json!({"allocMb": 200})).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 500, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "OUT_OF_MEMORY", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("64 MiB"), "the limit is named: {msg}");
+    let id = v["executionId"].as_str().unwrap();
+    let rec = cp.get(&format!("/v1/executions/{id}")).await.json();
+    assert_eq!(rec["attempts"], 1, "a function failure is not retried: {rec}");
+    assert!(
+        took < Duration::from_secs(3),
+        "named within about a second of the kill, took {took:?}"
+    );
+    eprintln!("OUT_OF_MEMORY answered {} ms after the call", took.as_millis());
+    // The watchdog survived (the runtime is the kernel's first choice) and restarted it: the
+    // same container serves the next call.
+    let before = containers(&engine, &name).await;
+    let r = invoke(&cp, &name, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(containers(&engine, &name).await, before);
+    let m = cp.metrics().await;
+    assert_eq!(
+        metric(&m, &format!("function_out_of_memory_total{{function=\"{name}\"}}")),
+        Some(1.0),
+        "{m}"
+    );
     cp.shutdown().await;
     assert!(none_left(&engine, &name).await.is_empty());
 }

@@ -34,6 +34,19 @@
 //! engine's host gateway, for a control plane listening on the bridge (set
 //! `callback_base_url = "http://host.docker.internal:PORT/v1/internal/executions"`).
 //!
+//! # Limits checked at registration
+//! `validate` refuses what the engine would refuse at the first start: `resources.memory` below
+//! Docker's [`MIN_MEMORY`] (6 MiB) or above this machine's memory, `resources.cpu` above its
+//! CPUs, and an `image` that cannot be an image reference.
+//!
+//! # No immortal containers
+//! Every warm container gets `WARM_LEASE_MS` ([`super::lease::LEASE`]) and, once ready, a lease
+//! holder: one `POST /lease` kept open with a byte a second. When this control plane dies its
+//! connections close, and each watchdog stops within a second (runtime killed, no drain): the
+//! container stops by itself and the next control plane removes it at start-up. A runtime killed
+//! for memory inside a container is told apart by the watchdog (the container's cgroup), which
+//! answers `OUT_OF_MEMORY`; a container killed whole says so in its exit reason.
+//!
 //! # Exits, logs, orphans
 //! - `exited` fires when the engine's `wait` returns; the container is then removed (nothing is
 //!   left behind) after its last lines of output are read for the exit reason.
