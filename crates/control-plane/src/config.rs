@@ -64,7 +64,7 @@ settings! {
     // --- docker provider (provider/docker.rs) ---
     "provider.docker.socket" = "\"\"" : "Container engine API socket: a path or unix:// URL. Empty: DOCKER_HOST when it is a unix:// URL, else /var/run/docker.sock. Podman's Docker-compatible socket works too.",
     "provider.docker.network" = "\"\"" : "Network warm and JOB containers join (e.g. a user-defined bridge). Empty: the engine's default bridge. JOB containers whose callback URL is a loopback address use the host's network instead, so that the URL works as is.",
-    "provider.docker.address" = "\"published\"" : "How the control plane reaches a warm container: published (the watchdog's port 8080 published on 127.0.0.1 at a port the engine picks; works with every engine) or container (the container's IP on its network, port 8080; one proxy hop less, needs the control plane on the engine's Linux host or on that network).",
+    "provider.docker.address" = "\"auto\"" : "How the control plane reaches a warm container: auto (the container's address if this host reaches it, found with the first container, else published), published (the watchdog's port 8080 published on 127.0.0.1 at a port the engine picks; works with every engine, through the engine's port proxy) or container (the container's IP on its network, port 8080; one proxy hop less, about half the time of a warm call; needs the control plane on the engine's Linux host or on that network).",
     "provider.docker.pull" = "\"missing\"" : "Whether an image the engine does not have is pulled before its first container: missing (pull it) or never (fail the start with STARTUP_ERROR).",
     "provider.docker.api_timeout_ms" = "30000" : "Timeout of one call to the container engine (image pulls excepted: up to 10 minutes).",
     // --- end docker provider ---
@@ -123,7 +123,7 @@ impl Default for DockerConfig {
         Self {
             socket: String::new(),
             network: String::new(),
-            address: "published".into(),
+            address: "auto".into(),
             pull: "missing".into(),
             api_timeout_ms: 30_000,
         }
@@ -389,9 +389,12 @@ impl Config {
         }
         if !matches!(
             self.provider.docker.address.as_str(),
-            "published" | "container"
+            "auto" | "published" | "container"
         ) {
-            return bad("provider.docker.address", "must be published or container");
+            return bad(
+                "provider.docker.address",
+                "must be auto, published or container",
+            );
         }
         if !matches!(self.provider.docker.pull.as_str(), "missing" | "never") {
             return bad("provider.docker.pull", "must be missing or never");

@@ -736,9 +736,9 @@ async fn after_kill_9_of_the_control_plane_its_containers_stop_and_a_restart_rem
         "the containers of a killed control plane stopped {} ms after the kill",
         killed.elapsed().as_millis()
     );
-    // Stopped, not removed: the next start removes them before it serves (and then brings the
-    // stored function back with fresh instances).
-    assert_eq!(containers(&engine, &name).await.len(), 2);
+    // Stopped, not removed (their exit reason stays readable): the next start removes them
+    // before it serves (and then brings the stored function back with fresh instances). Any
+    // control plane starting on this host meanwhile (another test's) may remove them first.
     let mut second = serve(&state).await;
     let now = containers(&engine, &name).await;
     assert!(

@@ -16,7 +16,11 @@
 //!   spec can carry both an image and a local command.
 //!
 //! # How the control plane reaches an instance (`provider.docker.address`)
-//! - `published` (default): the watchdog port is published on `127.0.0.1` at a port the engine
+//! - `auto` (default): ports are published until the first container is ready; if its own
+//!   address answers from here, that mode is kept for every later container, else `published`.
+//!   Measured with `bench/run.sh docker` (both modes side by side): the engine's port proxy
+//!   roughly doubles a warm call (Rust 1.22 → 0.65 ms, Python 2.55 → 1.44 ms with `container`).
+//! - `published`: the watchdog port is published on `127.0.0.1` at a port the engine
 //!   picks (`127.0.0.1::8080`). It works with every engine, rootless Podman and Docker Desktop
 //!   included; the engine's port proxy adds a hop.
 //! - `container`: the container's own IP on its network, port 8080. One hop less; it needs the
@@ -78,7 +82,7 @@ use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -192,6 +196,9 @@ fn check_image_reference(image: &str) -> Result<(), String> {
 /// How the control plane reaches a warm container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Address {
+    /// The container's address when this host reaches it (tried with the first container that
+    /// starts), else published.
+    Auto,
     Published,
     Container,
 }
@@ -199,6 +206,7 @@ pub enum Address {
 impl Address {
     pub fn parse(s: &str) -> Option<Address> {
         match s {
+            "auto" => Some(Address::Auto),
             "published" => Some(Address::Published),
             "container" => Some(Address::Container),
             _ => None,
@@ -253,7 +261,13 @@ pub struct DockerProvider {
     owner: String,
     entries: Entries,
     closed: AtomicBool,
+    /// `auto`'s finding: [`AUTO_UNKNOWN`], [`AUTO_CONTAINER`] or [`AUTO_PUBLISHED`].
+    auto: AtomicU8,
 }
+
+const AUTO_UNKNOWN: u8 = 0;
+const AUTO_CONTAINER: u8 = 1;
+const AUTO_PUBLISHED: u8 = 2;
 
 /// `hostname/pid:starttime` of this process: unique across PID reuse, and tells which host's
 /// process table can answer whether the owner lives.
@@ -380,6 +394,7 @@ impl DockerProvider {
             owner: owner_identity(),
             entries: Arc::default(),
             closed: AtomicBool::new(false),
+            auto: AtomicU8::new(AUTO_UNKNOWN),
         }
     }
 
@@ -462,7 +477,7 @@ impl DockerProvider {
             "Labels": self.labels(spec, instance_id, kind),
             "HostConfig": Value::Object(host_config),
         });
-        if kind == "warm" && self.settings.address == Address::Published {
+        if kind == "warm" && self.mode() == Address::Published {
             config["ExposedPorts"] = json!({ format!("{WATCHDOG_PORT}/tcp"): {} });
         }
         config
@@ -474,7 +489,7 @@ impl DockerProvider {
         if let Some(net) = &self.settings.network {
             h.insert("NetworkMode".into(), json!(net));
         }
-        if self.settings.address == Address::Published {
+        if self.mode() == Address::Published {
             h.insert(
                 "PortBindings".into(),
                 json!({ format!("{WATCHDOG_PORT}/tcp"): [{"HostIp": "127.0.0.1", "HostPort": ""}] }),
@@ -596,10 +611,65 @@ impl DockerProvider {
         Ok(entry)
     }
 
+    /// The address mode in force: `auto` is published until the container address is known to
+    /// work (ports are published, so that the fallback exists).
+    fn mode(&self) -> Address {
+        match self.settings.address {
+            Address::Auto if self.auto.load(Ordering::Relaxed) == AUTO_CONTAINER => {
+                Address::Container
+            }
+            Address::Auto => Address::Published,
+            m => m,
+        }
+    }
+
+    /// `auto` on its first ready container: use the container's address if it answers from
+    /// here, and remember which mode won. Returns the address to use.
+    async fn choose_address(&self, published: SocketAddr, i: &ContainerInspect) -> SocketAddr {
+        if self.settings.address != Address::Auto
+            || self.auto.load(Ordering::Relaxed) != AUTO_UNKNOWN
+        {
+            return published;
+        }
+        let direct = self.address_in(Address::Container, i).ok();
+        let reachable = match direct {
+            Some(a) => probe_health(a, Duration::from_millis(500)).await,
+            None => false,
+        };
+        let (choice, name) = if reachable {
+            (AUTO_CONTAINER, "container")
+        } else {
+            (AUTO_PUBLISHED, "published")
+        };
+        if self
+            .auto
+            .compare_exchange(AUTO_UNKNOWN, choice, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            tracing::info!(
+                mode = name,
+                "provider.docker.address is auto: {}",
+                if reachable {
+                    "this host reaches containers at their own address; using it (one proxy hop less)"
+                } else {
+                    "this host cannot reach containers at their own address; using published ports"
+                }
+            );
+        }
+        match direct {
+            Some(a) if reachable => a,
+            _ => published,
+        }
+    }
+
     /// Where the control plane reaches the watchdog of a started warm container.
     fn address(&self, i: &ContainerInspect) -> Result<SocketAddr, String> {
-        match self.settings.address {
-            Address::Published => {
+        self.address_in(self.mode(), i)
+    }
+
+    fn address_in(&self, mode: Address, i: &ContainerInspect) -> Result<SocketAddr, String> {
+        match mode {
+            Address::Published | Address::Auto => {
                 let key = format!("{WATCHDOG_PORT}/tcp");
                 let bindings = i
                     .network_settings
@@ -867,9 +937,9 @@ impl Provider for DockerProvider {
                 self.stop_entry(id, entry).await;
                 return Err(Self::closed_failure());
             }
-            let addr = match self.engine.inspect(&entry.container).await {
-                Ok(i) => self.address(&i),
-                Err(e) => Err(e.to_string()),
+            let (addr, inspected) = match self.engine.inspect(&entry.container).await {
+                Ok(i) => (self.address(&i), Some(i)),
+                Err(e) => (Err(e.to_string()), None),
             };
             let addr = match addr {
                 Ok(a) => a,
@@ -902,6 +972,10 @@ impl Provider for DockerProvider {
                 });
                 return Err(self.fail_start(id, spec, entry, why).await);
             }
+            let addr = match &inspected {
+                Some(i) => self.choose_address(addr, i).await,
+                None => addr,
+            };
             // Held while the instance lives: if this control plane dies, the instance follows.
             tokio::spawn(super::lease::hold(
                 id.clone(),
