@@ -585,15 +585,33 @@ mod tests {
 
     #[test]
     fn reserved_environment_names() {
-        for k in ["NANOFAAS_X", "WARM_SOCKET", "WATCHDOG_CMD", "CALLBACK_TOKEN", "PORT", "TRACE_ID"] {
+        for k in [
+            "NANOFAAS_X",
+            "WARM_SOCKET",
+            "WATCHDOG_CMD",
+            "CALLBACK_TOKEN",
+            "PORT",
+            "TRACE_ID",
+        ] {
             assert!(reserved_env(k).is_some(), "{k}");
         }
-        for k in ["GREETING", "PORTS", "MY_PORT", "HOME", "nanofaas_x", "HANDLER_MODULE"] {
+        for k in [
+            "GREETING",
+            "PORTS",
+            "MY_PORT",
+            "HOME",
+            "nanofaas_x",
+            "HANDLER_MODULE",
+        ] {
             assert_eq!(reserved_env(k), None, "{k}");
         }
-        let e = parse(serde_json::json!({"name": "f", "command": "x", "env": {"WATCHDOG_CMD": "sh"}}))
-            .unwrap_err();
-        assert!(e.reason.contains("reserved") && e.reason.contains("WATCHDOG_"), "{e}");
+        let e =
+            parse(serde_json::json!({"name": "f", "command": "x", "env": {"WATCHDOG_CMD": "sh"}}))
+                .unwrap_err();
+        assert!(
+            e.reason.contains("reserved") && e.reason.contains("WATCHDOG_"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -432,7 +432,10 @@ impl Config {
                 "must be an IP address such as 127.0.0.1",
             );
         }
-        if !matches!(self.provider.process.limits.as_str(), "enforce" | "best-effort") {
+        if !matches!(
+            self.provider.process.limits.as_str(),
+            "enforce" | "best-effort"
+        ) {
             return bad("provider.process.limits", "must be enforce or best-effort");
         }
         if let Err(e) =

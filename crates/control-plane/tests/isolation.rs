@@ -75,9 +75,14 @@ async fn serve(tag: &str, settings: &[&str]) -> Server {
 
 impl Server {
     async fn post(&self, path: &str, body: Value) -> nanofaas_testkit::Response {
-        http("POST", &format!("{}{path}", self.base), &[], body.to_string())
-            .await
-            .unwrap()
+        http(
+            "POST",
+            &format!("{}{path}", self.base),
+            &[],
+            body.to_string(),
+        )
+        .await
+        .unwrap()
     }
     async fn get(&self, path: &str) -> nanofaas_testkit::Response {
         http("GET", &format!("{}{path}", self.base), &[], "")
@@ -86,7 +91,13 @@ impl Server {
     }
     async fn register(&self, spec: Value) {
         let r = self.post("/v1/functions", spec.clone()).await;
-        assert_eq!(r.status, 201, "{spec}: {}\n{}", r.text(), self.proc.output());
+        assert_eq!(
+            r.status,
+            201,
+            "{spec}: {}\n{}",
+            r.text(),
+            self.proc.output()
+        );
     }
     async fn instances(&self, name: &str) -> Vec<Value> {
         self.get(&format!("/v1/functions/{name}/instances"))
@@ -117,11 +128,15 @@ fn uid_of(pid: u64) -> Option<u32> {
 
 /// Whether a process of the victim function carries a callback token in its environment.
 fn victim_token_in_proc() -> bool {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        let has = |k: &[u8]| env.split(|b| *b == 0).any(|kv| kv.starts_with(k));
-        has(b"NANOFAAS_FUNCTION=victim") && has(b"CALLBACK_TOKEN=")
-    })
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            let has = |k: &[u8]| env.split(|b| *b == 0).any(|kv| kv.starts_with(k));
+            has(b"NANOFAAS_FUNCTION=victim") && has(b"CALLBACK_TOKEN=")
+        })
 }
 
 /// Reads its environment, then tries every way it has to complete the victim's execution:
@@ -174,7 +189,11 @@ async fn functions_see_no_secret_cannot_forge_callbacks_and_reserved_env_is_refu
     let s = serve("env", &[]).await;
 
     // A spec naming a platform variable is refused, naming it.
-    for (name, var) in [("r1", "WARM_PORT"), ("r2", "NANOFAAS_CALLBACK_SECRET"), ("r3", "EXECUTION_MODE")] {
+    for (name, var) in [
+        ("r1", "WARM_PORT"),
+        ("r2", "NANOFAAS_CALLBACK_SECRET"),
+        ("r3", "EXECUTION_MODE"),
+    ] {
         let r = s
             .post(
                 "/v1/functions",
@@ -186,10 +205,15 @@ async fn functions_see_no_secret_cannot_forge_callbacks_and_reserved_env_is_refu
     }
 
     // The victim: a JOB function whose async execution runs for a while.
-    s.register(json!({"name": "victim", "command": runtime(), "executionMode": "JOB", "maxRetries": 1}))
-        .await;
+    s.register(
+        json!({"name": "victim", "command": runtime(), "executionMode": "JOB", "maxRetries": 1}),
+    )
+    .await;
     let r = s
-        .post("/v1/functions/victim:enqueue", json!({"input": {"sleepMs": 4000}}))
+        .post(
+            "/v1/functions/victim:enqueue",
+            json!({"input": {"sleepMs": 4000}}),
+        )
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     let victim = r.json()["executionId"].as_str().unwrap().to_string();
@@ -231,10 +255,18 @@ async fn functions_see_no_secret_cannot_forge_callbacks_and_reserved_env_is_refu
             "{k} leaks a control-plane secret: {env:?}"
         );
     }
-    for k in ["NANOFAAS_CALLBACK_SECRET", "NANOFAAS_API_TOKEN", "ISOLATION_TEST_CLOUD_KEY", "HOME"] {
+    for k in [
+        "NANOFAAS_CALLBACK_SECRET",
+        "NANOFAAS_API_TOKEN",
+        "ISOLATION_TEST_CLOUD_KEY",
+        "HOME",
+    ] {
         assert!(!env.contains_key(k), "{k} reached the function: {env:?}");
     }
-    assert!(env.contains_key("PATH"), "the allow-list passes PATH: {env:?}");
+    assert!(
+        env.contains_key("PATH"),
+        "the allow-list passes PATH: {env:?}"
+    );
     let statuses = out["statuses"].as_array().unwrap();
     assert!(!statuses.is_empty());
     assert!(
@@ -248,7 +280,9 @@ async fn functions_see_no_secret_cannot_forge_callbacks_and_reserved_env_is_refu
             "a function read another instance's callback token from /proc: {out}"
         );
     } else {
-        eprintln!("NOTE: not root: instances run as the test's user; the /proc check is not meaningful");
+        eprintln!(
+            "NOTE: not root: instances run as the test's user; the /proc check is not meaningful"
+        );
     }
 
     // The victim completes with its own output.
@@ -281,7 +315,10 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
             "cgroups required but unavailable: {}",
             r.text()
         );
-        eprintln!("SKIPPED: this host cannot enforce memory limits for the process provider: {}", r.text());
+        eprintln!(
+            "SKIPPED: this host cannot enforce memory limits for the process provider: {}",
+            r.text()
+        );
         return;
     }
     assert_eq!(r.status, 201, "{}", r.text());
@@ -302,7 +339,10 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
 
     let t = Instant::now();
     let r = s
-        .post("/v1/functions/hog:invoke", json!({"input": {"allocateMb": 300}}))
+        .post(
+            "/v1/functions/hog:invoke",
+            json!({"input": {"allocateMb": 300}}),
+        )
         .await;
     let took = t.elapsed();
     assert_eq!(r.status, 500, "{}", r.text());
@@ -322,7 +362,11 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
             .unwrap_or(-1.0)
     };
     assert_eq!(value("function_out_of_memory_total"), 1.0, "{metrics}");
-    assert_eq!(value("function_dispatch_total"), 2.0, "one attempt for the OOM call");
+    assert_eq!(
+        value("function_dispatch_total"),
+        2.0,
+        "one attempt for the OOM call"
+    );
     let r = s
         .post("/v1/functions/hog:invoke", json!({"input": 2}))
         .await;
@@ -335,7 +379,10 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
 
     // Asynchronous: also named, and not retried as a platform failure beyond the policy.
     let r = s
-        .post("/v1/functions/hog:enqueue", json!({"input": {"allocateMb": 300}}))
+        .post(
+            "/v1/functions/hog:enqueue",
+            json!({"input": {"allocateMb": 300}}),
+        )
         .await;
     let id = r.json()["executionId"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -380,7 +427,9 @@ except Exception as e:
 fn call_as(python: &str, uid: u32, target: &str) -> String {
     use std::os::unix::process::CommandExt;
     let mut c = Command::new(python);
-    c.args(["-c", CLIENT, target]).env_clear().env("PATH", "/usr/bin:/bin");
+    c.args(["-c", CLIENT, target])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
     if uid != 0 {
         c.uid(uid).gid(uid);
     }
@@ -406,8 +455,11 @@ async fn another_user_cannot_call_an_instance_socket_or_port() {
     for (tag, unix) in [("sock", true), ("tcp", false)] {
         let setting = format!("provider.process.unix_socket={unix}");
         let s = serve(tag, &[&setting]).await;
-        s.register(json!({"name": "echo", "command": runtime()})).await;
-        let r = s.post("/v1/functions/echo:invoke", json!({"input": 1})).await;
+        s.register(json!({"name": "echo", "command": runtime()}))
+            .await;
+        let r = s
+            .post("/v1/functions/echo:invoke", json!({"input": 1}))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         let inst = s.instances("echo").await;
         let endpoint = inst[0]["endpoint"].as_str().unwrap().to_string();
@@ -422,14 +474,22 @@ async fn another_user_cannot_call_an_instance_socket_or_port() {
         assert!(own.contains("ANSWER b'HTTP/1.1 200"), "{own}");
         // Another user (nobody), and the instance's own user, get nothing.
         let nobody = call_as(python, 65534, &target);
-        assert!(!nobody.contains("HTTP/1.1"), "nobody was answered: {nobody}");
+        assert!(
+            !nobody.contains("HTTP/1.1"),
+            "nobody was answered: {nobody}"
+        );
         let wd = inst[0]["pid"].as_u64().unwrap();
         let instance_uid = uid_of(wd).unwrap();
         assert_ne!(instance_uid, 0);
         let itself = call_as(python, instance_uid, &target);
-        assert!(!itself.contains("HTTP/1.1"), "the instance's own user was answered: {itself}");
+        assert!(
+            !itself.contains("HTTP/1.1"),
+            "the instance's own user was answered: {itself}"
+        );
         // The control plane still reaches it.
-        let r = s.post("/v1/functions/echo:invoke", json!({"input": 2})).await;
+        let r = s
+            .post("/v1/functions/echo:invoke", json!({"input": 2}))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
 }

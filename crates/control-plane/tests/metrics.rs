@@ -158,7 +158,11 @@ async fn every_declared_metric_is_emitted() {
         .await;
     let oom_enforced = r.status == 201;
     if oom_enforced {
-        let r = post("/v1/functions/hog:invoke", json!({"input": {"allocateMb": 300}})).await;
+        let r = post(
+            "/v1/functions/hog:invoke",
+            json!({"input": {"allocateMb": 300}}),
+        )
+        .await;
         assert_eq!(r.json()["error"]["code"], "OUT_OF_MEMORY", "{}", r.text());
     } else {
         eprintln!(

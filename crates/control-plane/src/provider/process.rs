@@ -262,7 +262,11 @@ impl ProcessProvider {
             "process instances run {}; {}; limits {}",
             user.describe(),
             cgroups.describe(),
-            if iso.best_effort { "best effort" } else { "enforced (specs asking for what cannot be enforced are refused)" }
+            if iso.best_effort {
+                "best effort"
+            } else {
+                "enforced (specs asking for what cannot be enforced are refused)"
+            }
         );
         let uids = match user {
             sandbox::UserMode::Dynamic { first, last } => Some(sandbox::UidPool::new(first, last)),
@@ -342,7 +346,12 @@ impl ProcessProvider {
     }
 
     /// The user, cgroup and limits of a new instance, applied between fork and exec.
-    fn confine(&self, id: &str, spec: &FunctionSpec, cmd: &mut Command) -> Result<Confined, StartFailure> {
+    fn confine(
+        &self,
+        id: &str,
+        spec: &FunctionSpec,
+        cmd: &mut Command,
+    ) -> Result<Confined, StartFailure> {
         let iso = &self.settings.isolation;
         let mut confined = Confined::default();
         let user = match self.shared.user {

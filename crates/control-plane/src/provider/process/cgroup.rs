@@ -132,7 +132,8 @@ fn join_rel(base: &Path, rel: &str) -> PathBuf {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
-    std::fs::write(path, value).map_err(|e| format!("cannot write {value:?} to {}: {e}", path.display()))
+    std::fs::write(path, value)
+        .map_err(|e| format!("cannot write {value:?} to {}: {e}", path.display()))
 }
 
 fn mkdir(path: &Path) -> Result<(), String> {
@@ -209,8 +210,8 @@ impl Cgroups {
             mkdir(&base)?;
             let wanted = ["memory", "cpu", "pids"];
             for dir in [delegate_from, base.as_path()] {
-                let avail = std::fs::read_to_string(dir.join("cgroup.controllers"))
-                    .unwrap_or_default();
+                let avail =
+                    std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
                 let add: Vec<String> = wanted
                     .iter()
                     .filter(|c| avail.split_whitespace().any(|a| a == **c))
@@ -220,8 +221,8 @@ impl Cgroups {
             }
             let dir = base.join(owner);
             mkdir(&dir)?;
-            let enabled = std::fs::read_to_string(base.join("cgroup.subtree_control"))
-                .unwrap_or_default();
+            let enabled =
+                std::fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
             if !enabled.split_whitespace().any(|c| c == "memory") {
                 return Err(format!(
                     "the memory controller is not enabled in {}",
@@ -232,23 +233,27 @@ impl Cgroups {
         };
         let result = if !parent.is_empty() {
             let base = join_rel(root, parent);
-            let up = base.parent().map(Path::to_path_buf).unwrap_or(root.to_path_buf());
+            let up = base
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or(root.to_path_buf());
             try_base(base, &up)
         } else {
             let own_dir = join_rel(root, &own_rel);
             try_base(own_dir.join("nanofaas"), &own_dir).or_else(|first| {
                 // The control plane's own cgroup holds processes (v2 then cannot pass
                 // controllers below it): use a folder at the top, which may.
-                try_base(root.join("nanofaas"), root).map_err(|second| {
-                    format!("{first}; and at the top of the hierarchy: {second}")
-                })
+                try_base(root.join("nanofaas"), root)
+                    .map_err(|second| format!("{first}; and at the top of the hierarchy: {second}"))
             })
         };
         let with = |ctl: &str| -> Result<PathBuf, String> {
             let dir = result.clone()?;
             let enabled = dir
                 .parent()
-                .map(|b| std::fs::read_to_string(b.join("cgroup.subtree_control")).unwrap_or_default())
+                .map(|b| {
+                    std::fs::read_to_string(b.join("cgroup.subtree_control")).unwrap_or_default()
+                })
                 .unwrap_or_default();
             if enabled.split_whitespace().any(|c| c == ctl) {
                 Ok(dir)
@@ -340,7 +345,10 @@ impl Cgroups {
                     ("cpu", Version::V1) => {
                         if let Some(m) = limits.cpu_millis {
                             write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                            write(&dir.join("cpu.cfs_quota_us"), &(m * CPU_PERIOD_US / 1000).to_string())?;
+                            write(
+                                &dir.join("cpu.cfs_quota_us"),
+                                &(m * CPU_PERIOD_US / 1000).to_string(),
+                            )?;
                         }
                     }
                     ("cpu", Version::V2) => {
@@ -383,7 +391,9 @@ impl Cgroups {
             }
         }
         for base in bases {
-            let Ok(rd) = std::fs::read_dir(&base) else { continue };
+            let Ok(rd) = std::fs::read_dir(&base) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !e.path().is_dir() || !name.starts_with("cp-") || alive(&name) {
@@ -474,14 +484,17 @@ impl InstanceCgroup {
 
     /// How many processes of the instance the kernel killed for going over the memory limit.
     pub fn oom_kills(&self) -> u64 {
-        let Some(dir) = &self.memory_dir else { return 0 };
+        let Some(dir) = &self.memory_dir else {
+            return 0;
+        };
         match self.version {
             Version::V2 => std::fs::read_to_string(dir.join("memory.events"))
                 .ok()
                 .and_then(|t| keyed(&t, "oom_kill"))
                 .unwrap_or(0),
             Version::V1 => {
-                let ctl = std::fs::read_to_string(dir.join("memory.oom_control")).unwrap_or_default();
+                let ctl =
+                    std::fs::read_to_string(dir.join("memory.oom_control")).unwrap_or_default();
                 match keyed(&ctl, "oom_kill") {
                     Some(n) => n,
                     // Kernels before 4.13 do not count kills: a process under OOM is the sign.
@@ -506,8 +519,14 @@ mod tests {
 
     #[test]
     fn keyed_files() {
-        assert_eq!(keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"), Some(3));
-        assert_eq!(keyed("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n", "oom_kill"), Some(1));
+        assert_eq!(
+            keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"),
+            Some(3)
+        );
+        assert_eq!(
+            keyed("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n", "oom_kill"),
+            Some(1)
+        );
         assert_eq!(keyed("low 0\n", "oom_kill"), None);
     }
 
@@ -524,7 +543,13 @@ mod tests {
         assert_eq!(c.cpu_unavailable(), Some("not here"));
         assert!(!c.pids_available());
         let e = c
-            .create("x", &Limits { memory_bytes: Some(1 << 20), ..Default::default() })
+            .create(
+                "x",
+                &Limits {
+                    memory_bytes: Some(1 << 20),
+                    ..Default::default()
+                },
+            )
             .unwrap_err();
         assert!(e.contains("no cgroups"), "{e}");
     }

@@ -58,7 +58,10 @@ impl Default for IsolationSettings {
 pub fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
     let bad = || format!("{s:?} is not a range of user ids such as 2000000000-2000065535");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u32, u32) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (u32, u32) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if a == 0 || b < a || b == u32::MAX {
         return Err(bad());
     }
@@ -108,7 +111,11 @@ impl UserMode {
                 let (uid, gid) = if let Some((u, g)) = other.split_once(':') {
                     match (u.parse(), g.parse()) {
                         (Ok(u), Ok(g)) => (u, g),
-                        _ => return Err(format!("provider.process.user {other:?}: expected uid:gid as numbers")),
+                        _ => {
+                            return Err(format!(
+                                "provider.process.user {other:?}: expected uid:gid as numbers"
+                            ))
+                        }
                     }
                 } else if let Ok(u) = other.parse::<u32>() {
                     (u, u)
@@ -323,7 +330,11 @@ pub fn access_problem(path: &Path, uid: u32, gid: u32, bits: u32) -> Option<Stri
 }
 
 /// The program a command names: a path (relative to `dir`), else the first match on `path`.
-pub fn resolve_program(program: &str, dir: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+pub fn resolve_program(
+    program: &str,
+    dir: Option<&Path>,
+    path: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
     if program.contains('/') {
         let p = Path::new(program);
         return Some(match dir {
