@@ -493,3 +493,101 @@ async fn another_user_cannot_call_an_instance_socket_or_port() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
 }
+
+#[tokio::test]
+async fn a_job_over_its_memory_limit_ends_out_of_memory() {
+    let s = serve("oomjob", &[]).await;
+    let r = s
+        .post(
+            "/v1/functions",
+            json!({"name": "hogjob", "command": runtime(), "executionMode": "JOB", "resources": {"memory": "64Mi"}}),
+        )
+        .await;
+    if r.status == 400 && r.text().contains("cannot enforce") {
+        assert!(
+            std::env::var("NANOFAAS_REQUIRE_CGROUPS").as_deref() != Ok("1"),
+            "cgroups required but unavailable: {}",
+            r.text()
+        );
+        eprintln!(
+            "SKIPPED: this host cannot enforce memory limits: {}",
+            r.text()
+        );
+        return;
+    }
+    assert_eq!(r.status, 201, "{}", r.text());
+    let t = Instant::now();
+    let r = s
+        .post(
+            "/v1/functions/hogjob:invoke",
+            json!({"input": {"allocateMb": 300}}),
+        )
+        .await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "OUT_OF_MEMORY", "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let r = s
+        .post("/v1/functions/hogjob:invoke", json!({"input": 1}))
+        .await;
+    assert_eq!(r.status, 200, "the next job runs: {}", r.text());
+}
+
+#[tokio::test]
+async fn limits_that_cannot_be_enforced_are_refused_unless_best_effort() {
+    // A cgroup parent that cannot be created stands for a host without cgroup access.
+    let s = serve("nocg", &["provider.process.cgroup_parent=no/such/parent"]).await;
+    let r = s
+        .post(
+            "/v1/functions",
+            json!({"name": "limited", "command": runtime(), "resources": {"memory": "64Mi"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains("resources.memory")
+            && text.contains("cannot enforce")
+            && text.contains("best-effort"),
+        "{text}"
+    );
+    let r = s
+        .post(
+            "/v1/functions",
+            json!({"name": "limited", "command": runtime(), "resources": {"cpu": "500m"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("resources.cpu"), "{}", r.text());
+    // Without limits it runs.
+    s.register(json!({"name": "free", "command": runtime()}))
+        .await;
+    let r = s
+        .post("/v1/functions/free:invoke", json!({"input": 1}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(s);
+
+    let s = serve(
+        "besteffort",
+        &[
+            "provider.process.cgroup_parent=no/such/parent",
+            "provider.process.limits=best-effort",
+        ],
+    )
+    .await;
+    s.register(json!({"name": "limited", "command": runtime(), "resources": {"memory": "64Mi"}}))
+        .await;
+    let r = s
+        .post("/v1/functions/limited:invoke", json!({"input": 1}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        s.proc.output().contains("limit not enforced"),
+        "best effort says so in the log:\n{}",
+        s.proc.output()
+    );
+}
