@@ -206,28 +206,28 @@ impl Cgroups {
             .map(|(_, p)| p.clone())
             .unwrap_or_else(|| "/".into());
         // Each folder from the top down to the owner folder must pass the controllers on.
+        // Each folder from `delegate_from` down to the owner folder passes the controllers on
+        // to its children (the instance cgroups below the owner folder).
         let try_base = |base: PathBuf, delegate_from: &Path| -> Result<PathBuf, String> {
             mkdir(&base)?;
+            let dir = base.join(owner);
+            mkdir(&dir)?;
             let wanted = ["memory", "cpu", "pids"];
-            for dir in [delegate_from, base.as_path()] {
+            for d in [delegate_from, base.as_path(), dir.as_path()] {
                 let avail =
-                    std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+                    std::fs::read_to_string(d.join("cgroup.controllers")).unwrap_or_default();
                 let add: Vec<String> = wanted
                     .iter()
                     .filter(|c| avail.split_whitespace().any(|a| a == **c))
                     .map(|c| format!("+{c}"))
                     .collect();
-                write(&dir.join("cgroup.subtree_control"), &add.join(" "))?;
-            }
-            let dir = base.join(owner);
-            mkdir(&dir)?;
-            let enabled =
-                std::fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
-            if !enabled.split_whitespace().any(|c| c == "memory") {
-                return Err(format!(
-                    "the memory controller is not enabled in {}",
-                    base.display()
-                ));
+                if add.is_empty() {
+                    return Err(format!(
+                        "{} offers none of the memory, cpu and pids controllers",
+                        d.display()
+                    ));
+                }
+                write(&d.join("cgroup.subtree_control"), &add.join(" "))?;
             }
             Ok(dir)
         };
@@ -249,12 +249,9 @@ impl Cgroups {
         };
         let with = |ctl: &str| -> Result<PathBuf, String> {
             let dir = result.clone()?;
-            let enabled = dir
-                .parent()
-                .map(|b| {
-                    std::fs::read_to_string(b.join("cgroup.subtree_control")).unwrap_or_default()
-                })
-                .unwrap_or_default();
+            // What the owner folder passes on is what instance cgroups get.
+            let enabled =
+                std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
             if enabled.split_whitespace().any(|c| c == ctl) {
                 Ok(dir)
             } else {
