@@ -29,6 +29,7 @@ use super::{
 use crate::dispatch::BoxFuture;
 use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
 use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -96,6 +97,8 @@ struct Entry {
 struct Confined {
     /// A dynamic user id, handed back when the instance ends.
     dynamic_uid: Option<u32>,
+    /// A folder of its own (JOB instances of FILE functions), removed when it ends.
+    private_dir: Option<PathBuf>,
     uid: Option<u32>,
     cgroup: Option<cgroup::InstanceCgroup>,
 }
@@ -136,6 +139,15 @@ fn probe_user(user: &sandbox::UserMode) -> Option<(u32, u32)> {
 fn release(shared: &Shared, confined: Confined) {
     if let Some(cg) = &confined.cgroup {
         cg.remove();
+    }
+    if let Some(d) = &confined.private_dir {
+        // Only the folder made for this instance (owned by its user), never one found there.
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: no arguments, cannot fail.
+        let owner = confined.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
+        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == owner) {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
     if let (Some(uid), Some(pool)) = (confined.dynamic_uid, &shared.uids) {
         pool.give_back(uid);
@@ -350,6 +362,7 @@ impl ProcessProvider {
         &self,
         id: &str,
         spec: &FunctionSpec,
+        private: bool,
         cmd: &mut Command,
     ) -> Result<Confined, StartFailure> {
         let iso = &self.settings.isolation;
@@ -399,13 +412,24 @@ impl ProcessProvider {
         } else {
             None
         };
+        // A one-shot FILE instance exchanges its input and output through files: in a folder
+        // of its own, not in a shared /tmp where another instance's files may be.
+        let private_dir = private.then(|| std::env::temp_dir().join(format!("nanofaas-{id}")));
+        if let Some(d) = &private_dir {
+            cmd.env("INPUT_FILE", d.join("input.json"))
+                .env("OUTPUT_FILE", d.join("output.json"));
+        }
         let setup = sandbox::ChildSetup {
+            private_dir: private_dir
+                .as_ref()
+                .and_then(|d| CString::new(d.as_os_str().as_encoded_bytes()).ok()),
             cgroup_procs: cg.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
             max_open_files: iso.max_open_files,
             max_processes: iso.max_processes,
             user,
         };
         confined.cgroup = cg;
+        confined.private_dir = private_dir;
         // SAFETY: `apply` makes only async-signal-safe calls (open, write, setrlimit, setuid,
         // prctl) and does not allocate.
         unsafe {
@@ -459,7 +483,8 @@ impl ProcessProvider {
         kind: &'static str,
         mut cmd: Command,
     ) -> Result<(Arc<Entry>, oneshot::Receiver<Ready>), StartFailure> {
-        let confined = self.confine(id, spec, &mut cmd)?;
+        let private = kind == "job" && spec.runtime_mode == RuntimeMode::File;
+        let confined = self.confine(id, spec, private, &mut cmd)?;
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

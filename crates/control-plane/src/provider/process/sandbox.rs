@@ -211,6 +211,8 @@ pub fn inherited_env(allow: &[String]) -> Vec<(OsString, OsString)> {
 /// The credentials, cgroup and limits a child takes on between fork and exec.
 pub struct ChildSetup {
     pub cgroup_procs: Vec<CString>,
+    /// A folder to create (mode 0700) and give to the instance's user before it runs.
+    pub private_dir: Option<CString>,
     pub max_open_files: u64,
     pub max_processes: u64,
     pub user: Option<(u32, u32)>,
@@ -248,6 +250,20 @@ impl ChildSetup {
             }
             Ok(())
         };
+        if let Some(d) = &self.private_dir {
+            // SAFETY: mkdir/chown with a valid C string. An existing folder is an error: it
+            // could be someone else's.
+            unsafe {
+                if libc::mkdir(d.as_ptr(), 0o700) != 0 {
+                    return Err(err());
+                }
+                if let Some((uid, gid)) = self.user {
+                    if libc::chown(d.as_ptr(), uid, gid) != 0 {
+                        return Err(err());
+                    }
+                }
+            }
+        }
         set(libc::RLIMIT_NOFILE, self.max_open_files)?;
         set(libc::RLIMIT_NPROC, self.max_processes)?;
         if let Some((uid, gid)) = self.user {
