@@ -345,6 +345,7 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
         )
         .await;
     let took = t.elapsed();
+    eprintln!("OUT_OF_MEMORY call answered in {took:?} (300 MiB asked, 64 Mi limit)");
     assert_eq!(r.status, 500, "{}", r.text());
     let body = r.json();
     assert_eq!(body["error"]["code"], "OUT_OF_MEMORY", "{body}");
