@@ -377,6 +377,30 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
         now.iter().all(|i| i["id"] != first_id.as_str()),
         "the instance was replaced: {now:?}"
     );
+    // One cgroup per instance: the new one's exists, the replaced one's is removed.
+    let log = s.proc.output();
+    let memory_base = log
+        .split("memory: ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no cgroup folder in the start-up log:\n{log}"));
+    let new_id = now[0]["id"].as_str().unwrap();
+    assert!(
+        memory_base.join(new_id).is_dir(),
+        "{}",
+        memory_base.display()
+    );
+    let limit = std::fs::read_to_string(memory_base.join(new_id).join("memory.limit_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(memory_base.join(new_id).join("memory.max")))
+        .unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let old = memory_base.join(&first_id);
+    assert!(
+        nanofaas_testkit::wait_until(Duration::from_secs(5), || !old.exists()).await,
+        "the replaced instance's cgroup {} is still there",
+        old.display()
+    );
 
     // Asynchronous: also named, and not retried as a platform failure beyond the policy.
     let r = s
