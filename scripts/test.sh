@@ -20,6 +20,14 @@ scripts/python-env.sh "$py_venv"
 "$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
 # --- end Python runtime ------------------------------------------------------------------------
 
+# --- The seed plan's own Python runtime tests (runtimes/python/tools/seed_tests.py) ------------
+# Read from the plan's text at test time (not kept here) and run as the plan runs them; SKIPPED
+# without the plan ($NANOFAAS_SEED_PLAN, else ../shared/seed/ next to the repository),
+# mandatory with NANOFAAS_REQUIRE_SEED=1.
+step "Python runtime: the seed plan's Task 9 tests against our runtime"
+"$py_venv/bin/python" runtimes/python/tools/seed_tests.py
+# --- end seed plan tests -----------------------------------------------------------------------
+
 # --- Java runtime (runtimes/java) -------------------------------------------------------------
 step "Java runtime: Debian packages, build and JUnit 5"
 scripts/java-env.sh
