@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_process import request, wait_healthy
 
 from conftest import HANDLERS, RuntimeProcess
 from nanofaas_runtime.app import create_env_app
-from test_process import request, wait_healthy
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import json
 import logging
 
 import pytest
+from test_process import request, wait_healthy
 
 from nanofaas_runtime import context as rt_context
 from nanofaas_runtime.logs import JsonFormatter
-from test_process import request, wait_healthy
 
 TEXT = "the cat and the hat and the bat"
 
@@ -72,8 +72,14 @@ def test_json_transform_is_found_by_its_decorator_and_runs_async(make_client):
     records = [{"n": "b", "v": 2, "x": 0}, {"n": "a", "v": 1, "x": 0}, {"n": "c", "x": 0}]
     resp = client.post(
         "/invoke",
-        json={"input": {"records": records, "select": ["n", "v"], "rename": {"n": "name"},
-                        "sortBy": "v"}},
+        json={
+            "input": {
+                "records": records,
+                "select": ["n", "v"],
+                "rename": {"n": "name"},
+                "sortBy": "v",
+            }
+        },
         headers={"X-Execution-Id": "e-jt"},
     )
     assert resp.status_code == 200, resp.json
@@ -88,7 +94,9 @@ def test_json_transform_is_found_by_its_decorator_and_runs_async(make_client):
 def test_a_module_without_the_function_or_a_decorator_still_fails_clearly(tmp_path):
     from nanofaas_runtime.handler import HandlerLoadError, load_handler
 
-    (tmp_path / "nf_plain_mod.py").write_text("import nanofaas.sdk\n\ndef other(r):\n    return r\n")
+    (tmp_path / "nf_plain_mod.py").write_text(
+        "import nanofaas.sdk\n\ndef other(r):\n    return r\n"
+    )
     with pytest.raises(HandlerLoadError, match="no attribute 'handle' .and no @nanofaas_function"):
         load_handler("nf_plain_mod", "handle", str(tmp_path))
 

@@ -9,9 +9,9 @@ import os
 import signal
 
 import pytest
+from test_process import request, wait_healthy
 
 from nanofaas_runtime import server
-from test_process import request, wait_healthy
 
 # Several runtimes at once: the worker dying of the master's second SIGTERM was a race that a
 # single stop hit about one time in three.
@@ -62,15 +62,19 @@ def test_a_worker_killed_outside_a_stop_is_still_an_error():
     f = server._StopIsNotAnError()
     server._stopping.clear()
     try:
-        rec = logging.LogRecord("gunicorn.error", logging.ERROR, "", 0,
-                                "Worker (pid:42) was sent SIGTERM!", None, None)
+        rec = logging.LogRecord(
+            "gunicorn.error", logging.ERROR, "", 0, "Worker (pid:42) was sent SIGTERM!", None, None
+        )
         assert f.filter(rec) and rec.levelname == "ERROR", "not stopping: unchanged"
         server._stopping.set()
-        rec = logging.LogRecord("gunicorn.error", logging.ERROR, "", 0,
-                                "Worker (pid:42) was sent SIGTERM!", None, None)
+        rec = logging.LogRecord(
+            "gunicorn.error", logging.ERROR, "", 0, "Worker (pid:42) was sent SIGTERM!", None, None
+        )
         assert f.filter(rec) and (rec.levelno, rec.levelname) == (logging.INFO, "INFO")
-        for msg in ("Worker (pid:42) was sent SIGKILL! Perhaps out of memory?",
-                    "Worker (pid:42) exited with code 1."):
+        for msg in (
+            "Worker (pid:42) was sent SIGKILL! Perhaps out of memory?",
+            "Worker (pid:42) exited with code 1.",
+        ):
             rec = logging.LogRecord("gunicorn.error", logging.ERROR, "", 0, msg, None, None)
             assert f.filter(rec) and rec.levelname == "ERROR", msg
     finally:

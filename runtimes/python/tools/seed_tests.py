@@ -88,11 +88,16 @@ def main(argv: list[str]) -> int:
     plan = Path(argv[1] if len(argv) > 1 else os.environ.get("NANOFAAS_SEED_PLAN") or DEFAULT_PLAN)
     if not plan.is_file():
         if os.environ.get("NANOFAAS_REQUIRE_SEED") == "1":
-            print(f"seed-tests: NANOFAAS_REQUIRE_SEED=1 but there is no seed plan at {plan}",
-                  file=sys.stderr)
+            print(
+                f"seed-tests: NANOFAAS_REQUIRE_SEED=1 but there is no seed plan at {plan}",
+                file=sys.stderr,
+            )
             return 2
-        print(f"seed-tests: SKIPPED: no seed plan at {plan} (set NANOFAAS_SEED_PLAN; "
-              "NANOFAAS_REQUIRE_SEED=1 makes this an error)", file=sys.stderr)
+        print(
+            f"seed-tests: SKIPPED: no seed plan at {plan} (set NANOFAAS_SEED_PLAN; "
+            "NANOFAAS_REQUIRE_SEED=1 makes this an error)",
+            file=sys.stderr,
+        )
         return 0
     try:
         section = task_section(plan.read_text(encoding="utf-8"), 9)
@@ -102,8 +107,12 @@ def main(argv: list[str]) -> int:
         print(f"seed-tests: cannot read the seed's tests from {plan}: {e}", file=sys.stderr)
         return 2
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith(
-        ("HANDLER_", "EXECUTION_ID", "CALLBACK_", "TRACE_ID"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PYTHONPATH"
+        and not k.startswith(("HANDLER_", "EXECUTION_ID", "CALLBACK_", "TRACE_ID"))
+    }
     while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
         key, _, value = words.pop(0).partition("=")
         env[key] = value
@@ -117,8 +126,12 @@ def main(argv: list[str]) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(body, encoding="utf-8")
         shown = " ".join(shlex.quote(w) for w in words)
-        print(f"seed-tests: {' '.join(sorted(files))} from {plan.name}, Task 9; running "
-              f"PYTHONPATH={env.get('PYTHONPATH', '')} {shown}", file=sys.stderr, flush=True)
+        print(
+            f"seed-tests: {' '.join(sorted(files))} from {plan.name}, Task 9; running "
+            f"PYTHONPATH={env.get('PYTHONPATH', '')} {shown}",
+            file=sys.stderr,
+            flush=True,
+        )
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         return subprocess.run(words, cwd=root, env=env, timeout=300).returncode and 1
 

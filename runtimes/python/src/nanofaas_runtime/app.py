@@ -194,7 +194,7 @@ class _FromEnv:
             return self._current
 
     def _settings(self, key: tuple) -> _Current:
-        env = {name: value for name, value in zip(_APP_ENV, key) if value is not None}
+        env = {name: value for name, value in zip(_APP_ENV, key, strict=False) if value is not None}
         env["NANOFAAS_PY_SERVER"] = "werkzeug"  # not used here; skips looking for gunicorn
         try:
             settings = Settings.from_env(env)
@@ -302,9 +302,7 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
 
         if cur.handler is None:  # the module-level app, and the handler cannot be loaded
             code, message = cur.problem
-            return finish(
-                503, _error_body(code, message), _callback_body_error(code, message)
-            )
+            return finish(503, _error_body(code, message), _callback_body_error(code, message))
 
         try:
             try:

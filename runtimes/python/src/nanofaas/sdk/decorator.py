@@ -20,9 +20,7 @@ def nanofaas_function(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Registers ``func`` as the function handler; returns it unchanged."""
     global _registered
     if not callable(func):
-        raise TypeError(
-            f"@nanofaas_function decorates a function, not a {type(func).__name__}"
-        )
+        raise TypeError(f"@nanofaas_function decorates a function, not a {type(func).__name__}")
     try:
         setattr(func, _MARK, True)
     except (AttributeError, TypeError):
