@@ -172,6 +172,16 @@ class _FromEnv:
 
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ
+        # os.environ's own dict of encoded names and values: looking a missing name up there
+        # costs a dictionary probe, where os.environ.get raises and catches a KeyError (about
+        # 50 times as long). Any other mapping is read through its public get.
+        data = getattr(environ, "_data", None) if isinstance(environ, os._Environ) else None
+        encode = getattr(environ, "encodekey", None)
+        if isinstance(data, dict) and callable(encode):
+            keys = tuple(encode(name) for name in _APP_ENV)
+            self._snapshot = lambda: tuple(map(data.get, keys))
+        else:
+            self._snapshot = lambda: tuple(map(environ.get, _APP_ENV))
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._current: _Current | None = None
@@ -180,14 +190,14 @@ class _FromEnv:
         self.app: Flask | None = None
 
     def current(self) -> _Current:
-        get = self._environ.get
-        key = tuple(get(name) for name in _APP_ENV)
+        key = self._snapshot()
         cur = self._current
         if key == self._key and cur is not None and cur.handler is not None:
             return cur
         with self._lock:
             if key != self._key or self._current is None:
-                self._current = self._settings(key)
+                # Read after the snapshot: a change in between is seen by the next request.
+                self._current = self._settings(tuple(map(self._environ.get, _APP_ENV)))
                 self._key = key
             if self._current.settings is not None and self._current.handler is None:
                 self._current = self._load(self._current)
