@@ -512,6 +512,16 @@ mod tests {
         assert_eq!(validate_invocation(body.clone()).unwrap(), body);
     }
 
+    /// Found by the spec_body fuzz target: a rate written with many digits read back as another
+    /// double after the registry stored it (serde_json's fast float parsing was not exact).
+    #[test]
+    fn an_accepted_spec_reads_back_unchanged() {
+        let body = b"{\"name\":\"f\",\"image\":\"1\",\"rateLimitPerSecond\":999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999992.5,\"idleTimeoutMs\":0}";
+        let spec = spec_from_body(body).unwrap();
+        let stored = serde_json::to_vec(&spec).unwrap();
+        assert_eq!(spec_from_body(&stored).unwrap(), spec);
+    }
+
     #[test]
     fn spec_bodies_are_strict() {
         let err = |b: &[u8]| match spec_from_body(b) {

@@ -984,7 +984,11 @@ async fn malformed_bodies_are_refused_before_anything_is_journaled_or_dispatched
             assert_eq!(err["code"], "INVALID_REQUEST", "{shown}");
             let msg = err["message"].as_str().unwrap();
             let (place, what) = msg.split_once(": ").unwrap_or(("", msg));
-            let place = if what.contains(" at line ") { place } else { "" };
+            let place = if what.contains(" at line ") {
+                place
+            } else {
+                ""
+            };
             assert!(
                 place.starts_with(field) && msg.contains(needle),
                 "{verb} {shown}: {msg}"
