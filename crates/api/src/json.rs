@@ -225,18 +225,46 @@ fn within<T>(r: R<T>, seg: impl FnOnce() -> Seg) -> R<T> {
     })
 }
 
-/// Bytes that end the fast scan of a string: `"`, `\` and control characters.
-static STOP: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// From `i`, the first `"`, `\\` or control byte (or the end), and whether a non-ASCII byte
+/// came before it. Eight bytes at a time: a byte `b` is flagged by `(x - ONES) & !x & HIGH` when
+/// `x = b ^ c` is zero; the lowest flagged byte is exact.
+#[inline]
+fn scan(b: &[u8], mut i: usize) -> (usize, bool) {
+    let mut wide = 0u64;
+    while i + 8 <= b.len() {
+        let x = u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let quote = x ^ (ONES * b'"' as u64);
+        let slash = x ^ (ONES * b'\\' as u64);
+        let stop = (quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let stop = stop & HIGH;
+        if stop != 0 {
+            let n = (stop.trailing_zeros() / 8) as usize;
+            // Only the bytes before the stop count as content.
+            let before = if n == 0 {
+                0
+            } else {
+                x & (u64::MAX >> (64 - 8 * n))
+            };
+            wide |= before & HIGH;
+            return (i + n, wide != 0);
+        }
+        wide |= x & HIGH;
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        wide |= (c & 0x80) as u64;
         i += 1;
     }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
+    (i, wide != 0)
+}
 
 /// A string's raw content (between the quotes) and whether it has escapes.
 #[derive(Clone, Copy)]
@@ -246,30 +274,14 @@ struct Str {
     escaped: bool,
 }
 
-/// The keys of one object, to find one written twice.
+/// The keys of one object, to find one written twice: the first few on the stack, compared as
+/// written (decoded when either has escapes), then a hash set.
 #[derive(Default)]
 struct Keys<'a> {
-    few: Vec<Cow<'a, str>>,
+    few: [Option<Str>; 8],
+    n: usize,
     many: Option<HashSet<Cow<'a, str>>>,
 }
-
-impl<'a> Keys<'a> {
-    /// False when `k` was already there.
-    fn insert(&mut self, k: Cow<'a, str>) -> bool {
-        if let Some(set) = &mut self.many {
-            return set.insert(k);
-        }
-        if self.few.contains(&k) {
-            return false;
-        }
-        self.few.push(k);
-        if self.few.len() > 16 {
-            self.many = Some(self.few.drain(..).collect());
-        }
-        true
-    }
-}
-
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -279,14 +291,6 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(b: &'a [u8], rules: Rules) -> Result<Self, JsonError> {
-        if let Err(e) = std::str::from_utf8(b) {
-            let f = Fail {
-                at: e.valid_up_to(),
-                problem: Problem::InvalidUtf8,
-                path: Vec::new(),
-            };
-            return Err(f.locate(b));
-        }
         Ok(Parser {
             b,
             i: 0,
@@ -330,6 +334,9 @@ impl<'a> Parser<'a> {
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
             Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(c) if c >= 0x80 && !starts_a_char(&self.b[self.i..]) => {
+                fail(self.i, Problem::InvalidUtf8)
+            }
             Some(_) => fail(self.i, Problem::Expected("a JSON value")),
             None => fail(self.i, Problem::Eof("a value")),
         }
@@ -457,11 +464,34 @@ impl<'a> Parser<'a> {
     }
 
     fn unique(&self, keys: &mut Keys<'a>, k: Str) -> R {
-        let text = self.text(k);
-        if keys.insert(text.clone()) {
+        let fresh = if let Some(set) = &mut keys.many {
+            set.insert(self.text(k))
+        } else {
+            let raw = &self.b[k.start..k.end];
+            let dup = keys.few[..keys.n].iter().flatten().any(|o| {
+                if o.escaped || k.escaped {
+                    self.text(*o) == self.text(k)
+                } else {
+                    &self.b[o.start..o.end] == raw
+                }
+            });
+            if !dup {
+                if keys.n < keys.few.len() {
+                    keys.few[keys.n] = Some(k);
+                    keys.n += 1;
+                } else {
+                    let mut set: HashSet<Cow<'a, str>> =
+                        keys.few.iter().flatten().map(|o| self.text(*o)).collect();
+                    set.insert(self.text(k));
+                    keys.many = Some(set);
+                }
+            }
+            !dup
+        };
+        if fresh {
             Ok(())
         } else {
-            let name = text.into_owned();
+            let name = self.text(k).into_owned();
             let mut f = Fail {
                 at: k.start - 1,
                 problem: Problem::DuplicateKey(name.clone()),
@@ -473,19 +503,23 @@ impl<'a> Parser<'a> {
     }
 
     /// At the opening quote: checks the string and returns its raw content.
+    #[inline]
     fn string(&mut self) -> R<Str> {
         self.i += 1;
         let start = self.i;
         let mut escaped = false;
+        // Runs between escapes are checked for UTF-8 only when they hold a non-ASCII byte.
+        let mut run = start;
+        let mut wide = false;
         loop {
-            while let Some(&c) = self.b.get(self.i) {
-                if STOP[c as usize] {
-                    break;
-                }
-                self.i += 1;
-            }
+            let (i, w) = scan(self.b, self.i);
+            self.i = i;
+            wide |= w;
             match self.peek() {
                 Some(b'"') => {
+                    if wide {
+                        self.utf8(run)?;
+                    }
                     let end = self.i;
                     self.i += 1;
                     return Ok(Str {
@@ -495,12 +529,30 @@ impl<'a> Parser<'a> {
                     });
                 }
                 Some(b'\\') => {
+                    if wide {
+                        self.utf8(run)?;
+                        wide = false;
+                    }
                     escaped = true;
                     self.escape()?;
+                    run = self.i;
                 }
                 Some(_) => return fail(self.i, Problem::ControlCharacter),
-                None => return fail(self.i, Problem::Eof("a string")),
+                None => {
+                    if wide {
+                        self.utf8(run)?;
+                    }
+                    return fail(self.i, Problem::Eof("a string"));
+                }
             }
+        }
+    }
+
+    #[cold]
+    fn utf8(&self, from: usize) -> R {
+        match std::str::from_utf8(&self.b[from..self.i]) {
+            Ok(_) => Ok(()),
+            Err(e) => fail(from + e.valid_up_to(), Problem::InvalidUtf8),
         }
     }
 
@@ -631,7 +683,7 @@ impl<'a> Parser<'a> {
     /// A string's text, escapes decoded (they were checked).
     fn text(&self, s: Str) -> Cow<'a, str> {
         let raw = &self.b[s.start..s.end];
-        // The whole body was checked to be UTF-8 and a string ends at an ASCII quote.
+        // The string was checked to be UTF-8.
         let raw_str = std::str::from_utf8(raw).unwrap_or("");
         if !s.escaped {
             return Cow::Borrowed(raw_str);
@@ -715,6 +767,14 @@ impl<'a> Parser<'a> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Whether `b` starts with a whole UTF-8 character.
+fn starts_a_char(b: &[u8]) -> bool {
+    match std::str::from_utf8(&b[..b.len().min(4)]) {
+        Ok(_) => true,
+        Err(e) => e.valid_up_to() > 0,
     }
 }
 

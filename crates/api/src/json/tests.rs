@@ -251,3 +251,76 @@ fn unescapes_keys() {
         "a\"b\\/\n\u{e9}\u{1F600}"
     );
 }
+
+#[test]
+fn the_word_at_a_time_scan_matches_a_byte_loop() {
+    let naive = |b: &[u8], mut i: usize| {
+        let mut wide = false;
+        while let Some(&c) = b.get(i) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                break;
+            }
+            wide |= c >= 0x80;
+            i += 1;
+        }
+        (i, wide)
+    };
+    let fills: [&[u8]; 4] = [b"a", "é".as_bytes(), b"\x7f", b"\xff"];
+    for fill in fills {
+        for len in 0..40 {
+            for stop in [&b"\""[..], b"\\", b"\x00", b"\x1f", b""] {
+                for at in 0..=len {
+                    let mut b: Vec<u8> = fill.iter().copied().cycle().take(len).collect();
+                    b.splice(at.min(b.len())..at.min(b.len()), stop.iter().copied());
+                    for from in 0..3.min(b.len() + 1) {
+                        assert_eq!(scan(&b, from), naive(&b, from), "{b:?} from {from}");
+                    }
+                }
+            }
+        }
+    }
+    // UTF-8 is checked run by run, around escapes, and across word boundaries.
+    assert!(check("\"abcdefgé\\nhijklmnoé\"".as_bytes(), Rules::DATA).is_ok());
+    let e = check(b"\"abcdefg\\n\xe9xyz\"", Rules::DATA).unwrap_err();
+    assert_eq!((e.problem, e.offset), (Problem::InvalidUtf8, 10));
+    let e = check(b"\"abcdefghijk\xc3\"", Rules::DATA).unwrap_err();
+    assert_eq!((e.problem, e.offset), (Problem::InvalidUtf8, 12));
+    assert_eq!(
+        check(b"\xff", Rules::DATA).unwrap_err().problem,
+        Problem::InvalidUtf8
+    );
+    assert_eq!(
+        check(b"[1,\xc3\xa9]", Rules::DATA).unwrap_err().problem,
+        Problem::Expected("a JSON value")
+    );
+    assert_eq!(
+        check(b"\"abc\xe2\x9c", Rules::DATA).unwrap_err().problem,
+        Problem::InvalidUtf8
+    );
+    assert_eq!(
+        check(b"\"abcdefghij\x01\"", Rules::DATA)
+            .unwrap_err()
+            .problem,
+        Problem::ControlCharacter
+    );
+}
+
+#[test]
+fn duplicate_keys_compare_decoded_text() {
+    for dup in [
+        &br#"{"a":1,"a":2}"#[..],
+        br#"{"a":1,"\u0061":2}"#,
+        br#"{"\u0061":1,"a":2}"#,
+        br#"{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k\u0035":5}"#,
+    ] {
+        assert!(
+            matches!(
+                check(dup, Rules::STRICT).unwrap_err().problem,
+                Problem::DuplicateKey(_)
+            ),
+            "{}",
+            String::from_utf8_lossy(dup)
+        );
+    }
+    assert!(check(br#"{"a":1,"b":2,"\u0062b":3}"#, Rules::STRICT).is_ok());
+}
