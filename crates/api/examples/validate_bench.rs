@@ -86,20 +86,26 @@ fn main() {
     ];
     let before = |b: &[u8]| serde_json::from_slice::<Before>(b).is_ok();
     let after = |b: &[u8]| nanofaas_api::json::check_invocation(b).is_ok();
+    let utf8 = |b: &[u8]| std::str::from_utf8(b).is_ok();
+    let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).is_ok();
     println!(
-        "{:<12} {:>8} {:>16} {:>16} {:>8}",
-        "body", "bytes", "serde (before)", "strict (after)", "ratio"
+        "{:<12} {:>8} {:>16} {:>16} {:>8} {:>14} {:>14}",
+        "body", "bytes", "serde (before)", "strict (after)", "ratio", "UTF-8 alone", "serde Value"
     );
     for (name, body) in &bodies {
         let b = per_call(&before, body);
         let a = per_call(&after, body);
+        let u = per_call(&utf8, body);
+        let v = per_call(&value, body);
         println!(
-            "{:<12} {:>8} {:>13.0} ns {:>13.0} ns {:>7.2}x",
+            "{:<12} {:>8} {:>13.0} ns {:>13.0} ns {:>7.2}x {:>11.0} ns {:>11.0} ns",
             name,
             body.len(),
             b,
             a,
-            a / b
+            a / b,
+            u,
+            v
         );
     }
 }

@@ -210,6 +210,8 @@ impl Fail {
 
 type R<T = ()> = Result<T, Box<Fail>>;
 
+#[cold]
+#[inline(never)]
 fn fail<T>(at: usize, problem: Problem) -> R<T> {
     Err(Box::new(Fail {
         at,
@@ -320,11 +322,13 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[inline]
     fn ws_value(&mut self) -> R {
         self.ws();
         self.value()
     }
 
+    #[inline]
     fn value(&mut self) -> R {
         match self.peek() {
             Some(b'{') => self.object(),
@@ -397,6 +401,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Reads `"key"` and the `:` after it.
+    #[inline]
     fn key(&mut self) -> R<Str> {
         self.ws();
         match self.peek() {
@@ -417,6 +422,7 @@ impl<'a> Parser<'a> {
     }
 
     /// After a member: `,` (true: another follows) or `}` (false).
+    #[inline]
     fn next_member(&mut self) -> R<bool> {
         self.ws();
         match self.peek() {
@@ -557,6 +563,7 @@ impl<'a> Parser<'a> {
     }
 
     /// At a backslash.
+    #[inline]
     fn escape(&mut self) -> R {
         let at = self.i;
         match self.b.get(self.i + 1) {
@@ -604,14 +611,16 @@ impl<'a> Parser<'a> {
         Ok(n)
     }
 
+    #[inline]
     fn digits(&mut self) -> usize {
         let from = self.i;
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.i += 1;
-        }
+        let rest = &self.b[self.i..];
+        let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        self.i += n;
         self.i - from
     }
 
+    #[inline]
     fn number(&mut self) -> R {
         let start = self.i;
         if self.peek() == Some(b'-') {
