@@ -8,6 +8,7 @@
 #      Python and Java prerequisites that the Rust end-to-end test of the examples needs.
 #   2. Rust unit and integration tests (integration tests start the real binaries on loopback).
 #   3. Docker tests: skipped loudly without an engine; mandatory with NANOFAAS_REQUIRE_DOCKER=1.
+#   4. Fuzzing: each fuzz target for a bounded time (crates/fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +61,15 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace
 fi
+
+# --- Fuzzing (crates/fuzz, docs/testing.md#fuzzing) -------------------------------------------
+# Every fuzz target for a bounded time (NANOFAAS_FUZZ_SECONDS each, 12 by default: 6 targets,
+# about 75 s); a new seed each run, printed so that a finding can be reproduced. A finding fails
+# the run and leaves the minimised input under target/fuzz/<target>/.
+fuzz_seed="${NANOFAAS_FUZZ_SEED:-$(date +%s)}"
+step "Fuzz: each target for ${NANOFAAS_FUZZ_SECONDS:-12} s, seed $fuzz_seed"
+cargo run -q -p nanofaas-fuzz -- --seconds "${NANOFAAS_FUZZ_SECONDS:-12}" --seed "$fuzz_seed"
+# --- end fuzzing -------------------------------------------------------------------------------
 
 # --- API conformance (openapi.yaml against the live server) -----------------------------------
 step "API: openapi.yaml against the running control plane (schemathesis)"
