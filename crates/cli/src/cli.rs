@@ -34,7 +34,13 @@ pub struct Cli {
     )]
     pub endpoint: String,
     /// Bearer token sent to the control plane (client commands), when it has tokens configured.
-    #[arg(long, global = true, env = "NANOFAAS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "NANOFAAS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Output: `table` for people, `json` for scripts (on stdout; messages go to stderr).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]

@@ -118,7 +118,10 @@ impl Client {
             None => None,
             Some(t) => {
                 let mut v = http::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                    err(Exit::Usage, "the token (--token / NANOFAAS_TOKEN) must be visible ASCII")
+                    err(
+                        Exit::Usage,
+                        "the token (--token / NANOFAAS_TOKEN) must be visible ASCII",
+                    )
                 })?;
                 v.set_sensitive(true);
                 Some(v)

@@ -39,10 +39,7 @@ pub fn create(role: &str, functions: &[String]) -> anyhow::Result<(String, Token
 
 /// The TOML line of the `[api]` section.
 pub fn toml_line(cfg: &TokenConfig) -> String {
-    let mut s = format!(
-        "{{ role = \"{}\", sha256 = \"{}\"",
-        cfg.role, cfg.sha256
-    );
+    let mut s = format!("{{ role = \"{}\", sha256 = \"{}\"", cfg.role, cfg.sha256);
     if !cfg.functions.is_empty() {
         let list: Vec<String> = cfg.functions.iter().map(|f| format!("\"{f}\"")).collect();
         s.push_str(&format!(", functions = [{}]", list.join(", ")));

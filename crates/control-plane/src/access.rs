@@ -233,8 +233,7 @@ fn host_part(v: &str) -> &str {
 
 fn is_loopback_name(h: &str) -> bool {
     h.eq_ignore_ascii_case("localhost")
-        || (h.len() > 10
-            && h.as_bytes()[h.len() - 10..].eq_ignore_ascii_case(b".localhost"))
+        || (h.len() > 10 && h.as_bytes()[h.len() - 10..].eq_ignore_ascii_case(b".localhost"))
 }
 
 impl Access {
@@ -322,7 +321,10 @@ impl Access {
 
     /// `403` when an `Origin` is sent and is not allowed; `Ok(Some(origin))` when it is allowed
     /// (the answer then carries CORS headers for it).
-    pub fn check_origin<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h HeaderValue>, ApiError> {
+    pub fn check_origin<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<&'h HeaderValue>, ApiError> {
         let Some(v) = headers.get(header::ORIGIN) else {
             return Ok(None);
         };
@@ -436,7 +438,9 @@ pub fn check_json_body(headers: &HeaderMap) -> Result<(), ApiError> {
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -525,7 +529,12 @@ mod tests {
         assert!(a.authorize(view, Action::Invoke("x")).is_err());
         // No tokens: everyone is let through.
         let open = Access::from_config(&ApiConfig::default()).unwrap();
-        assert_eq!(open.authenticate(&HeaderMap::new()).unwrap().map(|t| t.role), None);
+        assert_eq!(
+            open.authenticate(&HeaderMap::new())
+                .unwrap()
+                .map(|t| t.role),
+            None
+        );
         assert!(open.authorize(None, Action::Manage).is_ok());
     }
 
@@ -569,8 +578,16 @@ mod tests {
         ] {
             assert!(host(ok).is_ok(), "{ok}");
         }
-        for bad in ["evil.example:8080", "localhost.evil.example", "example.com", "x"] {
-            assert!(matches!(host(bad), Err(ApiError::MisdirectedRequest(_))), "{bad}");
+        for bad in [
+            "evil.example:8080",
+            "localhost.evil.example",
+            "example.com",
+            "x",
+        ] {
+            assert!(
+                matches!(host(bad), Err(ApiError::MisdirectedRequest(_))),
+                "{bad}"
+            );
         }
         assert!(a.check_host(&HeaderMap::new()).is_ok());
         let any = Access::from_config(&ApiConfig {
@@ -578,7 +595,9 @@ mod tests {
             ..ApiConfig::default()
         })
         .unwrap();
-        assert!(any.check_host(&headers(&[("host", "evil.example")])).is_ok());
+        assert!(any
+            .check_host(&headers(&[("host", "evil.example")]))
+            .is_ok());
         assert!(Access::from_config(&ApiConfig {
             allowed_hosts: vec!["http://x".into()],
             ..ApiConfig::default()
@@ -621,7 +640,8 @@ mod tests {
 
     #[test]
     fn json_bodies_only() {
-        let ct = |v: &str| check_json_body(&headers(&[("content-type", v), ("content-length", "2")]));
+        let ct =
+            |v: &str| check_json_body(&headers(&[("content-type", v), ("content-length", "2")]));
         assert!(ct("application/json").is_ok());
         assert!(ct("Application/JSON; charset=utf-8").is_ok());
         for bad in [
@@ -631,7 +651,10 @@ mod tests {
             "application/jsonx",
             "text/plain; a=application/json",
         ] {
-            assert!(matches!(ct(bad), Err(ApiError::UnsupportedMediaType(_))), "{bad}");
+            assert!(
+                matches!(ct(bad), Err(ApiError::UnsupportedMediaType(_))),
+                "{bad}"
+            );
         }
         assert!(check_json_body(&HeaderMap::new()).is_ok());
         assert!(check_json_body(&headers(&[("content-length", "0")])).is_ok());

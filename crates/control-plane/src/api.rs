@@ -70,7 +70,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
     state.platform.metrics.global.http_requests.inc();
     // CORS answers only for a configured origin (checked again, with a 403, in `route`).
     let cors = if state.access.cors_enabled() {
-        state.access.check_origin(req.headers()).ok().flatten().cloned()
+        state
+            .access
+            .check_origin(req.headers())
+            .ok()
+            .flatten()
+            .cloned()
     } else {
         None
     };
@@ -84,7 +89,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
         h.insert(header::VARY, HeaderValue::from_static("origin"));
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-execution-id, x-trace-id, x-cold-start, retry-after, x-queue-reject-reason"),
+            HeaderValue::from_static(
+                "x-execution-id, x-trace-id, x-cold-start, retry-after, x-queue-reject-reason",
+            ),
         );
     }
     r
@@ -104,7 +111,10 @@ fn preflight() -> Resp {
             "authorization, content-type, idempotency-key, x-timeout-ms, x-trace-id",
         ),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     r
 }
 
@@ -117,9 +127,7 @@ fn action_of<'a>(access: &Access, route: &Route<'a>, method: &Method) -> Action<
         Route::Functions if *method == Method::GET => Action::Read,
         Route::Functions if *method == Method::POST => Action::Manage,
         Route::Function(_) if *method == Method::GET => Action::Read,
-        Route::Function(_) if *method == Method::PUT || *method == Method::DELETE => {
-            Action::Manage
-        }
+        Route::Function(_) if *method == Method::PUT || *method == Method::DELETE => Action::Manage,
         Route::Instances(_) if *method == Method::GET => Action::Read,
         Route::Invoke(name) | Route::Enqueue(name) if *method == Method::POST => {
             Action::Invoke(name)

@@ -139,13 +139,25 @@ impl TokenConfig {
         let role = parts.next().unwrap_or("").trim();
         let sha = parts.next().unwrap_or("").trim();
         if role.is_empty() || sha.is_empty() {
-            return Err(format!("token entry {s:?} must be ROLE:SHA256 or ROLE:SHA256:PATTERN,..."));
+            return Err(format!(
+                "token entry {s:?} must be ROLE:SHA256 or ROLE:SHA256:PATTERN,..."
+            ));
         }
         let functions = parts
             .next()
-            .map(|f| f.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
+            .map(|f| {
+                f.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
-        Ok(TokenConfig { role: role.into(), sha256: sha.to_ascii_lowercase(), functions })
+        Ok(TokenConfig {
+            role: role.into(),
+            sha256: sha.to_ascii_lowercase(),
+            functions,
+        })
     }
 
     /// The entry form of this token.
@@ -531,7 +543,10 @@ impl Config {
             return Err(ConfigError(e));
         }
         if self.api.tls_cert.is_empty() != self.api.tls_key.is_empty() {
-            return bad("api.tls_cert", "api.tls_cert and api.tls_key go together: set both or neither");
+            return bad(
+                "api.tls_cert",
+                "api.tls_cert and api.tls_key go together: set both or neither",
+            );
         }
         if self.pool.start_backoff_max_ms < self.pool.start_backoff_ms {
             return bad(
@@ -651,7 +666,10 @@ mod api_tests {
                 "NANOFAAS_API_TOKENS".to_string(),
                 format!("admin:{h} invoker:{h}:orders-*,billing"),
             ),
-            ("NANOFAAS_API_ALLOWED_HOSTS".to_string(), "a.example, b.example".to_string()),
+            (
+                "NANOFAAS_API_ALLOWED_HOSTS".to_string(),
+                "a.example, b.example".to_string(),
+            ),
         ]
         .into();
         let c = Config::load(None, &env, &[]).unwrap();
@@ -671,13 +689,21 @@ mod api_tests {
         std::fs::remove_dir_all(dir).ok();
         assert_eq!(c.api.tokens[0].role, "viewer");
         assert_eq!(c.api.tokens[1].entry(), format!("deployer:{h}"));
-        let e = Config::load(None, &HashMap::new(), &[("api.tokens".into(), "root:abc".into())])
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(
+            None,
+            &HashMap::new(),
+            &[("api.tokens".into(), "root:abc".into())],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("api.tokens[0]"), "{e}");
-        let e = Config::load(None, &HashMap::new(), &[("api.tls_cert".into(), "c.pem".into())])
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(
+            None,
+            &HashMap::new(),
+            &[("api.tls_cert".into(), "c.pem".into())],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("api.tls_key"), "{e}");
     }
 }

@@ -165,7 +165,10 @@ pub async fn start_with(
     let tls = if config.api.tls_cert.is_empty() {
         None
     } else {
-        Some(crate::tls::acceptor(&config.api.tls_cert, &config.api.tls_key).map_err(StartError::Setup)?)
+        Some(
+            crate::tls::acceptor(&config.api.tls_cert, &config.api.tls_key)
+                .map_err(StartError::Setup)?,
+        )
     };
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -179,7 +182,11 @@ pub async fn start_with(
     // Instances post callbacks in plain HTTP: beside a TLS API they get a loopback listener of
     // their own that serves the callback route only.
     let callback_listener = if tls.is_some() && config.callback_base_url.is_empty() {
-        let host = if is_loopback(addr.ip()) { addr.ip() } else { std::net::Ipv4Addr::LOCALHOST.into() };
+        let host = if is_loopback(addr.ip()) {
+            addr.ip()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
         Some(
             TcpListener::bind(SocketAddr::new(host, 0))
                 .await
@@ -192,7 +199,9 @@ pub async fn start_with(
         None
     };
     let callback_addr = match &callback_listener {
-        Some(l) => l.local_addr().map_err(|e| StartError::Setup(e.to_string()))?,
+        Some(l) => l
+            .local_addr()
+            .map_err(|e| StartError::Setup(e.to_string()))?,
         None => addr,
     };
     let callback_base_url = if config.callback_base_url.is_empty() {
@@ -447,7 +456,11 @@ async fn accept_loop(
 }
 
 /// The callback listener beside a TLS API: serves until `done`.
-async fn callback_loop(listener: TcpListener, state: Arc<AppState>, mut done: watch::Receiver<bool>) {
+async fn callback_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut done: watch::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = http1_builder();
     loop {
