@@ -59,7 +59,11 @@ fn page(api: &str, rebind: &str, marker: &str) -> String {
     // A text/plain form sends `NAME=VALUE`: with this name and value the body is valid JSON.
     let form_spec = spec("pwned-form");
     let form_name = format!("{},\"x\":\"", &form_spec[..form_spec.len() - 1]);
-    let esc = |s: &str| s.replace('&', "&amp;").replace('\'', "&#39;").replace('"', "&quot;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('\'', "&#39;")
+            .replace('"', "&quot;")
+    };
     format!(
         r#"<!doctype html><html><body><div id="out">started</div>
 <iframe name="sink1"></iframe><iframe name="sink2"></iframe>
@@ -101,7 +105,9 @@ async fn page_server(html: String) -> u16 {
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let html = html.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
@@ -137,7 +143,10 @@ async fn a_web_page_cannot_register_or_run_anything() {
     let (_cp, base) = serve_nanofaas(&dir.join("state"), &[]).await;
     let api_port = base.rsplit(':').next().unwrap().to_string();
     let before = metric(
-        &http("GET", &format!("{base}/metrics"), &[], "").await.unwrap().text(),
+        &http("GET", &format!("{base}/metrics"), &[], "")
+            .await
+            .unwrap()
+            .text(),
         "http_requests_total",
     );
     let html = page(
@@ -180,7 +189,10 @@ async fn a_web_page_cannot_register_or_run_anything() {
     }
     // The attempts reached the server (a browser that blocked them itself proves nothing)...
     let after = metric(
-        &http("GET", &format!("{base}/metrics"), &[], "").await.unwrap().text(),
+        &http("GET", &format!("{base}/metrics"), &[], "")
+            .await
+            .unwrap()
+            .text(),
         "http_requests_total",
     );
     assert!(
@@ -193,7 +205,11 @@ async fn a_web_page_cannot_register_or_run_anything() {
         .await
         .unwrap()
         .json();
-    assert_eq!(list, json!([]), "a page registered a function; it says: {dom}");
+    assert_eq!(
+        list,
+        json!([]),
+        "a page registered a function; it says: {dom}"
+    );
     assert!(!marker.exists(), "the page's command ran");
     let _ = std::fs::remove_dir_all(&dir);
 }
