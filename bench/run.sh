@@ -631,7 +631,7 @@ suite_runtimes() {
   for i in 0 1 2; do
     wait_http "http://127.0.0.1:${ports[$i]}/health" 30
     # The first call through the chain starts the warm instance (cold starts are measured below).
-    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/hello-${langs[$i]}:invoke" -d "$body"
+    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/hello-${langs[$i]}:invoke" -H "content-type: application/json" -d "$body"
   done
 
   # Warm: one connection, interleaved runs, direct and through the chain.
