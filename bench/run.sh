@@ -10,6 +10,8 @@
 #                               hops over Unix sockets (the default) vs loopback TCP
 #   bench/run.sh docker         the docker provider beside the process provider: warm latency and
 #                               throughput, cold start (container create to first response)
+#   bench/run.sh auth           CPU per request of the API's access checks with a bearer token vs
+#                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
 #                               runtime alone: warm latency, cold start, where Python's goes
 #
@@ -631,7 +633,7 @@ suite_runtimes() {
   for i in 0 1 2; do
     wait_http "http://127.0.0.1:${ports[$i]}/health" 30
     # The first call through the chain starts the warm instance (cold starts are measured below).
-    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/hello-${langs[$i]}:invoke" -d "$body"
+    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/hello-${langs[$i]}:invoke" -H "content-type: application/json" -d "$body"
   done
 
   # Warm: one connection, interleaved runs, direct and through the chain.
@@ -767,11 +769,34 @@ suite_chain_cpu() {
 
 # --- end chain-cpu suite ---------------------------------------------------------------------------
 
+# --- auth suite (crates/control-plane/examples/auth_cost.rs) --------------------------------------
+
+suite_auth() {
+  local n="${AUTH_ITERATIONS:-2000000}" tokens="${AUTH_TOKENS:-8}"
+  log "== auth suite (CPU per request of the access checks): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS, $n requests per round, $tokens tokens configured"
+  cargo build --release -p nanofaas-control-plane --example auth_cost >&2
+  local run json
+  for run in $(seq "$RUNS"); do
+    log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
+    json=$("$REL/examples/auth_cost" "$n" "$tokens")
+    printf '{"label":"auth","result":%s}\n' "$json" >>"$RAW"
+    log "  $json"
+  done
+  log ""
+  log "medians of $RUNS runs (each the median of 5 interleaved rounds); CPU time of the process per request"
+  row "metric" "with token" "no tokens" "ratio/added" "target" "verdict"
+  local added; added=$(stats 'med(pick("auth","added_ns"))')
+  row "access checks per request (ns)" "$(stats 'med(pick("auth","with_token_ns"))')" "$(stats 'med(pick("auth","baseline_ns"))')" \
+    "+$added ns (x$(stats 'med(pick("auth","ratio"))'))" "< +2000 ns" "$(verdict "$added < 2000")"
+}
+
+# --- end auth suite --------------------------------------------------------------------------------
+
 # ---------------------------------------------------------------- dispatch
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain|chain-cpu|docker|runtimes)
+  watchdog|control-plane|chain|chain-cpu|docker|runtimes|auth)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -780,7 +805,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, auth)" >&2
     exit 2
     ;;
 esac

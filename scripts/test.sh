@@ -49,6 +49,13 @@ else
 fi
 # --- end Docker images --------------------------------------------------------------------------
 
+# --- Chromium for the headless-browser attack test (crates/cli/tests/browser.rs) -------------
+if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  step "Chromium: Debian package for the browser test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+# --- end Chromium -------------------------------------------------------------------------------
+
 # Rust last of the three: the end-to-end test (crates/e2e) runs the examples' setup steps, which
 # need the JDK and Jackson installed above.
 step "Rust: build and test the workspace"
