@@ -54,4 +54,8 @@ pub struct ExecutionView {
     pub trace_id: Option<String>,
     /// `sync` or `async`.
     pub mode: String,
+    /// Whether the execution was run again after a restart of the control plane (its attempts
+    /// then count the runs before the restart too).
+    #[serde(default)]
+    pub resumed: bool,
 }

@@ -219,7 +219,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
                     &outcome,
                 ))
             } else {
-                let exec = p.enqueue(name, input)?;
+                let exec = p.enqueue(name, input).await?;
                 let body = serde_json::json!({ "executionId": &*exec.id, "status": exec.status() });
                 let mut r = json_value(202, &body);
                 set_exec_headers(&mut r, &exec.id, &exec.trace_id);
