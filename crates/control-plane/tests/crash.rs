@@ -140,14 +140,23 @@ async fn kill_9_loses_no_accepted_execution_and_keeps_finished_results() {
     assert_eq!(ok_after["resumed"], false);
     let failed_after = get(&base2, &failed).await;
     assert_eq!(failed_after, failed_before);
-    assert_eq!(failed_after["error"]["code"], "HANDLER_ERROR", "{failed_after}");
+    assert_eq!(
+        failed_after["error"]["code"], "HANDLER_ERROR",
+        "{failed_after}"
+    );
     // The one running at the crash ran again: its first run counts.
     let r = wait_for(&base2, &running, Duration::from_secs(20), is_final).await;
     assert_eq!(r["status"], "success", "{r}");
     assert_eq!(r["output"]["echo"]["tag"], "running");
     assert_eq!(r["resumed"], true, "{r}");
-    assert_eq!(r["attempts"], 2, "the run before the crash and the one after: {r}");
-    assert_eq!(r["output"]["attempt"], 2, "the instance was told it is attempt 2: {r}");
+    assert_eq!(
+        r["attempts"], 2,
+        "the run before the crash and the one after: {r}"
+    );
+    assert_eq!(
+        r["output"]["attempt"], 2,
+        "the instance was told it is attempt 2: {r}"
+    );
     // Queued ones ran once, after the restart.
     for (i, id) in queued.iter().enumerate() {
         let q = wait_for(&base2, id, Duration::from_secs(20), is_final).await;
