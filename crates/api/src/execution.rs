@@ -58,4 +58,8 @@ pub struct ExecutionView {
     /// then count the runs before the restart too).
     #[serde(default)]
     pub resumed: bool,
+    /// How the last attempt got its instance: `warm`, `cold` or `start_failed`; absent before
+    /// the first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
 }

@@ -57,19 +57,52 @@ impl Call {
     }
 }
 
+/// How an attempt got its instance. Every dispatch is exactly one of these (a `Prewarmed` kind
+/// may join them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartKind {
+    /// An instance (or endpoint) that was already running and ready.
+    Warm,
+    /// It waited for a runtime to start, a new instance or a restart of the runtime inside one,
+    /// which took `init`.
+    Cold { init: Duration },
+    /// It reached no instance: the start it waited for failed (or did not finish in time).
+    StartFailed,
+}
+
+impl StartKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartKind::Warm => "warm",
+            StartKind::Cold { .. } => "cold",
+            StartKind::StartFailed => "start_failed",
+        }
+    }
+}
+
 /// What a backend reports for one attempt.
 #[derive(Debug)]
 pub struct DispatchResult {
     pub outcome: Outcome,
-    /// `Some(init)` when the attempt waited for a new instance that took `init` to start.
-    pub cold_start: Option<Duration>,
+    pub start: StartKind,
+}
+
+impl DispatchResult {
+    /// An attempt that reached no instance.
+    pub fn start_failed(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            start: StartKind::StartFailed,
+        }
+    }
 }
 
 impl From<Outcome> for DispatchResult {
     fn from(outcome: Outcome) -> Self {
         Self {
             outcome,
-            cold_start: None,
+            start: StartKind::Warm,
         }
     }
 }

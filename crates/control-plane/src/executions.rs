@@ -109,6 +109,8 @@ struct State {
     init_ms: Option<u64>,
     /// Run again after a restart of the control plane.
     resumed: bool,
+    /// How the last attempt got its instance.
+    start: Option<crate::dispatch::StartKind>,
 }
 
 pub struct Execution {
@@ -160,6 +162,7 @@ impl Execution {
                 cold_start: false,
                 init_ms: None,
                 resumed: false,
+                start: None,
             }),
             changed: Notify::new(),
         })
@@ -219,6 +222,7 @@ impl Execution {
                 cold_start: r.cold_start,
                 init_ms: r.init_ms,
                 resumed: r.resumed,
+                start: None,
             }),
             changed: Notify::new(),
         })
@@ -314,10 +318,20 @@ impl Execution {
         }
     }
 
-    pub fn mark_cold_start(&self, init: Duration) {
+    /// Records how the current attempt got its instance; `cold_start` stays set once any
+    /// attempt was cold.
+    pub fn mark_start(&self, kind: crate::dispatch::StartKind) {
         let mut st = self.state.lock().unwrap();
-        st.cold_start = true;
-        st.init_ms = Some(init.as_millis() as u64);
+        st.start = Some(kind);
+        if let crate::dispatch::StartKind::Cold { init } = kind {
+            st.cold_start = true;
+            st.init_ms = Some(init.as_millis() as u64);
+        }
+    }
+
+    /// How the last attempt got its instance.
+    pub fn start(&self) -> Option<crate::dispatch::StartKind> {
+        self.state.lock().unwrap().start
     }
 
     /// Makes `outcome` final. Returns false if the execution had already finished.
@@ -381,6 +395,7 @@ impl Execution {
             trace_id: Some(self.trace_id.to_string()),
             mode: self.mode.as_str().to_string(),
             resumed: st.resumed,
+            start: st.start.map(|s| s.as_str().to_string()),
         }
     }
 

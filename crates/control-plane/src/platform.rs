@@ -7,7 +7,7 @@
 
 use crate::admission::{Admission, Permit, Reject};
 use crate::auth::{CallbackAuth, TokenError};
-use crate::dispatch::{Backend, BoxFuture, Call, EndpointBackend, HttpClient};
+use crate::dispatch::{Backend, BoxFuture, Call, EndpointBackend, HttpClient, StartKind};
 use crate::error::ApiError;
 use crate::executions::{
     CallbackVerdict, Execution, ExecutionStore, Failure, FailureKind, Mode, Outcome, StoreLimits,
@@ -683,13 +683,14 @@ impl Platform {
                 .into(),
             };
             m.latency.observe(started.elapsed());
-            match result.cold_start {
-                Some(init) => {
-                    exec.mark_cold_start(init);
+            exec.mark_start(result.start);
+            match result.start {
+                StartKind::Cold { init } => {
                     m.cold_start.inc();
                     m.cold_start_duration.observe(init);
                 }
-                None => m.warm_start.inc(),
+                StartKind::StartFailed => m.start_failed.inc(),
+                _ => m.warm_start.inc(),
             }
             let outcome = exec.resolve_attempt(attempt, result.outcome);
             if let Outcome::Failure(fail) = &outcome {
@@ -739,6 +740,7 @@ impl Platform {
             status = status.as_str(),
             attempts = exec.attempt(),
             cold_start = cold,
+            start = exec.start().map_or("none", |s| s.as_str()),
             duration_us = e2e.as_micros() as u64,
             "execution finished"
         );

@@ -59,14 +59,22 @@ async fn five_megabytes_without_a_newline_200_times_leave_the_memory_flat() {
     }
     let after = rss_kib(cp.pid());
     // The watchdog passed the same gigabyte through, keeping only a bounded tail of it.
-    let instances = http("GET", &format!("{base}/v1/functions/loud/instances"), &[], "")
-        .await
-        .unwrap()
-        .json();
+    let instances = http(
+        "GET",
+        &format!("{base}/v1/functions/loud/instances"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap()
+    .json();
     let watchdog = instances[0]["pid"].as_u64().expect("the watchdog's pid") as u32;
     let watchdog_rss = rss_kib(watchdog);
     eprintln!("watchdog RSS after 200 calls: {watchdog_rss} KiB");
-    assert!(watchdog_rss < 50 * 1024, "the watchdog holds {watchdog_rss} KiB");
+    assert!(
+        watchdog_rss < 50 * 1024,
+        "the watchdog holds {watchdog_rss} KiB"
+    );
     eprintln!("control plane RSS: start {start} KiB, peak {peak} KiB, after 200 calls {after} KiB");
     assert!(
         peak <= start + 50 * 1024,
@@ -78,13 +86,19 @@ async fn five_megabytes_without_a_newline_200_times_leave_the_memory_flat() {
     assert_eq!(r.status, 204);
     // The instance ends; its last, cut line reaches the log with the marker.
     assert!(
-        wait_until(Duration::from_secs(20), || cp.output().contains("bytes cut]")).await,
+        wait_until(Duration::from_secs(20), || cp
+            .output()
+            .contains("bytes cut]"))
+        .await,
         "the cut line was never logged:\n{}",
         &cp.output()[cp.output().len().saturating_sub(3000)..]
     );
     let deleted = rss_kib(cp.pid());
     eprintln!("control plane RSS after the delete: {deleted} KiB");
-    assert!(deleted <= start + 50 * 1024, "{deleted} KiB after the delete");
+    assert!(
+        deleted <= start + 50 * 1024,
+        "{deleted} KiB after the delete"
+    );
     drop(cp);
     std::fs::remove_dir_all(state).ok();
 }
