@@ -766,7 +766,7 @@ impl Backend for PoolBackend {
                 Err(f) => return DispatchResult::start_failed(Outcome::Failure(f)),
             };
             let cold = lease.cold;
-            let (outcome, transport) = invoke_http(
+            let (outcome, transport, runtime_start) = invoke_http(
                 &pool.client,
                 &lease.conn.invoke,
                 lease.conn.unix.as_ref(),
@@ -782,7 +782,9 @@ impl Backend for PoolBackend {
             drop(lease);
             DispatchResult {
                 outcome,
-                start: match cold {
+                // A call that waited for the instance, or for a restart of the runtime inside it
+                // (after a timeout or a crash killed the previous one), paid a start.
+                start: match cold.or(runtime_start) {
                     Some(init) => StartKind::Cold { init },
                     None => StartKind::Warm,
                 },

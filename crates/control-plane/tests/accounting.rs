@@ -42,10 +42,32 @@ async fn invoke(base: &str, f: &str) -> (nanofaas_testkit::client::Response, Val
     (r, rec)
 }
 
+async fn instance_ids(base: &str, f: &str) -> Vec<String> {
+    let v = http(
+        "GET",
+        &format!("{base}/v1/functions/{f}/instances"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap()
+    .json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 async fn register(base: &str, spec: Value) {
-    let r = http("POST", &format!("{base}/v1/functions"), &[], spec.to_string())
-        .await
-        .unwrap();
+    let r = http(
+        "POST",
+        &format!("{base}/v1/functions"),
+        &[],
+        spec.to_string(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
@@ -53,11 +75,8 @@ async fn register(base: &str, spec: Value) {
 async fn warm_cold_and_failed_starts_are_counted_once_and_agree() {
     let state = std::env::temp_dir().join(format!("nanofaas-acct-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let (cp, base) = nanofaas_testkit::serve_nanofaas(
-        &state,
-        &["pool.start_backoff_ms=10".to_string()],
-    )
-    .await;
+    let (cp, base) =
+        nanofaas_testkit::serve_nanofaas(&state, &["pool.start_backoff_ms=10".to_string()]).await;
     let runtime = workspace_bin("nanofaas-test-runtime");
     register(
         &base,
@@ -101,8 +120,68 @@ async fn warm_cold_and_failed_starts_are_counted_once_and_agree() {
         assert_eq!(rec["coldStart"], false);
         let (warm, cold, failed) = counters(&base, f).await;
         assert_eq!((warm, cold), (0, 0), "{f}");
-        assert_eq!(failed, rec["attempts"].as_u64().unwrap(), "{f}: one per attempt");
+        assert_eq!(
+            failed,
+            rec["attempts"].as_u64().unwrap(),
+            "{f}: one per attempt"
+        );
     }
+    drop(cp);
+    std::fs::remove_dir_all(state).ok();
+}
+
+#[tokio::test]
+async fn the_first_call_after_a_runtime_restart_inside_the_instance_is_cold() {
+    let state = std::env::temp_dir().join(format!("nanofaas-acct-rs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let (cp, base) = nanofaas_testkit::serve_nanofaas(&state, &[]).await;
+    let runtime = workspace_bin("nanofaas-test-runtime");
+    // Every start of this runtime takes 400 ms.
+    register(
+        &base,
+        json!({"name": "slow", "command": runtime.to_string_lossy(), "maxInstances": 1,
+               "timeoutMs": 600, "env": {"FIXTURE_START_DELAY_MS": "400"}}),
+    )
+    .await;
+    let (r, _) = invoke(&base, "slow").await;
+    assert_eq!(
+        r.header("x-start"),
+        Some("cold"),
+        "the instance's own start"
+    );
+    let (r, _) = invoke(&base, "slow").await;
+    assert_eq!(r.header("x-start"), Some("warm"));
+    let before = instance_ids(&base, "slow").await;
+    // A call that times out: the watchdog kills its runtime and starts another.
+    let r = http(
+        "POST",
+        &format!("{base}/v1/functions/slow:invoke"),
+        &[],
+        r#"{"input":{"sleepMs":5000}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    // The next call waits for that restart, in the same instance: cold, with the start time.
+    let (r, rec) = invoke(&base, "slow").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(instance_ids(&base, "slow").await, before, "same instance");
+    assert_eq!(r.header("x-cold-start"), Some("true"), "{rec}");
+    assert_eq!(r.header("x-start"), Some("cold"));
+    assert_eq!(rec["coldStart"], true);
+    let init = rec["initDurationMs"].as_u64().expect("a start time");
+    assert!(
+        (400..5000).contains(&init),
+        "the runtime's start took {init} ms"
+    );
+    assert_eq!(
+        counters(&base, "slow").await,
+        (2, 2, 0),
+        "warm, cold, failed"
+    );
+    // And the one after it is warm again.
+    let (r, _) = invoke(&base, "slow").await;
+    assert_eq!(r.header("x-start"), Some("warm"));
     drop(cp);
     std::fs::remove_dir_all(state).ok();
 }
