@@ -836,6 +836,10 @@ impl Platform {
             f.backend.shutdown().await;
         }
         self.factory.shutdown().await;
+        // What ended during the drain is on disk before the process exits.
+        if let Some(p) = &self.persistence {
+            p.journal.flush().await;
+        }
     }
 }
 
