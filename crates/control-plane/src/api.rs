@@ -305,14 +305,18 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             input.body = validate_invocation(input.body)?;
             if sync {
                 let (exec, outcome) = p.invoke(name, input).await?;
-                Ok(invoke_response(
-                    &exec.id,
-                    &exec.trace_id,
-                    exec.cold_start().0,
-                    &outcome,
-                ))
+                let mut r =
+                    invoke_response(&exec.id, &exec.trace_id, exec.cold_start().0, &outcome);
+                if let Some(start) = exec.start() {
+                    r.headers_mut()
+                        .insert(h::START, HeaderValue::from_static(start.as_str()));
+                    if start == crate::dispatch::StartKind::StartFailed && !exec.cold_start().0 {
+                        r.headers_mut().remove(h::COLD_START);
+                    }
+                }
+                Ok(r)
             } else {
-                let exec = p.enqueue(name, input)?;
+                let exec = p.enqueue(name, input).await?;
                 let body = serde_json::json!({ "executionId": &*exec.id, "status": exec.status() });
                 let mut r = json_value(202, &body);
                 set_exec_headers(&mut r, &exec.id, &exec.trace_id);
