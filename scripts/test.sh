@@ -21,6 +21,14 @@ scripts/python-env.sh "$py_venv"
 "$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
 # --- end Python runtime ------------------------------------------------------------------------
 
+# --- The seed plan's own Python runtime tests (runtimes/python/tools/seed_tests.py) ------------
+# Read from the plan's text at test time (not kept here) and run as the plan runs them; SKIPPED
+# without the plan ($NANOFAAS_SEED_PLAN, else ../shared/seed/ next to the repository),
+# mandatory with NANOFAAS_REQUIRE_SEED=1.
+step "Python runtime: the seed plan's Task 9 tests against our runtime"
+"$py_venv/bin/python" runtimes/python/tools/seed_tests.py
+# --- end seed plan tests -----------------------------------------------------------------------
+
 # --- Java runtime (runtimes/java) -------------------------------------------------------------
 step "Java runtime: Debian packages, build and JUnit 5"
 scripts/java-env.sh
@@ -40,6 +48,13 @@ else
   step "Docker: SKIPPED: no container engine answers; the Docker tests will skip (NANOFAAS_REQUIRE_DOCKER=1 makes this an error)"
 fi
 # --- end Docker images --------------------------------------------------------------------------
+
+# --- Chromium for the headless-browser attack test (crates/cli/tests/browser.rs) -------------
+if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  step "Chromium: Debian package for the browser test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+# --- end Chromium -------------------------------------------------------------------------------
 
 # Rust last of the three: the end-to-end test (crates/e2e) runs the examples' setup steps, which
 # need the JDK and Jackson installed above.

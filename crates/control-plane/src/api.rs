@@ -2,6 +2,7 @@
 //! responses. Handlers are thin: they parse, call [`Platform`], and map the answer.
 //! Every error goes through [`ApiError::parts`]; the routes are described in `openapi.yaml`.
 
+use crate::access::{self, Access, Action};
 use crate::error::ApiError;
 use crate::executions::{FailureKind, Outcome};
 use crate::platform::{InvokeInput, Platform};
@@ -18,6 +19,12 @@ pub type Resp = Response<Full<Bytes>>;
 pub struct AppState {
     pub platform: Arc<Platform>,
     pub max_body_bytes: usize,
+    /// Tokens, roles, allowed hosts and origins (docs/security.md).
+    pub access: Access,
+    /// Serve only the callback route (the plain-HTTP loopback listener beside a TLS API).
+    pub callbacks_only: bool,
+    /// TLS of this listener, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn json(status: u16, body: impl Into<Bytes>) -> Resp {
@@ -59,9 +66,74 @@ fn no_content() -> Resp {
 /// Routes one request. Never panics on input; every failure is a JSON error.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
     state.platform.metrics.global.http_requests.inc();
-    match route(&state, req).await {
+    // CORS answers only for a configured origin (checked again, with a 403, in `route`).
+    let cors = if state.access.cors_enabled() {
+        state
+            .access
+            .check_origin(req.headers())
+            .ok()
+            .flatten()
+            .cloned()
+    } else {
+        None
+    };
+    let mut r = match route(&state, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    };
+    if let Some(origin) = cors {
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(
+                "x-execution-id, x-trace-id, x-cold-start, retry-after, x-queue-reject-reason",
+            ),
+        );
+    }
+    r
+}
+
+/// The answer to a CORS preflight from an allowed origin.
+fn preflight() -> Resp {
+    let mut r = no_content();
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "authorization, content-type, idempotency-key, x-timeout-ms, x-trace-id",
+        ),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+/// What `route` asks permission for (the execution route asks again once it knows the
+/// execution's function).
+fn action_of<'a>(access: &Access, route: &Route<'a>, method: &Method) -> Action<'a> {
+    match route {
+        Route::Healthz | Route::Readyz | Route::Complete(_) => Action::Probe,
+        Route::Metrics => access.metrics_action(),
+        Route::Functions if *method == Method::GET => Action::Read,
+        Route::Functions if *method == Method::POST => Action::Manage,
+        Route::Function(_) if *method == Method::GET => Action::Read,
+        Route::Function(_) if *method == Method::PUT || *method == Method::DELETE => Action::Manage,
+        Route::Instances(_) if *method == Method::GET => Action::Read,
+        Route::Invoke(name) | Route::Enqueue(name) if *method == Method::POST => {
+            Action::Invoke(name)
+        }
+        // Any token may read an execution at all; the invoker's patterns are checked once
+        // the execution's function is known.
+        Route::Execution(_) if *method == Method::GET => Action::Other,
+        _ => Action::Other,
     }
 }
 
@@ -131,9 +203,32 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let Some(route) = parse_route(&path) else {
+    let route = parse_route(&path);
+    let access = &state.access;
+    let is_callback = matches!(route, Some(Route::Complete(_)));
+    if state.callbacks_only && !is_callback {
+        return Err(ApiError::NotFound(format!(
+            "no route for {method} {path} (this listener serves callbacks only)"
+        )));
+    }
+    // Callbacks carry their own per-attempt token, and may come from a container that knows
+    // the control plane by another name: no Host check and no API token for them.
+    if !is_callback {
+        access.check_host(req.headers())?;
+    }
+    let cors = access.check_origin(req.headers())?;
+    let Some(route) = route else {
         return Err(ApiError::NotFound(format!("no route for {method} {path}")));
     };
+    if method == Method::OPTIONS && cors.is_some() {
+        return Ok(preflight());
+    }
+    let action = action_of(access, &route, &method);
+    let who = match action {
+        Action::Probe => None,
+        _ => access.authenticate(req.headers())?,
+    };
+    access.authorize(who, action)?;
     let p = &state.platform;
     match route {
         Route::Healthz => {
@@ -210,14 +305,18 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             input.body = validate_invocation(input.body)?;
             if sync {
                 let (exec, outcome) = p.invoke(name, input).await?;
-                Ok(invoke_response(
-                    &exec.id,
-                    &exec.trace_id,
-                    exec.cold_start().0,
-                    &outcome,
-                ))
+                let mut r =
+                    invoke_response(&exec.id, &exec.trace_id, exec.cold_start().0, &outcome);
+                if let Some(start) = exec.start() {
+                    r.headers_mut()
+                        .insert(h::START, HeaderValue::from_static(start.as_str()));
+                    if start == crate::dispatch::StartKind::StartFailed && !exec.cold_start().0 {
+                        r.headers_mut().remove(h::COLD_START);
+                    }
+                }
+                Ok(r)
             } else {
-                let exec = p.enqueue(name, input)?;
+                let exec = p.enqueue(name, input).await?;
                 let body = serde_json::json!({ "executionId": &*exec.id, "status": exec.status() });
                 let mut r = json_value(202, &body);
                 set_exec_headers(&mut r, &exec.id, &exec.trace_id);
@@ -229,6 +328,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             let exec = p.store.get(id).ok_or_else(|| {
                 ApiError::NotFound(format!("execution {id:?} does not exist or has expired"))
             })?;
+            access.authorize(who, Action::ReadExecution(&exec.function))?;
             Ok(json_value(200, &exec.view()))
         }
         Route::Complete(id) => {
@@ -330,6 +430,7 @@ async fn read_limited(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Bytes, ApiError> {
+    access::check_json_body(headers)?;
     let limit = state.max_body_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)

@@ -52,8 +52,11 @@ impl Backend for JobBackend {
                     } else {
                         FailureKind::Platform
                     };
-                    return Outcome::Failure(Failure::new(kind, ErrorCode::SpawnError, f.message))
-                        .into();
+                    return DispatchResult::start_failed(Outcome::Failure(Failure::new(
+                        kind,
+                        ErrorCode::SpawnError,
+                        f.message,
+                    )));
                 }
             };
             self.metrics.global.instances_started.inc();
@@ -97,7 +100,9 @@ impl Backend for JobBackend {
             // Every JOB attempt is a cold start; its "init" is the whole life of the instance.
             DispatchResult {
                 outcome,
-                cold_start: Some(started.elapsed()),
+                start: crate::dispatch::StartKind::Cold {
+                    init: started.elapsed(),
+                },
             }
         })
     }

@@ -13,7 +13,7 @@
 //! The pool's state sits behind one mutex that is never held across an `.await`.
 
 use crate::dispatch::{
-    invoke_http, Backend, BoxFuture, Call, DispatchResult, HttpClient, Transport,
+    invoke_http, Backend, BoxFuture, Call, DispatchResult, HttpClient, StartKind, Transport,
 };
 use crate::executions::{Failure, FailureKind, Outcome};
 use crate::metrics::Metrics;
@@ -763,10 +763,10 @@ impl Backend for PoolBackend {
             let wait = call.timeout.max(pool.settings.startup_timeout);
             let mut lease = match pool.acquire(wait).await {
                 Ok(l) => l,
-                Err(f) => return Outcome::Failure(f).into(),
+                Err(f) => return DispatchResult::start_failed(Outcome::Failure(f)),
             };
             let cold = lease.cold;
-            let (outcome, transport) = invoke_http(
+            let (outcome, transport, runtime_start) = invoke_http(
                 &pool.client,
                 &lease.conn.invoke,
                 lease.conn.unix.as_ref(),
@@ -782,7 +782,12 @@ impl Backend for PoolBackend {
             drop(lease);
             DispatchResult {
                 outcome,
-                cold_start: cold,
+                // A call that waited for the instance, or for a restart of the runtime inside it
+                // (after a timeout or a crash killed the previous one), paid a start.
+                start: match cold.or(runtime_start) {
+                    Some(init) => StartKind::Cold { init },
+                    None => StartKind::Warm,
+                },
             }
         })
     }

@@ -67,6 +67,8 @@ impl std::fmt::Display for Error {
 pub struct Response {
     pub status: u16,
     pub body: Bytes,
+    /// `X-Runtime-Start-Ms` (set by the watchdog when the call waited for its runtime to start).
+    pub runtime_start_ms: Option<u64>,
 }
 
 /// A connection over TCP or a Unix socket.
@@ -449,6 +451,7 @@ impl Client {
         }
         let mut buf = BytesMut::with_capacity(4096);
         // Head (skipping informational answers).
+        let mut runtime_start_ms = None;
         let (status, framing, close) = loop {
             let mut hdrs = [httparse::EMPTY_HEADER; 48];
             let mut resp = httparse::Response::new(&mut hdrs);
@@ -471,6 +474,10 @@ impl Client {
                                 || std::str::from_utf8(h.value).is_ok_and(|v| {
                                     v.to_ascii_lowercase().trim_end().ends_with("chunked")
                                 });
+                        } else if h.name.eq_ignore_ascii_case("x-runtime-start-ms") {
+                            runtime_start_ms = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse::<u64>().ok());
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
                             if v.contains("close") {
@@ -587,7 +594,11 @@ impl Client {
         if reusable {
             self.checkin(req.key, stream);
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            runtime_start_ms,
+        })
     }
 }
 

@@ -13,7 +13,7 @@
 //! start-up (and on stop) the provider finds every process an earlier, dead control plane left
 //! behind, grandchildren included, by reading `/proc/*/environ`.
 
-use super::shared::{identity_alive, join_all, process_identity, LogTail, OutputLog};
+use super::shared::{identity_alive, join_all, process_identity, read_lines, LogTail, OutputLog};
 use super::{
     ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
 };
@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
@@ -250,8 +249,7 @@ impl ProcessProvider {
             let log = log.clone();
             tokio::spawn(async move {
                 let mut ready_tx = Some(ready_tx);
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                read_lines(out, |line| {
                     if let Some(rest) = line.strip_prefix("NANOFAAS_READY ") {
                         let port = field(rest, "port").and_then(|p| p.parse::<u16>().ok());
                         let socket = field(rest, "socket").map(Arc::<str>::from);
@@ -271,7 +269,8 @@ impl ProcessProvider {
                     } else {
                         log.push(&line);
                     }
-                }
+                })
+                .await;
             });
         }
         if let Some(err) = child.stderr.take() {
@@ -279,11 +278,11 @@ impl ProcessProvider {
             let (instance, function) = (id.to_string(), spec.name.clone());
             let mut out = OutputLog::new(function, instance, self.settings.log_lines_per_second);
             tokio::spawn(async move {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                read_lines(err, |line| {
                     log.push(&line);
                     out.line("stderr", &line);
-                }
+                })
+                .await;
             });
         }
         let children = self.children.clone();

@@ -164,6 +164,9 @@ struct Invocation {
     body: Bytes,
     timeout: Duration,
     callback: Option<(HttpUrl, Option<String>)>,
+    /// Set when the call waited for the runtime to (re)start: how long the start took, in ms,
+    /// plus one (0: it did not wait). Answered as `X-Runtime-Start-Ms`.
+    runtime_start: AtomicU64,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -388,6 +391,7 @@ impl App {
                 body,
                 timeout,
                 callback,
+                runtime_start: AtomicU64::new(0),
             });
         }
         let env = parse_envelope(&body, h.get(H_TRACE_ID), timeout).map_err(bad)?;
@@ -399,6 +403,7 @@ impl App {
             body: env.payload,
             timeout: env.timeout,
             callback: env.callback,
+            runtime_start: AtomicU64::new(0),
         })
     }
 
@@ -471,6 +476,10 @@ impl App {
     async fn call_runtime(&self, inv: &Invocation, deadline: Instant) -> Result<Bytes, ErrorBody> {
         let sup = self.sup.as_ref().expect("an HTTP runtime has a supervisor");
         let lease = sup.lease(deadline).await?;
+        if lease.waited_for_start {
+            let ms = lease.runtime.start_took.as_millis() as u64;
+            inv.runtime_start.store(ms + 1, Ordering::Relaxed);
+        }
         let mut h = HeaderMap::with_capacity(4);
         h.insert(CONTENT_TYPE, JSON);
         h.insert(H_EXECUTION_ID, inv.execution_id.clone());
@@ -526,6 +535,18 @@ impl App {
     }
 
     fn respond(&self, inv: &Invocation, result: Result<Bytes, ErrorBody>) -> Resp {
+        let mut r = self.respond_with(inv, result);
+        let start = inv.runtime_start.load(Ordering::Relaxed);
+        if start > 0 {
+            r.headers_mut().insert(
+                headers::RUNTIME_START_MS,
+                HeaderValue::from_str(&(start - 1).to_string()).expect("digits"),
+            );
+        }
+        r
+    }
+
+    fn respond_with(&self, inv: &Invocation, result: Result<Bytes, ErrorBody>) -> Resp {
         match (inv.form, result) {
             (Form::Header, Ok(body)) => {
                 let mut r = json_response(body);
