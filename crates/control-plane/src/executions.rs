@@ -285,6 +285,15 @@ impl Execution {
         outcome
     }
 
+    /// Replaces the outcome of attempt `n` while it is current: the dispatcher learned more
+    /// than the callback said (the instance was killed for going over its memory limit).
+    pub fn amend_attempt(&self, n: u32, outcome: Outcome) {
+        let mut st = self.state.lock().unwrap();
+        if st.attempt == n && !st.status.is_final() {
+            st.attempt_outcome = Some(outcome);
+        }
+    }
+
     /// A callback's outcome for attempt `n`.
     pub fn deliver_callback(&self, n: u32, outcome: Outcome) -> CallbackVerdict {
         let mut st = self.state.lock().unwrap();

@@ -96,6 +96,7 @@ pub struct FunctionMetrics {
     pub cold_start: Counter,
     pub warm_start: Counter,
     pub start_failed: Counter,
+    pub out_of_memory: Counter,
     pub latency: Histogram,
     pub queue_wait: Histogram,
     pub e2e_latency: Histogram,
@@ -203,6 +204,12 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         "Dispatches that reached no instance: the start they waited for failed.",
         Counter,
         start_failed
+    ),
+    fam!(
+        "function_out_of_memory_total",
+        "Attempts that ended OUT_OF_MEMORY: the function went over resources.memory and was killed.",
+        Counter,
+        out_of_memory
     ),
     fam!(
         "function_latency_seconds",

@@ -751,6 +751,36 @@ async fn health_checker(pool: Weak<Pool>, every: Duration) {
     }
 }
 
+/// A failed attempt on an instance that the kernel killed (in part) for going over its memory
+/// limit becomes `OUT_OF_MEMORY`, a function failure (retried only as the function's own
+/// failures are), and is counted; the caller replaces the instance. Asked only on failures.
+pub fn out_of_memory(
+    provider: &dyn Provider,
+    metrics: &Metrics,
+    function: &str,
+    instance: &str,
+    outcome: Outcome,
+) -> (Outcome, bool) {
+    let Outcome::Failure(f) = &outcome else {
+        return (outcome, false);
+    };
+    match provider.out_of_memory(instance) {
+        Some(msg) => {
+            tracing::warn!(function, instance, previous = %f.error, "{msg}");
+            metrics.function(function).out_of_memory.inc();
+            (
+                Outcome::Failure(Failure::new(
+                    FailureKind::Function,
+                    ErrorCode::OutOfMemory,
+                    msg,
+                )),
+                true,
+            )
+        }
+        None => (outcome, false),
+    }
+}
+
 /// `DEPLOYMENT` mode: dispatch through the function's warm pool.
 pub struct PoolBackend {
     pub pool: Arc<Pool>,
@@ -775,7 +805,15 @@ impl Backend for PoolBackend {
                 pool.settings.timeout_grace,
             )
             .await;
+            let (outcome, oom) = out_of_memory(
+                pool.provider.as_ref(),
+                &pool.metrics,
+                &pool.name,
+                &lease.conn.instance_id,
+                outcome,
+            );
             match transport {
+                _ if oom => lease.mark_broken("out of memory".into()),
                 Transport::Answered => {}
                 other => lease.mark_broken(format!("{other:?}")),
             }

@@ -195,6 +195,8 @@ pub struct WarmConfig {
     /// `WARM_RUNTIME_SOCKET`: offer each HTTP runtime a Unix socket (this prefix plus `.<n>`) in
     /// `NANOFAAS_RUNTIME_SOCKET`; used for invocations when the runtime answers on it.
     pub runtime_socket: Option<String>,
+    /// `WARM_PEER_UID`: accept connections (TCP and Unix) only from processes of this user.
+    pub peer_uid: Option<u32>,
     /// `None`: never exit when idle.
     pub idle_timeout: Option<Duration>,
     /// 0: unlimited.
@@ -513,6 +515,14 @@ impl Config {
                 Some(v)
             }
         };
+        let peer_uid = match env.var("WARM_PEER_UID").map(|v| v.trim().to_string()) {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(v.parse::<u32>().map_err(|_| ConfigError {
+                var: "WARM_PEER_UID",
+                message: format!("{v:?} is not a user id (a number)"),
+            })?),
+        };
         let idle = env.number(
             "WARM_IDLE_TIMEOUT_MS",
             DEFAULT_IDLE_TIMEOUT_MS,
@@ -560,6 +570,7 @@ impl Config {
             bind,
             socket,
             runtime_socket,
+            peer_uid,
             idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
             max_invocations,
             concurrency,
@@ -780,11 +791,14 @@ mod tests {
             ("WARM_CONCURRENCY", "8"),
             ("WARM_RUNTIME_MODE", "stdio"),
             ("WARM_SOCKET", "@nanofaas-x"),
+            ("WARM_PEER_UID", "0"),
         ]))
         .unwrap()
         .warm
         .unwrap();
         assert_eq!(w.socket.as_deref(), Some("@nanofaas-x"));
+        assert_eq!(w.peer_uid, Some(0));
+        assert!(parse_owned(&warm(&[("WARM_PEER_UID", "root")])).is_err());
         assert_eq!((w.port, w.idle_timeout, w.max_invocations), (0, None, 3));
         assert_eq!((w.concurrency, w.runtime), (8, RuntimeKind::Stdio));
     }
