@@ -63,6 +63,9 @@ codes! {
     QueueFull => "QUEUE_FULL",
     /// The instance serving the invocation died or stopped answering.
     InstanceLost => "INSTANCE_LOST",
+    /// The function went over its `resources.memory` limit and was killed; the message names
+    /// the limit. A function failure: retried only as the function's own failures are.
+    OutOfMemory => "OUT_OF_MEMORY",
     /// A request was malformed: the message names the field and the reason.
     InvalidRequest => "INVALID_REQUEST",
     /// No such function or execution.

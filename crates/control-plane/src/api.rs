@@ -11,8 +11,6 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use nanofaas_api::{headers as h, ErrorCode, ExecutionStatus, FunctionSpec};
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -262,7 +260,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
                 return Ok(json_value(200, &specs));
             }
             let body = read_body(state, req).await?;
-            let spec = FunctionSpec::from_json(&body)?;
+            let spec = spec_from_body(&body)?;
             let stored = p.register(spec)?;
             let mut r = json_value(201, &*stored);
             if let Ok(v) = HeaderValue::from_str(&format!("/v1/functions/{}", stored.name)) {
@@ -307,14 +305,18 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             input.body = validate_invocation(input.body)?;
             if sync {
                 let (exec, outcome) = p.invoke(name, input).await?;
-                Ok(invoke_response(
-                    &exec.id,
-                    &exec.trace_id,
-                    exec.cold_start().0,
-                    &outcome,
-                ))
+                let mut r =
+                    invoke_response(&exec.id, &exec.trace_id, exec.cold_start().0, &outcome);
+                if let Some(start) = exec.start() {
+                    r.headers_mut()
+                        .insert(h::START, HeaderValue::from_static(start.as_str()));
+                    if start == crate::dispatch::StartKind::StartFailed && !exec.cold_start().0 {
+                        r.headers_mut().remove(h::COLD_START);
+                    }
+                }
+                Ok(r)
             } else {
-                let exec = p.enqueue(name, input)?;
+                let exec = p.enqueue(name, input).await?;
                 let body = serde_json::json!({ "executionId": &*exec.id, "status": exec.status() });
                 let mut r = json_value(202, &body);
                 set_exec_headers(&mut r, &exec.id, &exec.trace_id);
@@ -350,7 +352,8 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The body of a PUT: the path names the function; the body may omit `name`.
-fn spec_for_put(name: &str, body: &[u8]) -> Result<FunctionSpec, ApiError> {
+pub fn spec_for_put(name: &str, body: &[u8]) -> Result<FunctionSpec, ApiError> {
+    nanofaas_api::json::check(body, nanofaas_api::json::Rules::STRICT).map_err(json_invalid)?;
     let mut v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid("", format!("body is not valid JSON: {e}")))?;
     let obj = v
@@ -451,48 +454,27 @@ async fn read_limited(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct InvocationCheck {
-    #[serde(default)]
-    input: serde::de::IgnoredAny,
-    #[serde(default)]
-    metadata: Option<BTreeMap<String, String>>,
+fn json_invalid(e: nanofaas_api::json::JsonError) -> ApiError {
+    ApiError::invalid(&e.path, e.message())
 }
 
-/// Checks the body is an InvocationRequest without building it; an empty body means no input.
-fn validate_invocation(body: Bytes) -> Result<Bytes, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Bytes::from_static(b"{\"input\":null}"));
+/// Checks the body is an InvocationRequest, completely and without building it (see
+/// [`nanofaas_api::json`]): trailing bytes, invalid UTF-8, nesting deeper than
+/// [`nanofaas_api::json::MAX_DEPTH`], numbers out of a double's range, unknown or repeated
+/// fields are a 400 naming the field and the place. The body is passed on unchanged; an empty
+/// body means no input.
+pub fn validate_invocation(body: Bytes) -> Result<Bytes, ApiError> {
+    match nanofaas_api::json::check_invocation(&body) {
+        Ok(nanofaas_api::json::Body::Empty) => Ok(Bytes::from_static(b"{\"input\":null}")),
+        Ok(nanofaas_api::json::Body::Request) => Ok(body),
+        Err(e) => Err(json_invalid(e)),
     }
-    // serde accepts a struct written as an array; the contract wants an object.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::invalid(
-            "",
-            "body must be a JSON object {\"input\": <any JSON>, \"metadata\": {string: string}}",
-        ));
-    }
-    // The happy path checks without tracking paths; only a failure is parsed again to name
-    // the field.
-    if serde_json::from_slice::<InvocationCheck>(&body).is_ok() {
-        return Ok(body);
-    }
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize::<_, InvocationCheck>(de).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = e.into_inner().to_string();
-        let msg = match msg.rfind(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        if path == "." {
-            ApiError::invalid("", format!("body must be {{\"input\": <any JSON>, \"metadata\": {{string: string}}}}: {msg}"))
-        } else {
-            ApiError::invalid(&path, msg)
-        }
-    })?;
-    Ok(body)
+}
+
+/// The body of `POST /v1/functions`: strict JSON (duplicate keys refused too), then the spec.
+pub fn spec_from_body(body: &[u8]) -> Result<FunctionSpec, ApiError> {
+    nanofaas_api::json::check(body, nanofaas_api::json::Rules::STRICT).map_err(json_invalid)?;
+    Ok(FunctionSpec::from_json(body)?)
 }
 
 fn set_exec_headers(r: &mut Resp, id: &str, trace: &str) {
@@ -609,5 +591,60 @@ mod tests {
         assert_eq!(err(b"{\"inptu\":1}").field, "inptu");
         assert_eq!(err(b"{\"input\":").field, "input");
         assert_eq!(err(b"[1]").field, "");
+        // Strict: what a runtime could not read is refused here, naming the place.
+        let e = err(b"{\"input\":1}}");
+        assert_eq!(e.field, "");
+        assert_eq!(
+            e.reason,
+            "trailing characters after the JSON value at line 1, column 12"
+        );
+        assert_eq!(err(b"{\"input\":[1e400]}").field, "input[0]");
+        assert!(err(b"{\"input\":\"\xff\"}")
+            .reason
+            .starts_with("invalid UTF-8"));
+        let deep = format!("{{\"input\":{}}}", "[".repeat(200));
+        let e = match validate_invocation(Bytes::from(deep)) {
+            Err(ApiError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert!(e.reason.starts_with("nested deeper than 64"), "{e}");
+        // Accepted bodies are passed on as they are.
+        let body = Bytes::from_static(b" {\"input\" : {\"a\":1,\"a\":2}} \n");
+        assert_eq!(validate_invocation(body.clone()).unwrap(), body);
+    }
+
+    /// Found by the spec_body fuzz target: a rate written with many digits read back as another
+    /// double after the registry stored it (serde_json's fast float parsing was not exact).
+    #[test]
+    fn an_accepted_spec_reads_back_unchanged() {
+        let body = b"{\"name\":\"f\",\"image\":\"1\",\"rateLimitPerSecond\":999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999992.5,\"idleTimeoutMs\":0}";
+        let spec = spec_from_body(body).unwrap();
+        let stored = serde_json::to_vec(&spec).unwrap();
+        assert_eq!(spec_from_body(&stored).unwrap(), spec);
+    }
+
+    #[test]
+    fn spec_bodies_are_strict() {
+        let err = |b: &[u8]| match spec_from_body(b) {
+            Err(ApiError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        let ok = br#"{"name":"f","executionMode":"POOL","endpointUrl":"http://127.0.0.1:1/"}"#;
+        assert!(spec_from_body(ok).is_ok());
+        let mut trailing = ok.to_vec();
+        trailing.push(b'}');
+        assert!(err(&trailing).reason.starts_with("trailing characters"));
+        let e = err(br#"{"name":"f","name":"g","executionMode":"POOL","endpointUrl":"http://x/"}"#);
+        assert_eq!(e.field, "name");
+        assert!(e.reason.starts_with("duplicate key"), "{e}");
+        let e = match spec_for_put("f", br#"{"env":{"A":"1","A":"2"}}"#) {
+            Err(ApiError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(e.field, "env.A");
+        assert!(matches!(
+            spec_for_put("f", b"{\"timeoutMs\":1e400}"),
+            Err(ApiError::Invalid(_))
+        ));
     }
 }

@@ -61,6 +61,13 @@ settings! {
     "provider.process.watchdog" = "\"\"" : "Path of nanofaas-watchdog. Empty: next to the nanofaas binary, else on PATH.",
     "provider.process.bind" = "\"127.0.0.1\"" : "Address instances of the process provider listen on.",
     "provider.process.unix_socket" = "true" : "Reach each instance's watchdog over a Unix socket (a name in Linux's abstract namespace) instead of its loopback TCP port, and offer the runtime one too (used if the runtime serves it, as the Rust SDK does): the same HTTP, without the TCP stack. The ports stay open for checks by hand. false: TCP only.",
+    "provider.process.env_allow" = "\"PATH,LANG,LANGUAGE,LC_*,TZ,TMPDIR\"" : "Variables of the control plane's environment that instances of the process provider inherit (comma-separated names; NAME* matches a prefix). Nothing else passes: instances start from a clean environment, then get the spec's env and the platform's own variables.",
+    "provider.process.user" = "\"auto\"" : "Who process instances run as. auto: when the control plane runs as root, each instance as a user id of its own from provider.process.uid_range (no entry in the user database needed), else as the control plane's user; dynamic: always a user id of its own (needs root); inherit: as the control plane's user (not recommended as root); or a user name, uid or uid:gid shared by every instance (needs root).",
+    "provider.process.uid_range" = "\"2000000000-2000065535\"" : "User ids (first-last) given to instances with user auto or dynamic; group id = user id. Pick ids no one else uses.",
+    "provider.process.max_open_files" = "16384" : "RLIMIT_NOFILE (soft and hard) of every process instance; 0 = inherited.",
+    "provider.process.max_processes" = "4096" : "Processes and threads per instance: its cgroup's pids.max where the pids controller is available, and RLIMIT_NPROC (counted per user id); 0 = no limit set.",
+    "provider.process.limits" = "\"enforce\"" : "What the process provider does with resources.memory and resources.cpu it cannot enforce (no cgroup access: not root, no delegation): enforce refuses such specs with 400 naming the field; best-effort accepts them, logs a warning and runs them unlimited.",
+    "provider.process.cgroup_parent" = "\"\"" : "Folder, relative to each cgroup hierarchy's root, under which instance cgroups are created (<parent>/cp-<pid>-<start>/<instance>). Empty: nanofaas below the control plane's own cgroup (cgroup v2: at the top of the hierarchy when the own cgroup cannot delegate controllers).",
     // --- docker provider (provider/docker.rs) ---
     "provider.docker.socket" = "\"\"" : "Container engine API socket: a path or unix:// URL. Empty: DOCKER_HOST when it is a unix:// URL, else /var/run/docker.sock. Podman's Docker-compatible socket works too.",
     "provider.docker.network" = "\"\"" : "Network warm and JOB containers join (e.g. a user-defined bridge). Empty: the engine's default bridge. JOB containers whose callback URL is a loopback address use the host's network instead, so that the URL works as is.",
@@ -260,6 +267,13 @@ pub struct ProcessConfig {
     pub watchdog: String,
     pub bind: String,
     pub unix_socket: bool,
+    pub env_allow: String,
+    pub user: String,
+    pub uid_range: String,
+    pub max_open_files: u64,
+    pub max_processes: u64,
+    pub limits: String,
+    pub cgroup_parent: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -290,6 +304,13 @@ impl Default for ProcessConfig {
             watchdog: String::new(),
             bind: "127.0.0.1".into(),
             unix_socket: true,
+            env_allow: "PATH,LANG,LANGUAGE,LC_*,TZ,TMPDIR".into(),
+            user: "auto".into(),
+            uid_range: "2000000000-2000065535".into(),
+            max_open_files: 16384,
+            max_processes: 4096,
+            limits: "enforce".into(),
+            cgroup_parent: String::new(),
         }
     }
 }
@@ -535,6 +556,20 @@ impl Config {
                 "provider.process.bind",
                 "must be an IP address such as 127.0.0.1",
             );
+        }
+        if !matches!(
+            self.provider.process.limits.as_str(),
+            "enforce" | "best-effort"
+        ) {
+            return bad("provider.process.limits", "must be enforce or best-effort");
+        }
+        if let Err(e) =
+            crate::provider::process::sandbox::parse_uid_range(&self.provider.process.uid_range)
+        {
+            return bad("provider.process.uid_range", &e);
+        }
+        if self.provider.process.cgroup_parent.contains("..") {
+            return bad("provider.process.cgroup_parent", "must not contain ..");
         }
         if self.provider.startup_timeout_ms == 0 {
             return bad("provider.startup_timeout_ms", "must be more than 0");

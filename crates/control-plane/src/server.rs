@@ -10,7 +10,7 @@ use crate::dispatch::{http_client, ClientSettings, HttpClient};
 use crate::executions::StoreLimits;
 use crate::managed::ManagedFactory;
 use crate::metrics::Metrics;
-use crate::persist::{Journal, SpecStore};
+use crate::persist::{Journal, JournalSettings, SpecStore};
 use crate::platform::{BackendFactory, EndpointFactory, Persistence, Platform, Settings};
 use crate::pool::PoolSettings;
 use crate::provider::process::{find_watchdog, ProcessProvider, ProcessSettings};
@@ -126,6 +126,7 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
                 stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
                 log_lines_per_second: c.provider.log_lines_per_second,
                 unix_socket: c.provider.process.unix_socket,
+                isolation: isolation_settings(&c.provider.process)?,
             })?;
             Ok(Arc::new(ManagedFactory::new(
                 Arc::new(provider),
@@ -142,6 +143,28 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
         ))),
         other => Err(format!("provider.type {other:?} is not supported")),
     }
+}
+
+/// How process instances are isolated, from `provider.process.*`.
+pub fn isolation_settings(
+    p: &crate::config::ProcessConfig,
+) -> Result<crate::provider::process::sandbox::IsolationSettings, String> {
+    use crate::provider::process::sandbox;
+    Ok(sandbox::IsolationSettings {
+        env_allow: p
+            .env_allow
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        user: p.user.clone(),
+        uid_range: sandbox::parse_uid_range(&p.uid_range)
+            .map_err(|e| format!("provider.process.uid_range: {e}"))?,
+        max_open_files: p.max_open_files,
+        max_processes: p.max_processes,
+        best_effort: p.limits == "best-effort",
+        cgroup_parent: p.cgroup_parent.clone(),
+    })
 }
 
 /// Pool settings from the configuration.
@@ -258,20 +281,26 @@ pub async fn start_with(
     } else {
         let dir = std::path::Path::new(&config.state_dir);
         let specs = SpecStore::open(dir).map_err(StartError::Setup)?;
-        let (journal, pending, problems) =
-            Journal::open(dir, config.journal_fsync).map_err(StartError::Setup)?;
+        let journal_settings = JournalSettings {
+            fsync: config.journal_fsync,
+            ttl: settings.store.ttl,
+            max_records: settings.store.max_records,
+            max_payload_bytes: settings.store.max_payload_bytes,
+        };
+        let (journal, recovered) =
+            Journal::open(dir, journal_settings).map_err(StartError::Setup)?;
         let (stored, spec_problems) = specs.load();
-        for p in problems.iter().chain(&spec_problems) {
+        for p in recovered.problems.iter().chain(&spec_problems) {
             tracing::warn!(problem = %p, "state folder");
         }
         (
             Some(Persistence { specs, journal }),
-            Some((stored, pending)),
+            Some((stored, recovered.pending, recovered.finished)),
         )
     };
     let platform = Platform::new(settings, metrics, auth, factory, persistence);
-    if let Some((stored, pending)) = restored {
-        platform.restore(stored, pending);
+    if let Some((stored, pending, finished)) = restored {
+        platform.restore(stored, pending, finished);
     }
     let housekeeping =
         platform.spawn_housekeeping(Duration::from_millis(config.executions.sweep_interval_ms));
