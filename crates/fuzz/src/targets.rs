@@ -541,6 +541,7 @@ fn http_seeds() -> Vec<Vec<u8>> {
         b"HTTP/1.0 200 OK\r\n\r\nuntil close",
         b"HTTP/1.1 204 No Content\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\ntrailer: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n2\r\nbc\r\n0\r\n\r\n",
     ]
     .iter()
     .map(|s| s.to_vec())

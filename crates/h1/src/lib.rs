@@ -575,7 +575,8 @@ impl Client {
                         }
                         break;
                     }
-                    if out.len() + size > max_body {
+                    // No sum here can overflow, whatever chunk size the peer announces.
+                    if size > max_body.saturating_sub(out.len()) {
                         return Err((Error::TooLarge(max_body), true));
                     }
                     while buf.len() < size + 2 {
@@ -715,6 +716,19 @@ mod tests {
         let (uri, _) = raw_server(vec![b"HTTP/1.0 200 OK\r\n\r\nuntil close"], true).await;
         let r = client().send("POST", &uri, &[], b"{}", 1024).await.unwrap();
         assert_eq!(&r.body[..], b"until close");
+    }
+
+    /// Found by the http_response fuzz target: a second chunk announcing 2^64-1 bytes overflowed
+    /// the running total (a panic in debug builds, a slice out of range in release).
+    #[tokio::test]
+    async fn a_huge_chunk_size_after_a_chunk_is_too_large_not_a_panic() {
+        let (uri, _) = raw_server(
+            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n"],
+            true,
+        )
+        .await;
+        let r = client().send("POST", &uri, &[], b"{}", 1024).await;
+        assert_eq!(r.unwrap_err(), Error::TooLarge(1024));
     }
 
     #[tokio::test]
