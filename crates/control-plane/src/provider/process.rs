@@ -402,7 +402,9 @@ impl ProcessProvider {
                 Ok(cg) => Some(cg),
                 Err(e) if limits.memory_bytes.is_some() || limits.cpu_millis.is_some() => {
                     if let Some(u) = confined.dynamic_uid {
-                        self.shared.uids.as_ref().map(|p| p.give_back(u));
+                        if let Some(p) = &self.shared.uids {
+                            p.give_back(u);
+                        }
                     }
                     return Err(StartFailure {
                         message: format!("cannot enforce the resources of {:?}: {e}", spec.name),
