@@ -313,6 +313,9 @@ mod tests {
         let docker = hint("the container of \"f\" (image \"x:1\") failed to start: the container exited with code 5");
         assert!(docker.contains("check the function's image"), "{docker}");
         let process = hint("instance of \"f\" failed to start: the watchdog exited with code 5");
-        assert!(process.contains("check the function's command"), "{process}");
+        assert!(
+            process.contains("check the function's command"),
+            "{process}"
+        );
     }
 }

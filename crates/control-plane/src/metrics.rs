@@ -89,13 +89,14 @@ pub struct FunctionMetrics {
     pub error: Counter,
     pub retry: Counter,
     pub timeout: Counter,
-    pub out_of_memory: Counter,
     pub queue_rejected: Counter,
     pub rate_limited: Counter,
     pub queue_depth: Gauge,
     pub inflight: Gauge,
     pub cold_start: Counter,
     pub warm_start: Counter,
+    pub start_failed: Counter,
+    pub out_of_memory: Counter,
     pub latency: Histogram,
     pub queue_wait: Histogram,
     pub e2e_latency: Histogram,
@@ -163,12 +164,6 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         timeout
     ),
     fam!(
-        "function_out_of_memory_total",
-        "Executions that ended with OUT_OF_MEMORY: the runtime was killed for exceeding its memory limit.",
-        Counter,
-        out_of_memory
-    ),
-    fam!(
         "function_queue_rejected_total",
         "Invocations refused by backpressure (queue full, estimated wait, queue timeout).",
         Counter,
@@ -203,6 +198,18 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         "Dispatches served by an already running instance.",
         Counter,
         warm_start
+    ),
+    fam!(
+        "function_start_failed_total",
+        "Dispatches that reached no instance: the start they waited for failed.",
+        Counter,
+        start_failed
+    ),
+    fam!(
+        "function_out_of_memory_total",
+        "Attempts that ended OUT_OF_MEMORY: the function went over resources.memory and was killed.",
+        Counter,
+        out_of_memory
     ),
     fam!(
         "function_latency_seconds",

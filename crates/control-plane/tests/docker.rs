@@ -540,12 +540,18 @@ async fn a_runtime_killed_for_memory_ends_out_of_memory_at_once_tried_once() {
     assert!(msg.contains("64 MiB"), "the limit is named: {msg}");
     let id = v["executionId"].as_str().unwrap();
     let rec = cp.get(&format!("/v1/executions/{id}")).await.json();
-    assert_eq!(rec["attempts"], 1, "a function failure is not retried: {rec}");
+    assert_eq!(
+        rec["attempts"], 1,
+        "a function failure is not retried: {rec}"
+    );
     assert!(
         took < Duration::from_secs(3),
         "named within about a second of the kill, took {took:?}"
     );
-    eprintln!("OUT_OF_MEMORY answered {} ms after the call", took.as_millis());
+    eprintln!(
+        "OUT_OF_MEMORY answered {} ms after the call",
+        took.as_millis()
+    );
     // The watchdog survived (the runtime is the kernel's first choice) and restarted it: the
     // same container serves the next call.
     let before = containers(&engine, &name).await;
@@ -554,7 +560,10 @@ async fn a_runtime_killed_for_memory_ends_out_of_memory_at_once_tried_once() {
     assert_eq!(containers(&engine, &name).await, before);
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, &format!("function_out_of_memory_total{{function=\"{name}\"}}")),
+        metric(
+            &m,
+            &format!("function_out_of_memory_total{{function=\"{name}\"}}")
+        ),
         Some(1.0),
         "{m}"
     );
