@@ -57,6 +57,8 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
         .map_err(|e| err(Exit::Usage, e))?;
     let rt = serve::server_runtime()?;
     let result = rt.block_on(async move {
+        // The address first: a busy port is reported now, not after minutes of setup.
+        let listener = crate::port::bind(&config.listen, "up").await?;
         let mut signals = Signals::new()?;
         if !args.no_setup && !m.setup.is_empty() {
             note(format!(
@@ -73,7 +75,7 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
         }
         let startup = Duration::from_millis(config.provider.startup_timeout_ms) + Duration::from_secs(5);
         let state_dir = config.state_dir.clone();
-        let handle = nanofaas_control_plane::start(config)
+        let handle = nanofaas_control_plane::server::start_on(config, listener)
             .await
             .map_err(serve::start_error)?;
         let addr = handle.addr;
@@ -173,11 +175,6 @@ fn banner(
         });
     if let Some((name, input)) = example {
         let cli = cli_command();
-        let endpoint = if base == DEFAULT_ENDPOINT {
-            String::new()
-        } else {
-            format!(" --endpoint {base}")
-        };
         let body = serde_json::json!({ "input": input }).to_string();
         let data = if input.is_null() {
             String::new()
@@ -185,12 +182,18 @@ fn banner(
             format!(" -d {}", join(&[input.to_string()]))
         };
         out.push_str("\nTry it:\n");
+        if base != DEFAULT_ENDPOINT {
+            // Every later command (the CLI, the README's tour) follows it.
+            out.push_str(&format!(
+                "  export NANOFAAS_ENDPOINT={base}    # in each terminal you use nanofaas from\n"
+            ));
+        }
         out.push_str(&format!(
             "  curl -s -X POST {base}/v1/functions/{name}:invoke -H 'content-type: application/json' -d {}\n",
             join(&[body])
         ));
-        out.push_str(&format!("  {cli}{endpoint} invoke {name}{data}\n"));
-        out.push_str(&format!("  {cli}{endpoint} fn instances {name}\n"));
+        out.push_str(&format!("  {cli} invoke {name}{data}\n"));
+        out.push_str(&format!("  {cli} fn instances {name}\n"));
     }
     out.push_str("\nPress Ctrl-C to stop (the functions' instances stop with it).\n");
     out
@@ -198,7 +201,7 @@ fn banner(
 
 /// How to run this very binary from the current folder: `nanofaas` when it is the one on PATH,
 /// else its path (relative when it is below the current folder).
-fn cli_command() -> String {
+pub(crate) fn cli_command() -> String {
     let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
         return "nanofaas".into();
     };
@@ -254,14 +257,16 @@ mod tests {
             "{b}"
         );
         assert!(
-            b.contains(
-                r#" --endpoint http://127.0.0.1:9000 invoke hello -d '{"name":"it'\''s me"}'"#
-            ),
+            b.contains("Try it:\n  export NANOFAAS_ENDPOINT=http://127.0.0.1:9000 "),
+            "the export line comes first: {b}"
+        );
+        assert!(
+            b.contains(r#" invoke hello -d '{"name":"it'\''s me"}'"#),
             "{b}"
         );
         let b = banner(&m, &[], DEFAULT_ENDPOINT, "");
         assert!(b.contains(" invoke hello -d"), "{b}");
-        assert!(!b.contains("--endpoint"), "{b}");
+        assert!(!b.contains("NANOFAAS_ENDPOINT"), "{b}");
     }
 
     #[test]

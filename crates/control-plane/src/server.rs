@@ -135,17 +135,34 @@ pub fn pool_settings(c: &Config) -> PoolSettings {
     }
 }
 
+/// Starts on a listener the caller bound already (`nanofaas up` binds first, so that a busy
+/// address is reported before any setup); `config.listen` is then only used in messages.
+pub async fn start_on(config: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
+    start_inner(config, Some(listener), default_factory).await
+}
+
 /// Starts with the backend factory `make_factory` builds from the [`Context`].
 pub async fn start_with(
     config: Config,
     make_factory: impl FnOnce(&Context) -> Result<Arc<dyn BackendFactory>, String>,
 ) -> Result<ServerHandle, StartError> {
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
+    start_inner(config, None, make_factory).await
+}
+
+async fn start_inner(
+    config: Config,
+    listener: Option<TcpListener>,
+    make_factory: impl FnOnce(&Context) -> Result<Arc<dyn BackendFactory>, String>,
+) -> Result<ServerHandle, StartError> {
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?,
+    };
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
