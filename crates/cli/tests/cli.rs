@@ -732,12 +732,14 @@ fn occupy_default_port() -> Option<std::net::TcpListener> {
     }
 }
 
-/// A suggested `--listen ADDR` from an error message.
+/// The `--listen ADDR` of the command an error message ends with (the holder's own command
+/// line, quoted before it, may have one too).
 fn suggested_listen(stderr: &str) -> String {
-    let at = stderr
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    let at = last
         .find("--listen ")
-        .unwrap_or_else(|| panic!("no --listen hint: {stderr}"));
-    stderr[at + "--listen ".len()..]
+        .unwrap_or_else(|| panic!("no --listen hint on the last line: {stderr}"));
+    last[at + "--listen ".len()..]
         .split_whitespace()
         .next()
         .unwrap()
@@ -779,13 +781,14 @@ fn a_busy_default_port_stops_up_and_serve_at_once_with_a_listen_hint() {
             );
         }
         // The printed command is the same one with a free address.
-        assert!(stderr.contains(&format!(" {command} --listen 127.0.0.1:")), "{stderr}");
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(last.contains(&format!(" {command} --listen 127.0.0.1:")), "{stderr}");
         let listen = suggested_listen(&stderr);
         assert_ne!(listen, "127.0.0.1:8080");
         std::net::TcpListener::bind(&listen)
             .unwrap_or_else(|e| panic!("the suggested {listen} is not free: {e}"));
         if command == "up" {
-            assert!(stderr.contains("-f m.yaml --state-dir ''"), "the user's options are kept: {stderr}");
+            assert!(last.ends_with("-f m.yaml --state-dir ''"), "the user's options are kept: {stderr}");
         }
     }
     drop(held);
@@ -835,13 +838,14 @@ fn up_sh_reports_a_busy_port_before_compiling() {
                 "the holder (this test) is named: {stderr}"
             );
         }
-        assert!(stderr.contains("./scripts/up.sh --listen 127.0.0.1:"), "{stderr}");
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(last.trim_start().starts_with("./scripts/up.sh --listen 127.0.0.1:"), "{stderr}");
         let listen = suggested_listen(&stderr);
         assert_ne!(listen, want);
         std::net::TcpListener::bind(&listen)
             .unwrap_or_else(|e| panic!("the suggested {listen} is not free: {e}"));
         if !args.is_empty() {
-            assert!(stderr.contains(&format!("--listen {listen} -f x.yaml")), "{stderr}");
+            assert!(last.ends_with(&format!("--listen {listen} -f x.yaml")), "{stderr}");
         }
     }
     drop((busy, held));
