@@ -91,5 +91,5 @@ up_pid=""
 if grep -nE 'ERROR|"level": ?"(ERROR|error)"|nanofaas-watchdog error' "$work/up.err" >"$work/errors"; then
   fail "a clean run and Ctrl-C logged at ERROR level: $(cat "$work/errors")"
 fi
-echo "tour-check: the README's tour ran verbatim against up on 127.0.0.1:$port ($commands commands); up stopped cleanly"
+echo "tour-check: the README's tour ran verbatim against up on 127.0.0.1:$port ($commands lines of its code blocks); up stopped cleanly"
 echo "TIER-COUNTS passed=$commands failed=0 skipped=0"

@@ -481,7 +481,10 @@ mod tests {
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.queue_size, 100);
         assert_eq!(s.max_retries, 3);
-        assert!(!s.retry_function_errors, "function errors are not retried by default");
+        assert!(
+            !s.retry_function_errors,
+            "function errors are not retried by default"
+        );
         assert_eq!(s.execution_mode, ExecutionMode::Deployment);
         assert_eq!(s.runtime_mode, RuntimeMode::Http);
         assert_eq!(s.command, Some(vec!["./run".to_string()]));

@@ -16,9 +16,12 @@ const NEARBY: u16 = 20;
 /// the subcommand (`up`, `serve`) the hint repeats.
 pub async fn bind(listen: &str, command: &str) -> anyhow::Result<TcpListener> {
     let fail = |detail: String| err(Exit::StartFailed, detail);
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|_| err(Exit::Usage, format!("listen {listen:?}: expected an address such as 127.0.0.1:8080")))?;
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        err(
+            Exit::Usage,
+            format!("listen {listen:?}: expected an address such as 127.0.0.1:8080"),
+        )
+    })?;
     let e = match TcpListener::bind(addr).await {
         Ok(l) => return Ok(l),
         Err(e) => e,
@@ -128,7 +131,11 @@ fn parse_local(s: &str) -> Option<(IpAddr, u16)> {
 fn process_of_socket(inode: u64) -> Option<(u32, String)> {
     let want = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
@@ -179,7 +186,11 @@ fn user_name(uid: u32) -> String {
 
 /// A free address on `addr`'s host: one of the next few ports, else one the system picks.
 pub fn free_near(addr: SocketAddr) -> Option<SocketAddr> {
-    let free = |a: SocketAddr| std::net::TcpListener::bind(a).and_then(|l| l.local_addr()).ok();
+    let free = |a: SocketAddr| {
+        std::net::TcpListener::bind(a)
+            .and_then(|l| l.local_addr())
+            .ok()
+    };
     (1..=NEARBY)
         .filter_map(|d| addr.port().checked_add(d))
         .find_map(|p| free(SocketAddr::new(addr.ip(), p)))
@@ -190,7 +201,11 @@ pub fn free_near(addr: SocketAddr) -> Option<SocketAddr> {
 fn rerun_with_listen(command: &str, listen: &str) -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut words = vec![crate::up::cli_command()];
-    words.extend(with_listen(&args, command, listen).iter().map(|a| join(std::slice::from_ref(a))));
+    words.extend(
+        with_listen(&args, command, listen)
+            .iter()
+            .map(|a| join(std::slice::from_ref(a))),
+    );
     words.join(" ")
 }
 
@@ -240,7 +255,11 @@ mod tests {
             s(&["up", "--listen", "127.0.0.1:8081", "-f", "m.yaml"])
         );
         assert_eq!(
-            with_listen(&s(&["-o", "json", "up", "--listen", "127.0.0.1:8080", "-f", "m"]), "up", "127.0.0.1:9"),
+            with_listen(
+                &s(&["-o", "json", "up", "--listen", "127.0.0.1:8080", "-f", "m"]),
+                "up",
+                "127.0.0.1:9"
+            ),
             s(&["-o", "json", "up", "--listen", "127.0.0.1:9", "-f", "m"])
         );
         assert_eq!(
@@ -257,7 +276,11 @@ mod tests {
         assert_eq!(listeners(v4, at("127.0.0.1:8080")), vec![(4242, 1000)]);
         assert_eq!(listeners(v4, at("0.0.0.0:8080")), vec![(4242, 1000)]);
         assert_eq!(listeners(v4, at("127.0.0.2:8080")), vec![]);
-        assert_eq!(listeners(v4, at("10.1.2.3:8081")), vec![(77, 0)], "the wildcard conflicts");
+        assert_eq!(
+            listeners(v4, at("10.1.2.3:8081")),
+            vec![(77, 0)],
+            "the wildcard conflicts"
+        );
         let v6 = "header\n   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 99 1\n";
         assert_eq!(listeners(v6, at("[::1]:8080")), vec![(99, 1000)]);
         assert_eq!(listeners(v6, at("127.0.0.1:8080")), vec![]);

@@ -726,7 +726,9 @@ fn occupy_default_port() -> Option<std::net::TcpListener> {
     match std::net::TcpListener::bind("127.0.0.1:8080") {
         Ok(l) => Some(l),
         Err(e) => {
-            eprintln!("127.0.0.1:8080 is held by another program ({e}): the test uses it busy as it is");
+            eprintln!(
+                "127.0.0.1:8080 is held by another program ({e}): the test uses it busy as it is"
+            );
             None
         }
     }
@@ -771,9 +773,18 @@ fn a_busy_default_port_stops_up_and_serve_at_once_with_a_listen_hint() {
         let took = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(3), "{command}: {stderr}");
-        assert!(took < Duration::from_secs(2), "{command} took {took:?}: {stderr}");
-        assert!(!dir.join("setup-ran").exists(), "a setup step ran before the port check");
-        assert!(stderr.contains("cannot listen on 127.0.0.1:8080"), "{stderr}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{command} took {took:?}: {stderr}"
+        );
+        assert!(
+            !dir.join("setup-ran").exists(),
+            "a setup step ran before the port check"
+        );
+        assert!(
+            stderr.contains("cannot listen on 127.0.0.1:8080"),
+            "{stderr}"
+        );
         if held.is_some() {
             assert!(
                 stderr.contains(&format!("held by pid {}", std::process::id())),
@@ -782,13 +793,19 @@ fn a_busy_default_port_stops_up_and_serve_at_once_with_a_listen_hint() {
         }
         // The printed command is the same one with a free address.
         let last = stderr.trim_end().lines().last().unwrap_or_default();
-        assert!(last.contains(&format!(" {command} --listen 127.0.0.1:")), "{stderr}");
+        assert!(
+            last.contains(&format!(" {command} --listen 127.0.0.1:")),
+            "{stderr}"
+        );
         let listen = suggested_listen(&stderr);
         assert_ne!(listen, "127.0.0.1:8080");
         std::net::TcpListener::bind(&listen)
             .unwrap_or_else(|e| panic!("the suggested {listen} is not free: {e}"));
         if command == "up" {
-            assert!(last.ends_with("-f m.yaml --state-dir ''"), "the user's options are kept: {stderr}");
+            assert!(
+                last.ends_with("-f m.yaml --state-dir ''"),
+                "the user's options are kept: {stderr}"
+            );
         }
     }
     drop(held);
@@ -804,16 +821,28 @@ fn up_sh_reports_a_busy_port_before_compiling() {
     std::fs::create_dir_all(&fake).unwrap();
     let marker = dir.join("cargo-ran");
     let cargo = fake.join("cargo");
-    std::fs::write(&cargo, format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display())).unwrap();
+    std::fs::write(
+        &cargo,
+        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display()),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     let held = occupy_default_port();
     for args in [vec![], vec!["--listen", busy_addr.as_str(), "-f", "x.yaml"]] {
-        let want = if args.is_empty() { "127.0.0.1:8080".to_string() } else { busy_addr.clone() };
+        let want = if args.is_empty() {
+            "127.0.0.1:8080".to_string()
+        } else {
+            busy_addr.clone()
+        };
         let started = Instant::now();
         let mut cmd = Command::new("bash");
         cmd.arg(repo.join("scripts/up.sh"))
@@ -829,8 +858,14 @@ fn up_sh_reports_a_busy_port_before_compiling() {
         let took = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(3), "{stderr}");
-        assert!(took < Duration::from_secs(2), "up.sh took {took:?}: {stderr}");
-        assert!(!marker.exists(), "up.sh ran cargo before checking the port: {stderr}");
+        assert!(
+            took < Duration::from_secs(2),
+            "up.sh took {took:?}: {stderr}"
+        );
+        assert!(
+            !marker.exists(),
+            "up.sh ran cargo before checking the port: {stderr}"
+        );
         assert!(stderr.contains(&format!("{want} is in use")), "{stderr}");
         if !args.is_empty() || held.is_some() {
             assert!(
@@ -839,13 +874,20 @@ fn up_sh_reports_a_busy_port_before_compiling() {
             );
         }
         let last = stderr.trim_end().lines().last().unwrap_or_default();
-        assert!(last.trim_start().starts_with("./scripts/up.sh --listen 127.0.0.1:"), "{stderr}");
+        assert!(
+            last.trim_start()
+                .starts_with("./scripts/up.sh --listen 127.0.0.1:"),
+            "{stderr}"
+        );
         let listen = suggested_listen(&stderr);
         assert_ne!(listen, want);
         std::net::TcpListener::bind(&listen)
             .unwrap_or_else(|e| panic!("the suggested {listen} is not free: {e}"));
         if !args.is_empty() {
-            assert!(last.ends_with(&format!("--listen {listen} -f x.yaml")), "{stderr}");
+            assert!(
+                last.ends_with(&format!("--listen {listen} -f x.yaml")),
+                "{stderr}"
+            );
         }
     }
     drop((busy, held));
@@ -977,9 +1019,15 @@ fn up_sets_up_deploys_answers_and_stops_without_leftovers() {
     let errors: Vec<String> = up
         .lines(Stream::Stderr)
         .into_iter()
-        .filter(|l| l.contains("ERROR") || l.contains(" error:") || l.contains("\"level\":\"error\""))
+        .filter(|l| {
+            l.contains("ERROR") || l.contains(" error:") || l.contains("\"level\":\"error\"")
+        })
         .collect();
-    assert!(errors.is_empty(), "a clean Ctrl-C logged errors: {errors:#?}\n{}", up.output());
+    assert!(
+        errors.is_empty(),
+        "a clean Ctrl-C logged errors: {errors:#?}\n{}",
+        up.output()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

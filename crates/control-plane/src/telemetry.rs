@@ -159,7 +159,10 @@ pub fn init(level: &str, json: bool) -> Result<(), String> {
     } else {
         let inner = tracing_subscriber::fmt::format().with_ansi(false);
         registry
-            .with(fmt.with_ansi(false).event_format(WithOutput { inner, json: false }))
+            .with(
+                fmt.with_ansi(false)
+                    .event_format(WithOutput { inner, json: false }),
+            )
             .try_init()
     };
     result.map_err(|e| e.to_string())
@@ -260,33 +263,23 @@ fn output_json(f: &OutputFields, line: &str) -> String {
     let _ = tracing_subscriber::fmt::time::SystemTime
         .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut ts));
     let record = line.trim();
-    let output = match record.starts_with('{') {
+    let raw = match record.starts_with('{') {
         true => serde_json::value::RawValue::from_string(record.to_string()).ok(),
         false => None,
     };
-    let mut v = serde_json::json!({
-        "timestamp": ts,
-        "level": "INFO",
-        "target": "nanofaas::function",
-        "function": f.function,
-        "instance": f.instance,
-        "stream": f.stream,
-    });
-    match output {
-        Some(raw) => {
-            // Spliced in as is: the runtime's record, not a string holding it.
-            let mut s = v.to_string();
-            s.pop();
-            s.push_str(",\"output\":");
-            s.push_str(raw.get());
-            s.push('}');
-            s
-        }
-        None => {
-            v["output"] = serde_json::Value::String(line.to_string());
-            v.to_string()
-        }
-    }
+    // Spliced in as is when it is a JSON record: the runtime's record, not a string holding it.
+    let output = match raw {
+        Some(raw) => raw.get().to_string(),
+        None => serde_json::Value::String(line.to_string()).to_string(),
+    };
+    let s = |v: &str| serde_json::Value::String(v.to_string()).to_string();
+    format!(
+        "{{\"timestamp\":{},\"level\":\"INFO\",\"target\":\"nanofaas::function\",\"function\":{},\"instance\":{},\"stream\":{},\"output\":{output}}}",
+        s(&ts),
+        s(&f.function),
+        s(&f.instance),
+        s(&f.stream)
+    )
 }
 
 #[cfg(test)]

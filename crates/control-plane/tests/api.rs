@@ -352,8 +352,12 @@ async fn async_function_errors_run_once_unless_retry_function_errors() {
     assert_eq!(ex["error"]["code"], "HANDLER_ERROR");
     assert_eq!(ep.count(), 1, "a function error was retried by default");
 
-    cp.register_pool("eventually", &ep.url(), json!({"retryFunctionErrors": true}))
-        .await;
+    cp.register_pool(
+        "eventually",
+        &ep.url(),
+        json!({"retryFunctionErrors": true}),
+    )
+    .await;
     let r = cp.post("/v1/functions/eventually:enqueue", json!({})).await;
     let id = r.json()["executionId"].as_str().unwrap().to_string();
     let ex = wait_status(&cp, &id, "success", Duration::from_secs(5)).await;
