@@ -10,8 +10,13 @@
 #                               hops over Unix sockets (the default) vs loopback TCP
 #   bench/run.sh docker         the docker provider beside the process provider: warm latency and
 #                               throughput, cold start (container create to first response)
+#   bench/run.sh auth           CPU per request of the API's access checks with a bearer token vs
+#                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
 #                               runtime alone: warm latency, cold start, where Python's goes
+#   bench/run.sh soak           up to SOAK_COUNT (default a million) sync, async and failing calls;
+#                               control-plane RSS, open descriptors and journal size at the start,
+#                               middle and end
 #
 # Knobs (environment): CP_FILL (invocations before the control plane's RSS is read, default
 # 1000000), COLD_RUNS (cold starts measured, default 15), RUNS (repetitions, default 5), DURATION (measured seconds per run,
@@ -631,7 +636,7 @@ suite_runtimes() {
   for i in 0 1 2; do
     wait_http "http://127.0.0.1:${ports[$i]}/health" 30
     # The first call through the chain starts the warm instance (cold starts are measured below).
-    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/hello-${langs[$i]}:invoke" -d "$body"
+    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/hello-${langs[$i]}:invoke" -H "content-type: application/json" -d "$body"
   done
 
   # Warm: one connection, interleaved runs, direct and through the chain.
@@ -767,11 +772,122 @@ suite_chain_cpu() {
 
 # --- end chain-cpu suite ---------------------------------------------------------------------------
 
+# --- auth suite (crates/control-plane/examples/auth_cost.rs) --------------------------------------
+
+suite_auth() {
+  local n="${AUTH_ITERATIONS:-2000000}" tokens="${AUTH_TOKENS:-8}"
+  log "== auth suite (CPU per request of the access checks): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS, $n requests per round, $tokens tokens configured"
+  cargo build --release -p nanofaas-control-plane --example auth_cost >&2
+  local run json
+  for run in $(seq "$RUNS"); do
+    log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
+    json=$("$REL/examples/auth_cost" "$n" "$tokens")
+    printf '{"label":"auth","result":%s}\n' "$json" >>"$RAW"
+    log "  $json"
+  done
+  log ""
+  log "medians of $RUNS runs (each the median of 5 interleaved rounds); CPU time of the process per request"
+  row "metric" "with token" "no tokens" "ratio/added" "target" "verdict"
+  local added; added=$(stats 'med(pick("auth","added_ns"))')
+  row "access checks per request (ns)" "$(stats 'med(pick("auth","with_token_ns"))')" "$(stats 'med(pick("auth","baseline_ns"))')" \
+    "+$added ns (x$(stats 'med(pick("auth","ratio"))'))" "< +2000 ns" "$(verdict "$added < 2000")"
+}
+
+# --- end auth suite --------------------------------------------------------------------------------
+
+# --- soak suite ------------------------------------------------------------------------------------
+
+# soak_sample <label> <cp pid> <journal> <invocations so far>: one line of RSS, descriptors and
+# journal size, kept in $RAW as {"label":"sample",...}.
+soak_sample() {
+  local rss fds jb
+  rss=$(rss_kb "$2")
+  fds=$(ls "/proc/$2/fd" | wc -l)
+  jb=$(stat -c %s "$3" 2>/dev/null || echo 0)
+  printf '{"label":"sample","result":{"at":"%s","invocations":%s,"rss_kib":%s,"fds":%s,"journal_bytes":%s}}\n' \
+    "$1" "$4" "$rss" "$fds" "$jb" >>"$RAW"
+  log "$(printf '%-8s %12s invocations  RSS %8s KiB  fds %5s  journal %10s bytes' "$1" "$4" "$rss" "$fds" "$jb")"
+}
+
+# soak: SOAK_COUNT invocations (default 1000000) mixing sync, async and failing calls through a
+# control plane with a state folder; prints RSS, open descriptors and journal size at the start,
+# the middle and the end. Knobs: SOAK_COUNT, SOAK_ROUND (seconds per phase, default 5),
+# SOAK_MAX_SECONDS (bound on the whole run, default 900), SOAK_MAX_RECORDS (executions.max_records,
+# default 100000: records, and so the journal, grow until this many are kept, then stay flat),
+# SOAK_CONNECTIONS (default 16), SOAK_DEBUG=1 (use debug binaries: a quick proof, not a figure).
+suite_soak() {
+  local count="${SOAK_COUNT:-1000000}" round="${SOAK_ROUND:-5}" cap="${SOAK_MAX_RECORDS:-100000}"
+  local conns="${SOAK_CONNECTIONS:-16}" bound="${SOAK_MAX_SECONDS:-900}"
+  log "== soak suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, SOAK_COUNT=$count SOAK_ROUND=${round}s SOAK_MAX_RECORDS=$cap"
+  if [[ "${SOAK_DEBUG:-0}" == 1 ]]; then
+    REL="$TARGET_DIR/debug"
+    cargo build -p nanofaas-cli -p nanofaas-echo-runtime -p nanofaas-loadgen >&2
+    log "(debug binaries: proves the suite works; figures need a release build)"
+  else
+    build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
+  fi
+  local body='{"input":{"message":"hello","n":42}}'
+  local echo_port; echo_port=$(free_port)
+  start_bg echo-soak "PORT=$echo_port" -- "$REL/echo-runtime"
+  wait_http "http://127.0.0.1:$echo_port/health" 10
+  local state; state=$(mktemp -d)
+  start_bg cp-soak -- "$REL/nanofaas" serve --listen 127.0.0.1:0 --state-dir "$state" \
+    --set provider.type=none --set "executions.max_records=$cap" --set admission.retry_backoff_ms=1
+  local cp_pid=$LAST_PID
+  local line; line=$(wait_line "$OUT/cp-soak.log" '^nanofaas listening on ' 20)
+  CP_URL=${line#nanofaas listening on }
+  register "$CP_URL" "{\"name\":\"echo\",\"executionMode\":\"POOL\",\"endpointUrl\":\"http://127.0.0.1:$echo_port/invoke\",\"concurrency\":64,\"queueSize\":100000}"
+  # Fails every call: the endpoint answers 404 (a function error; async ones are retried).
+  register "$CP_URL" "{\"name\":\"broken\",\"executionMode\":\"POOL\",\"endpointUrl\":\"http://127.0.0.1:$echo_port/missing\",\"concurrency\":64,\"queueSize\":100000}"
+  local journal="$state/journal.jsonl" total=0 started=$SECONDS mid_done=0
+  soak_sample start "$cp_pid" "$journal" 0
+  local phase url c json n
+  while (( total < count && SECONDS - started < bound )); do
+    for phase in sync async failing-sync failing-async; do
+      case "$phase" in
+        sync) url="$CP_URL/v1/functions/echo:invoke"; c=$conns ;;
+        async) url="$CP_URL/v1/functions/echo:enqueue"; c=$conns ;;
+        failing-sync) url="$CP_URL/v1/functions/broken:invoke"; c=$(( conns / 4 + 1 )) ;;
+        failing-async) url="$CP_URL/v1/functions/broken:enqueue"; c=$(( conns / 4 + 1 )) ;;
+      esac
+      # A phase of failing calls has no success: loadgen then exits 1 after printing its figures.
+      json=$("$REL/loadgen" --json -d "$round" -w 0 -c "$c" -b "$body" "$url" || true)
+      [[ -n "$json" ]] || { log "loadgen printed nothing for $phase"; return 1; }
+      printf '{"label":"%s","result":%s}\n' "$phase" "$json" >>"$RAW"
+      n=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['requests']+d['errors'])" "$json")
+      total=$(( total + n ))
+    done
+    log "$(printf '         %12s invocations  RSS %8s KiB  fds %5s  journal %10s bytes' "$total" "$(rss_kb "$cp_pid")" "$(ls "/proc/$cp_pid/fd" | wc -l)" "$(stat -c %s "$journal")")"
+    if (( mid_done == 0 && total * 2 >= count )); then
+      soak_sample middle "$cp_pid" "$journal" "$total"
+      mid_done=1
+    fi
+  done
+  # Let queued async work finish, so the end is a steady state.
+  sleep 2
+  soak_sample end "$cp_pid" "$journal" "$total"
+  (( total >= count )) || log "stopped by SOAK_MAX_SECONDS=$bound before SOAK_COUNT=$count"
+  log ""
+  row "metric" "start" "middle" "end" "target" "verdict"
+  local k
+  for k in rss_kib fds journal_bytes; do
+    row "$k" "$(stats "[r['$k'] for r in R['sample'] if r['at']=='start'][0]")" \
+      "$(stats "([r['$k'] for r in R['sample'] if r['at']=='middle'] or ['-'])[0]")" \
+      "$(stats "[r['$k'] for r in R['sample'] if r['at']=='end'][0]")" "flat after the caps" ""
+  done
+  row "invocations (ok + failed)" "$total" "" "" "$count" ""
+  row "sync ok / async accepted" "$(stats 'sum(pick("sync","requests"))')" "$(stats 'sum(pick("async","requests"))')" "" "" ""
+  row "failing calls answered non-2xx" "$(stats 'sum(pick("failing-sync","errors"))+sum(pick("failing-async","errors"))')" "" "" "" ""
+  rm -rf "$state"
+}
+
+# --- end soak suite --------------------------------------------------------------------------------
+
 # ---------------------------------------------------------------- dispatch
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain|chain-cpu|docker|runtimes)
+  watchdog|control-plane|chain|chain-cpu|docker|runtimes|auth|soak)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -780,7 +896,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, auth, soak)" >&2
     exit 2
     ;;
 esac

@@ -177,11 +177,13 @@ PY
   mkdir -p "$ctx/site-packages"
   cp -r "$deps/." "$ctx/site-packages/"
   rm -f "$ctx/site-packages/.complete"
-  cp -r runtimes/python/src/nanofaas_runtime "$ctx/site-packages/"
-  find "$ctx/site-packages/nanofaas_runtime" -name __pycache__ -prune -exec rm -rf {} +
+  # The runtime and the original SDK's compatibility package (nanofaas.sdk).
+  cp -r runtimes/python/src/nanofaas_runtime runtimes/python/src/nanofaas "$ctx/site-packages/"
+  find "$ctx/site-packages/nanofaas_runtime" "$ctx/site-packages/nanofaas" -name __pycache__ -prune -exec rm -rf {} +
   cp deploy/python/Dockerfile "$ctx/"
   hash=$(inputs "$(image_id "$base")" "$(image_id "$wd_image")" "$pins" -- \
-    deploy/python/Dockerfile runtimes/python/pyproject.toml runtimes/python/src/nanofaas_runtime)
+    deploy/python/Dockerfile runtimes/python/pyproject.toml runtimes/python/src/nanofaas_runtime \
+    runtimes/python/src/nanofaas)
   build "$py_image" "$hash" "$ctx" --build-arg "BASE=$base" --build-arg "WATCHDOG_IMAGE=$wd_image"
 fi
 

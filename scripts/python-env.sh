@@ -27,6 +27,24 @@ say() { printf 'python-env: %s\n' "$*" >&2; }
 die() { say "error: $2"; exit "$1"; }
 
 version_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; }
+# As root, the process provider runs functions as unprivileged users of their own: the real
+# interpreter (symbolic links followed) and every folder above it must be usable by others.
+# Not root: functions run as the caller, any interpreter is fine.
+others_can_run() {
+  [ "$(id -u)" != 0 ] && return 0
+  "$1" - >/dev/null 2>&1 <<'PY'
+import os, stat, sys
+p = os.path.realpath(sys.executable)
+d = os.path.dirname(p)
+while True:
+    if not os.stat(d).st_mode & stat.S_IXOTH:
+        sys.exit(1)
+    if d == "/":
+        break
+    d = os.path.dirname(d)
+sys.exit(0 if os.stat(p).st_mode & stat.S_IXOTH else 1)
+PY
+}
 py_version() { "$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'; }
 stamp_of() { { cat "$pkg/pyproject.toml"; echo "python=$1"; echo "pkg=$pkg"; } | sha256sum | cut -d' ' -f1; }
 
@@ -49,6 +67,10 @@ PY
 }
 
 # --- already up to date? ---------------------------------------------------------------------
+if [ -x "$vpy" ] && version_ok "$vpy" && ! others_can_run "$vpy"; then
+  say "venv $venv uses a Python other users cannot run (functions run as other users when root); recreating it"
+  rm -rf "$venv"
+fi
 if [ -x "$vpy" ] && version_ok "$vpy"; then
   want="$(stamp_of "$(py_version "$vpy")")"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && pins_hold "$vpy"; then
@@ -63,12 +85,20 @@ fi
 # --- create it -------------------------------------------------------------------------------
 if [ ! -x "$vpy" ]; then
   python=""
-  for cand in ${NANOFAAS_PYTHON:-} python3 python3.13 python3.12 python3.11; do
+  fallback=""
+  for cand in ${NANOFAAS_PYTHON:-} python3 python3.13 python3.12 python3.11 /usr/bin/python3 /usr/local/bin/python3; do
     if command -v "$cand" >/dev/null 2>&1 && version_ok "$cand"; then
-      python="$(command -v "$cand")"
-      break
+      if others_can_run "$cand"; then
+        python="$(command -v "$cand")"
+        break
+      fi
+      fallback="${fallback:-$(command -v "$cand")}"
     fi
   done
+  if [ -z "$python" ] && [ -n "$fallback" ]; then
+    say "warning: $fallback cannot be run by other users; functions running as users of their own (the process provider as root) will not start"
+    python="$fallback"
+  fi
   if [ -z "$python" ]; then
     found="no python3 on PATH"
     if command -v python3 >/dev/null 2>&1; then

@@ -8,7 +8,8 @@
 #      Python and Java prerequisites that the Rust end-to-end test of the examples needs.
 #   2. Rust unit and integration tests (integration tests start the real binaries on loopback).
 #   3. Docker tests: skipped loudly without an engine; mandatory with NANOFAAS_REQUIRE_DOCKER=1.
-#   4. API conformance (schemathesis) and the README's tour run verbatim (scripts/tour-check.sh).
+#   4. Fuzzing: each fuzz target for a bounded time (crates/fuzz).
+#   5. API conformance (schemathesis) and the README's tour run verbatim (scripts/tour-check.sh).
 #
 # It ends with a table: each tier's passed/failed/skipped counts and time, and the whole time
 # (printed on failure too). A tier is one line: `tier NAME COUNTER COMMAND...`
@@ -23,6 +24,13 @@ py_venv="${NANOFAAS_VENV:-$PWD/.venv}"
 tier "Python runtime: venv (install)" none scripts/python-env.sh "$py_venv"
 tier "Python runtime (pytest)" pytest "$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
 # --- end Python runtime ------------------------------------------------------------------------
+
+# --- The seed plan's own Python runtime tests (runtimes/python/tools/seed_tests.py) ------------
+# Read from the plan's text at test time (not kept here) and run as the plan runs them; SKIPPED
+# without the plan ($NANOFAAS_SEED_PLAN, else ../shared/seed/ next to the repository),
+# mandatory with NANOFAAS_REQUIRE_SEED=1.
+tier "Python runtime: the seed plan's Task 9 tests" pytest "$py_venv/bin/python" runtimes/python/tools/seed_tests.py
+# --- end seed plan tests -----------------------------------------------------------------------
 
 # --- Java runtime (runtimes/java) -------------------------------------------------------------
 tier "Java runtime: Debian packages (install)" none scripts/java-env.sh
@@ -43,6 +51,13 @@ else
 fi
 # --- end Docker images --------------------------------------------------------------------------
 
+# --- Chromium for the headless-browser attack test (crates/cli/tests/browser.rs) -------------
+if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  tier "Chromium: Debian package for the browser test (install)" none \
+    bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'
+fi
+# --- end Chromium -------------------------------------------------------------------------------
+
 # Rust last of the three: the end-to-end test (crates/e2e) runs the examples' setup steps, which
 # need the JDK and Jackson installed above.
 # Integration tests start other packages' binaries (nanofaas, nanofaas-watchdog, the test
@@ -54,6 +69,15 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   tier "Rust: unit, integration, e2e, doc (cargo test)" cargo-test cargo test --workspace
 fi
+
+# --- Fuzzing (crates/fuzz, docs/testing.md#fuzzing) -------------------------------------------
+# Every fuzz target for a bounded time (NANOFAAS_FUZZ_SECONDS each, 12 by default: 6 targets,
+# about 75 s); a new seed each run, printed so that a finding can be reproduced. A finding fails
+# the run and leaves the minimised input under target/fuzz/<target>/.
+fuzz_seed="${NANOFAAS_FUZZ_SEED:-$(date +%s)}"
+tier "Fuzz: ${NANOFAAS_FUZZ_SECONDS:-12} s a target, seed $fuzz_seed" fuzz \
+  cargo run -q -p nanofaas-fuzz -- --seconds "${NANOFAAS_FUZZ_SECONDS:-12}" --seed "$fuzz_seed"
+# --- end fuzzing -------------------------------------------------------------------------------
 
 # --- API conformance (openapi.yaml against the live server) -----------------------------------
 tier "API: openapi.yaml (schemathesis)" schemathesis scripts/api-conformance.sh

@@ -10,6 +10,8 @@
 #   cargo-test    every "test result: ok. 3 passed; 0 failed; 1 ignored; ..." line, summed
 #   schemathesis  "Test cases: 1576 generated, 2 found 2 unique failures, 1574 passed, 18 skipped"
 #                 lines, summed (failed = unique failures)
+#   fuzz          nanofaas-fuzz's "<target> ok: N inputs" / "<target> FAILED after N inputs"
+#                 lines, one per target
 #   counts        a line "TIER-COUNTS passed=N failed=N skipped=N" the command prints (for
 #                 runners of your own)
 #   none          a step that installs or builds: time only
@@ -61,6 +63,11 @@ _tiers_count() {
         p=$((p + $(_tiers_num "$l" passed))); f=$((f + $(_tiers_num "$l" 'unique failures') + $(_tiers_num "$l" errored))); s=$((s + $(_tiers_num "$l" skipped)))
       done < <(grep -E '^ *[0-9]+ generated' "$log")
       echo "$p $f $s" ;;
+    fuzz)
+      p=$(grep -cE '^[A-Za-z0-9_-]+ +ok: [0-9]+ inputs' "$log" || true)
+      f=$(grep -cE '^[A-Za-z0-9_-]+ +FAILED after [0-9]+ inputs' "$log" || true)
+      [[ $p != 0 || $f != 0 ]] || { echo "- - -"; return; }
+      echo "$p $f 0" ;;
     counts)
       l=$(grep -E '^TIER-COUNTS ' "$log" | tail -n1 || true)
       [[ -n $l ]] || { echo "- - -"; return; }

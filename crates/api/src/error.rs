@@ -63,6 +63,9 @@ codes! {
     QueueFull => "QUEUE_FULL",
     /// The instance serving the invocation died or stopped answering.
     InstanceLost => "INSTANCE_LOST",
+    /// The function went over its `resources.memory` limit and was killed; the message names
+    /// the limit. A function failure: retried only as the function's own failures are.
+    OutOfMemory => "OUT_OF_MEMORY",
     /// A request was malformed: the message names the field and the reason.
     InvalidRequest => "INVALID_REQUEST",
     /// No such function or execution.
@@ -75,10 +78,15 @@ codes! {
     Backpressure => "BACKPRESSURE",
     /// The request body is larger than the configured limit.
     PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-    /// A callback came without a token.
+    /// A callback came without a token, or an API request without a valid bearer token.
     Unauthorized => "UNAUTHORIZED",
-    /// A callback came with a token that does not match.
+    /// A callback came with a token that does not match, or the API token's role (or the
+    /// request's origin) does not allow the request.
     Forbidden => "FORBIDDEN",
+    /// A request body that is not JSON (`Content-Type: application/json`).
+    UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+    /// The request's `Host` is not a name this server answers for (DNS rebinding).
+    MisdirectedRequest => "MISDIRECTED_REQUEST",
     /// The server is shutting down and accepts no new work.
     ShuttingDown => "SHUTTING_DOWN",
     /// The HTTP method is not allowed on that route.

@@ -54,4 +54,12 @@ pub struct ExecutionView {
     pub trace_id: Option<String>,
     /// `sync` or `async`.
     pub mode: String,
+    /// Whether the execution was run again after a restart of the control plane (its attempts
+    /// then count the runs before the restart too).
+    #[serde(default)]
+    pub resumed: bool,
+    /// How the last attempt got its instance: `warm`, `cold` or `start_failed`; absent before
+    /// the first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
 }

@@ -17,5 +17,11 @@ pub const DISPATCH_ATTEMPT: &str = "x-dispatch-attempt";
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Why a sync invocation was refused with 429: `depth`, `est_wait`, `timeout` or `rate`.
 pub const QUEUE_REJECT_REASON: &str = "x-queue-reject-reason";
-/// Set on responses to say whether the invocation paid a cold start (`true`/`false`).
+/// Set on responses to say whether the invocation paid a cold start (`true`/`false`); absent
+/// when it reached no instance because the start it waited for failed (see [`START`]).
 pub const COLD_START: &str = "x-cold-start";
+/// Set on responses: how the (last) attempt got its instance: `warm`, `cold` or `start_failed`.
+pub const START: &str = "x-start";
+/// Set by the watchdog on an answer that waited for its runtime to (re)start: how long the
+/// start took, in milliseconds. The control plane reports such a call as cold.
+pub const RUNTIME_START_MS: &str = "x-runtime-start-ms";

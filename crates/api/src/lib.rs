@@ -9,6 +9,7 @@
 //! - [`headers`]: HTTP header names of the public API and the runtime contract.
 //! - [`error`]: error codes and the `{code, message}` body.
 //! - [`invocation`]: invocation request/response, callback payload, the watchdog envelope.
+//! - [`json`]: the strict JSON checker of request bodies (no value built).
 //! - [`execution`]: execution status and the view returned by `GET /v1/executions/{id}`.
 //! - [`spec`]: `FunctionSpec`, its defaults and its validation.
 //! - [`command`]: splitting a command line into argv without a shell.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod execution;
 pub mod headers;
 pub mod invocation;
+pub mod json;
 pub mod spec;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -323,6 +323,12 @@ impl FunctionSpec {
             if v.contains('\0') {
                 return err(&format!("env.{k}"), "must not contain a NUL byte".into());
             }
+            if let Some(why) = reserved_env(k) {
+                return err(
+                    &format!("env.{k}"),
+                    format!("is reserved: {why}; choose another name"),
+                );
+            }
         }
         if let Some(res) = &self.resources {
             if let Some(cpu) = &res.cpu {
@@ -395,6 +401,37 @@ fn strip_position(msg: &str) -> String {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
     }
+}
+
+/// Prefixes of environment variables the platform sets or its watchdog reads.
+pub const RESERVED_ENV_PREFIXES: &[&str] = &["NANOFAAS_", "WARM_", "WATCHDOG_", "CALLBACK_"];
+
+/// Environment variables the platform sets for an instance (providers) or that configure its
+/// watchdog; a spec may not name them, since they would be overridden or would change how the
+/// platform drives the instance.
+pub const RESERVED_ENV_NAMES: &[&str] = &[
+    "EXECUTION_MODE",
+    "EXECUTION_ID",
+    "TRACE_ID",
+    "DISPATCH_ATTEMPT",
+    "TIMEOUT_MS",
+    "RUNTIME_URL",
+    "RUNTIME_HEALTH_URL",
+    "PORT",
+    "INVOCATION_PAYLOAD",
+    "INPUT_FILE",
+    "OUTPUT_FILE",
+    "MAX_PAYLOAD_BYTES",
+];
+
+/// Why `name` may not appear in a spec's `env`, or `None` when it may.
+pub fn reserved_env(name: &str) -> Option<String> {
+    if let Some(p) = RESERVED_ENV_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        return Some(format!("variables starting with {p} are set by nanofaas"));
+    }
+    RESERVED_ENV_NAMES
+        .contains(&name)
+        .then(|| "nanofaas sets this variable for every instance".to_string())
 }
 
 fn is_env_name(k: &str) -> bool {
@@ -532,6 +569,18 @@ mod tests {
                 "env.1X",
             ),
             (
+                serde_json::json!({"name": "f", "command": "x", "env": {"WARM_PORT": "1"}}),
+                "env.WARM_PORT",
+            ),
+            (
+                serde_json::json!({"name": "f", "command": "x", "env": {"NANOFAAS_CALLBACK_SECRET": "a"}}),
+                "env.NANOFAAS_CALLBACK_SECRET",
+            ),
+            (
+                serde_json::json!({"name": "f", "command": "x", "env": {"EXECUTION_MODE": "JOB"}}),
+                "env.EXECUTION_MODE",
+            ),
+            (
                 serde_json::json!({"name": "f", "command": "x", "maxRetries": 0}),
                 "maxRetries",
             ),
@@ -555,6 +604,37 @@ mod tests {
         }
         let e = parse(serde_json::json!({"name": "f", "command": "x", "bogus": 1})).unwrap_err();
         assert!(e.reason.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn reserved_environment_names() {
+        for k in [
+            "NANOFAAS_X",
+            "WARM_SOCKET",
+            "WATCHDOG_CMD",
+            "CALLBACK_TOKEN",
+            "PORT",
+            "TRACE_ID",
+        ] {
+            assert!(reserved_env(k).is_some(), "{k}");
+        }
+        for k in [
+            "GREETING",
+            "PORTS",
+            "MY_PORT",
+            "HOME",
+            "nanofaas_x",
+            "HANDLER_MODULE",
+        ] {
+            assert_eq!(reserved_env(k), None, "{k}");
+        }
+        let e =
+            parse(serde_json::json!({"name": "f", "command": "x", "env": {"WATCHDOG_CMD": "sh"}}))
+                .unwrap_err();
+        assert!(
+            e.reason.contains("reserved") && e.reason.contains("WATCHDOG_"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ use std::time::Duration;
     about = "A small, fast function-as-a-service platform",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 server did not start, 4 control plane unreachable, \
 5 not found, 6 invalid manifest or request, 7 function error, 8 timeout, 9 backpressure, \
-10 conflict, 11 setup step failed, 130 interrupted (docs/cli.md)."
+10 conflict, 11 setup step failed, 12 refused to listen beyond loopback without tokens, 13 token missing or not allowed, \
+130 interrupted (docs/cli.md)."
 )]
 pub struct Cli {
     /// URL of the control plane (client commands).
@@ -32,6 +33,15 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub endpoint: String,
+    /// Bearer token sent to the control plane (client commands), when it has tokens configured.
+    #[arg(
+        long,
+        global = true,
+        env = "NANOFAAS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
     /// Output: `table` for people, `json` for scripts (on stdout; messages go to stderr).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -55,6 +65,23 @@ pub enum Command {
     /// Inspect executions.
     #[command(subcommand)]
     Exec(ExecCommand),
+    /// Make API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Print a new random token once, and the line that configures its hash.
+    Create {
+        /// admin, deployer, invoker or viewer (docs/security.md).
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// For an invoker: the functions it may use, as name patterns with `*` (repeatable, or
+        /// separated by commas). Default: every function.
+        #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+        functions: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,10 +137,15 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
+    let endpoint = (cli.endpoint.as_str(), cli.token.as_deref());
+    let endpoint = &endpoint;
     match cli.command {
+        Command::Token(TokenCommand::Create { role, functions }) => {
+            crate::token::cmd_create(format, &role, &functions)
+        }
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
-        Command::Fn(c) => client_command(&cli.endpoint, |client| async move {
+        Command::Fn(c) => client_command(endpoint, |client| async move {
             match c {
                 FnCommand::Apply { file, setup, wait } => {
                     functions::cmd_apply(
@@ -133,14 +165,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }),
-        Command::Invoke(args) => client_command(&cli.endpoint, |client| async move {
+        Command::Invoke(args) => client_command(endpoint, |client| async move {
             invoke::cmd_invoke(&client, format, &args).await
         }),
-        Command::Enqueue(args) => client_command(&cli.endpoint, |client| async move {
+        Command::Enqueue(args) => client_command(endpoint, |client| async move {
             invoke::cmd_enqueue(&client, format, &args).await
         }),
         Command::Exec(ExecCommand::Get { id, watch, timeout }) => {
-            client_command(&cli.endpoint, |client| async move {
+            client_command(endpoint, |client| async move {
                 exec::cmd_get(&client, format, &id, watch, Duration::from_secs(timeout)).await
             })
         }
@@ -148,12 +180,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs a client command on a small single-threaded runtime.
-fn client_command<F, Fut>(endpoint: &str, f: F) -> anyhow::Result<()>
+fn client_command<F, Fut>(endpoint: &(&str, Option<&str>), f: F) -> anyhow::Result<()>
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let client = Client::new(endpoint)?;
+    let client = Client::new(endpoint.0)?.with_token(endpoint.1)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -60,6 +60,8 @@ impl Response {
 pub struct Client {
     base: String,
     http: Hyper<HttpConnector, Full<Bytes>>,
+    /// `Authorization: Bearer ...` sent with every request, when a token is given.
+    auth: Option<http::HeaderValue>,
 }
 
 /// `host:port` or `http://host:port[/]` → `http://host:port`.
@@ -103,7 +105,29 @@ impl Client {
         let http = Hyper::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn);
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            auth: None,
+        })
+    }
+
+    /// Sends `token` as a bearer token with every request (`--token`, `NANOFAAS_TOKEN`).
+    pub fn with_token(mut self, token: Option<&str>) -> anyhow::Result<Client> {
+        self.auth = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => {
+                let mut v = http::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                    err(
+                        Exit::Usage,
+                        "the token (--token / NANOFAAS_TOKEN) must be visible ASCII",
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(self)
     }
 
     pub fn base(&self) -> &str {
@@ -127,6 +151,9 @@ impl Client {
         }
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
+        }
+        if let Some(a) = &self.auth {
+            req = req.header(http::header::AUTHORIZATION, a.clone());
         }
         let req = req
             .body(Full::new(body.unwrap_or_default()))
@@ -242,6 +269,12 @@ pub fn api_error(resp: &Response, subject: Subject<'_>) -> anyhow::Error {
             format!("{message}; use a new --idempotency-key for a different request"),
         ),
         409 => err(Exit::Conflict, format!("conflict: {message}")),
+        401 => err(
+            Exit::Denied,
+            format!("{message}; pass a token of this control plane with --token or NANOFAAS_TOKEN (docs/security.md)"),
+        ),
+        403 => err(Exit::Denied, format!("not allowed: {message}")),
+        415 | 421 => err(Exit::Invalid, format!("the server refused the request: {message}")),
         413 => err(
             Exit::Invalid,
             format!("{message}; send less data (the limit is the server's max_body_bytes setting)"),

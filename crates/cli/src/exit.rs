@@ -31,6 +31,12 @@ pub enum Exit {
     Conflict = 10,
     /// A setup step of the manifest failed.
     SetupFailed = 11,
+    /// `serve` or `up` refused to listen on a non-loopback address with no API tokens
+    /// configured (pass `--insecure-no-auth` to accept the risk).
+    Exposed = 12,
+    /// The API refused the caller: no token or an unknown one (HTTP 401), or the token's role
+    /// does not allow the request (HTTP 403).
+    Denied = 13,
     /// `nanofaas up` was stopped by SIGINT/SIGTERM before it was up (during setup or
     /// deployment); once it is up, a signal is the normal way to stop it and it exits 0.
     Interrupted = 130,
@@ -50,6 +56,8 @@ impl Exit {
         Exit::Backpressure,
         Exit::Conflict,
         Exit::SetupFailed,
+        Exit::Exposed,
+        Exit::Denied,
         Exit::Interrupted,
     ];
 

@@ -10,6 +10,7 @@
 //! - [`functions`]: `fn apply|list|get|delete|instances`.
 //! - [`invoke`]: `invoke` and `enqueue`.
 //! - [`exec`]: `exec get [--watch]`.
+//! - [`token`]: `token create`: a new API token and its configuration line.
 //! - [`client`]: the HTTP client and the mapping of API errors to exit codes and hints.
 //! - [`output`]: tables, JSON, messages and the spinner (stdout for data, stderr for people).
 pub mod cli;
@@ -23,4 +24,5 @@ pub mod output;
 pub mod port;
 pub mod serve;
 pub mod setup;
+pub mod token;
 pub mod up;

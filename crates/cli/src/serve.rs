@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Any setting, as KEY=VALUE (repeatable), e.g. --set executions.ttl_ms=60000.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Listen beyond loopback even with no API tokens configured: anyone who reaches the port
+    /// can run commands (setting api.insecure_no_auth; docs/security.md).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -43,6 +47,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(l) = &args.log_level {
         overrides.push(("log_level".into(), l.clone()));
     }
+    if args.insecure_no_auth {
+        overrides.push(("api.insecure_no_auth".into(), "true".into()));
+    }
     let env: HashMap<String, String> = std::env::vars().collect();
     Config::load(args.config.as_deref(), &env, &overrides)
         .map_err(|e| err(Exit::Usage, e.to_string()))
@@ -50,6 +57,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 /// Why the control plane did not start (exit code 3), with what to do about an address in use.
 pub fn start_error(e: nanofaas_control_plane::server::StartError) -> anyhow::Error {
+    if let nanofaas_control_plane::server::StartError::Insecure(m) = &e {
+        return err(Exit::Exposed, m.clone());
+    }
     let hint = match &e {
         nanofaas_control_plane::server::StartError::Bind { .. } => {
             "; is another nanofaas (or another program) listening there? Stop it or choose another address with --listen"
@@ -79,6 +89,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| err(Exit::Usage, e))?;
     let rt = server_runtime()?;
     rt.block_on(async move {
+        nanofaas_control_plane::server::preflight(&config).map_err(start_error)?;
         let listener = crate::port::bind(&config.listen, "serve").await?;
         let mut signals = Signals::new()?;
         let handle = nanofaas_control_plane::server::start_on(config, listener)

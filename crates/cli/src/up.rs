@@ -52,12 +52,22 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
     if quiet_default {
         args.serve.log_level = Some(UP_LOG_FILTER.to_string());
     }
-    let config = serve::load_config(&args.serve)?;
+    let mut config = serve::load_config(&args.serve)?;
+    // With API tokens configured, `up` deploys with a token of its own, valid for this run only.
+    let own_token = if config.api.tokens.is_empty() {
+        None
+    } else {
+        let (token, entry) = crate::token::create("admin", &[])?;
+        config.api.tokens.push(entry);
+        Some(token)
+    };
     nanofaas_control_plane::telemetry::init(&config.log_level, config.log_format == "json")
         .map_err(|e| err(Exit::Usage, e))?;
+    let needs_token = own_token.is_some();
     let rt = serve::server_runtime()?;
     let result = rt.block_on(async move {
         // The address first: a busy port is reported now, not after minutes of setup.
+        nanofaas_control_plane::server::preflight(&config).map_err(serve::start_error)?;
         let listener = crate::port::bind(&config.listen, "up").await?;
         let mut signals = Signals::new()?;
         if !args.no_setup && !m.setup.is_empty() {
@@ -87,7 +97,7 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
         let base = format!("http://{host}");
         println!("nanofaas listening on http://{addr}");
         let stop = handle.stop_signal();
-        let client = Client::new(&base)?;
+        let client = Client::new(&base)?.with_token(own_token.as_deref())?;
         let deploy = async {
             let done = functions::apply(&client, &m.functions).await?;
             let cold = functions::wait_warm(&client, &m.functions, startup).await?;
@@ -119,6 +129,9 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
             ));
         }
         print!("{}", banner(&m, &done, &base, &state_dir));
+        if needs_token {
+            note("API tokens are configured: the commands above need one of yours (NANOFAAS_TOKEN=... for the CLI, -H \"Authorization: Bearer $NANOFAAS_TOKEN\" for curl)");
+        }
         let which = signals.recv().await;
         note(format!("{which} received; stopping the functions' instances and the control plane"));
         let _ = stop.send(true);

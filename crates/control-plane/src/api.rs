@@ -2,6 +2,7 @@
 //! responses. Handlers are thin: they parse, call [`Platform`], and map the answer.
 //! Every error goes through [`ApiError::parts`]; the routes are described in `openapi.yaml`.
 
+use crate::access::{self, Access, Action};
 use crate::error::ApiError;
 use crate::executions::{FailureKind, Outcome};
 use crate::platform::{InvokeInput, Platform};
@@ -10,8 +11,6 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use nanofaas_api::{headers as h, ErrorCode, ExecutionStatus, FunctionSpec};
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -20,6 +19,12 @@ pub type Resp = Response<Full<Bytes>>;
 pub struct AppState {
     pub platform: Arc<Platform>,
     pub max_body_bytes: usize,
+    /// Tokens, roles, allowed hosts and origins (docs/security.md).
+    pub access: Access,
+    /// Serve only the callback route (the plain-HTTP loopback listener beside a TLS API).
+    pub callbacks_only: bool,
+    /// TLS of this listener, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn json(status: u16, body: impl Into<Bytes>) -> Resp {
@@ -61,9 +66,74 @@ fn no_content() -> Resp {
 /// Routes one request. Never panics on input; every failure is a JSON error.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
     state.platform.metrics.global.http_requests.inc();
-    match route(&state, req).await {
+    // CORS answers only for a configured origin (checked again, with a 403, in `route`).
+    let cors = if state.access.cors_enabled() {
+        state
+            .access
+            .check_origin(req.headers())
+            .ok()
+            .flatten()
+            .cloned()
+    } else {
+        None
+    };
+    let mut r = match route(&state, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    };
+    if let Some(origin) = cors {
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(
+                "x-execution-id, x-trace-id, x-cold-start, retry-after, x-queue-reject-reason",
+            ),
+        );
+    }
+    r
+}
+
+/// The answer to a CORS preflight from an allowed origin.
+fn preflight() -> Resp {
+    let mut r = no_content();
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "authorization, content-type, idempotency-key, x-timeout-ms, x-trace-id",
+        ),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+/// What `route` asks permission for (the execution route asks again once it knows the
+/// execution's function).
+fn action_of<'a>(access: &Access, route: &Route<'a>, method: &Method) -> Action<'a> {
+    match route {
+        Route::Healthz | Route::Readyz | Route::Complete(_) => Action::Probe,
+        Route::Metrics => access.metrics_action(),
+        Route::Functions if *method == Method::GET => Action::Read,
+        Route::Functions if *method == Method::POST => Action::Manage,
+        Route::Function(_) if *method == Method::GET => Action::Read,
+        Route::Function(_) if *method == Method::PUT || *method == Method::DELETE => Action::Manage,
+        Route::Instances(_) if *method == Method::GET => Action::Read,
+        Route::Invoke(name) | Route::Enqueue(name) if *method == Method::POST => {
+            Action::Invoke(name)
+        }
+        // Any token may read an execution at all; the invoker's patterns are checked once
+        // the execution's function is known.
+        Route::Execution(_) if *method == Method::GET => Action::Other,
+        _ => Action::Other,
     }
 }
 
@@ -133,9 +203,32 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let Some(route) = parse_route(&path) else {
+    let route = parse_route(&path);
+    let access = &state.access;
+    let is_callback = matches!(route, Some(Route::Complete(_)));
+    if state.callbacks_only && !is_callback {
+        return Err(ApiError::NotFound(format!(
+            "no route for {method} {path} (this listener serves callbacks only)"
+        )));
+    }
+    // Callbacks carry their own per-attempt token, and may come from a container that knows
+    // the control plane by another name: no Host check and no API token for them.
+    if !is_callback {
+        access.check_host(req.headers())?;
+    }
+    let cors = access.check_origin(req.headers())?;
+    let Some(route) = route else {
         return Err(ApiError::NotFound(format!("no route for {method} {path}")));
     };
+    if method == Method::OPTIONS && cors.is_some() {
+        return Ok(preflight());
+    }
+    let action = action_of(access, &route, &method);
+    let who = match action {
+        Action::Probe => None,
+        _ => access.authenticate(req.headers())?,
+    };
+    access.authorize(who, action)?;
     let p = &state.platform;
     match route {
         Route::Healthz => {
@@ -167,7 +260,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
                 return Ok(json_value(200, &specs));
             }
             let body = read_body(state, req).await?;
-            let spec = FunctionSpec::from_json(&body)?;
+            let spec = spec_from_body(&body)?;
             let stored = p.register(spec)?;
             let mut r = json_value(201, &*stored);
             if let Ok(v) = HeaderValue::from_str(&format!("/v1/functions/{}", stored.name)) {
@@ -212,14 +305,18 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             input.body = validate_invocation(input.body)?;
             if sync {
                 let (exec, outcome) = p.invoke(name, input).await?;
-                Ok(invoke_response(
-                    &exec.id,
-                    &exec.trace_id,
-                    exec.cold_start().0,
-                    &outcome,
-                ))
+                let mut r =
+                    invoke_response(&exec.id, &exec.trace_id, exec.cold_start().0, &outcome);
+                if let Some(start) = exec.start() {
+                    r.headers_mut()
+                        .insert(h::START, HeaderValue::from_static(start.as_str()));
+                    if start == crate::dispatch::StartKind::StartFailed && !exec.cold_start().0 {
+                        r.headers_mut().remove(h::COLD_START);
+                    }
+                }
+                Ok(r)
             } else {
-                let exec = p.enqueue(name, input)?;
+                let exec = p.enqueue(name, input).await?;
                 let body = serde_json::json!({ "executionId": &*exec.id, "status": exec.status() });
                 let mut r = json_value(202, &body);
                 set_exec_headers(&mut r, &exec.id, &exec.trace_id);
@@ -231,6 +328,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             let exec = p.store.get(id).ok_or_else(|| {
                 ApiError::NotFound(format!("execution {id:?} does not exist or has expired"))
             })?;
+            access.authorize(who, Action::ReadExecution(&exec.function))?;
             Ok(json_value(200, &exec.view()))
         }
         Route::Complete(id) => {
@@ -254,7 +352,8 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The body of a PUT: the path names the function; the body may omit `name`.
-fn spec_for_put(name: &str, body: &[u8]) -> Result<FunctionSpec, ApiError> {
+pub fn spec_for_put(name: &str, body: &[u8]) -> Result<FunctionSpec, ApiError> {
+    nanofaas_api::json::check(body, nanofaas_api::json::Rules::STRICT).map_err(json_invalid)?;
     let mut v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid("", format!("body is not valid JSON: {e}")))?;
     let obj = v
@@ -331,6 +430,7 @@ async fn read_limited(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Bytes, ApiError> {
+    access::check_json_body(headers)?;
     let limit = state.max_body_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -354,48 +454,27 @@ async fn read_limited(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct InvocationCheck {
-    #[serde(default)]
-    input: serde::de::IgnoredAny,
-    #[serde(default)]
-    metadata: Option<BTreeMap<String, String>>,
+fn json_invalid(e: nanofaas_api::json::JsonError) -> ApiError {
+    ApiError::invalid(&e.path, e.message())
 }
 
-/// Checks the body is an InvocationRequest without building it; an empty body means no input.
-fn validate_invocation(body: Bytes) -> Result<Bytes, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Bytes::from_static(b"{\"input\":null}"));
+/// Checks the body is an InvocationRequest, completely and without building it (see
+/// [`nanofaas_api::json`]): trailing bytes, invalid UTF-8, nesting deeper than
+/// [`nanofaas_api::json::MAX_DEPTH`], numbers out of a double's range, unknown or repeated
+/// fields are a 400 naming the field and the place. The body is passed on unchanged; an empty
+/// body means no input.
+pub fn validate_invocation(body: Bytes) -> Result<Bytes, ApiError> {
+    match nanofaas_api::json::check_invocation(&body) {
+        Ok(nanofaas_api::json::Body::Empty) => Ok(Bytes::from_static(b"{\"input\":null}")),
+        Ok(nanofaas_api::json::Body::Request) => Ok(body),
+        Err(e) => Err(json_invalid(e)),
     }
-    // serde accepts a struct written as an array; the contract wants an object.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::invalid(
-            "",
-            "body must be a JSON object {\"input\": <any JSON>, \"metadata\": {string: string}}",
-        ));
-    }
-    // The happy path checks without tracking paths; only a failure is parsed again to name
-    // the field.
-    if serde_json::from_slice::<InvocationCheck>(&body).is_ok() {
-        return Ok(body);
-    }
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize::<_, InvocationCheck>(de).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = e.into_inner().to_string();
-        let msg = match msg.rfind(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        if path == "." {
-            ApiError::invalid("", format!("body must be {{\"input\": <any JSON>, \"metadata\": {{string: string}}}}: {msg}"))
-        } else {
-            ApiError::invalid(&path, msg)
-        }
-    })?;
-    Ok(body)
+}
+
+/// The body of `POST /v1/functions`: strict JSON (duplicate keys refused too), then the spec.
+pub fn spec_from_body(body: &[u8]) -> Result<FunctionSpec, ApiError> {
+    nanofaas_api::json::check(body, nanofaas_api::json::Rules::STRICT).map_err(json_invalid)?;
+    Ok(FunctionSpec::from_json(body)?)
 }
 
 fn set_exec_headers(r: &mut Resp, id: &str, trace: &str) {
@@ -512,5 +591,60 @@ mod tests {
         assert_eq!(err(b"{\"inptu\":1}").field, "inptu");
         assert_eq!(err(b"{\"input\":").field, "input");
         assert_eq!(err(b"[1]").field, "");
+        // Strict: what a runtime could not read is refused here, naming the place.
+        let e = err(b"{\"input\":1}}");
+        assert_eq!(e.field, "");
+        assert_eq!(
+            e.reason,
+            "trailing characters after the JSON value at line 1, column 12"
+        );
+        assert_eq!(err(b"{\"input\":[1e400]}").field, "input[0]");
+        assert!(err(b"{\"input\":\"\xff\"}")
+            .reason
+            .starts_with("invalid UTF-8"));
+        let deep = format!("{{\"input\":{}}}", "[".repeat(200));
+        let e = match validate_invocation(Bytes::from(deep)) {
+            Err(ApiError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert!(e.reason.starts_with("nested deeper than 64"), "{e}");
+        // Accepted bodies are passed on as they are.
+        let body = Bytes::from_static(b" {\"input\" : {\"a\":1,\"a\":2}} \n");
+        assert_eq!(validate_invocation(body.clone()).unwrap(), body);
+    }
+
+    /// Found by the spec_body fuzz target: a rate written with many digits read back as another
+    /// double after the registry stored it (serde_json's fast float parsing was not exact).
+    #[test]
+    fn an_accepted_spec_reads_back_unchanged() {
+        let body = b"{\"name\":\"f\",\"image\":\"1\",\"rateLimitPerSecond\":999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999992.5,\"idleTimeoutMs\":0}";
+        let spec = spec_from_body(body).unwrap();
+        let stored = serde_json::to_vec(&spec).unwrap();
+        assert_eq!(spec_from_body(&stored).unwrap(), spec);
+    }
+
+    #[test]
+    fn spec_bodies_are_strict() {
+        let err = |b: &[u8]| match spec_from_body(b) {
+            Err(ApiError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        let ok = br#"{"name":"f","executionMode":"POOL","endpointUrl":"http://127.0.0.1:1/"}"#;
+        assert!(spec_from_body(ok).is_ok());
+        let mut trailing = ok.to_vec();
+        trailing.push(b'}');
+        assert!(err(&trailing).reason.starts_with("trailing characters"));
+        let e = err(br#"{"name":"f","name":"g","executionMode":"POOL","endpointUrl":"http://x/"}"#);
+        assert_eq!(e.field, "name");
+        assert!(e.reason.starts_with("duplicate key"), "{e}");
+        let e = match spec_for_put("f", br#"{"env":{"A":"1","A":"2"}}"#) {
+            Err(ApiError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(e.field, "env.A");
+        assert!(matches!(
+            spec_for_put("f", b"{\"timeoutMs\":1e400}"),
+            Err(ApiError::Invalid(_))
+        ));
     }
 }

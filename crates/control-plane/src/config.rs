@@ -61,6 +61,13 @@ settings! {
     "provider.process.watchdog" = "\"\"" : "Path of nanofaas-watchdog. Empty: next to the nanofaas binary, else on PATH.",
     "provider.process.bind" = "\"127.0.0.1\"" : "Address instances of the process provider listen on.",
     "provider.process.unix_socket" = "true" : "Reach each instance's watchdog over a Unix socket (a name in Linux's abstract namespace) instead of its loopback TCP port, and offer the runtime one too (used if the runtime serves it, as the Rust SDK does): the same HTTP, without the TCP stack. The ports stay open for checks by hand. false: TCP only.",
+    "provider.process.env_allow" = "\"PATH,LANG,LANGUAGE,LC_*,TZ,TMPDIR\"" : "Variables of the control plane's environment that instances of the process provider inherit (comma-separated names; NAME* matches a prefix). Nothing else passes: instances start from a clean environment, then get the spec's env and the platform's own variables.",
+    "provider.process.user" = "\"auto\"" : "Who process instances run as. auto: when the control plane runs as root, each instance as a user id of its own from provider.process.uid_range (no entry in the user database needed), else as the control plane's user; dynamic: always a user id of its own (needs root); inherit: as the control plane's user (not recommended as root); or a user name, uid or uid:gid shared by every instance (needs root).",
+    "provider.process.uid_range" = "\"2000000000-2000065535\"" : "User ids (first-last) given to instances with user auto or dynamic; group id = user id. Pick ids no one else uses.",
+    "provider.process.max_open_files" = "16384" : "RLIMIT_NOFILE (soft and hard) of every process instance; 0 = inherited.",
+    "provider.process.max_processes" = "4096" : "Processes and threads per instance: its cgroup's pids.max where the pids controller is available, and RLIMIT_NPROC (counted per user id); 0 = no limit set.",
+    "provider.process.limits" = "\"enforce\"" : "What the process provider does with resources.memory and resources.cpu it cannot enforce (no cgroup access: not root, no delegation): enforce refuses such specs with 400 naming the field; best-effort accepts them, logs a warning and runs them unlimited.",
+    "provider.process.cgroup_parent" = "\"\"" : "Folder, relative to each cgroup hierarchy's root, under which instance cgroups are created (<parent>/cp-<pid>-<start>/<instance>). Empty: nanofaas below the control plane's own cgroup (cgroup v2: at the top of the hierarchy when the own cgroup cannot delegate controllers).",
     // --- docker provider (provider/docker.rs) ---
     "provider.docker.socket" = "\"\"" : "Container engine API socket: a path or unix:// URL. Empty: DOCKER_HOST when it is a unix:// URL, else /var/run/docker.sock. Podman's Docker-compatible socket works too.",
     "provider.docker.network" = "\"\"" : "Network warm and JOB containers join (e.g. a user-defined bridge). Empty: the engine's default bridge. JOB containers whose callback URL is a loopback address use the host's network instead, so that the URL works as is.",
@@ -68,6 +75,15 @@ settings! {
     "provider.docker.pull" = "\"missing\"" : "Whether an image the engine does not have is pulled before its first container: missing (pull it) or never (fail the start with STARTUP_ERROR).",
     "provider.docker.api_timeout_ms" = "30000" : "Timeout of one call to the container engine (image pulls excepted: up to 10 minutes).",
     // --- end docker provider ---
+    // --- API access (access.rs, docs/security.md) ---
+    "api.tokens" = "[]" : "Bearer tokens of the API, as SHA-256 hashes with a role (admin, deployer, invoker, viewer) and, for invokers, optional function-name patterns: a list of tables {role, sha256, functions}, or entries ROLE:SHA256[:PATTERN,...] separated by spaces (handy in the environment). `nanofaas token create` makes one. Empty: no authentication, and the API may listen on loopback only.",
+    "api.allowed_hosts" = "[]" : "Host names (besides localhost, *.localhost and IP addresses) that requests may name in their Host header; others get 421 (against DNS rebinding). A list, or names separated by commas. \"*\" allows any name (behind a proxy that checks it).",
+    "api.allowed_origins" = "[]" : "Web origins (such as https://app.example.com) whose pages may call the API; they get CORS answers. A request with any other Origin header gets 403. A list, or origins separated by commas.",
+    "api.protect_metrics" = "false" : "With tokens configured, GET /metrics needs a token of a role that may read metrics (admin, deployer, viewer). false: /metrics stays open like the health probes.",
+    "api.insecure_no_auth" = "false" : "Allow listening on a non-loopback address with no tokens configured: anyone who can reach the port can then run commands. Also the flag --insecure-no-auth.",
+    "api.tls_cert" = "\"\"" : "PEM file of the API's TLS certificate chain; with api.tls_key, the API is served over HTTPS only. Empty: plain HTTP.",
+    "api.tls_key" = "\"\"" : "PEM file of the private key of api.tls_cert (PKCS#8, PKCS#1 or SEC1).",
+    // --- end API access ---
     "pool.health_check_interval_ms" = "10000" : "How often idle instances are health-checked; 0 = never.",
     "pool.start_backoff_ms" = "500" : "Delay after an instance fails to start before another start is tried; doubles with each consecutive failure.",
     "pool.start_backoff_max_ms" = "30000" : "Longest delay between start attempts of a function whose instances keep failing.",
@@ -93,6 +109,121 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub provider: ProviderConfig,
     pub pool: PoolConfig,
+    pub api: ApiConfig,
+}
+
+/// `api.*`: who may call the API and how it is served (see [`crate::access`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    #[serde(deserialize_with = "tokens_de")]
+    pub tokens: Vec<TokenConfig>,
+    #[serde(deserialize_with = "list_de")]
+    pub allowed_hosts: Vec<String>,
+    #[serde(deserialize_with = "list_de")]
+    pub allowed_origins: Vec<String>,
+    pub protect_metrics: bool,
+    pub insecure_no_auth: bool,
+    pub tls_cert: String,
+    pub tls_key: String,
+}
+
+/// One configured API token: its role, the SHA-256 of the token (hex) and, for invokers, the
+/// function-name patterns it may use (empty: all).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub role: String,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+}
+
+impl TokenConfig {
+    /// `ROLE:SHA256[:PATTERN,...]`.
+    pub fn parse_entry(s: &str) -> Result<TokenConfig, String> {
+        let mut parts = s.splitn(3, ':');
+        let role = parts.next().unwrap_or("").trim();
+        let sha = parts.next().unwrap_or("").trim();
+        if role.is_empty() || sha.is_empty() {
+            return Err(format!(
+                "token entry {s:?} must be ROLE:SHA256 or ROLE:SHA256:PATTERN,..."
+            ));
+        }
+        let functions = parts
+            .next()
+            .map(|f| {
+                f.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(TokenConfig {
+            role: role.into(),
+            sha256: sha.to_ascii_lowercase(),
+            functions,
+        })
+    }
+
+    /// The entry form of this token.
+    pub fn entry(&self) -> String {
+        let mut s = format!("{}:{}", self.role, self.sha256);
+        if !self.functions.is_empty() {
+            s.push(':');
+            s.push_str(&self.functions.join(","));
+        }
+        s
+    }
+}
+
+/// A list given as a TOML array or as one string of items separated by commas or spaces.
+fn list_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match L::deserialize(d)? {
+        L::One(s) => s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect(),
+        L::Many(v) => v,
+    })
+}
+
+fn tokens_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TokenConfig>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum T {
+        Entry(String),
+        Table(TokenConfig),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        One(String),
+        Many(Vec<T>),
+    }
+    let entries: Vec<T> = match L::deserialize(d)? {
+        L::One(s) => s
+            .split(|c: char| c == ';' || c.is_whitespace())
+            .filter(|x| !x.is_empty())
+            .map(|x| T::Entry(x.to_string()))
+            .collect(),
+        L::Many(v) => v,
+    };
+    entries
+        .into_iter()
+        .map(|t| match t {
+            T::Entry(s) => TokenConfig::parse_entry(&s).map_err(serde::de::Error::custom),
+            T::Table(t) => Ok(t),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +267,13 @@ pub struct ProcessConfig {
     pub watchdog: String,
     pub bind: String,
     pub unix_socket: bool,
+    pub env_allow: String,
+    pub user: String,
+    pub uid_range: String,
+    pub max_open_files: u64,
+    pub max_processes: u64,
+    pub limits: String,
+    pub cgroup_parent: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +304,13 @@ impl Default for ProcessConfig {
             watchdog: String::new(),
             bind: "127.0.0.1".into(),
             unix_socket: true,
+            env_allow: "PATH,LANG,LANGUAGE,LC_*,TZ,TMPDIR".into(),
+            user: "auto".into(),
+            uid_range: "2000000000-2000065535".into(),
+            max_open_files: 16384,
+            max_processes: 4096,
+            limits: "enforce".into(),
+            cgroup_parent: String::new(),
         }
     }
 }
@@ -225,6 +370,7 @@ impl Default for Config {
             dispatch: DispatchConfig::default(),
             provider: ProviderConfig::default(),
             pool: PoolConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -411,8 +557,31 @@ impl Config {
                 "must be an IP address such as 127.0.0.1",
             );
         }
+        if !matches!(
+            self.provider.process.limits.as_str(),
+            "enforce" | "best-effort"
+        ) {
+            return bad("provider.process.limits", "must be enforce or best-effort");
+        }
+        if let Err(e) =
+            crate::provider::process::sandbox::parse_uid_range(&self.provider.process.uid_range)
+        {
+            return bad("provider.process.uid_range", &e);
+        }
+        if self.provider.process.cgroup_parent.contains("..") {
+            return bad("provider.process.cgroup_parent", "must not contain ..");
+        }
         if self.provider.startup_timeout_ms == 0 {
             return bad("provider.startup_timeout_ms", "must be more than 0");
+        }
+        if let Err(e) = crate::access::Access::from_config(&self.api) {
+            return Err(ConfigError(e));
+        }
+        if self.api.tls_cert.is_empty() != self.api.tls_key.is_empty() {
+            return bad(
+                "api.tls_cert",
+                "api.tls_cert and api.tls_key go together: set both or neither",
+            );
         }
         if self.pool.start_backoff_max_ms < self.pool.start_backoff_ms {
             return bad(
@@ -517,5 +686,59 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown field `ttl`"), "{e}");
         std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[cfg(test)]
+mod api_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_lists_from_every_source() {
+        let h = "a".repeat(64);
+        let env: HashMap<String, String> = [
+            (
+                "NANOFAAS_API_TOKENS".to_string(),
+                format!("admin:{h} invoker:{h}:orders-*,billing"),
+            ),
+            (
+                "NANOFAAS_API_ALLOWED_HOSTS".to_string(),
+                "a.example, b.example".to_string(),
+            ),
+        ]
+        .into();
+        let c = Config::load(None, &env, &[]).unwrap();
+        assert_eq!(c.api.tokens.len(), 2);
+        assert_eq!(c.api.tokens[1].role, "invoker");
+        assert_eq!(c.api.tokens[1].functions, vec!["orders-*", "billing"]);
+        assert_eq!(c.api.allowed_hosts, vec!["a.example", "b.example"]);
+        let dir = std::env::temp_dir().join(format!("nanofaas-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            format!("[api]\ntokens = [{{ role = \"viewer\", sha256 = \"{h}\" }}, \"deployer:{h}\"]\nallowed_origins = [\"https://app.example.com\"]\n"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &HashMap::new(), &[]).unwrap();
+        std::fs::remove_dir_all(dir).ok();
+        assert_eq!(c.api.tokens[0].role, "viewer");
+        assert_eq!(c.api.tokens[1].entry(), format!("deployer:{h}"));
+        let e = Config::load(
+            None,
+            &HashMap::new(),
+            &[("api.tokens".into(), "root:abc".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("api.tokens[0]"), "{e}");
+        let e = Config::load(
+            None,
+            &HashMap::new(),
+            &[("api.tls_cert".into(), "c.pem".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("api.tls_key"), "{e}");
     }
 }

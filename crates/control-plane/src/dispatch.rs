@@ -57,19 +57,52 @@ impl Call {
     }
 }
 
+/// How an attempt got its instance. Every dispatch is exactly one of these (a `Prewarmed` kind
+/// may join them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartKind {
+    /// An instance (or endpoint) that was already running and ready.
+    Warm,
+    /// It waited for a runtime to start, a new instance or a restart of the runtime inside one,
+    /// which took `init`.
+    Cold { init: Duration },
+    /// It reached no instance: the start it waited for failed (or did not finish in time).
+    StartFailed,
+}
+
+impl StartKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartKind::Warm => "warm",
+            StartKind::Cold { .. } => "cold",
+            StartKind::StartFailed => "start_failed",
+        }
+    }
+}
+
 /// What a backend reports for one attempt.
 #[derive(Debug)]
 pub struct DispatchResult {
     pub outcome: Outcome,
-    /// `Some(init)` when the attempt waited for a new instance that took `init` to start.
-    pub cold_start: Option<Duration>,
+    pub start: StartKind,
+}
+
+impl DispatchResult {
+    /// An attempt that reached no instance.
+    pub fn start_failed(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            start: StartKind::StartFailed,
+        }
+    }
 }
 
 impl From<Outcome> for DispatchResult {
     fn from(outcome: Outcome) -> Self {
         Self {
             outcome,
-            cold_start: None,
+            start: StartKind::Warm,
         }
     }
 }
@@ -151,6 +184,8 @@ pub async fn send(
 /// Posts the attempt to `uri` (over `unix` if given) in the header form of the runtime
 /// contract and classifies the answer. With `send_callback`, the instance is also given the callback URL and token. The
 /// instance is told the attempt's timeout (`X-Timeout-Ms`) and given `grace` more to answer.
+/// The third value is the start time of the runtime when the answer says (`X-Runtime-Start-Ms`)
+/// that the call waited for the runtime inside the instance to (re)start.
 pub async fn invoke_http(
     client: &HttpClient,
     uri: &Uri,
@@ -158,7 +193,7 @@ pub async fn invoke_http(
     call: &Call,
     send_callback: bool,
     grace: Duration,
-) -> (Outcome, Transport) {
+) -> (Outcome, Transport, Option<Duration>) {
     let attempt = call.attempt.to_string();
     let timeout_ms = (call.timeout.as_millis() as u64).to_string();
     let cb = send_callback.then(|| call.callback());
@@ -178,6 +213,7 @@ pub async fn invoke_http(
             Ok(r) => Ok((
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
                 r.body,
+                r.runtime_start_ms.map(Duration::from_millis),
             )),
             Err(crate::h1::Error::TooLarge(_)) => Err((false, format!("TOO_LARGE {max}"))),
             Err(crate::h1::Error::Connect(m)) => Err((true, format!("{uri}: {m}"))),
@@ -185,7 +221,7 @@ pub async fn invoke_http(
         }
     };
     let fail = |kind, code, msg: String| Outcome::Failure(Failure::new(kind, code, msg));
-    match tokio::time::timeout(call.timeout + grace, exchange).await {
+    let (outcome, transport) = match tokio::time::timeout(call.timeout + grace, exchange).await {
         Err(_) => (
             fail(
                 FailureKind::Timeout,
@@ -221,8 +257,11 @@ pub async fn invoke_http(
             ),
             Transport::Lost,
         ),
-        Ok(Ok((status, body))) => (classify(status, body), Transport::Answered),
-    }
+        Ok(Ok((status, body, start))) => {
+            return (classify(status, body), Transport::Answered, start);
+        }
+    };
+    (outcome, transport, None)
 }
 
 /// Turns an instance's HTTP answer into an outcome.

@@ -29,6 +29,18 @@ pub enum ApiError {
     Unauthorized,
     #[error("callback token does not match this execution")]
     Forbidden,
+    /// No valid API token (401 with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The token's role, or the request's origin, does not allow this (403).
+    #[error("{0}")]
+    Denied(String),
+    /// A body that is not JSON (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A `Host` this server does not answer for (421).
+    #[error("{0}")]
+    MisdirectedRequest(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
     #[error("the server is shutting down")]
@@ -54,11 +66,25 @@ impl ApiError {
             ApiError::Backpressure { .. } => (429, ErrorCode::Backpressure),
             ApiError::Unauthorized => (401, ErrorCode::Unauthorized),
             ApiError::Forbidden => (403, ErrorCode::Forbidden),
+            ApiError::Unauthenticated(_) => (401, ErrorCode::Unauthorized),
+            ApiError::Denied(_) => (403, ErrorCode::Forbidden),
+            ApiError::UnsupportedMediaType(_) => (415, ErrorCode::UnsupportedMediaType),
+            ApiError::MisdirectedRequest(_) => (421, ErrorCode::MisdirectedRequest),
             ApiError::MethodNotAllowed(_) => (405, ErrorCode::MethodNotAllowed),
             ApiError::ShuttingDown => (503, ErrorCode::ShuttingDown),
             ApiError::Internal(_) => (500, ErrorCode::Internal),
         };
         let mut headers = Vec::new();
+        if let ApiError::Unauthenticated(why) = self {
+            headers.push((
+                "www-authenticate",
+                if why.contains("not valid") {
+                    "Bearer error=\"invalid_token\"".to_string()
+                } else {
+                    "Bearer".to_string()
+                },
+            ));
+        }
         if let ApiError::Backpressure {
             reason,
             retry_after,

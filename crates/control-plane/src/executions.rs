@@ -107,6 +107,10 @@ struct State {
     result: Option<Outcome>,
     cold_start: bool,
     init_ms: Option<u64>,
+    /// Run again after a restart of the control plane.
+    resumed: bool,
+    /// How the last attempt got its instance.
+    start: Option<crate::dispatch::StartKind>,
 }
 
 pub struct Execution {
@@ -157,8 +161,95 @@ impl Execution {
                 result: None,
                 cold_start: false,
                 init_ms: None,
+                resumed: false,
+                start: None,
             }),
             changed: Notify::new(),
+        })
+    }
+
+    /// An accepted execution read back from the journal after a restart, to run again:
+    /// `attempts` had started before (its next attempt is `attempts + 1`).
+    pub fn resumed(
+        id: Arc<str>,
+        function: Arc<str>,
+        trace_id: Arc<str>,
+        request: Bytes,
+        created_at: u64,
+        attempts: u32,
+    ) -> Arc<Self> {
+        let e = Self::with_created_at(id, function, Mode::Async, trace_id, request, created_at);
+        {
+            let mut st = e.state.lock().unwrap();
+            st.attempt = attempts;
+            st.resumed = true;
+        }
+        e
+    }
+
+    /// A finished async execution read back from the journal after a restart.
+    pub fn from_finished(r: crate::persist::FinishedRecord) -> Arc<Self> {
+        let result = match r.status {
+            ExecutionStatus::Success => {
+                Outcome::Success(r.output.unwrap_or_else(|| Bytes::from_static(b"null")))
+            }
+            status => Outcome::Failure(Failure {
+                error: r.error.unwrap_or_else(|| {
+                    ErrorBody::new(ErrorCode::FunctionError, "the execution failed")
+                }),
+                kind: if status == ExecutionStatus::Timeout {
+                    FailureKind::Timeout
+                } else {
+                    FailureKind::Function
+                },
+            }),
+        };
+        Arc::new(Self {
+            id: r.id.into(),
+            function: r.function.into(),
+            mode: Mode::Async,
+            trace_id: r.trace_id.into(),
+            created_at: r.created_at,
+            created: Instant::now(),
+            state: Mutex::new(State {
+                status: result.status(),
+                attempt: r.attempts,
+                attempt_outcome: None,
+                request: None,
+                started_at: r.started_at,
+                finished_at: Some(r.finished_at),
+                result: Some(result),
+                cold_start: r.cold_start,
+                init_ms: r.init_ms,
+                resumed: r.resumed,
+                start: None,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    /// The finished execution as the journal keeps it; `None` while unfinished.
+    pub fn finished_record(&self) -> Option<crate::persist::FinishedRecord> {
+        let st = self.state.lock().unwrap();
+        let result = st.result.as_ref()?;
+        let (output, error) = match result {
+            Outcome::Success(b) => (Some(b.clone()), None),
+            Outcome::Failure(f) => (None, Some(f.error.clone())),
+        };
+        Some(crate::persist::FinishedRecord {
+            id: self.id.to_string(),
+            function: self.function.to_string(),
+            trace_id: self.trace_id.to_string(),
+            created_at: self.created_at,
+            started_at: st.started_at,
+            finished_at: st.finished_at.unwrap_or_else(now_ms),
+            status: st.status,
+            output,
+            error,
+            attempts: st.attempt,
+            cold_start: st.cold_start,
+            init_ms: st.init_ms,
+            resumed: st.resumed,
         })
     }
 
@@ -194,6 +285,15 @@ impl Execution {
         outcome
     }
 
+    /// Replaces the outcome of attempt `n` while it is current: the dispatcher learned more
+    /// than the callback said (the instance was killed for going over its memory limit).
+    pub fn amend_attempt(&self, n: u32, outcome: Outcome) {
+        let mut st = self.state.lock().unwrap();
+        if st.attempt == n && !st.status.is_final() {
+            st.attempt_outcome = Some(outcome);
+        }
+    }
+
     /// A callback's outcome for attempt `n`.
     pub fn deliver_callback(&self, n: u32, outcome: Outcome) -> CallbackVerdict {
         let mut st = self.state.lock().unwrap();
@@ -227,10 +327,20 @@ impl Execution {
         }
     }
 
-    pub fn mark_cold_start(&self, init: Duration) {
+    /// Records how the current attempt got its instance; `cold_start` stays set once any
+    /// attempt was cold.
+    pub fn mark_start(&self, kind: crate::dispatch::StartKind) {
         let mut st = self.state.lock().unwrap();
-        st.cold_start = true;
-        st.init_ms = Some(init.as_millis() as u64);
+        st.start = Some(kind);
+        if let crate::dispatch::StartKind::Cold { init } = kind {
+            st.cold_start = true;
+            st.init_ms = Some(init.as_millis() as u64);
+        }
+    }
+
+    /// How the last attempt got its instance.
+    pub fn start(&self) -> Option<crate::dispatch::StartKind> {
+        self.state.lock().unwrap().start
     }
 
     /// Makes `outcome` final. Returns false if the execution had already finished.
@@ -293,6 +403,8 @@ impl Execution {
             finished_at: st.finished_at,
             trace_id: Some(self.trace_id.to_string()),
             mode: self.mode.as_str().to_string(),
+            resumed: st.resumed,
+            start: st.start.map(|s| s.as_str().to_string()),
         }
     }
 
@@ -414,6 +526,21 @@ impl ExecutionStore {
     }
 
     /// Makes `outcome` final for `exec` and applies the caps. Returns false if it was already final.
+    /// Adds a finished execution read back from the journal; `age` is how long ago it finished
+    /// (its TTL counts from then).
+    pub fn insert_finished(&self, exec: Arc<Execution>, age: Duration) {
+        let bytes = exec.result().as_ref().map_or(0, retained_bytes);
+        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let id = exec.id.clone();
+        self.insert(exec);
+        self.payload_bytes.fetch_add(bytes, Relaxed);
+        self.finished
+            .lock()
+            .unwrap()
+            .push_back(Finished { at, id, bytes });
+        self.enforce_caps();
+    }
+
     pub fn finish(&self, exec: &Execution, outcome: Outcome) -> bool {
         // Keep an exact-size copy: the bytes may be a slice of a connection's read buffer, and
         // holding the slice would hold the whole buffer for the record's lifetime.

@@ -52,8 +52,11 @@ impl Backend for JobBackend {
                     } else {
                         FailureKind::Platform
                     };
-                    return Outcome::Failure(Failure::new(kind, ErrorCode::SpawnError, f.message))
-                        .into();
+                    return DispatchResult::start_failed(Outcome::Failure(Failure::new(
+                        kind,
+                        ErrorCode::SpawnError,
+                        f.message,
+                    )));
                 }
             };
             self.metrics.global.instances_started.inc();
@@ -82,6 +85,17 @@ impl Backend for JobBackend {
                     format!("the job did not report within {} ms", call.timeout.as_millis()),
                 )),
             };
+            // Asked before the stop below removes the instance's cgroup.
+            let (outcome, oom) = crate::pool::out_of_memory(
+                self.provider.as_ref(),
+                &self.metrics,
+                &self.spec.name,
+                &job.id,
+                outcome,
+            );
+            if oom {
+                call.exec.amend_attempt(call.attempt, outcome.clone());
+            }
             // The instance posted its result and is on its way out: let it read our answer and
             // exit on its own for a moment before stopping it.
             if !matches!(&outcome, Outcome::Failure(f) if f.kind == FailureKind::Timeout) {
@@ -97,7 +111,9 @@ impl Backend for JobBackend {
             // Every JOB attempt is a cold start; its "init" is the whole life of the instance.
             DispatchResult {
                 outcome,
-                cold_start: Some(started.elapsed()),
+                start: crate::dispatch::StartKind::Cold {
+                    init: started.elapsed(),
+                },
             }
         })
     }

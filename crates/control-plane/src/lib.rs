@@ -17,10 +17,12 @@
 //! - [`provider`]: the `Provider` trait, the `process` provider (local processes, the default)
 //!   and the `docker` provider (containers through the Docker Engine API).
 //! - [`registry`]: the live functions; [`persist`]: specs and the async journal on disk.
+//! - [`access`]: API tokens and roles, allowed hosts and origins, JSON-only bodies.
 //! - [`auth`]: per-attempt callback tokens.
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up; [`tls`]: optional TLS of the API listener.
 
+pub mod access;
 pub mod admission;
 pub mod api;
 pub mod auth;
@@ -41,6 +43,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 /// The inline keep-alive HTTP/1.1 client of the dispatch hop (crate `nanofaas-h1`).
 pub use nanofaas_h1 as h1;

@@ -95,6 +95,8 @@ pub struct FunctionMetrics {
     pub inflight: Gauge,
     pub cold_start: Counter,
     pub warm_start: Counter,
+    pub start_failed: Counter,
+    pub out_of_memory: Counter,
     pub latency: Histogram,
     pub queue_wait: Histogram,
     pub e2e_latency: Histogram,
@@ -196,6 +198,18 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         "Dispatches served by an already running instance.",
         Counter,
         warm_start
+    ),
+    fam!(
+        "function_start_failed_total",
+        "Dispatches that reached no instance: the start they waited for failed.",
+        Counter,
+        start_failed
+    ),
+    fam!(
+        "function_out_of_memory_total",
+        "Attempts that ended OUT_OF_MEMORY: the function went over resources.memory and was killed.",
+        Counter,
+        out_of_memory
     ),
     fam!(
         "function_latency_seconds",

@@ -7,14 +7,14 @@
 
 use crate::admission::{Admission, Permit, Reject};
 use crate::auth::{CallbackAuth, TokenError};
-use crate::dispatch::{Backend, BoxFuture, Call, EndpointBackend, HttpClient};
+use crate::dispatch::{Backend, BoxFuture, Call, EndpointBackend, HttpClient, StartKind};
 use crate::error::ApiError;
 use crate::executions::{
     CallbackVerdict, Execution, ExecutionStore, Failure, FailureKind, Mode, Outcome, StoreLimits,
 };
 use crate::idempotency::{self, Claim, Idempotency};
 use crate::metrics::{FunctionMetrics, Metrics};
-use crate::persist::{Journal, Pending, SpecStore};
+use crate::persist::{FinishedRecord, Journal, Pending, SpecStore};
 use crate::ratelimit::TokenBucket;
 use crate::registry::{Function, Registry};
 use bytes::Bytes;
@@ -300,9 +300,15 @@ impl Platform {
         }
     }
 
-    /// Registers the specs and resumes the async invocations kept from before a restart.
-    /// Invocations of functions that are gone fail visibly with INTERRUPTED.
-    pub fn restore(self: &Arc<Self>, specs: Vec<FunctionSpec>, pending: Vec<Pending>) {
+    /// Registers the specs, keeps the results of async invocations that had finished, and
+    /// resumes those that had not, from before a restart. Invocations of functions that are gone
+    /// fail visibly with INTERRUPTED.
+    pub fn restore(
+        self: &Arc<Self>,
+        specs: Vec<FunctionSpec>,
+        pending: Vec<Pending>,
+        finished: Vec<FinishedRecord>,
+    ) {
         for spec in specs {
             let name = spec.name.clone();
             match self.build(spec) {
@@ -314,15 +320,21 @@ impl Platform {
                 }
             }
         }
+        let now = crate::executions::now_ms();
+        let kept = finished.len();
+        for r in finished {
+            let age = Duration::from_millis(now.saturating_sub(r.finished_at));
+            self.store.insert_finished(Execution::from_finished(r), age);
+        }
         let resumed = pending.len();
         for p in pending {
-            let exec = Execution::with_created_at(
+            let exec = Execution::resumed(
                 p.id.as_str().into(),
                 p.function.as_str().into(),
-                Mode::Async,
                 p.trace_id.as_str().into(),
                 p.body,
                 p.created_at,
+                p.attempts,
             );
             self.store.insert(exec.clone());
             let Some(f) = self.registry.get(&p.function) else {
@@ -350,10 +362,11 @@ impl Platform {
                 Err(_closed) => me.finish(&func, &ex, removed_outcome(&func.name)),
             });
         }
-        if resumed > 0 {
+        if resumed > 0 || kept > 0 {
             tracing::info!(
                 resumed,
-                "resumed async invocations accepted before the restart"
+                finished = kept,
+                "resumed async invocations accepted before the restart, kept the results of finished ones"
             );
         }
     }
@@ -362,10 +375,8 @@ impl Platform {
         if exec.mode != Mode::Async {
             return;
         }
-        if let Some(p) = &self.persistence {
-            if let Err(e) = p.journal.finished(&exec.id) {
-                tracing::error!(execution_id = %exec.id, error = %e, "cannot journal the end of an execution; it may run again after a restart");
-            }
+        if let (Some(p), Some(rec)) = (&self.persistence, exec.finished_record()) {
+            p.journal.finished(&rec);
         }
     }
 
@@ -542,8 +553,9 @@ impl Platform {
         task.await.map(|o| (exec, o))
     }
 
-    /// `:enqueue`: accepts the invocation and runs it in the background.
-    pub fn enqueue(
+    /// `:enqueue`: accepts the invocation (journaled before the answer) and runs it in the
+    /// background.
+    pub async fn enqueue(
         self: &Arc<Self>,
         name: &str,
         input: InvokeInput,
@@ -555,19 +567,36 @@ impl Platform {
             Err(prev) => return Ok(prev),
         };
         if let Some(p) = &self.persistence {
-            if let Err(e) = p.journal.accepted(
+            let written = p.journal.accepted(
                 &exec.id,
                 &f.name,
                 &exec.trace_id,
                 exec.created_at,
                 &input.body,
-            ) {
-                self.store.discard(&exec.id);
-                return Err(ApiError::Internal(format!(
-                    "cannot record the invocation durably: {e}"
-                )));
-            }
+            );
+            // Finishes (submits, or discards) even if the caller goes away meanwhile.
+            let me = self.clone();
+            return Detach::new(async move {
+                if let Err(e) = written.await {
+                    me.store.discard(&exec.id);
+                    return Err(ApiError::Internal(format!(
+                        "cannot record the invocation durably: {e}"
+                    )));
+                }
+                me.submit_async(f, exec, input)
+            })
+            .await;
         }
+        self.submit_async(f, exec, input)
+    }
+
+    fn submit_async(
+        self: &Arc<Self>,
+        f: Arc<Function>,
+        exec: Arc<Execution>,
+        input: InvokeInput,
+    ) -> Result<Arc<Execution>, ApiError> {
+        let name = f.name.clone();
         let timeout = Self::timeout_of(&f, &input);
         let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
         let submitted = f.admission.submit(move |permit| match permit {
@@ -588,9 +617,11 @@ impl Platform {
             }
             Err(r) => {
                 self.store.discard(&exec.id);
-                self.journal_finished(&exec);
+                if let Some(p) = &self.persistence {
+                    p.journal.dropped(&exec.id);
+                }
                 f.metrics.queue_rejected.inc();
-                Err(backpressure(r, name))
+                Err(backpressure(r, &name))
             }
         }
     }
@@ -611,13 +642,20 @@ impl Platform {
         let m = &f.metrics;
         m.queue_wait
             .observe(permit.acquired().saturating_duration_since(exec.created));
-        let max_attempts = f.spec.max_retries.max(1);
-        let mut attempt = 0;
+        // A resumed execution continues its count; its runs before the restart use up its
+        // budget, but it always gets at least one more.
+        let mut attempt = exec.attempt();
+        let max_attempts = f.spec.max_retries.max(1).max(attempt + 1);
         let outcome = loop {
             attempt += 1;
             let Some(body) = exec.begin_attempt(attempt) else {
                 return exec.result().unwrap_or_else(|| removed_outcome(&f.name));
             };
+            if exec.mode == Mode::Async {
+                if let Some(p) = &self.persistence {
+                    p.journal.started(&exec.id, attempt);
+                }
+            }
             m.dispatch.inc();
             let call = Call {
                 exec: exec.clone(),
@@ -645,13 +683,14 @@ impl Platform {
                 .into(),
             };
             m.latency.observe(started.elapsed());
-            match result.cold_start {
-                Some(init) => {
-                    exec.mark_cold_start(init);
+            exec.mark_start(result.start);
+            match result.start {
+                StartKind::Cold { init } => {
                     m.cold_start.inc();
                     m.cold_start_duration.observe(init);
                 }
-                None => m.warm_start.inc(),
+                StartKind::StartFailed => m.start_failed.inc(),
+                _ => m.warm_start.inc(),
             }
             let outcome = exec.resolve_attempt(attempt, result.outcome);
             if let Outcome::Failure(fail) = &outcome {
@@ -703,6 +742,7 @@ impl Platform {
             status = status.as_str(),
             attempts = exec.attempt(),
             cold_start = cold,
+            start = exec.start().map_or("none", |s| s.as_str()),
             duration_us = e2e.as_micros() as u64,
             "execution finished"
         );
@@ -798,6 +838,10 @@ impl Platform {
             f.backend.shutdown().await;
         }
         self.factory.shutdown().await;
+        // What ended during the drain is on disk before the process exits.
+        if let Some(p) = &self.persistence {
+            p.journal.flush().await;
+        }
     }
 }
 

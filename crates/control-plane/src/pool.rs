@@ -13,7 +13,7 @@
 //! The pool's state sits behind one mutex that is never held across an `.await`.
 
 use crate::dispatch::{
-    invoke_http, Backend, BoxFuture, Call, DispatchResult, HttpClient, Transport,
+    invoke_http, Backend, BoxFuture, Call, DispatchResult, HttpClient, StartKind, Transport,
 };
 use crate::executions::{Failure, FailureKind, Outcome};
 use crate::metrics::Metrics;
@@ -751,6 +751,36 @@ async fn health_checker(pool: Weak<Pool>, every: Duration) {
     }
 }
 
+/// A failed attempt on an instance that the kernel killed (in part) for going over its memory
+/// limit becomes `OUT_OF_MEMORY`, a function failure (retried only as the function's own
+/// failures are), and is counted; the caller replaces the instance. Asked only on failures.
+pub fn out_of_memory(
+    provider: &dyn Provider,
+    metrics: &Metrics,
+    function: &str,
+    instance: &str,
+    outcome: Outcome,
+) -> (Outcome, bool) {
+    let Outcome::Failure(f) = &outcome else {
+        return (outcome, false);
+    };
+    match provider.out_of_memory(instance) {
+        Some(msg) => {
+            tracing::warn!(function, instance, previous = %f.error, "{msg}");
+            metrics.function(function).out_of_memory.inc();
+            (
+                Outcome::Failure(Failure::new(
+                    FailureKind::Function,
+                    ErrorCode::OutOfMemory,
+                    msg,
+                )),
+                true,
+            )
+        }
+        None => (outcome, false),
+    }
+}
+
 /// `DEPLOYMENT` mode: dispatch through the function's warm pool.
 pub struct PoolBackend {
     pub pool: Arc<Pool>,
@@ -763,10 +793,10 @@ impl Backend for PoolBackend {
             let wait = call.timeout.max(pool.settings.startup_timeout);
             let mut lease = match pool.acquire(wait).await {
                 Ok(l) => l,
-                Err(f) => return Outcome::Failure(f).into(),
+                Err(f) => return DispatchResult::start_failed(Outcome::Failure(f)),
             };
             let cold = lease.cold;
-            let (outcome, transport) = invoke_http(
+            let (outcome, transport, runtime_start) = invoke_http(
                 &pool.client,
                 &lease.conn.invoke,
                 lease.conn.unix.as_ref(),
@@ -775,14 +805,27 @@ impl Backend for PoolBackend {
                 pool.settings.timeout_grace,
             )
             .await;
+            let (outcome, oom) = out_of_memory(
+                pool.provider.as_ref(),
+                &pool.metrics,
+                &pool.name,
+                &lease.conn.instance_id,
+                outcome,
+            );
             match transport {
+                _ if oom => lease.mark_broken("out of memory".into()),
                 Transport::Answered => {}
                 other => lease.mark_broken(format!("{other:?}")),
             }
             drop(lease);
             DispatchResult {
                 outcome,
-                cold_start: cold,
+                // A call that waited for the instance, or for a restart of the runtime inside it
+                // (after a timeout or a crash killed the previous one), paid a start.
+                start: match cold.or(runtime_start) {
+                    Some(init) => StartKind::Cold { init },
+                    None => StartKind::Warm,
+                },
             }
         })
     }

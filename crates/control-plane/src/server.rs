@@ -2,6 +2,7 @@
 //! HTTP/1.1 with keep-alive, and shuts down in order (stop accepting, drain executions, stop
 //! instances, close connections).
 
+use crate::access::{is_loopback, Access};
 use crate::api::{self, AppState};
 use crate::auth::CallbackAuth;
 use crate::config::Config;
@@ -9,7 +10,7 @@ use crate::dispatch::{http_client, ClientSettings, HttpClient};
 use crate::executions::StoreLimits;
 use crate::managed::ManagedFactory;
 use crate::metrics::Metrics;
-use crate::persist::{Journal, SpecStore};
+use crate::persist::{Journal, JournalSettings, SpecStore};
 use crate::platform::{BackendFactory, EndpointFactory, Persistence, Platform, Settings};
 use crate::pool::PoolSettings;
 use crate::provider::process::{find_watchdog, ProcessProvider, ProcessSettings};
@@ -71,6 +72,25 @@ pub enum StartError {
     },
     #[error("{0}")]
     Setup(String),
+    /// Asked to listen beyond loopback with no API tokens and without accepting the risk.
+    #[error("{0}")]
+    Insecure(String),
+}
+
+/// Refuses an open API (no tokens) on a non-loopback address unless `api.insecure_no_auth`.
+pub fn check_exposure(config: &Config, access: &Access) -> Result<(), StartError> {
+    let Ok(addr) = config.listen.parse::<SocketAddr>() else {
+        return Ok(());
+    };
+    if access.requires_tokens() || is_loopback(addr.ip()) || config.api.insecure_no_auth {
+        return Ok(());
+    }
+    Err(StartError::Insecure(format!(
+        "refusing to listen on {} with no API tokens: anyone who can reach that address could run commands on this machine. \
+Create a token (`nanofaas token create --role admin`) and configure its hash in api.tokens, or listen on 127.0.0.1, \
+or accept the risk with --insecure-no-auth (setting api.insecure_no_auth); see docs/security.md",
+        config.listen
+    )))
 }
 
 /// Starts with the backends the configuration names (`provider.type`).
@@ -106,6 +126,7 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
                 stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
                 log_lines_per_second: c.provider.log_lines_per_second,
                 unix_socket: c.provider.process.unix_socket,
+                isolation: isolation_settings(&c.provider.process)?,
             })?;
             Ok(Arc::new(ManagedFactory::new(
                 Arc::new(provider),
@@ -122,6 +143,28 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
         ))),
         other => Err(format!("provider.type {other:?} is not supported")),
     }
+}
+
+/// How process instances are isolated, from `provider.process.*`.
+pub fn isolation_settings(
+    p: &crate::config::ProcessConfig,
+) -> Result<crate::provider::process::sandbox::IsolationSettings, String> {
+    use crate::provider::process::sandbox;
+    Ok(sandbox::IsolationSettings {
+        env_allow: p
+            .env_allow
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        user: p.user.clone(),
+        uid_range: sandbox::parse_uid_range(&p.uid_range)
+            .map_err(|e| format!("provider.process.uid_range: {e}"))?,
+        max_open_files: p.max_open_files,
+        max_processes: p.max_processes,
+        best_effort: p.limits == "best-effort",
+        cgroup_parent: p.cgroup_parent.clone(),
+    })
 }
 
 /// Pool settings from the configuration.
@@ -149,11 +192,33 @@ pub async fn start_with(
     start_inner(config, None, make_factory).await
 }
 
+/// What `start` refuses before it binds (tokens, exposure, TLS files), checked on its own: `up`
+/// calls it before its setup steps, so that such a mistake is reported at once too.
+pub fn preflight(config: &Config) -> Result<(), StartError> {
+    let access = Access::from_config(&config.api).map_err(StartError::Setup)?;
+    check_exposure(config, &access)?;
+    if !config.api.tls_cert.is_empty() {
+        crate::tls::acceptor(&config.api.tls_cert, &config.api.tls_key)
+            .map_err(StartError::Setup)?;
+    }
+    Ok(())
+}
+
 async fn start_inner(
     config: Config,
     listener: Option<TcpListener>,
     make_factory: impl FnOnce(&Context) -> Result<Arc<dyn BackendFactory>, String>,
 ) -> Result<ServerHandle, StartError> {
+    let access = Access::from_config(&config.api).map_err(StartError::Setup)?;
+    check_exposure(&config, &access)?;
+    let tls = if config.api.tls_cert.is_empty() {
+        None
+    } else {
+        Some(
+            crate::tls::acceptor(&config.api.tls_cert, &config.api.tls_key)
+                .map_err(StartError::Setup)?,
+        )
+    };
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(&config.listen)
@@ -166,7 +231,33 @@ async fn start_inner(
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
+    // Instances post callbacks in plain HTTP: beside a TLS API they get a loopback listener of
+    // their own that serves the callback route only.
+    let callback_listener = if tls.is_some() && config.callback_base_url.is_empty() {
+        let host = if is_loopback(addr.ip()) {
+            addr.ip()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        Some(
+            TcpListener::bind(SocketAddr::new(host, 0))
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: format!("{host}:0 (callback listener)"),
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
+    let callback_addr = match &callback_listener {
+        Some(l) => l
+            .local_addr()
+            .map_err(|e| StartError::Setup(e.to_string()))?,
+        None => addr,
+    };
     let callback_base_url = if config.callback_base_url.is_empty() {
+        let addr = callback_addr;
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -219,26 +310,50 @@ async fn start_inner(
     } else {
         let dir = std::path::Path::new(&config.state_dir);
         let specs = SpecStore::open(dir).map_err(StartError::Setup)?;
-        let (journal, pending, problems) =
-            Journal::open(dir, config.journal_fsync).map_err(StartError::Setup)?;
+        let journal_settings = JournalSettings {
+            fsync: config.journal_fsync,
+            ttl: settings.store.ttl,
+            max_records: settings.store.max_records,
+            max_payload_bytes: settings.store.max_payload_bytes,
+        };
+        let (journal, recovered) =
+            Journal::open(dir, journal_settings).map_err(StartError::Setup)?;
         let (stored, spec_problems) = specs.load();
-        for p in problems.iter().chain(&spec_problems) {
+        for p in recovered.problems.iter().chain(&spec_problems) {
             tracing::warn!(problem = %p, "state folder");
         }
         (
             Some(Persistence { specs, journal }),
-            Some((stored, pending)),
+            Some((stored, recovered.pending, recovered.finished)),
         )
     };
     let platform = Platform::new(settings, metrics, auth, factory, persistence);
-    if let Some((stored, pending)) = restored {
-        platform.restore(stored, pending);
+    if let Some((stored, pending, finished)) = restored {
+        platform.restore(stored, pending, finished);
     }
     let housekeeping =
         platform.spawn_housekeeping(Duration::from_millis(config.executions.sweep_interval_ms));
+    if !access.requires_tokens() {
+        tracing::warn!(
+            %addr,
+            "no API tokens configured: every local user and program can use this API; it is served on loopback only (docs/security.md)"
+        );
+    }
+    let callbacks_state = callback_listener.as_ref().map(|_| {
+        Arc::new(AppState {
+            platform: platform.clone(),
+            max_body_bytes: config.max_body_bytes,
+            access: Access::default(),
+            callbacks_only: true,
+            tls: None,
+        })
+    });
     let state = Arc::new(AppState {
         platform: platform.clone(),
         max_body_bytes: config.max_body_bytes,
+        access,
+        callbacks_only: false,
+        tls,
     });
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -254,6 +369,10 @@ async fn start_inner(
         n => n,
     };
     let (done, done_rx) = watch::channel(false);
+    if let (Some(l), Some(st)) = (callback_listener, callbacks_state) {
+        // Callbacks keep coming while running executions drain: serve until the platform stopped.
+        tokio::spawn(callback_loop(l, st, done_rx.clone()));
+    }
     let mut threads = Vec::new();
     let mut feeds = Vec::new();
     for i in 1..workers {
@@ -284,6 +403,7 @@ async fn start_inner(
         threads.push(t);
         feeds.push(feed);
     }
+    let state_tls = state.tls.is_some();
     let task = tokio::spawn(serve(
         listener,
         state,
@@ -294,7 +414,7 @@ async fn start_inner(
         threads,
         feeds,
     ));
-    tracing::info!(%addr, workers, "control plane listening");
+    tracing::info!(%addr, workers, tls = state_tls, "control plane listening");
     Ok(ServerHandle {
         addr,
         platform,
@@ -325,9 +445,25 @@ fn serve_conn(
         let st = st.clone();
         async move { Ok::<_, Infallible>(api::handle(st, req).await) }
     });
-    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    let Some(tls) = &state.tls else {
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return;
+    };
+    let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
     tokio::spawn(async move {
-        let _ = conn.await;
+        // A client that never finishes its handshake is dropped.
+        match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+            Ok(Ok(s)) => {
+                let _ = watcher
+                    .watch(builder.serve_connection(TokioIo::new(s), service))
+                    .await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
     });
 }
 
@@ -375,6 +511,29 @@ async fn accept_loop(
         }
     }
     graceful
+}
+
+/// The callback listener beside a TLS API: serves until `done`.
+async fn callback_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut done: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = http1_builder();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => serve_conn(s, &state, &builder, &graceful),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed (callback listener)");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            _ = wait_stop(&mut done) => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 /// A worker: serves the connections the listener hands it until the listener stops.

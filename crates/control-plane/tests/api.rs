@@ -948,3 +948,133 @@ async fn a_sync_invocation_finishes_even_if_its_caller_goes_away() {
     );
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn malformed_bodies_are_refused_before_anything_is_journaled_or_dispatched() {
+    let dir = temp_state_dir("strict");
+    let mut cfg = config();
+    cfg.state_dir = dir.to_string_lossy().into_owned();
+    let cp = Cp::start(cfg).await;
+    let ep = echo_endpoint().await;
+    cp.register_pool("strict", &ep.url(), json!({})).await;
+    let journal = dir.join("journal.jsonl");
+    let journal_lines = || {
+        std::fs::read_to_string(&journal)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+
+    let deep = format!("{{\"input\":{}}}", "[".repeat(65));
+    let bodies: Vec<(Vec<u8>, &str, &str)> = vec![
+        (
+            b"{\"input\":1}}".to_vec(),
+            "",
+            "trailing characters after the JSON value at line 1, column 12",
+        ),
+        (b"{\"input\":1} x".to_vec(), "", "trailing characters"),
+        (b"{\"input\":\"a\xffb\"}".to_vec(), "", "invalid UTF-8"),
+        (deep.into_bytes(), "input", "nested deeper than 64"),
+        (
+            b"{\"input\":{\"n\":1e400}}".to_vec(),
+            "input.n",
+            "number out of range",
+        ),
+        (
+            b"{\"input\":\"\\ud800\"}".to_vec(),
+            "input",
+            "lone UTF-16 surrogate",
+        ),
+        (
+            b"{\"input\":1,\"input\":2}".to_vec(),
+            "input",
+            "duplicate key",
+        ),
+        (
+            b"{\"metadata\":{\"k\":\"1\",\"k\":\"2\"}}".to_vec(),
+            "metadata.k",
+            "duplicate key",
+        ),
+    ];
+    for verb in ["invoke", "enqueue"] {
+        for (body, field, needle) in &bodies {
+            let shown = String::from_utf8_lossy(body);
+            let r = common::http(
+                "POST",
+                &cp.url(&format!("/v1/functions/strict:{verb}")),
+                &[],
+                body.clone(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status, 400, "{verb} {shown}: {}", r.text());
+            let err = &r.json()["error"];
+            assert_eq!(err["code"], "INVALID_REQUEST", "{shown}");
+            let msg = err["message"].as_str().unwrap();
+            let (place, what) = msg.split_once(": ").unwrap_or(("", msg));
+            let place = if what.contains(" at line ") {
+                place
+            } else {
+                ""
+            };
+            assert!(
+                place.starts_with(field) && msg.contains(needle),
+                "{verb} {shown}: {msg}"
+            );
+        }
+    }
+    // Nothing ran, nothing was kept, nothing was journaled.
+    assert_eq!(ep.count(), 0);
+    let m = cp.metrics().await;
+    assert_eq!(metric(&m, "executions_stored"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "function_enqueue_total{function=\"strict\"}").unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(
+        metric(&m, "function_dispatch_total{function=\"strict\"}").unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(journal_lines(), 0);
+
+    // The same route journals and dispatches a well-formed body, forwarded as sent.
+    let good = " {\"input\" : {\"a\":1, \"a\":2}} \n";
+    let r = common::http("POST", &cp.url("/v1/functions/strict:enqueue"), &[], good)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["executionId"].as_str().unwrap().to_string();
+    wait_status(&cp, &id, "success", Duration::from_secs(5)).await;
+    assert_eq!(ep.count(), 1);
+    assert!(journal_lines() >= 1);
+
+    // Function specs too.
+    let spec = format!(
+        "{{\"name\":\"s2\",\"executionMode\":\"POOL\",\"endpointUrl\":\"{}\"}}",
+        ep.url()
+    );
+    for (body, needle) in [
+        (format!("{spec}}}"), "trailing characters"),
+        (
+            spec.replacen('{', "{\"name\":\"s2\",", 1),
+            "name: duplicate key",
+        ),
+        (
+            spec.replacen('{', "{\"timeoutMs\":1e400,", 1),
+            "timeoutMs: number out of range",
+        ),
+    ] {
+        let r = common::http("POST", &cp.url("/v1/functions"), &[], body.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{body}");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.starts_with(needle), "{body}: {msg}");
+        let r = common::http("PUT", &cp.url("/v1/functions/s2"), &[], body.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "PUT {body}");
+    }
+    assert_eq!(cp.get("/v1/functions/s2").await.status, 404);
+    cp.shutdown().await;
+    std::fs::remove_dir_all(dir).ok();
+}

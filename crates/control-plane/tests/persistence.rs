@@ -3,7 +3,8 @@
 mod common;
 
 use common::*;
-use nanofaas_control_plane::persist::Journal;
+use nanofaas_api::ExecutionStatus;
+use nanofaas_control_plane::persist::{FinishedRecord, Journal, JournalSettings};
 use serde_json::json;
 use std::time::Duration;
 
@@ -53,40 +54,35 @@ async fn accepted_async_invocations_run_after_a_restart() {
     cp.register_pool("resumable", &ep.url(), json!({})).await;
     cp.shutdown().await;
     {
-        let (j, _, _) = Journal::open(&dir, false).unwrap();
-        j.accepted(
-            "11111111-0000-4000-8000-000000000001",
-            "resumable",
-            "t1",
-            1,
-            br#"{"input": "one"}"#,
-        )
-        .unwrap();
-        j.accepted(
-            "11111111-0000-4000-8000-000000000002",
-            "resumable",
-            "t2",
-            2,
-            br#"{"input": "two"}"#,
-        )
-        .unwrap();
-        j.accepted(
-            "11111111-0000-4000-8000-000000000003",
-            "vanished",
-            "t3",
-            3,
-            br#"{"input": 3}"#,
-        )
-        .unwrap();
-        j.accepted(
-            "11111111-0000-4000-8000-000000000004",
-            "resumable",
-            "t4",
-            4,
-            br#"{"input": 4}"#,
-        )
-        .unwrap();
-        j.finished("11111111-0000-4000-8000-000000000004").unwrap();
+        let (j, _) = Journal::open(&dir, JournalSettings::new(false)).unwrap();
+        for (n, function, body) in [
+            (1, "resumable", r#"{"input": "one"}"#),
+            (2, "resumable", r#"{"input": "two"}"#),
+            (3, "vanished", r#"{"input": 3}"#),
+            (4, "resumable", r#"{"input": 4}"#),
+        ] {
+            let id = format!("11111111-0000-4000-8000-00000000000{n}");
+            j.accepted(&id, function, &format!("t{n}"), n, body.as_bytes())
+                .await
+                .unwrap();
+        }
+        // The second had started once before the crash.
+        j.started("11111111-0000-4000-8000-000000000002", 1);
+        j.finished(&FinishedRecord {
+            id: "11111111-0000-4000-8000-000000000004".into(),
+            function: "resumable".into(),
+            trace_id: "t4".into(),
+            created_at: 4,
+            started_at: Some(5),
+            finished_at: nanofaas_control_plane::executions::now_ms(),
+            status: ExecutionStatus::Success,
+            output: Some(bytes::Bytes::from_static(br#"{"kept":4}"#)),
+            error: None,
+            attempts: 1,
+            cold_start: false,
+            init_ms: None,
+            resumed: false,
+        });
     }
     let cp = Cp::start(cfg.clone()).await;
     for (id, input) in [("1", "one"), ("2", "two")] {
@@ -101,12 +97,22 @@ async fn accepted_async_invocations_run_after_a_restart() {
         .json();
     assert_eq!(lost["status"], "error");
     assert_eq!(lost["error"]["code"], "INTERRUPTED");
+    let kept = cp
+        .get("/v1/executions/11111111-0000-4000-8000-000000000004")
+        .await
+        .json();
+    assert_eq!(kept["status"], "success", "{kept}");
+    assert_eq!(kept["output"], json!({"kept": 4}));
+    assert_eq!(kept["resumed"], false);
+    let second = cp
+        .get("/v1/executions/11111111-0000-4000-8000-000000000002")
+        .await
+        .json();
     assert_eq!(
-        cp.get("/v1/executions/11111111-0000-4000-8000-000000000004")
-            .await
-            .status,
-        404
+        second["attempts"], 2,
+        "the run before the restart counts: {second}"
     );
+    assert_eq!(second["resumed"], true);
     assert_eq!(ep.count(), 2, "the finished one did not run again");
     // New async work is journaled and, once finished, not replayed.
     let r = cp
@@ -115,8 +121,12 @@ async fn accepted_async_invocations_run_after_a_restart() {
     let id = r.json()["executionId"].as_str().unwrap().to_string();
     wait_status(&cp, &id, "success", Duration::from_secs(5)).await;
     cp.shutdown().await;
-    let (_, pending, problems) = Journal::open(&dir, false).unwrap();
-    assert!(pending.is_empty(), "{pending:?}");
-    assert!(problems.is_empty(), "{problems:?}");
+    let (_, rec) = Journal::open(&dir, JournalSettings::new(false)).unwrap();
+    assert!(rec.pending.is_empty(), "{:?}", rec.pending);
+    assert!(rec.problems.is_empty(), "{:?}", rec.problems);
+    assert!(
+        rec.finished.iter().any(|f| f.id == id),
+        "the new one's result is kept"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

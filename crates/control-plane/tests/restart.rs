@@ -228,6 +228,7 @@ async fn orphan_cleanup_finds_escaped_processes_of_a_dead_owner_by_their_environ
         stop_grace: Duration::from_secs(1),
         log_lines_per_second: 10,
         unix_socket: true,
+        isolation: Default::default(),
     })
     .unwrap();
     assert!(

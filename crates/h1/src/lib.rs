@@ -67,6 +67,8 @@ impl std::fmt::Display for Error {
 pub struct Response {
     pub status: u16,
     pub body: Bytes,
+    /// `X-Runtime-Start-Ms` (set by the watchdog when the call waited for its runtime to start).
+    pub runtime_start_ms: Option<u64>,
 }
 
 /// A connection over TCP or a Unix socket.
@@ -449,6 +451,7 @@ impl Client {
         }
         let mut buf = BytesMut::with_capacity(4096);
         // Head (skipping informational answers).
+        let mut runtime_start_ms = None;
         let (status, framing, close) = loop {
             let mut hdrs = [httparse::EMPTY_HEADER; 48];
             let mut resp = httparse::Response::new(&mut hdrs);
@@ -471,6 +474,10 @@ impl Client {
                                 || std::str::from_utf8(h.value).is_ok_and(|v| {
                                     v.to_ascii_lowercase().trim_end().ends_with("chunked")
                                 });
+                        } else if h.name.eq_ignore_ascii_case("x-runtime-start-ms") {
+                            runtime_start_ms = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse::<u64>().ok());
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
                             if v.contains("close") {
@@ -568,7 +575,8 @@ impl Client {
                         }
                         break;
                     }
-                    if out.len() + size > max_body {
+                    // No sum here can overflow, whatever chunk size the peer announces.
+                    if size > max_body.saturating_sub(out.len()) {
                         return Err((Error::TooLarge(max_body), true));
                     }
                     while buf.len() < size + 2 {
@@ -586,7 +594,11 @@ impl Client {
         if reusable {
             self.checkin(req.key, stream);
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            runtime_start_ms,
+        })
     }
 }
 
@@ -704,6 +716,19 @@ mod tests {
         let (uri, _) = raw_server(vec![b"HTTP/1.0 200 OK\r\n\r\nuntil close"], true).await;
         let r = client().send("POST", &uri, &[], b"{}", 1024).await.unwrap();
         assert_eq!(&r.body[..], b"until close");
+    }
+
+    /// Found by the http_response fuzz target: a second chunk announcing 2^64-1 bytes overflowed
+    /// the running total (a panic in debug builds, a slice out of range in release).
+    #[tokio::test]
+    async fn a_huge_chunk_size_after_a_chunk_is_too_large_not_a_panic() {
+        let (uri, _) = raw_server(
+            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n"],
+            true,
+        )
+        .await;
+        let r = client().send("POST", &uri, &[], b"{}", 1024).await;
+        assert_eq!(r.unwrap_err(), Error::TooLarge(1024));
     }
 
     #[tokio::test]

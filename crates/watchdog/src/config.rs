@@ -51,6 +51,14 @@ pub enum RuntimeKind {
 }
 
 impl RuntimeKind {
+    fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Http => "HTTP",
+            RuntimeKind::Stdio => "STDIO",
+            RuntimeKind::File => "FILE",
+        }
+    }
+
     fn parse(s: &str) -> Option<RuntimeKind> {
         match s.to_ascii_uppercase().as_str() {
             "HTTP" => Some(RuntimeKind::Http),
@@ -58,6 +66,15 @@ impl RuntimeKind {
             "FILE" => Some(RuntimeKind::File),
             _ => None,
         }
+    }
+}
+
+/// A boolean switch as the original nanofaas accepted it (`WARM=true`), case-insensitive.
+fn parse_switch(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -178,6 +195,8 @@ pub struct WarmConfig {
     /// `WARM_RUNTIME_SOCKET`: offer each HTTP runtime a Unix socket (this prefix plus `.<n>`) in
     /// `NANOFAAS_RUNTIME_SOCKET`; used for invocations when the runtime answers on it.
     pub runtime_socket: Option<String>,
+    /// `WARM_PEER_UID`: accept connections (TCP and Unix) only from processes of this user.
+    pub peer_uid: Option<u32>,
     /// `None`: never exit when idle.
     pub idle_timeout: Option<Duration>,
     /// 0: unlimited.
@@ -318,13 +337,7 @@ impl Config {
                 message: format!("{v:?} is not one of error, warn, info, debug"),
             })?,
         };
-        let mode = match env.var("EXECUTION_MODE") {
-            None => Mode::Http,
-            Some(v) => Mode::parse(v.trim()).ok_or_else(|| ConfigError {
-                var: "EXECUTION_MODE",
-                message: format!("unknown mode {v:?}; expected HTTP, STDIO, FILE or WARM"),
-            })?,
-        };
+        let (mode, runtime_from_mode) = Self::parse_mode(&env)?;
         let command_line = env.required("WATCHDOG_CMD")?;
         let command =
             nanofaas_api::command::split(&command_line).map_err(|message| ConfigError {
@@ -356,7 +369,10 @@ impl Config {
         let threads = env.number("WATCHDOG_THREADS", DEFAULT_THREADS, 1, 64)? as usize;
 
         let (oneshot, warm) = if mode == Mode::Warm {
-            (None, Some(Self::parse_warm(&env, &runtime_url)?))
+            (
+                None,
+                Some(Self::parse_warm(&env, &runtime_url, runtime_from_mode)?),
+            )
         } else {
             (Some(Self::parse_oneshot(&env)?), None)
         };
@@ -374,6 +390,51 @@ impl Config {
             threads,
             oneshot,
             warm,
+        })
+    }
+
+    /// The mode, from `EXECUTION_MODE` and the original nanofaas's `WARM` switch, and the
+    /// runtime kind that `EXECUTION_MODE` names when `WARM=true` gives it the original's meaning
+    /// (how a warm watchdog talks to its runtime).
+    ///
+    /// | `WARM` | `EXECUTION_MODE` | result |
+    /// | --- | --- | --- |
+    /// | unset | any | `EXECUTION_MODE` (default `HTTP`) |
+    /// | true | unset or `WARM` | warm |
+    /// | true | `HTTP`, `STDIO`, `FILE` | warm with that runtime kind (the original's pairing) |
+    /// | false | `WARM` | error: the two contradict |
+    /// | false | anything else | `EXECUTION_MODE` |
+    fn parse_mode(env: &Env<'_>) -> Result<(Mode, Option<RuntimeKind>), ConfigError> {
+        let mode = match env.var("EXECUTION_MODE") {
+            None => None,
+            Some(v) => Some(Mode::parse(v.trim()).ok_or_else(|| ConfigError {
+                var: "EXECUTION_MODE",
+                message: format!("unknown mode {v:?}; expected HTTP, STDIO, FILE or WARM"),
+            })?),
+        };
+        let warm = match env.var("WARM") {
+            None => None,
+            Some(v) => Some(parse_switch(v.trim()).ok_or_else(|| ConfigError {
+                var: "WARM",
+                message: format!("{v:?} is not a switch; expected true or false (also 1/0, yes/no)"),
+            })?),
+        };
+        Ok(match (warm, mode) {
+            (None, m) => (m.unwrap_or(Mode::Http), None),
+            (Some(true), None | Some(Mode::Warm)) => (Mode::Warm, None),
+            (Some(true), Some(Mode::Http)) => (Mode::Warm, Some(RuntimeKind::Http)),
+            (Some(true), Some(Mode::Stdio)) => (Mode::Warm, Some(RuntimeKind::Stdio)),
+            (Some(true), Some(Mode::File)) => (Mode::Warm, Some(RuntimeKind::File)),
+            (Some(false), Some(Mode::Warm)) => {
+                return Err(ConfigError {
+                    var: "WARM",
+                    message: "is false but EXECUTION_MODE=WARM: the two contradict; set one \
+                              of them (WARM=true is the original nanofaas's spelling of \
+                              EXECUTION_MODE=WARM)"
+                        .into(),
+                })
+            }
+            (Some(false), m) => (m.unwrap_or(Mode::Http), None),
         })
     }
 
@@ -407,7 +468,11 @@ impl Config {
         })
     }
 
-    fn parse_warm(env: &Env<'_>, runtime_url: &HttpUrl) -> Result<WarmConfig, ConfigError> {
+    fn parse_warm(
+        env: &Env<'_>,
+        runtime_url: &HttpUrl,
+        runtime_from_mode: Option<RuntimeKind>,
+    ) -> Result<WarmConfig, ConfigError> {
         let port = env.number("WARM_PORT", DEFAULT_WARM_PORT as u64, 0, 65535)? as u16;
         let bind = match env.var("WARM_BIND") {
             None => IpAddr::from([0, 0, 0, 0]),
@@ -448,6 +513,14 @@ impl Config {
                 Some(v)
             }
         };
+        let peer_uid = match env.var("WARM_PEER_UID").map(|v| v.trim().to_string()) {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(v.parse::<u32>().map_err(|_| ConfigError {
+                var: "WARM_PEER_UID",
+                message: format!("{v:?} is not a user id (a number)"),
+            })?),
+        };
         let idle = env.number(
             "WARM_IDLE_TIMEOUT_MS",
             DEFAULT_IDLE_TIMEOUT_MS,
@@ -457,11 +530,24 @@ impl Config {
         let max_invocations = env.number("WARM_MAX_INVOCATIONS", 0, 0, u64::MAX)?;
         let concurrency = env.number("WARM_CONCURRENCY", 1, 1, MAX_CONCURRENCY)? as usize;
         let runtime = match env.var("WARM_RUNTIME_MODE") {
-            None => RuntimeKind::Http,
-            Some(v) => RuntimeKind::parse(v.trim()).ok_or_else(|| ConfigError {
-                var: "WARM_RUNTIME_MODE",
-                message: format!("unknown runtime mode {v:?}; expected HTTP, STDIO or FILE"),
-            })?,
+            None => runtime_from_mode.unwrap_or(RuntimeKind::Http),
+            Some(v) => {
+                let kind = RuntimeKind::parse(v.trim()).ok_or_else(|| ConfigError {
+                    var: "WARM_RUNTIME_MODE",
+                    message: format!("unknown runtime mode {v:?}; expected HTTP, STDIO or FILE"),
+                })?;
+                if let Some(from_mode) = runtime_from_mode.filter(|k| *k != kind) {
+                    return Err(ConfigError {
+                        var: "WARM_RUNTIME_MODE",
+                        message: format!(
+                            "{v:?} contradicts WARM=true with EXECUTION_MODE={}, \
+                             which already names the runtime mode; set only one of them",
+                            from_mode.name()
+                        ),
+                    });
+                }
+                kind
+            }
         };
         if runtime == RuntimeKind::Http
             && port != 0
@@ -482,6 +568,7 @@ impl Config {
             bind,
             socket,
             runtime_socket,
+            peer_uid,
             idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
             max_invocations,
             concurrency,
@@ -702,11 +789,14 @@ mod tests {
             ("WARM_CONCURRENCY", "8"),
             ("WARM_RUNTIME_MODE", "stdio"),
             ("WARM_SOCKET", "@nanofaas-x"),
+            ("WARM_PEER_UID", "0"),
         ]))
         .unwrap()
         .warm
         .unwrap();
         assert_eq!(w.socket.as_deref(), Some("@nanofaas-x"));
+        assert_eq!(w.peer_uid, Some(0));
+        assert!(parse_owned(&warm(&[("WARM_PEER_UID", "root")])).is_err());
         assert_eq!((w.port, w.idle_timeout, w.max_invocations), (0, None, 3));
         assert_eq!((w.concurrency, w.runtime), (8, RuntimeKind::Stdio));
     }
@@ -731,6 +821,98 @@ mod tests {
             ("WARM_RUNTIME_MODE", "STDIO")
         ]))
         .is_ok());
+    }
+
+    #[test]
+    fn warm_true_is_the_originals_spelling_of_execution_mode_warm() {
+        let base = [
+            ("WATCHDOG_CMD", "rt"),
+            ("RUNTIME_URL", "http://127.0.0.1:9000/invoke"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        let reference = with(&[("EXECUTION_MODE", "WARM")]).unwrap();
+        for spelling in ["true", "TRUE", "1", "yes", " True "] {
+            let c = with(&[("WARM", spelling)]).unwrap();
+            assert_eq!(c, reference, "WARM={spelling:?} is EXECUTION_MODE=WARM exactly");
+            // Both set, agreeing.
+            let c = with(&[("WARM", spelling), ("EXECUTION_MODE", "warm")]).unwrap();
+            assert_eq!(c, reference);
+        }
+        // No EXECUTION_ID or CALLBACK_URL is asked for: warm mode needs neither.
+        assert!(reference.oneshot.is_none());
+        assert_eq!(reference.mode, Mode::Warm);
+        // WARM=false leaves the one-shot modes as they were.
+        let mut v = ONESHOT.to_vec();
+        v.push(("WARM", "false"));
+        assert_eq!(parse(&v).unwrap(), parse(ONESHOT).unwrap());
+        v.push(("EXECUTION_MODE", "STDIO"));
+        assert_eq!(parse(&v).unwrap().mode, Mode::Stdio);
+        // An empty WARM counts as unset, like every variable.
+        let mut v = ONESHOT.to_vec();
+        v.push(("WARM", ""));
+        assert_eq!(parse(&v).unwrap().mode, Mode::Http);
+    }
+
+    #[test]
+    fn warm_true_with_a_one_shot_mode_names_the_runtime_kind_as_the_original_did() {
+        // The original control plane sends WARM=true plus EXECUTION_MODE=<runtimeMode>: a warm
+        // watchdog talking to its runtime that way.
+        for (mode, kind) in [
+            ("HTTP", RuntimeKind::Http),
+            ("stdio", RuntimeKind::Stdio),
+            ("FILE", RuntimeKind::File),
+        ] {
+            let c = parse(&[
+                ("WARM", "true"),
+                ("EXECUTION_MODE", mode),
+                ("WATCHDOG_CMD", "rt"),
+                ("RUNTIME_URL", "http://127.0.0.1:9000/invoke"),
+            ])
+            .unwrap();
+            assert_eq!(c.mode, Mode::Warm, "{mode}");
+            assert_eq!(c.warm.unwrap().runtime, kind, "{mode}");
+            // Saying the same thing twice is fine.
+            let c = parse(&[
+                ("WARM", "true"),
+                ("EXECUTION_MODE", mode),
+                ("WARM_RUNTIME_MODE", mode),
+                ("WATCHDOG_CMD", "rt"),
+                ("RUNTIME_URL", "http://127.0.0.1:9000/invoke"),
+            ])
+            .unwrap();
+            assert_eq!(c.warm.unwrap().runtime, kind);
+        }
+    }
+
+    #[test]
+    fn contradicting_warm_switches_are_errors() {
+        let (var, msg) = err_var(&[
+            ("WARM", "false"),
+            ("EXECUTION_MODE", "WARM"),
+            ("WATCHDOG_CMD", "rt"),
+        ]);
+        assert_eq!(var, "WARM");
+        assert!(msg.contains("contradict") && msg.contains("EXECUTION_MODE=WARM"), "{msg}");
+        let (var, msg) = err_var(&[
+            ("WARM", "true"),
+            ("EXECUTION_MODE", "STDIO"),
+            ("WARM_RUNTIME_MODE", "HTTP"),
+            ("WATCHDOG_CMD", "rt"),
+            ("RUNTIME_URL", "http://127.0.0.1:9000/invoke"),
+        ]);
+        assert_eq!(var, "WARM_RUNTIME_MODE");
+        assert!(msg.contains("EXECUTION_MODE=STDIO"), "{msg}");
+        for bad in ["maybe", "2", "t", "enabled"] {
+            let mut v = ONESHOT.to_vec();
+            v.push(("WARM", bad));
+            let (var, msg) = err_var(&v);
+            assert_eq!(var, "WARM", "WARM={bad}");
+            assert!(msg.contains(bad), "{msg}");
+        }
     }
 
     #[test]

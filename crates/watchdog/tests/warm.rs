@@ -174,6 +174,61 @@ async fn bad_requests_get_400_with_a_clear_message() {
             "callback_url",
         ),
     ];
+    // Bodies no runtime could read are refused here as well, in both forms, with 400.
+    let deep = format!("{{\"input\":{}}}", "[".repeat(100));
+    let deep_env = format!("{{\"execution_id\":\"e\",\"payload\":{deep}}}");
+    let strict: Vec<(Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+        (
+            vec![("x-execution-id", "e")],
+            b"{\"input\":1}}".to_vec(),
+            "trailing characters",
+        ),
+        (
+            vec![("x-execution-id", "e")],
+            b"{\"input\":1e400}".to_vec(),
+            "out of range",
+        ),
+        (
+            vec![("x-execution-id", "e")],
+            b"{\"input\":\"\xff\"}".to_vec(),
+            "UTF-8",
+        ),
+        (
+            vec![("x-execution-id", "e")],
+            b"{\"input\":\"\\ud800\"}".to_vec(),
+            "surrogate",
+        ),
+        (
+            vec![("x-execution-id", "e")],
+            deep.clone().into_bytes(),
+            "nested deeper",
+        ),
+        (
+            vec![],
+            b"{\"execution_id\":\"e\",\"payload\":{}}}".to_vec(),
+            "trailing characters",
+        ),
+        (
+            vec![],
+            b"{\"execution_id\":\"e\",\"payload\":{\"input\":-1e999}}".to_vec(),
+            "out of range",
+        ),
+        (vec![], b"{\"execution_id\":\"\xc3\"}".to_vec(), "UTF-8"),
+        (vec![], deep_env.into_bytes(), "nested deeper"),
+    ];
+    for (headers, body, needle) in &strict {
+        let r = http("POST", &w.url("/invoke"), headers, body.clone())
+            .await
+            .unwrap();
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!(r.status, 400, "{headers:?} {shown}: {}", r.text());
+        let err = &r.json()["error"];
+        assert_eq!(err["code"], "INVALID_REQUEST", "{shown}");
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{shown}: {err}"
+        );
+    }
     for (headers, body, status, needle) in &cases {
         let r = http("POST", &w.url("/invoke"), headers, body.to_string())
             .await
@@ -192,7 +247,7 @@ async fn bad_requests_get_400_with_a_clear_message() {
     assert_eq!(r.status, 404);
     assert_eq!(
         metric(&w, "watchdog_invocations_total{outcome=\"rejected\"}").await,
-        cases.len() as f64
+        (cases.len() + strict.len()) as f64
     );
     // None of them reached the runtime.
     assert_eq!(call(&w, "ok", json!(1)).await.json()["count"], 1);

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -172,7 +170,8 @@ class RuntimeProcess:
         )
         full.update(env)
         self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._arrived = threading.Condition()
+        self._ended = False
         self.proc = subprocess.Popen(
             args or [sys.executable, "-m", "nanofaas_runtime"],
             env=full,
@@ -188,28 +187,37 @@ class RuntimeProcess:
 
     def _read(self) -> None:
         for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
+            with self._arrived:
+                self.lines.append(line.rstrip("\n"))
+                self._arrived.notify_all()
+        with self._arrived:
+            self._ended = True
+            self._arrived.notify_all()
 
     def wait_for_log(self, msg: str, timeout_s: float = 15.0) -> dict:
         """The first JSON log line whose ``msg`` is ``msg``; fails after ``timeout_s``."""
-        for line in list(self.lines):
-            entry = _json_or_none(line)
-            if entry and entry.get("msg") == msg:
-                return entry
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no {msg!r} log line within {timeout_s}s: {self.lines}"
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            assert line is not None, f"process ended before logging {msg!r}: {self.lines}"
-            entry = _json_or_none(line)
-            if entry and entry.get("msg") == msg:
-                return entry
+        return self.wait_for_line(
+            lambda line: (_json_or_none(line) or {}).get("msg") == msg, timeout_s, what=repr(msg)
+        )
+
+    def wait_for_line(self, pred, timeout_s: float = 15.0, n: int = 1, what: str = "") -> dict:
+        """The ``n``-th stderr line that ``pred`` accepts (parsed JSON, or ``{"line": ...}`` when
+        it is not JSON); fails after ``timeout_s`` or when the process ends first."""
+        what = what or "matching"
+
+        def nth():
+            found = [line for line in self.lines if pred(line)]
+            return found[n - 1] if len(found) >= n else None
+
+        with self._arrived:
+            ok = self._arrived.wait_for(lambda: nth() is not None or self._ended, timeout_s)
+            line = nth()
+        assert line is not None, (
+            f"no {what} line (#{n}) "
+            + ("before the process ended" if ok else f"within {timeout_s}s")
+            + f": {self.lines}"
+        )
+        return _json_or_none(line) or {"line": line}
 
     def wait(self, timeout_s: float) -> int:
         rc = self.proc.wait(timeout=timeout_s)

@@ -1109,7 +1109,7 @@ mod tests {
         let (p, mut v) = provider(settings());
         let (port, _srv) = healthy_server().await;
         let s = spec(json!({
-            "env": {"GREETING": "hi", "PORT": "1"},
+            "env": {"GREETING": "hi"},
             "resources": {"cpu": "500m", "memory": "64Mi"},
             "runtimeCommand": "python3 -m nanofaas_runtime",
             "instanceConcurrency": 2,
@@ -1148,7 +1148,7 @@ mod tests {
         assert_eq!(env["EXECUTION_MODE"], "WARM");
         assert_eq!(env["WATCHDOG_CMD"], "python3 -m nanofaas_runtime");
         assert_eq!(env["WARM_CONCURRENCY"], "2");
-        assert_eq!(env["PORT"], "8081", "ours wins over the spec's PORT");
+        assert_eq!(env["PORT"], "8081");
         let ports = body["Env"]
             .as_array()
             .unwrap()

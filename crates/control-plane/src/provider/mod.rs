@@ -109,6 +109,13 @@ pub trait Provider: Send + Sync + 'static {
     /// nothing of it is left. Unknown ids are ignored.
     fn stop<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, ()>;
 
+    /// Whether the instance was killed for going over its memory limit (asked after an attempt
+    /// on it failed, and right after it ended): the message names the limit. Providers that
+    /// cannot tell answer `None`.
+    fn out_of_memory(&self, _instance_id: &str) -> Option<String> {
+        None
+    }
+
     /// Everything this provider currently owns.
     fn list(&self) -> Vec<InstanceInfo>;
 

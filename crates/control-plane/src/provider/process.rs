@@ -7,25 +7,34 @@
 //! carries the runtime's output) is kept as a short tail for error messages and forwarded to the
 //! log, rate-limited per instance.
 //!
+//! Isolation (see [`sandbox`] and [`cgroup`]): an instance starts from a clean environment, as
+//! a user of its own when the control plane runs as root, in a cgroup of its own that enforces
+//! `resources.memory` and `resources.cpu` and counts its out-of-memory kills, with rlimits on
+//! open files and processes. Its watchdog accepts connections only from the control plane's
+//! user (`WARM_PEER_UID`).
+//!
 //! No orphan survives: the watchdog runs in its own process group and gets SIGTERM if the
 //! control plane dies (`PR_SET_PDEATHSIG`); the runtime runs in its own group too. Every process
 //! of an instance carries `NANOFAAS_INSTANCE` and the owner's identity in its environment, so at
 //! start-up (and on stop) the provider finds every process an earlier, dead control plane left
 //! behind, grandchildren included, by reading `/proc/*/environ`.
 
-use super::shared::{identity_alive, join_all, process_identity, LogTail, OutputLog};
+pub mod cgroup;
+pub mod sandbox;
+
+use super::shared::{identity_alive, join_all, process_identity, read_lines, LogTail, OutputLog};
 use super::{
     ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
 };
 use crate::dispatch::BoxFuture;
 use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
@@ -50,6 +59,8 @@ pub struct ProcessSettings {
     pub log_lines_per_second: u32,
     /// Reach warm instances over a Unix socket in the abstract namespace (`WARM_SOCKET`).
     pub unix_socket: bool,
+    /// Environment, user, cgroups and rlimits of instances.
+    pub isolation: sandbox::IsolationSettings,
 }
 
 /// Finds `nanofaas-watchdog`: next to the running executable, else on `PATH`.
@@ -77,14 +88,102 @@ struct Entry {
     runtime_pid: Mutex<Option<u32>>,
     exited: ExitWatch,
     log: Arc<LogTail>,
+    confined: Mutex<Confined>,
+}
+
+/// The user and cgroup an instance was given.
+#[derive(Default)]
+struct Confined {
+    /// A dynamic user id, handed back when the instance ends.
+    dynamic_uid: Option<u32>,
+    /// A folder of its own (JOB instances of FILE functions), removed when it ends.
+    private_dir: Option<PathBuf>,
+    uid: Option<u32>,
+    cgroup: Option<cgroup::InstanceCgroup>,
 }
 
 type Children = Arc<Mutex<HashMap<String, Arc<Entry>>>>;
+
+/// Out-of-memory verdicts of instances that ended recently (their cgroup is gone), newest last.
+const ENDED_OOM_KEPT: usize = 256;
 
 pub struct ProcessProvider {
     settings: ProcessSettings,
     children: Children,
     owner: String,
+    shared: Arc<Shared>,
+}
+
+/// What the exit tasks of instances need too.
+struct Shared {
+    user: sandbox::UserMode,
+    uids: Option<sandbox::UidPool>,
+    cgroups: cgroup::Cgroups,
+    /// The allow-listed part of the control plane's environment.
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    ended_oom: Mutex<VecDeque<(String, String)>>,
+}
+
+/// The user instances check access with (for dynamic users, one of the range: a stranger to
+/// every file).
+fn probe_user(user: &sandbox::UserMode) -> Option<(u32, u32)> {
+    match *user {
+        sandbox::UserMode::Inherit => None,
+        sandbox::UserMode::Fixed { uid, gid } => Some((uid, gid)),
+        sandbox::UserMode::Dynamic { first, .. } => Some((first, first)),
+    }
+}
+
+/// Hands back what an instance was given: its dynamic user id, its cgroup.
+fn release(shared: &Shared, confined: Confined) {
+    if let Some(cg) = &confined.cgroup {
+        cg.remove();
+    }
+    if let Some(d) = &confined.private_dir {
+        // Only the folder made for this instance (owned by its user), never one found there.
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: no arguments, cannot fail.
+        let owner = confined.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
+        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == owner) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    if let (Some(uid), Some(pool)) = (confined.dynamic_uid, &shared.uids) {
+        pool.give_back(uid);
+    }
+}
+
+impl Entry {
+    /// The out-of-memory verdict of this instance, if its cgroup counted a kill.
+    fn oom(&self) -> Option<String> {
+        let c = self.confined.lock().unwrap();
+        let cg = c.cgroup.as_ref()?;
+        let kills = cg.oom_kills();
+        (kills > 0).then(|| oom_message(cg.memory_limit, kills))
+    }
+}
+
+/// `cp-<pid>-<start time>`: the cgroup folder name of a control plane's identity.
+fn owner_folder(identity: &str) -> String {
+    format!("cp-{}", identity.replace(':', "-"))
+}
+
+fn folder_identity(folder: &str) -> Option<String> {
+    let rest = folder.strip_prefix("cp-")?;
+    let (pid, start) = rest.split_once('-')?;
+    Some(format!("{pid}:{start}"))
+}
+
+/// The message of an out-of-memory kill.
+fn oom_message(limit: Option<u64>, kills: u64) -> String {
+    let limit = match limit {
+        Some(b) if b % (1 << 20) == 0 => format!("{} Mi ({b} bytes)", b >> 20),
+        Some(b) => format!("{b} bytes"),
+        None => "its memory limit".into(),
+    };
+    format!(
+        "the function went over its memory limit (resources.memory = {limit}) and was killed by the kernel ({kills} out-of-memory kill(s) in its instance)"
+    )
 }
 
 /// Processes whose environment has `NANOFAAS_OWNER`, as (pid, instance, owner).
@@ -166,11 +265,176 @@ impl ProcessProvider {
                 settings.watchdog.display()
             ));
         }
+        let iso = &settings.isolation;
+        let user = sandbox::UserMode::resolve(iso)?;
+        let owner = process_identity();
+        let cgroups = cgroup::Cgroups::detect(&owner_folder(&owner), &iso.cgroup_parent);
+        tracing::info!(
+            "process instances run {}; {}; limits {}",
+            user.describe(),
+            cgroups.describe(),
+            if iso.best_effort {
+                "best effort"
+            } else {
+                "enforced (specs asking for what cannot be enforced are refused)"
+            }
+        );
+        let uids = match user {
+            sandbox::UserMode::Dynamic { first, last } => Some(sandbox::UidPool::new(first, last)),
+            _ => None,
+        };
+        if let Some((uid, gid)) = probe_user(&user) {
+            if let Some(why) = sandbox::access_problem(&settings.watchdog, uid, gid, 1) {
+                return Err(format!(
+                    "{why}; instances run as another user and must be able to run the watchdog (move it, or set provider.process.user)"
+                ));
+            }
+        }
         Ok(Self {
+            shared: Arc::new(Shared {
+                env: sandbox::inherited_env(&iso.env_allow),
+                user,
+                uids,
+                cgroups,
+                ended_oom: Mutex::new(VecDeque::new()),
+            }),
             settings,
             children: Arc::default(),
-            owner: process_identity(),
+            owner,
         })
+    }
+
+    /// Why an instance of `spec` could not reach its program or folder as its user.
+    fn access_problem(&self, spec: &FunctionSpec) -> Option<(&'static str, String)> {
+        let (uid, gid) = probe_user(&self.shared.user)?;
+        let dir = spec.working_dir.as_deref().map(Path::new);
+        if let Some(d) = dir {
+            if let Some(why) = sandbox::access_problem(d, uid, gid, 5) {
+                return Some(("workingDir", why));
+            }
+        }
+        let program = spec.command.as_ref()?.first()?;
+        let path = self
+            .shared
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_os_str());
+        let exe = sandbox::resolve_program(program, dir, path)?;
+        sandbox::access_problem(&exe, uid, gid, 1).map(|why| ("command", why))
+    }
+
+    fn limits_of(&self, spec: &FunctionSpec) -> cgroup::Limits {
+        let res = spec.resources.as_ref();
+        let iso = &self.settings.isolation;
+        cgroup::Limits {
+            memory_bytes: res
+                .and_then(|r| r.memory.as_deref())
+                .and_then(|m| nanofaas_api::spec::parse_memory_bytes(m).ok()),
+            cpu_millis: res
+                .and_then(|r| r.cpu.as_deref())
+                .and_then(|c| nanofaas_api::spec::parse_cpu_millis(c).ok()),
+            max_processes: (iso.max_processes > 0 && self.shared.cgroups.pids_available())
+                .then_some(iso.max_processes),
+        }
+    }
+
+    /// The limits of `spec` the host cannot enforce: (field, why).
+    fn unenforceable(&self, spec: &FunctionSpec) -> Option<(&'static str, String)> {
+        let l = self.limits_of(spec);
+        let c = &self.shared.cgroups;
+        if l.memory_bytes.is_some() {
+            if let Some(why) = c.memory_unavailable() {
+                return Some(("resources.memory", why.to_string()));
+            }
+        }
+        if l.cpu_millis.is_some() {
+            if let Some(why) = c.cpu_unavailable() {
+                return Some(("resources.cpu", why.to_string()));
+            }
+        }
+        None
+    }
+
+    /// The user, cgroup and limits of a new instance, applied between fork and exec.
+    fn confine(
+        &self,
+        id: &str,
+        spec: &FunctionSpec,
+        private: bool,
+        cmd: &mut Command,
+    ) -> Result<Confined, StartFailure> {
+        let iso = &self.settings.isolation;
+        let mut confined = Confined::default();
+        let user = match self.shared.user {
+            sandbox::UserMode::Inherit => None,
+            sandbox::UserMode::Fixed { uid, gid } => Some((uid, gid)),
+            sandbox::UserMode::Dynamic { .. } => {
+                let uid = self.shared.uids.as_ref().and_then(|p| p.take()).ok_or_else(|| StartFailure {
+                    message: "every user id of provider.process.uid_range is in use by a running instance".into(),
+                    permanent: false,
+                })?;
+                confined.dynamic_uid = Some(uid);
+                Some((uid, uid))
+            }
+        };
+        confined.uid = user.map(|u| u.0);
+        let mut limits = self.limits_of(spec);
+        if iso.best_effort {
+            if limits.memory_bytes.is_some() && self.shared.cgroups.memory_unavailable().is_some() {
+                limits.memory_bytes = None;
+            }
+            if limits.cpu_millis.is_some() && self.shared.cgroups.cpu_unavailable().is_some() {
+                limits.cpu_millis = None;
+            }
+        }
+        let wants_cgroup = limits.memory_bytes.is_some()
+            || limits.cpu_millis.is_some()
+            || self.shared.cgroups.memory_unavailable().is_none();
+        let cg = if wants_cgroup && self.shared.cgroups.version.is_some() {
+            match self.shared.cgroups.create(id, &limits) {
+                Ok(cg) => Some(cg),
+                Err(e) if limits.memory_bytes.is_some() || limits.cpu_millis.is_some() => {
+                    if let Some(u) = confined.dynamic_uid {
+                        self.shared.uids.as_ref().map(|p| p.give_back(u));
+                    }
+                    return Err(StartFailure {
+                        message: format!("cannot enforce the resources of {:?}: {e}", spec.name),
+                        permanent: false,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %id, error = %e, "no cgroup for the instance (it has no limits to enforce)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // A one-shot FILE instance exchanges its input and output through files: in a folder
+        // of its own, not in a shared /tmp where another instance's files may be.
+        let private_dir = private.then(|| std::env::temp_dir().join(format!("nanofaas-{id}")));
+        if let Some(d) = &private_dir {
+            cmd.env("INPUT_FILE", d.join("input.json"))
+                .env("OUTPUT_FILE", d.join("output.json"));
+        }
+        let setup = sandbox::ChildSetup {
+            private_dir: private_dir
+                .as_ref()
+                .and_then(|d| CString::new(d.as_os_str().as_encoded_bytes()).ok()),
+            cgroup_procs: cg.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            max_open_files: iso.max_open_files,
+            max_processes: iso.max_processes,
+            user,
+        };
+        confined.cgroup = cg;
+        confined.private_dir = private_dir;
+        // SAFETY: `apply` makes only async-signal-safe calls (open, write, setrlimit, setuid,
+        // prctl) and does not allocate.
+        unsafe {
+            cmd.pre_exec(move || setup.apply());
+        }
+        Ok(confined)
     }
 
     fn runtime_command(spec: &FunctionSpec) -> Result<String, StartFailure> {
@@ -192,7 +456,10 @@ impl ProcessProvider {
             }
             cmd.current_dir(dir);
         }
-        cmd.envs(&spec.env)
+        // A clean environment: the allow-list, the spec's, then ours (which wins).
+        cmd.env_clear()
+            .envs(self.shared.env.iter().map(|(k, v)| (k, v)))
+            .envs(&spec.env)
             .env(ENV_INSTANCE, id)
             .env(ENV_FUNCTION, &spec.name)
             .env(ENV_OWNER, &self.owner)
@@ -203,13 +470,6 @@ impl ProcessProvider {
             .stderr(Stdio::piped())
             .kill_on_drop(false)
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
         Ok(cmd)
     }
 
@@ -222,13 +482,22 @@ impl ProcessProvider {
         kind: &'static str,
         mut cmd: Command,
     ) -> Result<(Arc<Entry>, oneshot::Receiver<Ready>), StartFailure> {
-        let mut child = cmd.spawn().map_err(|e| StartFailure {
-            message: format!(
-                "cannot start the watchdog {}: {e}",
-                self.settings.watchdog.display()
-            ),
-            permanent: true,
-        })?;
+        let private = kind == "job" && spec.runtime_mode == RuntimeMode::File;
+        let confined = self.confine(id, spec, private, &mut cmd)?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let shared = self.shared.clone();
+                tokio::task::spawn_blocking(move || release(&shared, confined));
+                return Err(StartFailure {
+                    message: format!(
+                        "cannot start the watchdog {}: {e}",
+                        self.settings.watchdog.display()
+                    ),
+                    permanent: true,
+                });
+            }
+        };
         let pid = child.id().unwrap_or(0);
         let (exit_tx, exited) = watch::channel(None);
         let log = Arc::new(LogTail::default());
@@ -239,6 +508,7 @@ impl ProcessProvider {
             runtime_pid: Mutex::new(None),
             exited,
             log: log.clone(),
+            confined: Mutex::new(confined),
         });
         self.children
             .lock()
@@ -250,8 +520,7 @@ impl ProcessProvider {
             let log = log.clone();
             tokio::spawn(async move {
                 let mut ready_tx = Some(ready_tx);
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                read_lines(out, |line| {
                     if let Some(rest) = line.strip_prefix("NANOFAAS_READY ") {
                         let port = field(rest, "port").and_then(|p| p.parse::<u16>().ok());
                         let socket = field(rest, "socket").map(Arc::<str>::from);
@@ -271,7 +540,8 @@ impl ProcessProvider {
                     } else {
                         log.push(&line);
                     }
-                }
+                })
+                .await;
             });
         }
         if let Some(err) = child.stderr.take() {
@@ -279,15 +549,16 @@ impl ProcessProvider {
             let (instance, function) = (id.to_string(), spec.name.clone());
             let mut out = OutputLog::new(function, instance, self.settings.log_lines_per_second);
             tokio::spawn(async move {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                read_lines(err, |line| {
                     log.push(&line);
                     out.line("stderr", &line);
-                }
+                })
+                .await;
             });
         }
         let children = self.children.clone();
         let instance = id.to_string();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             let why = match child.wait().await {
                 Ok(st) => match (
@@ -300,9 +571,28 @@ impl ProcessProvider {
                 },
                 Err(e) => format!("cannot wait for the watchdog: {e}"),
             };
-            children.lock().unwrap().remove(&instance);
-            // The runtime and anything it started go with the watchdog.
-            tokio::task::spawn_blocking(move || kill_instance_processes(&instance));
+            let entry = children.lock().unwrap().remove(&instance);
+            // The runtime and anything it started go with the watchdog; then its cgroup.
+            // Its out-of-memory verdict is kept for the call that may still ask.
+            let oom = entry.as_ref().and_then(|e| e.oom());
+            if let Some(msg) = &oom {
+                let mut q = shared.ended_oom.lock().unwrap();
+                if q.len() == ENDED_OOM_KEPT {
+                    q.pop_front();
+                }
+                q.push_back((instance.clone(), msg.clone()));
+            }
+            tokio::task::spawn_blocking(move || {
+                kill_instance_processes(&instance);
+                if let Some(e) = entry {
+                    let confined = std::mem::take(&mut *e.confined.lock().unwrap());
+                    release(&shared, confined);
+                }
+            });
+            let why = match oom {
+                Some(m) => format!("{why}; {m}"),
+                None => why,
+            };
             let _ = exit_tx.send(Some(why));
         });
         Ok((entry, ready_rx))
@@ -377,6 +667,24 @@ impl Provider for ProcessProvider {
                 ));
             }
         }
+        if let Some((field, why)) = self.unenforceable(spec) {
+            if self.settings.isolation.best_effort {
+                tracing::warn!(function = %spec.name, field, reason = %why, "limit not enforced (provider.process.limits = best-effort)");
+            } else {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "the process provider cannot enforce it on this host ({why}); run the control plane as root on a host with cgroups, remove the limit, or set provider.process.limits = \"best-effort\" to run it unenforced"
+                    ),
+                ));
+            }
+        }
+        if let Some((field, why)) = self.access_problem(spec) {
+            return Err(ValidationError::new(
+                field,
+                format!("{why}; make it readable by others, or set provider.process.user"),
+            ));
+        }
         Ok(())
     }
 
@@ -402,7 +710,10 @@ impl Provider for ProcessProvider {
                 .env(
                     "WARM_STOP_GRACE_MS",
                     self.settings.stop_grace.as_millis().to_string(),
-                );
+                )
+                // Only the control plane's user may connect to the watchdog.
+                // SAFETY: no arguments, cannot fail.
+                .env("WARM_PEER_UID", unsafe { libc::geteuid() }.to_string());
             if spec.runtime_mode != RuntimeMode::Http {
                 cmd.env_remove("RUNTIME_URL");
             }
@@ -501,6 +812,21 @@ impl Provider for ProcessProvider {
         })
     }
 
+    fn out_of_memory(&self, instance_id: &str) -> Option<String> {
+        let live = self.children.lock().unwrap().get(instance_id).cloned();
+        if let Some(e) = live {
+            return e.oom();
+        }
+        self.shared
+            .ended_oom
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(id, _)| id == instance_id)
+            .map(|(_, m)| m.clone())
+    }
+
     fn list(&self) -> Vec<InstanceInfo> {
         let mut v: Vec<InstanceInfo> = self
             .children
@@ -523,6 +849,7 @@ impl Provider for ProcessProvider {
     fn cleanup_orphans(&self) -> BoxFuture<'_, usize> {
         Box::pin(async move {
             let me = self.owner.clone();
+            let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || {
                 let mut instances = std::collections::BTreeSet::new();
                 for (pid, inst, owner) in marked_processes() {
@@ -533,6 +860,12 @@ impl Provider for ProcessProvider {
                 }
                 for i in &instances {
                     tracing::warn!(instance = %i, "stopped an instance left behind by a control plane that died");
+                }
+                let cgroups = shared.cgroups.remove_orphans(|folder| {
+                    folder_identity(folder).is_some_and(|id| id == me || identity_alive(&id))
+                });
+                if cgroups > 0 {
+                    tracing::info!(cgroups, "removed instance cgroups left behind by a control plane that died");
                 }
                 instances.len()
             })
@@ -572,5 +905,14 @@ mod tests {
         assert_eq!(field("port=41", "nope"), None);
         assert_eq!(exit_code_of("the watchdog exited with code 4"), Some(4));
         assert_eq!(exit_code_of("the watchdog was killed by signal 9"), None);
+    }
+
+    #[test]
+    fn owner_folders_round_trip_and_oom_messages_name_the_limit() {
+        assert_eq!(owner_folder("12:345"), "cp-12-345");
+        assert_eq!(folder_identity("cp-12-345").as_deref(), Some("12:345"));
+        assert_eq!(folder_identity("other"), None);
+        let m = oom_message(Some(64 << 20), 1);
+        assert!(m.contains("64 Mi") && m.contains("resources.memory"), "{m}");
     }
 }

@@ -1,5 +1,10 @@
-//! What the providers share: the tail of an instance's output, rate-limited forwarding of that
-//! output to the log, the identity of a process across PID reuse, and joining futures.
+//! What the providers share: cutting an instance's output into bounded lines, the tail of that
+//! output, rate-limited forwarding of it to the log, the identity of a process across PID reuse,
+//! and joining futures.
+//!
+//! Output is something a function controls: a line is cut at [`MAX_LINE_BYTES`] *as it is read*
+//! (the rest is counted, not buffered), so a function printing gigabytes without a newline costs
+//! the control plane at most one line buffer per stream of each instance.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -10,6 +15,72 @@ use tokio::time::Instant;
 pub const TAIL_LINES: usize = 40;
 /// Longest line kept; longer ones are cut.
 const MAX_LINE: usize = 2000;
+
+/// Longest output line of an instance that is kept and logged; the rest of a longer line is
+/// dropped and the line ends with a marker ` [... N bytes cut]`.
+pub const MAX_LINE_BYTES: usize = 16 << 10;
+
+/// Splits a byte stream into lines of at most [`MAX_LINE_BYTES`] (plus the marker), without
+/// ever buffering more than that.
+#[derive(Default)]
+pub struct LineCutter {
+    buf: Vec<u8>,
+    cut: u64,
+}
+
+impl LineCutter {
+    /// Feeds `data`; calls `emit` with each line it completes (without its `\n` or `\r\n`).
+    pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(String)) {
+        while !data.is_empty() {
+            let (part, rest, ended) = match data.iter().position(|b| *b == b'\n') {
+                Some(i) => (&data[..i], &data[i + 1..], true),
+                None => (data, &data[data.len()..], false),
+            };
+            let room = MAX_LINE_BYTES - self.buf.len();
+            let take = part.len().min(room);
+            self.buf.extend_from_slice(&part[..take]);
+            self.cut += (part.len() - take) as u64;
+            if ended {
+                emit(self.take_line());
+            }
+            data = rest;
+        }
+    }
+
+    /// The partial line left, if any (at the end of the stream).
+    pub fn finish(&mut self) -> Option<String> {
+        (!self.buf.is_empty() || self.cut > 0).then(|| self.take_line())
+    }
+
+    fn take_line(&mut self) -> String {
+        if self.cut == 0 && self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        let mut line = String::from_utf8_lossy(&self.buf).into_owned();
+        if self.cut > 0 {
+            line.push_str(&format!(" [... {} bytes cut]", self.cut));
+        }
+        self.buf.clear();
+        self.cut = 0;
+        line
+    }
+}
+
+/// Reads `r` to its end as bounded lines (see [`LineCutter`]).
+pub async fn read_lines(mut r: impl tokio::io::AsyncRead + Unpin, mut emit: impl FnMut(String)) {
+    use tokio::io::AsyncReadExt;
+    let mut cutter = LineCutter::default();
+    let mut chunk = vec![0u8; 8 << 10];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => cutter.push(&chunk[..n], &mut emit),
+        }
+    }
+    if let Some(l) = cutter.finish() {
+        emit(l);
+    }
+}
 
 /// The last lines an instance wrote.
 #[derive(Default)]
@@ -162,6 +233,40 @@ mod tests {
         assert_eq!(LogTail::default().render("nothing"), "nothing");
         t.push(&"é".repeat(1500));
         assert!(t.snapshot().last().unwrap().ends_with(" [...]"));
+    }
+
+    #[test]
+    fn lines_are_cut_as_they_are_read() {
+        let mut c = LineCutter::default();
+        let mut got = Vec::new();
+        let mut emit = |l: String| got.push(l);
+        c.push(b"short\r\nsplit ", &mut emit);
+        c.push(b"line\n", &mut emit);
+        // 5 MB without a newline, in chunks: never more than one line buffered.
+        let big = vec![b'x'; 64 << 10];
+        for _ in 0..80 {
+            c.push(&big, &mut emit);
+            assert!(c.buf.capacity() <= 2 * MAX_LINE_BYTES);
+        }
+        c.push(b"\nafter", &mut emit);
+        let tail = c.finish();
+        assert_eq!(got[0], "short");
+        assert_eq!(got[1], "split line");
+        let cut = 80 * (64 << 10) - MAX_LINE_BYTES;
+        assert_eq!(
+            got[2],
+            format!("{} [... {cut} bytes cut]", "x".repeat(MAX_LINE_BYTES))
+        );
+        assert_eq!(tail.as_deref(), Some("after"));
+        assert_eq!(c.finish(), None);
+    }
+
+    #[tokio::test]
+    async fn read_lines_reads_to_the_end() {
+        let data: &[u8] = b"a\nb\n\nc";
+        let mut got = Vec::new();
+        read_lines(data, |l| got.push(l)).await;
+        assert_eq!(got, ["a", "b", "", "c"]);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   When the input is an object it may script the call, in this order: `sleepMs` (sleep first),
 //!   `crash: true` (exit(1) without answering), `crashOnAttempt: N` (crash only when
 //!   `X-Dispatch-Attempt` is N), `fail: "msg"` (500 with a `HANDLER_ERROR`), `spawnGrandchild:
-//!   true` (start `sleep 1000` and report its pid as `grandchildPid`).
+//!   true` (start `sleep 1000` and report its pid as `grandchildPid`), `allocateMb: N` (touch N
+//!   MiB of memory, kept until the process ends, then answer).
 //! - When a callback URL is known (`X-Callback-Url`, else env `CALLBACK_URL`) it posts
 //!   `{success, output, error}` to `{url}/{executionId}:complete` with `X-Trace-Id` and
 //!   `X-Callback-Token` (header, else env `CALLBACK_TOKEN`) *before* answering, as the seed's
@@ -184,6 +185,15 @@ async fn invoke(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
         }
         if let Some(msg) = script.get("fail").and_then(Value::as_str) {
             failure = Some(msg.to_string());
+        }
+        if let Some(mb) = script.get("allocateMb").and_then(Value::as_u64) {
+            // Touched page by page, so that it is really resident; leaked on purpose.
+            let mut v = vec![0u8; (mb.min(1 << 16) as usize) << 20];
+            for i in (0..v.len()).step_by(4096) {
+                v[i] = 1;
+            }
+            std::hint::black_box(&v);
+            std::mem::forget(v);
         }
         if failure.is_none() && script.get("spawnGrandchild").and_then(Value::as_bool) == Some(true)
         {

@@ -10,6 +10,7 @@
 //! - [`supervisor`]: owns the runtime process and its lifecycle.
 //! - [`server`]: the HTTP handlers and the invocation path.
 
+pub mod peer;
 pub mod server;
 pub mod supervisor;
 
@@ -142,12 +143,26 @@ pub async fn run(cfg: Config) -> ExitCode {
     let reason = loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
+                if let Some(want) = warm.peer_uid {
+                    let uid = stream.local_addr().ok().and_then(|l| peer::tcp_peer_uid(l, peer));
+                    if uid != Some(want) {
+                        refuse(uid, want);
+                        continue;
+                    }
+                }
                 let _ = stream.set_nodelay(true);
                 serve_connection(stream, &app, &stop_rx);
             }
             accepted = accept_unix(unix.as_ref()) => {
                 let Ok((stream, _)) = accepted else { continue };
+                if let Some(want) = warm.peer_uid {
+                    let uid = peer::unix_peer_uid(&stream);
+                    if uid != Some(want) {
+                        refuse(uid, want);
+                        continue;
+                    }
+                }
                 serve_connection(stream, &app, &stop_rx);
             }
             _ = term.recv() => break "SIGTERM",
@@ -179,6 +194,12 @@ pub async fn run(cfg: Config) -> ExitCode {
     }
     crate::info!("stopped");
     ExitCode::Ok
+}
+
+/// Logs a connection closed by the `WARM_PEER_UID` check (the stream is dropped unanswered).
+fn refuse(uid: Option<u32>, want: u32) {
+    let who = uid.map_or_else(|| "an unknown user".to_string(), |u| format!("uid {u}"));
+    crate::warn!("refused a connection from {who}: only uid {want} may connect (WARM_PEER_UID)");
 }
 
 /// Serves one accepted connection (TCP or Unix) with hyper until it closes or the watchdog stops.

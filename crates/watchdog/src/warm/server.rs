@@ -164,6 +164,9 @@ struct Invocation {
     body: Bytes,
     timeout: Duration,
     callback: Option<(HttpUrl, Option<String>)>,
+    /// Set when the call waited for the runtime to (re)start: how long the start took, in ms,
+    /// plus one (0: it did not wait). Answered as `X-Runtime-Start-Ms`.
+    runtime_start: AtomicU64,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -327,7 +330,7 @@ impl App {
                 header_id.clone(),
             )
         };
-        let mut timeout = match h.get(H_TIMEOUT_MS) {
+        let timeout = match h.get(H_TIMEOUT_MS) {
             None => self.cfg.timeout,
             Some(v) => parse_timeout(v.as_bytes()).ok_or_else(|| {
                 bad(format!(
@@ -360,8 +363,8 @@ impl App {
             if id.is_empty() {
                 return Err(bad(format!("{} is empty", headers::EXECUTION_ID)));
             }
-            if let Err(e) = serde_json::from_slice::<IgnoredAny>(&body) {
-                return Err(bad(format!("the body is not valid JSON: {e}")));
+            if let Err(e) = check_body(&body) {
+                return Err(bad(e));
             }
             let callback = match h.get(H_CALLBACK_URL) {
                 None => None,
@@ -388,50 +391,19 @@ impl App {
                 body,
                 timeout,
                 callback,
+                runtime_start: AtomicU64::new(0),
             });
         }
-        let env: WarmEnvelope = serde_json::from_slice(&body).map_err(|e| {
-            bad(format!(
-                "no {} header, and the body is not a valid envelope \
-                 {{execution_id, payload, callback_url?, trace_id?, timeout_ms?}}: {e}",
-                headers::EXECUTION_ID
-            ))
-        })?;
-        if env.execution_id.is_empty() {
-            return Err(bad("execution_id is empty".into()));
-        }
-        let execution_id = HeaderValue::from_str(&env.execution_id)
-            .map_err(|_| bad("execution_id contains characters not allowed in a header".into()))?;
-        let trace_id =
-            match &env.trace_id {
-                None => h.get(H_TRACE_ID).cloned(),
-                Some(t) => Some(HeaderValue::from_str(t).map_err(|_| {
-                    bad("trace_id contains characters not allowed in a header".into())
-                })?),
-            };
-        if let Some(ms) = env.timeout_ms {
-            if ms == 0 {
-                return Err(bad("timeout_ms must be positive".into()));
-            }
-            timeout = Duration::from_millis(ms.min(1_000_000_000));
-        }
-        let callback = match &env.callback_url {
-            None => None,
-            Some(u) if u.is_empty() => None,
-            Some(u) => Some((
-                HttpUrl::parse(u).map_err(|e| bad(format!("callback_url: {e}")))?,
-                env.callback_token.clone(),
-            )),
-        };
-        let body = Bytes::from(serde_json::to_vec(&env.payload).expect("a JSON value serialises"));
+        let env = parse_envelope(&body, h.get(H_TRACE_ID), timeout).map_err(bad)?;
         Ok(Invocation {
             form: Form::Envelope,
-            execution_id,
-            trace_id,
+            execution_id: env.execution_id,
+            trace_id: env.trace_id,
             attempt: h.get(H_DISPATCH_ATTEMPT).cloned(),
-            body,
-            timeout,
-            callback,
+            body: env.payload,
+            timeout: env.timeout,
+            callback: env.callback,
+            runtime_start: AtomicU64::new(0),
         })
     }
 
@@ -504,6 +476,10 @@ impl App {
     async fn call_runtime(&self, inv: &Invocation, deadline: Instant) -> Result<Bytes, ErrorBody> {
         let sup = self.sup.as_ref().expect("an HTTP runtime has a supervisor");
         let lease = sup.lease(deadline).await?;
+        if lease.waited_for_start {
+            let ms = lease.runtime.start_took.as_millis() as u64;
+            inv.runtime_start.store(ms + 1, Ordering::Relaxed);
+        }
         let mut h = HeaderMap::with_capacity(4);
         h.insert(CONTENT_TYPE, JSON);
         h.insert(H_EXECUTION_ID, inv.execution_id.clone());
@@ -559,6 +535,18 @@ impl App {
     }
 
     fn respond(&self, inv: &Invocation, result: Result<Bytes, ErrorBody>) -> Resp {
+        let mut r = self.respond_with(inv, result);
+        let start = inv.runtime_start.load(Ordering::Relaxed);
+        if start > 0 {
+            r.headers_mut().insert(
+                headers::RUNTIME_START_MS,
+                HeaderValue::from_str(&(start - 1).to_string()).expect("digits"),
+            );
+        }
+        r
+    }
+
+    fn respond_with(&self, inv: &Invocation, result: Result<Bytes, ErrorBody>) -> Resp {
         match (inv.form, result) {
             (Form::Header, Ok(body)) => {
                 let mut r = json_response(body);
@@ -629,6 +617,78 @@ impl App {
 fn header_os(v: &HeaderValue) -> OsString {
     use std::os::unix::ffi::OsStrExt;
     std::ffi::OsStr::from_bytes(v.as_bytes()).to_os_string()
+}
+
+/// The header form's body check: one complete JSON value under the platform's rules
+/// ([`nanofaas_api::json`]); the body is forwarded as it is.
+pub fn check_body(body: &[u8]) -> Result<(), String> {
+    nanofaas_api::json::check(body, nanofaas_api::json::Rules::DATA)
+        .map_err(|e| format!("the body is not valid JSON: {e}"))
+}
+
+/// An envelope-form request, checked.
+#[derive(Debug)]
+pub struct Envelope {
+    pub execution_id: HeaderValue,
+    pub trace_id: Option<HeaderValue>,
+    pub timeout: Duration,
+    pub callback: Option<(HttpUrl, Option<String>)>,
+    /// The payload, serialised again, to forward to the runtime.
+    pub payload: Bytes,
+}
+
+/// Parses and checks the envelope form's body; `header_trace` and `timeout` are what the
+/// request's headers and the configuration say when the envelope does not.
+pub fn parse_envelope(
+    body: &[u8],
+    header_trace: Option<&HeaderValue>,
+    mut timeout: Duration,
+) -> Result<Envelope, String> {
+    let bad_envelope = |e: &dyn std::fmt::Display| {
+        format!(
+            "no {} header, and the body is not a valid envelope \
+             {{execution_id, payload, callback_url?, trace_id?, timeout_ms?}}: {e}",
+            headers::EXECUTION_ID
+        )
+    };
+    nanofaas_api::json::check(body, nanofaas_api::json::Rules::DATA)
+        .map_err(|e| bad_envelope(&e))?;
+    let env: WarmEnvelope = serde_json::from_slice(body).map_err(|e| bad_envelope(&e))?;
+    if env.execution_id.is_empty() {
+        return Err("execution_id is empty".into());
+    }
+    let execution_id = HeaderValue::from_str(&env.execution_id)
+        .map_err(|_| "execution_id contains characters not allowed in a header".to_string())?;
+    let trace_id = match &env.trace_id {
+        None => header_trace.cloned(),
+        Some(t) => Some(
+            HeaderValue::from_str(t)
+                .map_err(|_| "trace_id contains characters not allowed in a header".to_string())?,
+        ),
+    };
+    if let Some(ms) = env.timeout_ms {
+        if ms == 0 {
+            return Err("timeout_ms must be positive".into());
+        }
+        timeout = Duration::from_millis(ms.min(1_000_000_000));
+    }
+    let callback = match &env.callback_url {
+        None => None,
+        Some(u) if u.is_empty() => None,
+        Some(u) => Some((
+            HttpUrl::parse(u).map_err(|e| format!("callback_url: {e}"))?,
+            env.callback_token.clone(),
+        )),
+    };
+    let payload = serde_json::to_vec(&env.payload)
+        .map_err(|e| format!("payload cannot be serialised: {e}"))?;
+    Ok(Envelope {
+        execution_id,
+        trace_id,
+        timeout,
+        callback,
+        payload: Bytes::from(payload),
+    })
 }
 
 fn parse_timeout(v: &[u8]) -> Option<Duration> {

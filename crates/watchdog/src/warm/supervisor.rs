@@ -36,6 +36,8 @@ pub struct Runtime {
     pub gen: u64,
     pub pid: u32,
     pub pool: Pool,
+    /// How long this runtime took to start (spawn to ready).
+    pub start_took: Duration,
     assigned: AtomicU64,
     inflight: AtomicUsize,
     drained: Notify,
@@ -130,6 +132,8 @@ pub struct Lease {
     pub runtime: Arc<Runtime>,
     /// 1-based index of this invocation on the runtime.
     pub index: u64,
+    /// The invocation waited for this runtime to start (a restart after a kill or a crash).
+    pub waited_for_start: bool,
 }
 
 impl Drop for Lease {
@@ -205,10 +209,12 @@ impl Handle {
                 return Ok(Lease {
                     runtime: rt.clone(),
                     index,
+                    waited_for_start: false,
                 });
             }
         }
         let mut rx = self.state.clone();
+        let mut waited = false;
         loop {
             {
                 let state = rx.borrow_and_update();
@@ -218,14 +224,17 @@ impl Handle {
                             return Ok(Lease {
                                 runtime: rt.clone(),
                                 index,
+                                waited_for_start: waited,
                             });
                         }
+                        // Exhausted: the next runtime is the one this call waits for.
+                        waited = true;
                     }
                     RtState::Failed(msg) => {
                         return Err(ErrorBody::new(ErrorCode::StartupError, msg.to_string()))
                     }
                     RtState::Stopped => return Err(shutting_down()),
-                    RtState::Starting => {}
+                    RtState::Starting => waited = true,
                 }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -338,6 +347,7 @@ impl Supervisor {
         loop {
             gen += 1;
             self.state.send_replace(RtState::Starting);
+            let t0 = Instant::now();
             let started = match self.start_one(gen).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return, // stopped while starting
@@ -357,7 +367,7 @@ impl Supervisor {
                     continue;
                 }
             };
-            let (mut child, rt) = (started.0, Arc::new(started.1.with_gen(gen)));
+            let (mut child, rt) = (started.0, Arc::new(started.1.with_gen(gen, t0.elapsed())));
             let pid = rt.pid;
             match self.boot.take() {
                 Some(boot) => {
@@ -639,9 +649,10 @@ struct Unnumbered {
 }
 
 impl Unnumbered {
-    fn with_gen(self, gen: u64) -> Runtime {
+    fn with_gen(self, gen: u64, start_took: Duration) -> Runtime {
         Runtime {
             gen,
+            start_took,
             pid: self.pid,
             pool: self.pool,
             assigned: AtomicU64::new(0),
@@ -675,7 +686,7 @@ mod tests {
             )
             .unwrap(),
         }
-        .with_gen(1)
+        .with_gen(1, Duration::ZERO)
     }
 
     #[test]
@@ -716,11 +727,15 @@ mod tests {
         let waiter = tokio::spawn(async move {
             h2.lease(Instant::now() + Duration::from_secs(5))
                 .await
-                .map(|l| l.index)
+                .map(|l| (l.index, l.waited_for_start))
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         tx.send_replace(RtState::Ready(r.clone()));
-        assert_eq!(waiter.await.unwrap().unwrap(), 1);
+        assert_eq!(
+            waiter.await.unwrap().unwrap(),
+            (1, true),
+            "it waited for the start, and says so"
+        );
         // Exhausted (max 1): waits for the next runtime instead of overusing this one.
         let e = h
             .lease(Instant::now() + Duration::from_millis(20))

@@ -11,6 +11,7 @@ pub const T: Duration = Duration::from_secs(10);
 /// Every variable the watchdog reads, removed from the inherited environment.
 const VARS: &[&str] = &[
     "EXECUTION_MODE",
+    "WARM",
     "WATCHDOG_CMD",
     "TIMEOUT_MS",
     "RUNTIME_URL",

@@ -61,14 +61,18 @@ def load_handler(module_name: str, function_name: str, handler_path: str) -> Han
             f"cannot load handler {spec}: importing {module_name!r} raised {type(e).__name__}: {e}"
         ) from None
 
+    sdk = _sdk_decorator()
     try:
         fn = getattr(module, function_name)
     except AttributeError:
-        where = getattr(module, "__file__", None) or module_name
-        raise HandlerLoadError(
-            f"cannot load handler {spec}: module {module_name!r} ({where}) has no "
-            f"attribute {function_name!r}"
-        ) from None
+        # A module written for the original SDK names its function by decorating it.
+        fn = sdk.registered_in(module.__name__) if sdk else None
+        if fn is None:
+            where = getattr(module, "__file__", None) or module_name
+            raise HandlerLoadError(
+                f"cannot load handler {spec}: module {module_name!r} ({where}) has no "
+                f"attribute {function_name!r} (and no @nanofaas_function in it)"
+            ) from None
 
     if not callable(fn):
         raise HandlerLoadError(
@@ -86,9 +90,34 @@ def load_handler(module_name: str, function_name: str, handler_path: str) -> Han
     except ValueError:
         pass  # no signature available (some builtins): nothing to check
 
+    if sdk is not None and sdk.sdk_function(fn):
+        return _input_only(fn)
     if inspect.iscoroutinefunction(fn):
         return _run_coroutine(fn)
     return fn
+
+
+def _sdk_decorator():
+    """``nanofaas.sdk.decorator`` if the handler's import loaded it (never imported here)."""
+    return sys.modules.get("nanofaas.sdk.decorator")
+
+
+def _input_only(fn: Callable[[Any], Any]) -> Handler:
+    """Adapts a ``@nanofaas_function`` function: the original SDK called it with the request's
+    ``input`` only, and so does this."""
+    if inspect.iscoroutinefunction(fn):
+        import asyncio
+
+        def call(request: dict) -> Any:
+            return asyncio.run(fn(request.get("input")))
+
+    else:
+
+        def call(request: dict) -> Any:
+            return fn(request.get("input"))
+
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
 
 
 def _run_coroutine(fn: Callable[[dict], Any]) -> Handler:

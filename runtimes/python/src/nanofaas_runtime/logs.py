@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from . import context
+
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is emitted.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()) | {
     "message",
@@ -22,7 +24,8 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__.k
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts","level","logger","msg", ...extra, "exc"?}`` on one line."""
+    """``{"ts","level","logger","msg","pid", ...extra, "execution_id"?, "trace_id"?, "exc"?}``
+    on one line; the ids are those of the invocation being served, when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -36,6 +39,14 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
+        # A line written while an invocation runs (by the handler, through logging) carries
+        # its ids, unless the record names them itself.
+        execution_id = context.execution_id.get()
+        if execution_id is not None:
+            entry.setdefault("execution_id", execution_id)
+            trace_id = context.trace_id.get()
+            if trace_id is not None:
+                entry.setdefault("trace_id", trace_id)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
+import sys
 import threading
 
 from .config import Settings
@@ -163,12 +165,53 @@ def _serve_werkzeug(app, sock: socket.socket, settings: Settings) -> int:
 # --- gunicorn ------------------------------------------------------------------------------
 
 
+# Set in the master once it stops as asked (SIGTERM, SIGINT, SIGQUIT): from then on a worker
+# that ends by one of the stop signals is part of that stop, not a failure.
+_stopping = threading.Event()
+_STOP_KILL = re.compile(r"Worker \(pid:\d+\) was sent (SIGTERM|SIGINT|SIGQUIT)!")
+
+
+class _StopIsNotAnError(logging.Filter):
+    """Demotes gunicorn's "Worker (pid:N) was sent SIGTERM!" to INFO during a requested stop.
+
+    gunicorn logs it at ERROR whenever a worker's exit status is a signal. On a stop the worker
+    gets SIGTERM twice when the whole process group is signalled (the watchdog does that): once
+    from the sender, once from the master. The second can land while the worker's interpreter is
+    finalising, when Python has put the default action back, and kills it. The worker ignores
+    the stop signals once it exits (``_worker_exit``), which closes that window; this filter is
+    for what remains (a stop signal before a new worker installed its handlers). A worker killed
+    by another signal (SIGKILL: out of memory, a timeout) stays an ERROR.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno >= logging.ERROR
+            and _stopping.is_set()
+            and _STOP_KILL.fullmatch(record.getMessage())
+        ):
+            record.levelno = logging.INFO
+            record.levelname = "INFO"
+        return True
+
+
+def _worker_exit(_arbiter, worker) -> None:
+    """gunicorn's ``worker_exit`` hook, run in the worker as it ends: a stop signal that
+    arrives now has nothing left to stop, so it must not kill the process mid-exit. (The master
+    runs the hook too, for a worker that was already gone: it keeps its handlers.)"""
+    if os.getpid() != worker.pid:
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
     from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
     from gunicorn.glogging import Logger
 
     class JsonLogger(Logger):
-        """gunicorn's logger, but its records go to the root JSON handler."""
+        """gunicorn's logger, but its records go to the root JSON handler, and a requested
+        stop logs nothing at ERROR."""
 
         def setup(self, cfg):
             super().setup(cfg)
@@ -176,6 +219,13 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
                 for h in list(logger.handlers):
                     logger.removeHandler(h)
                 logger.propagate = True
+            if not any(isinstance(f, _StopIsNotAnError) for f in self.error_log.filters):
+                self.error_log.addFilter(_StopIsNotAnError())
+
+    class StoppingArbiter(Arbiter):
+        def stop(self, graceful=True):
+            _stopping.set()
+            super().stop(graceful)
 
     # gunicorn adopts the descriptor and closes it after duplicating it: detach so the
     # Python socket object does not close a number that may be reused.
@@ -199,6 +249,7 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
         "graceful_timeout": settings.graceful_timeout_s,
         "backlog": LISTEN_BACKLOG,
         "proc_name": "nanofaas-python-runtime",
+        "worker_exit": _worker_exit,
     }
 
     class Embedded(BaseApplication):
@@ -208,6 +259,13 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
 
         def load(self):
             return app
+
+        def run(self):  # BaseApplication.run, with the arbiter that notes a stop
+            try:
+                StoppingArbiter(self).run()
+            except RuntimeError as e:
+                log.error("gunicorn could not start: %s", e)
+                sys.exit(1)
 
     try:
         Embedded().run()

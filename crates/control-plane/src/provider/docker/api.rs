@@ -7,6 +7,7 @@
 //! timeout.
 
 use crate::dispatch::BoxFuture;
+use crate::provider::shared::LineCutter;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use serde::Deserialize;
@@ -522,77 +523,79 @@ pub enum LogStream {
 }
 
 /// Splits the engine's multiplexed log stream (8-byte frame headers: stream, 3 zero bytes,
-/// big-endian length) into lines per stream. Partial lines wait for their end.
+/// big-endian length) into lines per stream. Frames are consumed as they arrive, never
+/// buffered whole; lines are cut at [`crate::provider::shared::MAX_LINE_BYTES`] (see [`LineCutter`]), so what a container
+/// prints costs at most one line buffer per stream.
 #[derive(Default)]
 pub struct LogDemux {
-    buf: BytesMut,
-    out: Vec<u8>,
-    err: Vec<u8>,
+    header: [u8; 8],
+    have: usize,
+    /// Bytes left of the current frame's payload.
+    remaining: usize,
+    stream: Option<LogStream>,
+    /// Not multiplexed (a TTY container): everything is stdout.
+    raw: bool,
+    out: LineCutter,
+    err: LineCutter,
 }
 
-/// Longest line kept whole; longer ones are cut.
-const MAX_LINE: usize = 16 << 10;
-
 impl LogDemux {
-    pub fn push(&mut self, data: &[u8]) -> Vec<(LogStream, String)> {
-        self.buf.extend_from_slice(data);
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<(LogStream, String)> {
         let mut lines = Vec::new();
-        loop {
-            if self.buf.len() < 8 {
+        while !data.is_empty() {
+            if self.raw {
+                self.out
+                    .push(data, &mut |l| lines.push((LogStream::Stdout, l)));
                 break;
             }
-            let kind = self.buf[0];
-            let len =
-                u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
-            if kind > 2 || self.buf[1..4] != [0, 0, 0] {
-                // Not multiplexed (a TTY container): take everything as stdout.
-                let all = self.buf.split().freeze();
-                Self::split_lines(&mut self.out, &all, LogStream::Stdout, &mut lines);
-                break;
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len());
+                let stream = self.stream.unwrap_or(LogStream::Stdout);
+                let cutter = match stream {
+                    LogStream::Stderr => &mut self.err,
+                    LogStream::Stdout => &mut self.out,
+                };
+                cutter.push(&data[..n], &mut |l| lines.push((stream, l)));
+                self.remaining -= n;
+                data = &data[n..];
+                continue;
             }
-            if self.buf.len() < 8 + len {
-                break;
+            let n = (8 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            let h = &self.header[..self.have];
+            if h[0] > 2 || h[1..h.len().min(4)].iter().any(|b| *b != 0) {
+                // Not multiplexed: what was taken for a header is output.
+                self.raw = true;
+                let head = self.header;
+                let have = self.have;
+                self.out
+                    .push(&head[..have], &mut |l| lines.push((LogStream::Stdout, l)));
+                continue;
             }
-            let frame = self.buf.split_to(8 + len).freeze();
-            let (pending, stream) = if kind == 2 {
-                (&mut self.err, LogStream::Stderr)
-            } else {
-                (&mut self.out, LogStream::Stdout)
-            };
-            Self::split_lines(pending, &frame[8..], stream, &mut lines);
+            if self.have == 8 {
+                let h = self.header;
+                self.remaining = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+                self.stream = Some(if h[0] == 2 {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                });
+                self.have = 0;
+            }
         }
         lines
-    }
-
-    fn split_lines(
-        pending: &mut Vec<u8>,
-        data: &[u8],
-        stream: LogStream,
-        lines: &mut Vec<(LogStream, String)>,
-    ) {
-        for &b in data {
-            if b == b'\n' {
-                let mut line = std::mem::take(pending);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                lines.push((stream, String::from_utf8_lossy(&line).into_owned()));
-            } else if pending.len() < MAX_LINE {
-                pending.push(b);
-            }
-        }
     }
 
     /// Whatever partial lines remain.
     pub fn finish(&mut self) -> Vec<(LogStream, String)> {
         let mut lines = Vec::new();
-        for (p, s) in [
-            (&mut self.out, LogStream::Stdout),
-            (&mut self.err, LogStream::Stderr),
-        ] {
-            if !p.is_empty() {
-                lines.push((s, String::from_utf8_lossy(&std::mem::take(p)).into_owned()));
-            }
+        if let Some(l) = self.out.finish() {
+            lines.push((LogStream::Stdout, l));
+        }
+        if let Some(l) = self.err.finish() {
+            lines.push((LogStream::Stderr, l));
         }
         lines
     }
@@ -635,6 +638,33 @@ mod tests {
             d.finish(),
             vec![(LogStream::Stdout, "no newline".to_string())]
         );
+    }
+
+    #[test]
+    fn demux_never_buffers_a_whole_frame_or_line() {
+        use crate::provider::shared::MAX_LINE_BYTES;
+        let mut d = LogDemux::default();
+        let payload = vec![b'y'; 5 << 20];
+        let mut all = vec![1, 0, 0, 0];
+        all.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        all.extend_from_slice(&payload);
+        all.extend(frame(1, "\nnext\n"));
+        let mut got = Vec::new();
+        for chunk in all.chunks(32 << 10) {
+            got.extend(d.push(chunk));
+        }
+        assert_eq!(got.len(), 2);
+        let cut = (5 << 20) - MAX_LINE_BYTES;
+        assert!(
+            got[0].1.ends_with(&format!(" [... {cut} bytes cut]")),
+            "{}",
+            &got[0].1[MAX_LINE_BYTES..]
+        );
+        assert_eq!(
+            got[0].1.len(),
+            MAX_LINE_BYTES + format!(" [... {cut} bytes cut]").len()
+        );
+        assert_eq!(got[1], (LogStream::Stdout, "next".to_string()));
     }
 
     #[test]

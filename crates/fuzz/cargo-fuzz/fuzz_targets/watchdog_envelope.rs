@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| (nanofaas_fuzz::targets::target("watchdog_envelope").unwrap().run)(data));
