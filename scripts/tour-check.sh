@@ -19,6 +19,9 @@ bin_dir="$(cd "${1:-target/debug}" && pwd)"
   || { echo "tour-check: build nanofaas and nanofaas-watchdog into $bin_dir first" >&2; exit 1; }
 
 work=$(mktemp -d)
+# Instances may run as a user of their own (provider.process.user): the tour's folder must be
+# readable by others, as a clone of the repository is.
+chmod 755 "$work"
 up_pid=""
 cleanup() {
   if [[ -n $up_pid ]] && kill -0 "$up_pid" 2>/dev/null; then
