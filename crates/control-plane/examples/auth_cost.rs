@@ -26,7 +26,9 @@ fn edge(a: &Access, h: &HeaderMap) -> bool {
     a.check_host(h).is_ok()
         && a.check_origin(h).is_ok()
         && match a.authenticate(h) {
-            Ok(who) => a.authorize(who, Action::Invoke(black_box("orders-eu"))).is_ok(),
+            Ok(who) => a
+                .authorize(who, Action::Invoke(black_box("orders-eu")))
+                .is_ok(),
             Err(_) => false,
         }
         && access::check_json_body(h).is_ok()
@@ -45,7 +47,10 @@ fn per_call_ns(a: &Access, h: &HeaderMap, n: u64) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
+    let n: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
     let tokens: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(8);
     let token = access::new_token().expect("random token");
     let mut cfg = ApiConfig::default();

@@ -79,6 +79,18 @@ impl StartKind {
             StartKind::StartFailed => "start_failed",
         }
     }
+
+    /// Reads [`StartKind::as_str`] back (`init_ms` is a cold start's time).
+    pub fn parse(s: Option<&str>, init_ms: Option<u64>) -> Option<StartKind> {
+        match s? {
+            "warm" => Some(StartKind::Warm),
+            "cold" => Some(StartKind::Cold {
+                init: Duration::from_millis(init_ms.unwrap_or(0)),
+            }),
+            "start_failed" => Some(StartKind::StartFailed),
+            _ => None,
+        }
+    }
 }
 
 /// What a backend reports for one attempt.

@@ -220,9 +220,9 @@ impl Execution {
                 finished_at: Some(r.finished_at),
                 result: Some(result),
                 cold_start: r.cold_start,
+                start: crate::dispatch::StartKind::parse(r.start.as_deref(), r.init_ms),
                 init_ms: r.init_ms,
                 resumed: r.resumed,
-                start: None,
             }),
             changed: Notify::new(),
         })
@@ -250,6 +250,7 @@ impl Execution {
             cold_start: st.cold_start,
             init_ms: st.init_ms,
             resumed: st.resumed,
+            start: st.start.map(|s| s.as_str().to_string()),
         })
     }
 

@@ -128,6 +128,8 @@ struct LineOut<'a> {
     init: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resumed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start: Option<&'a str>,
 }
 
 impl<'a> LineOut<'a> {
@@ -148,6 +150,7 @@ impl<'a> LineOut<'a> {
             cold: None,
             init: None,
             resumed: None,
+            start: None,
         }
     }
 
@@ -189,6 +192,8 @@ struct LineIn<'a> {
     init: Option<u64>,
     #[serde(default)]
     resumed: Option<bool>,
+    #[serde(default)]
+    start: Option<String>,
 }
 
 /// Only what compaction needs of a line.
@@ -228,6 +233,8 @@ pub struct FinishedRecord {
     pub cold_start: bool,
     pub init_ms: Option<u64>,
     pub resumed: bool,
+    /// How the last attempt got its instance (`warm`, `cold`, `start_failed`).
+    pub start: Option<String>,
 }
 
 impl FinishedRecord {
@@ -254,6 +261,7 @@ impl FinishedRecord {
         l.cold = self.cold_start.then_some(true);
         l.init = self.init_ms;
         l.resumed = self.resumed.then_some(true);
+        l.start = self.start.as_deref();
         l.to_line()
     }
 }
@@ -780,6 +788,7 @@ fn read_journal(path: &Path, s: &JournalSettings) -> Result<Recovered, String> {
                             cold_start: r.cold.unwrap_or(false),
                             init_ms: r.init,
                             resumed: r.resumed.unwrap_or(false),
+                            start: r.start,
                         },
                     ),
                 );
@@ -845,6 +854,7 @@ mod tests {
             cold_start: true,
             init_ms: Some(7),
             resumed: false,
+            start: Some("cold".into()),
         }
     }
 

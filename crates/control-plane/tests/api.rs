@@ -874,7 +874,7 @@ async fn shutdown_lets_running_calls_finish_and_refuses_new_ones() {
     let mut kept = tokio::net::TcpStream::connect(cp.handle.as_ref().unwrap().addr)
         .await
         .unwrap();
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut first = vec![0u8; 1024];
@@ -884,7 +884,7 @@ async fn shutdown_lets_running_calls_finish_and_refuses_new_ones() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     // New work on it is refused with 503 while the running call drains.
     kept.write_all(
-        b"POST /v1/functions/long:invoke HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+        b"POST /v1/functions/long:invoke HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
     )
     .await
     .unwrap();

@@ -66,7 +66,10 @@ async fn docker() -> Option<Engine> {
             return None;
         }
     };
-    let engine = Engine::new(Arc::new(UnixTransport::new(socket)), Duration::from_secs(30));
+    let engine = Engine::new(
+        Arc::new(UnixTransport::new(socket)),
+        Duration::from_secs(30),
+    );
     if let Err(e) = engine.ping().await {
         if required {
             panic!("NANOFAAS_REQUIRE_DOCKER=1 but {e}");
@@ -170,7 +173,10 @@ async fn cold_then_warm(engine: &Engine, tag: &str, image: &str, input: Value) -
         outs.push(body);
     }
     let pids: Vec<&Value> = outs.iter().map(|o| &o["output"]["pid"]).collect();
-    assert!(pids.iter().all(|p| *p == pids[0]), "one warm process: {pids:?}");
+    assert!(
+        pids.iter().all(|p| *p == pids[0]),
+        "one warm process: {pids:?}"
+    );
     assert_eq!(containers(engine, &name).await.len(), 1, "one container");
     cp.shutdown().await;
     let left = none_left(engine, &name).await;

@@ -610,8 +610,15 @@ async fn limits_that_cannot_be_enforced_are_refused_unless_best_effort() {
         .post("/v1/functions/limited:invoke", json!({"input": 1}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // The log line is read by a capture thread: wait for it (bounded).
+    let said = s
+        .proc
+        .wait_line_async(Stream::Stderr, Duration::from_secs(5), |l| {
+            l.contains("limit not enforced")
+        })
+        .await;
     assert!(
-        s.proc.output().contains("limit not enforced"),
+        said.is_some(),
         "best effort says so in the log:\n{}",
         s.proc.output()
     );

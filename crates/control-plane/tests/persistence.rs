@@ -82,6 +82,7 @@ async fn accepted_async_invocations_run_after_a_restart() {
             cold_start: false,
             init_ms: None,
             resumed: false,
+            start: Some("warm".into()),
         });
     }
     let cp = Cp::start(cfg.clone()).await;

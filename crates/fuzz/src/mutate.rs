@@ -10,7 +10,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -21,7 +21,7 @@ impl Rng {
 
     /// In `0..n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     pub fn chance(&mut self, one_in: usize) -> bool {
@@ -58,7 +58,7 @@ fn mutate_once(rng: &mut Rng, v: &mut Vec<u8>, dict: &[&[u8]], corpus: &[Vec<u8>
         }
         1 if len > 0 => {
             let i = rng.below(len);
-            v[i] = rng.next() as u8;
+            v[i] = rng.next_u64() as u8;
         }
         2 => {
             let i = pos(rng);
@@ -121,13 +121,13 @@ fn mutate_once(rng: &mut Rng, v: &mut Vec<u8>, dict: &[&[u8]], corpus: &[Vec<u8>
                     v[i] = b'0' + rng.below(10) as u8;
                 } else {
                     let more = 1 + rng.below(400);
-                    v.splice(i..i, std::iter::repeat(b'9').take(more));
+                    v.splice(i..i, vec![b'9'; more]);
                 }
             }
         }
         _ => {
             let i = pos(rng);
-            v.insert(i, rng.next() as u8);
+            v.insert(i, rng.next_u64() as u8);
         }
     }
 }
@@ -259,7 +259,7 @@ fn number(rng: &mut Rng, out: &mut Vec<u8>) {
     if rng.chance(2) {
         out.extend_from_slice(rng.pick(EDGE).as_bytes());
     } else {
-        let v = rng.next() as i64 >> rng.below(63);
+        let v = rng.next_u64() as i64 >> rng.below(63);
         out.extend_from_slice(v.to_string().as_bytes());
         if rng.chance(3) {
             out.extend_from_slice(format!(".{}", rng.below(1000)).as_bytes());

@@ -416,7 +416,9 @@ impl Config {
             None => None,
             Some(v) => Some(parse_switch(v.trim()).ok_or_else(|| ConfigError {
                 var: "WARM",
-                message: format!("{v:?} is not a switch; expected true or false (also 1/0, yes/no)"),
+                message: format!(
+                    "{v:?} is not a switch; expected true or false (also 1/0, yes/no)"
+                ),
             })?),
         };
         Ok(match (warm, mode) {
@@ -837,7 +839,10 @@ mod tests {
         let reference = with(&[("EXECUTION_MODE", "WARM")]).unwrap();
         for spelling in ["true", "TRUE", "1", "yes", " True "] {
             let c = with(&[("WARM", spelling)]).unwrap();
-            assert_eq!(c, reference, "WARM={spelling:?} is EXECUTION_MODE=WARM exactly");
+            assert_eq!(
+                c, reference,
+                "WARM={spelling:?} is EXECUTION_MODE=WARM exactly"
+            );
             // Both set, agreeing.
             let c = with(&[("WARM", spelling), ("EXECUTION_MODE", "warm")]).unwrap();
             assert_eq!(c, reference);
@@ -896,7 +901,10 @@ mod tests {
             ("WATCHDOG_CMD", "rt"),
         ]);
         assert_eq!(var, "WARM");
-        assert!(msg.contains("contradict") && msg.contains("EXECUTION_MODE=WARM"), "{msg}");
+        assert!(
+            msg.contains("contradict") && msg.contains("EXECUTION_MODE=WARM"),
+            "{msg}"
+        );
         let (var, msg) = err_var(&[
             ("WARM", "true"),
             ("EXECUTION_MODE", "STDIO"),

@@ -177,7 +177,8 @@ async fn bad_requests_get_400_with_a_clear_message() {
     // Bodies no runtime could read are refused here as well, in both forms, with 400.
     let deep = format!("{{\"input\":{}}}", "[".repeat(100));
     let deep_env = format!("{{\"execution_id\":\"e\",\"payload\":{deep}}}");
-    let strict: Vec<(Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+    type ByteCase<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let strict: Vec<ByteCase> = vec![
         (
             vec![("x-execution-id", "e")],
             b"{\"input\":1}}".to_vec(),

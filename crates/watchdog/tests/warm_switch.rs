@@ -35,7 +35,11 @@ async fn serves_warm(env: &[(&'static str, String)]) {
     for n in 1..=3u64 {
         let r = call(&w, &format!("e{n}"), n).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.json()["pid"].as_u64(), Some(w.runtime_pid as u64), "call {n}");
+        assert_eq!(
+            r.json()["pid"].as_u64(),
+            Some(w.runtime_pid as u64),
+            "call {n}"
+        );
         assert_eq!(r.json()["count"], n, "one runtime served every call");
     }
     assert!(w.restarts().is_empty());
@@ -49,7 +53,11 @@ async fn warm_true_alone_serves_many_invocations_from_one_runtime() {
 
 #[tokio::test]
 async fn warm_true_with_execution_mode_http_is_the_originals_warm_http_runtime() {
-    serves_warm(&env_without_mode(&[("WARM", "true"), ("EXECUTION_MODE", "HTTP")])).await;
+    serves_warm(&env_without_mode(&[
+        ("WARM", "true"),
+        ("EXECUTION_MODE", "HTTP"),
+    ]))
+    .await;
 }
 
 #[test]
@@ -69,7 +77,9 @@ fn warm_false_with_execution_mode_warm_exits_2_naming_the_contradiction() {
         "{line}"
     );
     assert!(
-        p.lines(Stream::Stdout).iter().all(|l| !l.starts_with("NANOFAAS_READY")),
+        p.lines(Stream::Stdout)
+            .iter()
+            .all(|l| !l.starts_with("NANOFAAS_READY")),
         "nothing was served"
     );
 }

@@ -334,8 +334,12 @@ impl ProcessProvider {
             cpu_millis: res
                 .and_then(|r| r.cpu.as_deref())
                 .and_then(|c| nanofaas_api::spec::parse_cpu_millis(c).ok()),
-            max_processes: (iso.max_processes > 0 && self.shared.cgroups.pids_available())
-                .then_some(iso.max_processes),
+            // With a user of its own per instance RLIMIT_NPROC already counts per instance:
+            // the pids cgroup (one more cgroup to join per start) is for shared users.
+            max_processes: (iso.max_processes > 0
+                && self.shared.cgroups.pids_available()
+                && !matches!(self.shared.user, sandbox::UserMode::Dynamic { .. }))
+            .then_some(iso.max_processes),
         }
     }
 
@@ -388,15 +392,19 @@ impl ProcessProvider {
                 limits.cpu_millis = None;
             }
         }
+        // Joining a cgroup costs a few milliseconds of start-up per hierarchy (the kernel waits
+        // for an RCU grace period): only the ones a limit needs.
         let wants_cgroup = limits.memory_bytes.is_some()
             || limits.cpu_millis.is_some()
-            || self.shared.cgroups.memory_unavailable().is_none();
+            || limits.max_processes.is_some();
         let cg = if wants_cgroup && self.shared.cgroups.version.is_some() {
             match self.shared.cgroups.create(id, &limits) {
                 Ok(cg) => Some(cg),
                 Err(e) if limits.memory_bytes.is_some() || limits.cpu_millis.is_some() => {
                     if let Some(u) = confined.dynamic_uid {
-                        self.shared.uids.as_ref().map(|p| p.give_back(u));
+                        if let Some(p) = &self.shared.uids {
+                            p.give_back(u);
+                        }
                     }
                     return Err(StartFailure {
                         message: format!("cannot enforce the resources of {:?}: {e}", spec.name),

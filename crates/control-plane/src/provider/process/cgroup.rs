@@ -298,8 +298,7 @@ impl Cgroups {
         )
     }
 
-    /// Creates the cgroup(s) of `instance` with `limits`. Controllers not needed by `limits`
-    /// are still used when available (a cgroup per instance also tells its OOM kills).
+    /// Creates the cgroup(s) of `instance` with `limits`, in the hierarchies the limits need.
     pub fn create(&self, instance: &str, limits: &Limits) -> Result<InstanceCgroup, String> {
         let version = self.version.ok_or("no cgroups")?;
         let mut cg = InstanceCgroup {
@@ -316,11 +315,10 @@ impl Cgroups {
                 ("cpu", &self.cpu, limits.cpu_millis.is_some()),
                 ("pids", &self.pids, limits.max_processes.is_some()),
             ] {
-                let base = match base {
-                    Ok(b) => b,
-                    Err(e) if needed => return Err(e.clone()),
-                    Err(_) => continue,
-                };
+                if !needed {
+                    continue;
+                }
+                let base = base.as_ref().map_err(Clone::clone)?;
                 let dir = base.join(instance);
                 if !seen.contains(&dir) {
                     mkdir(&dir)?;
