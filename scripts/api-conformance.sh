@@ -50,6 +50,11 @@ base=$(sed -n 's/^nanofaas listening on //p' "$work/cp.out")
 curl -sf -XPOST "$base/v1/functions" -H 'content-type: application/json' \
   -d "{\"name\":\"echo\",\"executionMode\":\"POOL\",\"endpointUrl\":\"http://127.0.0.1:$echo_port/invoke\"}" >/dev/null
 
+# A real execution for GET /v1/executions/{id} (scripts/lib/schemathesis.toml).
+CONFORMANCE_EXECUTION_ID=$(curl -sf -XPOST "$base/v1/functions/echo:invoke" -H 'content-type: application/json' \
+  -d '{"input": "seed"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["executionId"])')
+export CONFORMANCE_EXECUTION_ID
+
 common=(--url "$base" --max-examples "$EXAMPLES" --mode all --seed 1 --no-color)
 conformance=status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance
 

@@ -9,64 +9,65 @@
 #   2. Rust unit and integration tests (integration tests start the real binaries on loopback).
 #   3. Docker tests: skipped loudly without an engine; mandatory with NANOFAAS_REQUIRE_DOCKER=1.
 #   4. Fuzzing: each fuzz target for a bounded time (crates/fuzz).
+#   5. API conformance (schemathesis) and the README's tour run verbatim (scripts/tour-check.sh).
+#
+# It ends with a table: each tier's passed/failed/skipped counts and time, and the whole time
+# (printed on failure too). A tier is one line: `tier NAME COUNTER COMMAND...`
+# (scripts/lib/tiers.sh lists the counters; `none` for steps that only install or build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-step() { printf '\n==> %s\n' "$*"; }
+source scripts/lib/tiers.sh
+tiers_start
 
 # --- Python runtime (runtimes/python) ---------------------------------------------------------
-step "Python runtime: venv and pytest"
 py_venv="${NANOFAAS_VENV:-$PWD/.venv}"
-scripts/python-env.sh "$py_venv"
-"$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
+tier "Python runtime: venv (install)" none scripts/python-env.sh "$py_venv"
+tier "Python runtime (pytest)" pytest "$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
 # --- end Python runtime ------------------------------------------------------------------------
 
 # --- The seed plan's own Python runtime tests (runtimes/python/tools/seed_tests.py) ------------
 # Read from the plan's text at test time (not kept here) and run as the plan runs them; SKIPPED
 # without the plan ($NANOFAAS_SEED_PLAN, else ../shared/seed/ next to the repository),
 # mandatory with NANOFAAS_REQUIRE_SEED=1.
-step "Python runtime: the seed plan's Task 9 tests against our runtime"
-"$py_venv/bin/python" runtimes/python/tools/seed_tests.py
+tier "Python runtime: the seed plan's Task 9 tests" pytest "$py_venv/bin/python" runtimes/python/tools/seed_tests.py
 # --- end seed plan tests -----------------------------------------------------------------------
 
 # --- Java runtime (runtimes/java) -------------------------------------------------------------
-step "Java runtime: Debian packages, build and JUnit 5"
-scripts/java-env.sh
-runtimes/java/build.sh test
+tier "Java runtime: Debian packages (install)" none scripts/java-env.sh
+tier "Java runtime (JUnit 5)" junit runtimes/java/build.sh test
 # --- end Java runtime --------------------------------------------------------------------------
 
 # --- Docker images (deploy/, scripts/docker-images.sh) -----------------------------------------
 # The images the Docker tests run, built from the project's files; reused when their inputs did
 # not change (the first run on a machine builds local Debian bases: a few minutes).
 if docker version >/dev/null 2>&1; then
-  step "Docker: images for the Docker tests (reused when unchanged)"
-  scripts/docker-images.sh
+  tier "Docker: images for the Docker tests (build)" none scripts/docker-images.sh
 elif [[ ${NANOFAAS_REQUIRE_DOCKER:-} == 1 ]]; then
   echo "NANOFAAS_REQUIRE_DOCKER=1 but no container engine answers ('docker version' failed)" >&2
   exit 1
 else
-  step "Docker: SKIPPED: no container engine answers; the Docker tests will skip (NANOFAAS_REQUIRE_DOCKER=1 makes this an error)"
+  printf '\n==> Docker: SKIPPED: no container engine answers; the Docker tests will skip (NANOFAAS_REQUIRE_DOCKER=1 makes this an error)\n'
+  tier_skipped "Docker: images (no container engine)"
 fi
 # --- end Docker images --------------------------------------------------------------------------
 
 # --- Chromium for the headless-browser attack test (crates/cli/tests/browser.rs) -------------
 if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-  step "Chromium: Debian package for the browser test"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  tier "Chromium: Debian package for the browser test (install)" none \
+    bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'
 fi
 # --- end Chromium -------------------------------------------------------------------------------
 
 # Rust last of the three: the end-to-end test (crates/e2e) runs the examples' setup steps, which
 # need the JDK and Jackson installed above.
-step "Rust: build and test the workspace"
 # Integration tests start other packages' binaries (nanofaas, nanofaas-watchdog, the test
 # runtime): build every binary first, whatever order the test runner builds in.
-cargo build --workspace --bins
+tier "Rust: build the workspace" none cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-  cargo test --workspace --doc
+  tier "Rust: unit, integration, e2e (nextest)" nextest cargo nextest run --workspace --no-fail-fast
+  tier "Rust: doc tests" cargo-test cargo test --workspace --doc
 else
-  cargo test --workspace
+  tier "Rust: unit, integration, e2e, doc (cargo test)" cargo-test cargo test --workspace
 fi
 
 # --- Fuzzing (crates/fuzz, docs/testing.md#fuzzing) -------------------------------------------
@@ -74,13 +75,14 @@ fi
 # about 75 s); a new seed each run, printed so that a finding can be reproduced. A finding fails
 # the run and leaves the minimised input under target/fuzz/<target>/.
 fuzz_seed="${NANOFAAS_FUZZ_SEED:-$(date +%s)}"
-step "Fuzz: each target for ${NANOFAAS_FUZZ_SECONDS:-12} s, seed $fuzz_seed"
-cargo run -q -p nanofaas-fuzz -- --seconds "${NANOFAAS_FUZZ_SECONDS:-12}" --seed "$fuzz_seed"
+tier "Fuzz: ${NANOFAAS_FUZZ_SECONDS:-12} s a target, seed $fuzz_seed" fuzz \
+  cargo run -q -p nanofaas-fuzz -- --seconds "${NANOFAAS_FUZZ_SECONDS:-12}" --seed "$fuzz_seed"
 # --- end fuzzing -------------------------------------------------------------------------------
 
 # --- API conformance (openapi.yaml against the live server) -----------------------------------
-step "API: openapi.yaml against the running control plane (schemathesis)"
-scripts/api-conformance.sh
+tier "API: openapi.yaml (schemathesis)" schemathesis scripts/api-conformance.sh
 # --- end API conformance -----------------------------------------------------------------------
 
-step "all tests passed"
+# --- The README's tour, verbatim, against `nanofaas up --listen` (scripts/tour-check.sh) ------
+tier "README tour (tour-check.sh)" counts scripts/tour-check.sh target/debug
+# --- end README tour ---------------------------------------------------------------------------

@@ -124,6 +124,11 @@ pub struct FunctionSpec {
     /// Attempts in all (first one included) for retryable failures.
     #[serde(default = "d_retries")]
     pub max_retries: u32,
+    /// Whether an asynchronous invocation whose function failed (an error or a timeout) is
+    /// retried, up to `max_retries` attempts. Off by default, as in OpenWhisk: code that is not
+    /// idempotent runs once unless asked (platform failures are retried either way).
+    #[serde(default)]
+    pub retry_function_errors: bool,
     #[serde(default)]
     pub execution_mode: ExecutionMode,
     #[serde(default)]
@@ -274,6 +279,12 @@ impl FunctionSpec {
                     "counts attempts in all and must be between 1 and {}",
                     limits::MAX_RETRIES
                 ),
+            );
+        }
+        if self.retry_function_errors && self.max_retries < 2 {
+            return err(
+                "retryFunctionErrors",
+                "retries nothing with maxRetries 1 (it counts attempts in all): set maxRetries to 2 or more".into(),
             );
         }
         if !(1..=limits::MAX_INSTANCES).contains(&self.max_instances) {
@@ -507,6 +518,10 @@ mod tests {
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.queue_size, 100);
         assert_eq!(s.max_retries, 3);
+        assert!(
+            !s.retry_function_errors,
+            "function errors are not retried by default"
+        );
         assert_eq!(s.execution_mode, ExecutionMode::Deployment);
         assert_eq!(s.runtime_mode, RuntimeMode::Http);
         assert_eq!(s.command, Some(vec!["./run".to_string()]));
@@ -568,6 +583,14 @@ mod tests {
             (
                 serde_json::json!({"name": "f", "command": "x", "maxRetries": 0}),
                 "maxRetries",
+            ),
+            (
+                serde_json::json!({"name": "f", "command": "x", "retryFunctionErrors": "yes"}),
+                "retryFunctionErrors",
+            ),
+            (
+                serde_json::json!({"name": "f", "command": "x", "retryFunctionErrors": true, "maxRetries": 1}),
+                "retryFunctionErrors",
             ),
             (
                 serde_json::json!({"name": "f", "command": "'unclosed"}),

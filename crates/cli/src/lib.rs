@@ -21,6 +21,7 @@ pub mod functions;
 pub mod invoke;
 pub mod manifest;
 pub mod output;
+pub mod port;
 pub mod serve;
 pub mod setup;
 pub mod token;

@@ -89,8 +89,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| err(Exit::Usage, e))?;
     let rt = server_runtime()?;
     rt.block_on(async move {
+        nanofaas_control_plane::server::preflight(&config).map_err(start_error)?;
+        let listener = crate::port::bind(&config.listen, "serve").await?;
         let mut signals = Signals::new()?;
-        let handle = nanofaas_control_plane::start(config)
+        let handle = nanofaas_control_plane::server::start_on(config, listener)
             .await
             .map_err(start_error)?;
         // Machine-readable line for scripts and tests that start the server on port 0.

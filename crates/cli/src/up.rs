@@ -66,6 +66,9 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let needs_token = own_token.is_some();
     let rt = serve::server_runtime()?;
     let result = rt.block_on(async move {
+        // The address first: a busy port is reported now, not after minutes of setup.
+        nanofaas_control_plane::server::preflight(&config).map_err(serve::start_error)?;
+        let listener = crate::port::bind(&config.listen, "up").await?;
         let mut signals = Signals::new()?;
         if !args.no_setup && !m.setup.is_empty() {
             note(format!(
@@ -82,7 +85,7 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
         }
         let startup = Duration::from_millis(config.provider.startup_timeout_ms) + Duration::from_secs(5);
         let state_dir = config.state_dir.clone();
-        let handle = nanofaas_control_plane::start(config)
+        let handle = nanofaas_control_plane::server::start_on(config, listener)
             .await
             .map_err(serve::start_error)?;
         let addr = handle.addr;
@@ -185,11 +188,6 @@ fn banner(
         });
     if let Some((name, input)) = example {
         let cli = cli_command();
-        let endpoint = if base == DEFAULT_ENDPOINT {
-            String::new()
-        } else {
-            format!(" --endpoint {base}")
-        };
         let body = serde_json::json!({ "input": input }).to_string();
         let data = if input.is_null() {
             String::new()
@@ -197,12 +195,18 @@ fn banner(
             format!(" -d {}", join(&[input.to_string()]))
         };
         out.push_str("\nTry it:\n");
+        if base != DEFAULT_ENDPOINT {
+            // Every later command (the CLI, the README's tour) follows it.
+            out.push_str(&format!(
+                "  export NANOFAAS_ENDPOINT={base}    # in each terminal you use nanofaas from\n"
+            ));
+        }
         out.push_str(&format!(
             "  curl -s -X POST {base}/v1/functions/{name}:invoke -H 'content-type: application/json' -d {}\n",
             join(&[body])
         ));
-        out.push_str(&format!("  {cli}{endpoint} invoke {name}{data}\n"));
-        out.push_str(&format!("  {cli}{endpoint} fn instances {name}\n"));
+        out.push_str(&format!("  {cli} invoke {name}{data}\n"));
+        out.push_str(&format!("  {cli} fn instances {name}\n"));
     }
     out.push_str("\nPress Ctrl-C to stop (the functions' instances stop with it).\n");
     out
@@ -210,7 +214,7 @@ fn banner(
 
 /// How to run this very binary from the current folder: `nanofaas` when it is the one on PATH,
 /// else its path (relative when it is below the current folder).
-fn cli_command() -> String {
+pub(crate) fn cli_command() -> String {
     let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
         return "nanofaas".into();
     };
@@ -266,14 +270,16 @@ mod tests {
             "{b}"
         );
         assert!(
-            b.contains(
-                r#" --endpoint http://127.0.0.1:9000 invoke hello -d '{"name":"it'\''s me"}'"#
-            ),
+            b.contains("Try it:\n  export NANOFAAS_ENDPOINT=http://127.0.0.1:9000 "),
+            "the export line comes first: {b}"
+        );
+        assert!(
+            b.contains(r#" invoke hello -d '{"name":"it'\''s me"}'"#),
             "{b}"
         );
         let b = banner(&m, &[], DEFAULT_ENDPOINT, "");
         assert!(b.contains(" invoke hello -d"), "{b}");
-        assert!(!b.contains("--endpoint"), "{b}");
+        assert!(!b.contains("NANOFAAS_ENDPOINT"), "{b}");
     }
 
     #[test]

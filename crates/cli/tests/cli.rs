@@ -719,6 +719,181 @@ fn a_second_server_on_a_used_address_exits_3() {
     assert_eq!(out.code, 2, "{out:#?}");
 }
 
+/// Holds 127.0.0.1:8080 (the default address) for a test when it is free; when another program
+/// holds it, the port is busy all the same and the test runs unchanged (only the holder's name
+/// cannot be checked).
+fn occupy_default_port() -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind("127.0.0.1:8080") {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!(
+                "127.0.0.1:8080 is held by another program ({e}): the test uses it busy as it is"
+            );
+            None
+        }
+    }
+}
+
+/// The `--listen ADDR` of the command an error message ends with (the holder's own command
+/// line, quoted before it, may have one too).
+fn suggested_listen(stderr: &str) -> String {
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    let at = last
+        .find("--listen ")
+        .unwrap_or_else(|| panic!("no --listen hint on the last line: {stderr}"));
+    last[at + "--listen ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_busy_default_port_stops_up_and_serve_at_once_with_a_listen_hint() {
+    let dir = temp_dir("busydefault");
+    std::fs::write(
+        dir.join("m.yaml"),
+        "setup:\n  - name: must not run\n    run: touch setup-ran\nfunctions: []\n",
+    )
+    .unwrap();
+    let held = occupy_default_port();
+    for (args, command) in [
+        (vec!["up", "-f", "m.yaml", "--state-dir", ""], "up"),
+        (vec!["serve", "--state-dir", ""], "serve"),
+    ] {
+        let started = Instant::now();
+        let mut cmd = Command::new(NANOFAAS);
+        cmd.current_dir(&dir).args(&args).stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NANOFAAS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(3), "{command}: {stderr}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{command} took {took:?}: {stderr}"
+        );
+        assert!(
+            !dir.join("setup-ran").exists(),
+            "a setup step ran before the port check"
+        );
+        assert!(
+            stderr.contains("cannot listen on 127.0.0.1:8080"),
+            "{stderr}"
+        );
+        if held.is_some() {
+            assert!(
+                stderr.contains(&format!("held by pid {}", std::process::id())),
+                "the holder (this test) is named: {stderr}"
+            );
+        }
+        // The printed command is the same one with a free address.
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.contains(&format!(" {command} --listen 127.0.0.1:")),
+            "{stderr}"
+        );
+        let listen = suggested_listen(&stderr);
+        assert_ne!(listen, "127.0.0.1:8080");
+        std::net::TcpListener::bind(&listen)
+            .unwrap_or_else(|e| panic!("the suggested {listen} is not free: {e}"));
+        if command == "up" {
+            assert!(
+                last.ends_with("-f m.yaml --state-dir ''"),
+                "the user's options are kept: {stderr}"
+            );
+        }
+    }
+    drop(held);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scripts/up.sh` probes the address before it compiles anything: here with a `cargo` that
+/// records being called, which must not be.
+#[test]
+fn up_sh_reports_a_busy_port_before_compiling() {
+    let dir = temp_dir("upsh");
+    let fake = dir.join("bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let marker = dir.join("cargo-ran");
+    let cargo = fake.join("cargo");
+    std::fs::write(
+        &cargo,
+        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let held = occupy_default_port();
+    for args in [vec![], vec!["--listen", busy_addr.as_str(), "-f", "x.yaml"]] {
+        let want = if args.is_empty() {
+            "127.0.0.1:8080".to_string()
+        } else {
+            busy_addr.clone()
+        };
+        let started = Instant::now();
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo.join("scripts/up.sh"))
+            .args(&args)
+            .env("PATH", &path)
+            .stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NANOFAAS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            took < Duration::from_secs(2),
+            "up.sh took {took:?}: {stderr}"
+        );
+        assert!(
+            !marker.exists(),
+            "up.sh ran cargo before checking the port: {stderr}"
+        );
+        assert!(stderr.contains(&format!("{want} is in use")), "{stderr}");
+        if !args.is_empty() || held.is_some() {
+            assert!(
+                stderr.contains(&format!("pid {}", std::process::id())),
+                "the holder (this test) is named: {stderr}"
+            );
+        }
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.trim_start()
+                .starts_with("./scripts/up.sh --listen 127.0.0.1:"),
+            "{stderr}"
+        );
+        let listen = suggested_listen(&stderr);
+        assert_ne!(listen, want);
+        std::net::TcpListener::bind(&listen)
+            .unwrap_or_else(|e| panic!("the suggested {listen} is not free: {e}"));
+        if !args.is_empty() {
+            assert!(
+                last.ends_with(&format!("--listen {listen} -f x.yaml")),
+                "{stderr}"
+            );
+        }
+    }
+    drop((busy, held));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn up_sets_up_deploys_answers_and_stops_without_leftovers() {
     let dir = temp_dir("up");
@@ -781,9 +956,15 @@ fn up_sets_up_deploys_answers_and_stops_without_leftovers() {
         .into_iter()
         .find(|l| l.contains(" invoke hello"))
         .expect("an invoke example");
+    let export = up
+        .lines(Stream::Stdout)
+        .into_iter()
+        .skip_while(|l| l != "Try it:")
+        .nth(1)
+        .expect("a Try it block");
     assert!(
-        example.contains(&format!("--endpoint {endpoint}")),
-        "{example}"
+        export.starts_with(&format!("  export NANOFAAS_ENDPOINT={endpoint} ")),
+        "the Try it block starts with the export line: {export}"
     );
     assert!(
         example.ends_with(r#"invoke hello -d '{"name":"world"}'"#),
@@ -833,6 +1014,20 @@ fn up_sets_up_deploys_answers_and_stops_without_leftovers() {
         pids.iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
     );
     assert!(up.lines(Stream::Stderr).iter().any(|l| l == "stopped"));
+    // Everything went as asked: nothing at ERROR level, from the control plane, the watchdogs
+    // or the runtimes.
+    let errors: Vec<String> = up
+        .lines(Stream::Stderr)
+        .into_iter()
+        .filter(|l| {
+            l.contains("ERROR") || l.contains(" error:") || l.contains("\"level\":\"error\"")
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a clean Ctrl-C logged errors: {errors:#?}\n{}",
+        up.output()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -696,7 +696,9 @@ impl Platform {
             if let Outcome::Failure(fail) = &outcome {
                 let retryable = match fail.kind {
                     FailureKind::Platform => true,
-                    FailureKind::Function | FailureKind::Timeout => exec.mode == Mode::Async,
+                    FailureKind::Function | FailureKind::Timeout => {
+                        exec.mode == Mode::Async && f.spec.retry_function_errors
+                    }
                     FailureKind::Fatal => false,
                 };
                 if retryable && attempt < max_attempts {

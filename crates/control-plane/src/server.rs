@@ -178,9 +178,35 @@ pub fn pool_settings(c: &Config) -> PoolSettings {
     }
 }
 
+/// Starts on a listener the caller bound already (`nanofaas up` binds first, so that a busy
+/// address is reported before any setup); `config.listen` is then only used in messages.
+pub async fn start_on(config: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
+    start_inner(config, Some(listener), default_factory).await
+}
+
 /// Starts with the backend factory `make_factory` builds from the [`Context`].
 pub async fn start_with(
     config: Config,
+    make_factory: impl FnOnce(&Context) -> Result<Arc<dyn BackendFactory>, String>,
+) -> Result<ServerHandle, StartError> {
+    start_inner(config, None, make_factory).await
+}
+
+/// What `start` refuses before it binds (tokens, exposure, TLS files), checked on its own: `up`
+/// calls it before its setup steps, so that such a mistake is reported at once too.
+pub fn preflight(config: &Config) -> Result<(), StartError> {
+    let access = Access::from_config(&config.api).map_err(StartError::Setup)?;
+    check_exposure(config, &access)?;
+    if !config.api.tls_cert.is_empty() {
+        crate::tls::acceptor(&config.api.tls_cert, &config.api.tls_key)
+            .map_err(StartError::Setup)?;
+    }
+    Ok(())
+}
+
+async fn start_inner(
+    config: Config,
+    listener: Option<TcpListener>,
     make_factory: impl FnOnce(&Context) -> Result<Arc<dyn BackendFactory>, String>,
 ) -> Result<ServerHandle, StartError> {
     let access = Access::from_config(&config.api).map_err(StartError::Setup)?;
@@ -193,12 +219,15 @@ pub async fn start_with(
                 .map_err(StartError::Setup)?,
         )
     };
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?,
+    };
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;

@@ -175,16 +175,171 @@ pub fn init(level: &str, json: bool) -> Result<(), String> {
         .with_target(true);
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
-        registry.with(fmt.json().flatten_event(true)).try_init()
+        let fmt = fmt.json().flatten_event(true);
+        let inner = tracing_subscriber::fmt::format().json().flatten_event(true);
+        registry
+            .with(fmt.event_format(WithOutput { inner, json: true }))
+            .try_init()
     } else {
-        registry.with(fmt.with_ansi(false)).try_init()
+        let inner = tracing_subscriber::fmt::format().with_ansi(false);
+        registry
+            .with(
+                fmt.with_ansi(false)
+                    .event_format(WithOutput { inner, json: false }),
+            )
+            .try_init()
     };
     result.map_err(|e| e.to_string())
+}
+
+/// The event formatter: what a function's instance printed (an event of target
+/// `nanofaas::function` with an `output` field) is shown as the runtime wrote it, tagged with
+/// its function and instance; every other event as `inner` formats it.
+///
+/// Text: `hello-python-3f2a9c | <the line>` (the instance id, which starts with the function's
+/// name; else `function instance | <the line>`), control characters escaped. JSON: one record
+/// `{"timestamp", "level": "INFO", "target", "function", "instance", "stream", "output"}` whose
+/// `output` is the line itself when it is a JSON object (a runtime's own log record stays a
+/// record, not an escaped string), else the line as a string.
+struct WithOutput<F> {
+    inner: F,
+    json: bool,
+}
+
+#[derive(Default)]
+struct OutputFields {
+    function: String,
+    instance: String,
+    stream: String,
+    output: Option<String>,
+}
+
+impl tracing::field::Visit for OutputFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.set(field.name(), value.to_string());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.set(field.name(), format!("{value:?}"));
+    }
+}
+
+impl OutputFields {
+    fn set(&mut self, name: &str, value: String) {
+        match name {
+            "function" => self.function = value,
+            "instance" => self.instance = value,
+            "stream" => self.stream = value,
+            "output" => self.output = Some(value),
+            _ => {}
+        }
+    }
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithOutput<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        if meta.target() == "nanofaas::function" && meta.fields().field("output").is_some() {
+            let mut f = OutputFields::default();
+            event.record(&mut f);
+            if let Some(line) = f.output.take() {
+                let rendered = if self.json {
+                    output_json(&f, &line)
+                } else {
+                    output_text(&f, &line)
+                };
+                return writeln!(writer, "{rendered}");
+            }
+        }
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
+fn output_text(f: &OutputFields, line: &str) -> String {
+    let mut out = if f.instance.starts_with(&format!("{}-", f.function)) {
+        f.instance.clone()
+    } else {
+        format!("{} {}", f.function, f.instance)
+    };
+    out.push_str(" | ");
+    for c in line.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn output_json(f: &OutputFields, line: &str) -> String {
+    use tracing_subscriber::fmt::time::FormatTime;
+    let mut ts = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime
+        .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut ts));
+    let record = line.trim();
+    let raw = match record.starts_with('{') {
+        true => serde_json::value::RawValue::from_string(record.to_string()).ok(),
+        false => None,
+    };
+    // Spliced in as is when it is a JSON record: the runtime's record, not a string holding it.
+    let output = match raw {
+        Some(raw) => raw.get().to_string(),
+        None => serde_json::Value::String(line.to_string()).to_string(),
+    };
+    let s = |v: &str| serde_json::Value::String(v.to_string()).to_string();
+    format!(
+        "{{\"timestamp\":{},\"level\":\"INFO\",\"target\":\"nanofaas::function\",\"function\":{},\"instance\":{},\"stream\":{},\"output\":{output}}}",
+        s(&ts),
+        s(&f.function),
+        s(&f.instance),
+        s(&f.stream)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fields(function: &str, instance: &str) -> OutputFields {
+        OutputFields {
+            function: function.into(),
+            instance: instance.into(),
+            stream: "stderr".into(),
+            output: None,
+        }
+    }
+
+    #[test]
+    fn function_output_is_shown_as_written_and_tagged() {
+        let f = fields("hello", "hello-3f2a");
+        let record = r#"{"ts": "t", "level": "INFO", "msg": "listening"}"#;
+        assert_eq!(output_text(&f, record), format!("hello-3f2a | {record}"));
+        assert_eq!(
+            output_text(&fields("f", "c0ffee"), "a\x1b[31mred\tb"),
+            "f c0ffee | a\\u{1b}[31mred\tb"
+        );
+        // JSON: a JSON record stays a record (not an escaped string); other lines are strings.
+        let v: serde_json::Value = serde_json::from_str(&output_json(&f, record)).unwrap();
+        assert_eq!(v["output"]["msg"], "listening");
+        assert_eq!(v["function"], "hello");
+        assert_eq!(v["instance"], "hello-3f2a");
+        assert_eq!(v["stream"], "stderr");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        for line in ["plain text", "{not json", r#"{"a": 1} trailing"#] {
+            let v: serde_json::Value = serde_json::from_str(&output_json(&f, line)).unwrap();
+            assert_eq!(v["output"], line);
+        }
+    }
 
     #[test]
     fn a_record_with_line_breaks_stays_one_line() {

@@ -18,6 +18,7 @@ async fn function_registry_routes_and_errors() {
     assert_eq!(spec["concurrency"], 4);
     assert_eq!(spec["queueSize"], 100);
     assert_eq!(spec["maxRetries"], 3);
+    assert_eq!(spec["retryFunctionErrors"], false);
 
     let dup = cp
         .post(
@@ -335,28 +336,54 @@ async fn platform_failures_are_retried_with_the_same_execution_id() {
 }
 
 #[tokio::test]
-async fn async_function_errors_are_retried_up_to_max_retries() {
+async fn async_function_errors_run_once_unless_retry_function_errors() {
     let cp = Cp::start(config()).await;
     let ep = Endpoint::start(|s, _| match s.header("x-dispatch-attempt") {
         Some("3") => Reply::Json(200, json!("third time lucky")),
         _ => Reply::Json(500, json!({"error": "not yet"})),
     })
     .await;
-    cp.register_pool("eventually", &ep.url(), json!({})).await;
+    // By default (as in OpenWhisk) a function error is final, async or not.
+    cp.register_pool("once", &ep.url(), json!({})).await;
+    let r = cp.post("/v1/functions/once:enqueue", json!({})).await;
+    let id = r.json()["executionId"].as_str().unwrap().to_string();
+    let ex = wait_status(&cp, &id, "error", Duration::from_secs(5)).await;
+    assert_eq!(ex["attempts"], 1);
+    assert_eq!(ex["error"]["code"], "HANDLER_ERROR");
+    assert_eq!(ep.count(), 1, "a function error was retried by default");
+
+    cp.register_pool(
+        "eventually",
+        &ep.url(),
+        json!({"retryFunctionErrors": true}),
+    )
+    .await;
     let r = cp.post("/v1/functions/eventually:enqueue", json!({})).await;
     let id = r.json()["executionId"].as_str().unwrap().to_string();
     let ex = wait_status(&cp, &id, "success", Duration::from_secs(5)).await;
     assert_eq!(ex["attempts"], 3);
     assert_eq!(ex["output"], "third time lucky");
 
-    cp.register_pool("never", &ep.url(), json!({"maxRetries": 2}))
-        .await;
+    cp.register_pool(
+        "never",
+        &ep.url(),
+        json!({"maxRetries": 2, "retryFunctionErrors": true}),
+    )
+    .await;
     // `never` shares the endpoint; its attempts are 1 and 2, both failing.
     let r = cp.post("/v1/functions/never:enqueue", json!({})).await;
     let id = r.json()["executionId"].as_str().unwrap().to_string();
     let ex = wait_status(&cp, &id, "error", Duration::from_secs(5)).await;
     assert_eq!(ex["attempts"], 2);
     assert_eq!(ex["error"]["code"], "HANDLER_ERROR");
+    // A synchronous caller gets the error and decides, whatever the field says.
+    let r = cp.post("/v1/functions/never:invoke", json!({})).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    let id = r.json()["executionId"].as_str().unwrap().to_string();
+    assert_eq!(
+        cp.get(&format!("/v1/executions/{id}")).await.json()["attempts"],
+        1
+    );
     cp.shutdown().await;
 }
 

@@ -74,7 +74,8 @@ async fn kill_9_loses_no_accepted_execution_and_keeps_finished_results() {
         &base,
         "/v1/functions",
         json!({"name": "f", "command": runtime.to_string_lossy(), "minInstances": 1,
-               "maxInstances": 1, "concurrency": 1, "maxRetries": 3}),
+               "maxInstances": 1, "concurrency": 1, "maxRetries": 3,
+               "retryFunctionErrors": true}),
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text());

@@ -165,7 +165,8 @@ impl OutputLog {
         }
         if self.sent < self.per_second {
             self.sent += 1;
-            tracing::info!(target: "nanofaas::function", function = %self.function, instance = %self.instance, stream, "{line}");
+            // Rendered as the runtime wrote it (see telemetry's formatter), not as a message.
+            tracing::info!(target: "nanofaas::function", function = %self.function, instance = %self.instance, stream, output = line);
         } else {
             self.dropped += 1;
         }

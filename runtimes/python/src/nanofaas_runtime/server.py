@@ -223,6 +223,14 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
                 self.error_log.addFilter(_StopIsNotAnError())
 
     class StoppingArbiter(Arbiter):
+        # Marked in the signal handler itself, not later in the main loop: when the whole group
+        # is signalled, the worker can die and be reaped (SIGCHLD is handled at once) before the
+        # loop gets to the queued SIGTERM.
+        def signal(self, sig, frame):
+            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                _stopping.set()
+            super().signal(sig, frame)
+
         def stop(self, graceful=True):
             _stopping.set()
             super().stop(graceful)
