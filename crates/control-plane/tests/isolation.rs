@@ -329,6 +329,8 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
     let first = s.instances("hog").await;
     assert_eq!(first.len(), 1);
     let first_id = first[0]["id"].as_str().unwrap().to_string();
+    let first_runtime = first[0]["runtimePid"].clone();
+    assert!(first_runtime.is_u64(), "{first:?}");
     if is_root() {
         let pid = first[0]["runtimePid"].as_u64().unwrap();
         let uid = uid_of(pid).unwrap();
@@ -372,12 +374,20 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
         .post("/v1/functions/hog:invoke", json!({"input": 2}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // The process the kernel killed never serves again: either the pool replaced the instance,
+    // or (the usual case: the runtime is the kernel's first choice, see the watchdog's
+    // oom_score_adj) the instance's watchdog survived, said OUT_OF_MEMORY and started a new
+    // runtime in the same instance and cgroup.
     let now = s.instances("hog").await;
-    assert!(
-        now.iter().all(|i| i["id"] != first_id.as_str()),
-        "the instance was replaced: {now:?}"
-    );
-    // One cgroup per instance: the new one's exists, the replaced one's is removed.
+    assert_eq!(now.len(), 1, "{now:?}");
+    let same_instance = now[0]["id"] == first_id.as_str();
+    if same_instance {
+        assert_ne!(
+            now[0]["runtimePid"], first_runtime,
+            "the OOM-killed runtime was replaced inside its instance: {now:?}"
+        );
+    }
+    // One cgroup per instance: the serving one holds the limit; a replaced one is removed.
     let log = s.proc.output();
     let memory_base = log
         .split("memory: ")
@@ -395,12 +405,14 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
         .or_else(|_| std::fs::read_to_string(memory_base.join(new_id).join("memory.max")))
         .unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
-    let old = memory_base.join(&first_id);
-    assert!(
-        nanofaas_testkit::wait_until(Duration::from_secs(5), || !old.exists()).await,
-        "the replaced instance's cgroup {} is still there",
-        old.display()
-    );
+    if !same_instance {
+        let old = memory_base.join(&first_id);
+        assert!(
+            nanofaas_testkit::wait_until(Duration::from_secs(5), || !old.exists()).await,
+            "the replaced instance's cgroup {} is still there",
+            old.display()
+        );
+    }
 
     // Asynchronous: also named, and not retried as a platform failure beyond the policy.
     let r = s
