@@ -209,6 +209,39 @@ pub fn describe(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
+    /// The pid the child printed as the first line of its stdout.
+    async fn first_line_pid(child: &mut tokio::process::Child) -> i32 {
+        use tokio::io::AsyncBufReadExt;
+        let mut out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(&mut out)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        line.trim().parse().unwrap()
+    }
+
+    /// Waits (at most 5 s, then fails) until `pid` is gone or a zombie (it may linger as a
+    /// zombie of whoever adopted it).
+    async fn await_dead(pid: i32, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            if matches!(state, None | Some("Z") | Some("X")) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} survived: {stat}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test]
     async fn stop_reaches_the_whole_group() {
         // The shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
@@ -220,12 +253,7 @@ mod tests {
         cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let pid = child.id().unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut line = String::new();
-        use tokio::io::AsyncBufReadExt;
-        let mut r = tokio::io::BufReader::new(&mut out);
-        r.read_line(&mut line).await.unwrap();
-        let grandchild: i32 = line.trim().parse().unwrap();
+        let grandchild = first_line_pid(&mut child).await;
         let t = std::time::Instant::now();
         let st = stop(&mut child, pid, Duration::from_millis(100))
             .await
@@ -234,23 +262,7 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(st.signal(), Some(libc::SIGKILL), "{}", describe(&st));
         // The grandchild got SIGKILL too (it may linger as a zombie of whoever adopted it).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            if matches!(state, None | Some("Z") | Some("X")) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "grandchild survived: {stat}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        await_dead(grandchild, "the grandchild").await;
     }
 
     #[tokio::test]
@@ -263,35 +275,12 @@ mod tests {
         let mut cmd = command(&argv, &[]);
         cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut line = String::new();
-        use tokio::io::AsyncBufReadExt;
-        tokio::io::BufReader::new(&mut out)
-            .read_line(&mut line)
-            .await
-            .unwrap();
-        let grandchild: i32 = line.trim().parse().unwrap();
+        let grandchild = first_line_pid(&mut child).await;
         // Its tree (this test's process runs other tests' children too).
         assert!(kill_descendants_of(child.id().unwrap()) >= 1);
         signal_group(child.id().unwrap(), libc::SIGKILL);
         child.wait().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            if matches!(state, None | Some("Z") | Some("X")) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the grandchild in its own session survived: {stat}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        await_dead(grandchild, "the grandchild in its own session").await;
     }
 
     #[tokio::test]
