@@ -7,7 +7,7 @@
 //! Tests that need root (other users) or cgroups skip with a loud message where they cannot run.
 
 use nanofaas_control_plane::auth::CallbackAuth;
-use nanofaas_testkit::{http, workspace_bin, Proc, Stream};
+use nanofaas_testkit::{http, serve_nanofaas_env, workspace_bin, Proc, Stream};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,31 +45,17 @@ async fn serve(tag: &str, settings: &[&str]) -> Server {
     let state = std::env::temp_dir().join(format!("nanofaas-iso-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).unwrap();
-    let mut cmd = Command::new(workspace_bin("nanofaas"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(&state)
-        .arg("--set")
-        .arg(format!(
-            "provider.process.watchdog={}",
-            workspace_bin("nanofaas-watchdog").display()
-        ))
-        .env("NANOFAAS_CALLBACK_SECRET", SECRET)
-        .env("NANOFAAS_API_TOKEN", "operator-api-token")
-        .env("ISOLATION_TEST_CLOUD_KEY", CLOUD_KEY);
-    for s in settings {
-        cmd.arg("--set").arg(s);
-    }
-    let proc = Proc::spawn(cmd).expect("start nanofaas serve");
-    let line = proc
-        .wait_line_async(Stream::Stdout, Duration::from_secs(30), |l| {
-            l.starts_with("nanofaas listening on ")
-        })
-        .await
-        .unwrap_or_else(|| panic!("no listening line:\n{}", proc.output()));
-    let base = line
-        .trim_start_matches("nanofaas listening on ")
-        .trim()
-        .to_string();
+    let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+    let (proc, base) = serve_nanofaas_env(
+        &state,
+        &settings,
+        &[
+            ("NANOFAAS_CALLBACK_SECRET", SECRET),
+            ("NANOFAAS_API_TOKEN", "operator-api-token"),
+            ("ISOLATION_TEST_CLOUD_KEY", CLOUD_KEY),
+        ],
+    )
+    .await;
     Server { proc, base, state }
 }
 
