@@ -286,15 +286,9 @@ async fn functions_see_no_secret_cannot_forge_callbacks_and_reserved_env_is_refu
     assert_eq!(done["output"]["echo"]["sleepMs"], 4000, "{done}");
 }
 
-#[tokio::test]
-async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_replaced() {
-    let s = serve("oom", &[]).await;
-    let r = s
-        .post(
-            "/v1/functions",
-            json!({"name": "hog", "command": runtime(), "resources": {"memory": "64Mi"}, "maxRetries": 3}),
-        )
-        .await;
+/// Whether a registration with a memory limit was refused because this host cannot enforce it
+/// (then the test skips loudly; a failure when `NANOFAAS_REQUIRE_CGROUPS=1`).
+fn memory_limits_unenforceable(r: &nanofaas_testkit::Response) -> bool {
     if r.status == 400 && r.text().contains("cannot enforce") {
         assert!(
             std::env::var("NANOFAAS_REQUIRE_CGROUPS").as_deref() != Ok("1"),
@@ -305,6 +299,21 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
             "SKIPPED: this host cannot enforce memory limits for the process provider: {}",
             r.text()
         );
+        return true;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_replaced() {
+    let s = serve("oom", &[]).await;
+    let r = s
+        .post(
+            "/v1/functions",
+            json!({"name": "hog", "command": runtime(), "resources": {"memory": "64Mi"}, "maxRetries": 3}),
+        )
+        .await;
+    if memory_limits_unenforceable(&r) {
         return;
     }
     assert_eq!(r.status, 201, "{}", r.text());
@@ -514,16 +523,7 @@ async fn a_job_over_its_memory_limit_ends_out_of_memory() {
             json!({"name": "hogjob", "command": runtime(), "executionMode": "JOB", "resources": {"memory": "64Mi"}}),
         )
         .await;
-    if r.status == 400 && r.text().contains("cannot enforce") {
-        assert!(
-            std::env::var("NANOFAAS_REQUIRE_CGROUPS").as_deref() != Ok("1"),
-            "cgroups required but unavailable: {}",
-            r.text()
-        );
-        eprintln!(
-            "SKIPPED: this host cannot enforce memory limits: {}",
-            r.text()
-        );
+    if memory_limits_unenforceable(&r) {
         return;
     }
     assert_eq!(r.status, 201, "{}", r.text());
