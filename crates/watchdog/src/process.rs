@@ -209,16 +209,21 @@ pub fn describe(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
-    /// The pid the child printed as the first line of its stdout.
-    async fn first_line_pid(child: &mut tokio::process::Child) -> i32 {
+    /// `sh -c script` started by [`command`], and the pid it printed as its first line.
+    async fn spawn_printing_pid(script: &str) -> (tokio::process::Child, i32) {
         use tokio::io::AsyncBufReadExt;
+        let argv: Vec<String> = ["sh", "-c", script].iter().map(|s| s.to_string()).collect();
+        let mut cmd = command(&argv, &[]);
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
         let mut out = child.stdout.take().unwrap();
         let mut line = String::new();
         tokio::io::BufReader::new(&mut out)
             .read_line(&mut line)
             .await
             .unwrap();
-        line.trim().parse().unwrap()
+        let pid = line.trim().parse().unwrap();
+        (child, pid)
     }
 
     /// Waits (at most 5 s, then fails) until `pid` is gone or a zombie (it may linger as a
@@ -245,15 +250,9 @@ mod tests {
     #[tokio::test]
     async fn stop_reaches_the_whole_group() {
         // The shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
-        let argv: Vec<String> = ["sh", "-c", "trap '' TERM; sleep 1000 & echo $!; wait"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut cmd = command(&argv, &[]);
-        cmd.stdout(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
+        let (mut child, grandchild) =
+            spawn_printing_pid("trap '' TERM; sleep 1000 & echo $!; wait").await;
         let pid = child.id().unwrap();
-        let grandchild = first_line_pid(&mut child).await;
         let t = std::time::Instant::now();
         let st = stop(&mut child, pid, Duration::from_millis(100))
             .await
@@ -268,14 +267,7 @@ mod tests {
     #[tokio::test]
     async fn descendants_that_left_the_group_are_killed_too() {
         // A child that starts a grandchild in a new session (out of the group), then waits.
-        let argv: Vec<String> = ["sh", "-c", "setsid sleep 1000 & echo $!; wait"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut cmd = command(&argv, &[]);
-        cmd.stdout(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let grandchild = first_line_pid(&mut child).await;
+        let (mut child, grandchild) = spawn_printing_pid("setsid sleep 1000 & echo $!; wait").await;
         // Its tree (this test's process runs other tests' children too).
         assert!(kill_descendants_of(child.id().unwrap()) >= 1);
         signal_group(child.id().unwrap(), libc::SIGKILL);
