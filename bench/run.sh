@@ -18,6 +18,11 @@
 #                               control-plane RSS, open descriptors and journal size at the start,
 #                               middle and end
 #
+# A/B: with BASE_REF=<git ref> (e.g. BASE_REF=main), `control-plane` and `chain` also build that
+# ref (into $TARGET_DIR/ab/, sources from `git archive`, so the work tree is untouched), run it
+# beside this tree's build, interleaved run by run, and print both, their ratio, and the CPU
+# each side spent per invocation.
+#
 # Knobs (environment): CP_FILL (invocations before the control plane's RSS is read, default
 # 1000000), COLD_RUNS (cold starts measured, default 15), RUNS (repetitions, default 5), DURATION (measured seconds per run,
 # default 3), WARMUP (seconds, default 1), CONNECTIONS_HIGH (default 32), WD_CONCURRENCY
@@ -60,6 +65,8 @@ log() { printf '%s\n' "$*" | tee -a "$REPORT" >&2; }
 
 # build_release <package>...: release build of workspace packages.
 build_release() {
+  # SKIP_BUILD=1: measure the binaries already in $REL (say so in the report).
+  if [[ -n "${SKIP_BUILD:-}" ]]; then log "SKIP_BUILD: using the binaries in $REL as they are"; return 0; fi
   local args=()
   for p in "$@"; do args+=(-p "$p"); done
   cargo build --release "${args[@]}" >&2
@@ -162,6 +169,59 @@ row() { printf '%-34s %14s %14s %16s %16s  %s\n' "$@" | tee -a "$REPORT"; }
 
 # verdict <python boolean expression>: "met" or "MISSED".
 verdict() { python3 -c "print('met' if ($1) else 'MISSED')"; }
+
+# cpu_ticks <pids...>: user+system CPU ticks spent so far by these processes (all threads).
+cpu_ticks() {
+  local total=0 p t
+  for p in "$@"; do
+    t=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null) || continue
+    total=$(( total + ${t:-0} ))
+  done
+  echo "$total"
+}
+
+# loadgen_cpu <label> <"pids"> <loadgen args...>: loadgen_json, plus the CPU the given processes
+# spent per invocation during the measured window (cpu_us in the result; includes the warm-up).
+loadgen_cpu() {
+  local label="$1" pids="$2"; shift 2
+  local t0 t1 json
+  # shellcheck disable=SC2086
+  t0=$(cpu_ticks $pids)
+  json=$("$REL/loadgen" --json -d "$DURATION" -w "$WARMUP" "$@")
+  # shellcheck disable=SC2086
+  t1=$(cpu_ticks $pids)
+  json=$(python3 -c 'import json,os,sys; d=json.loads(sys.argv[1]); t=int(sys.argv[2]); w=float(sys.argv[3]); s=float(sys.argv[4]); n=max(1, d["requests"] * (w + s) / s); d["cpu_us"]=round(t * 1e6 / os.sysconf("SC_CLK_TCK") / n, 1); print(json.dumps(d))' "$json" "$(( t1 - t0 ))" "$WARMUP" "$DURATION")
+  printf '{"label":"%s","result":%s}\n' "$label" "$json" >>"$RAW"
+}
+
+# ab_prepare: with BASE_REF set, builds that ref's release binaries (nanofaas, echo-runtime,
+# loadgen, static watchdog) into $TARGET_DIR/ab/target from a `git archive` of it, and sets
+# BASE_REL and BASE_WD. Without BASE_REF, does nothing.
+BASE_REL=
+BASE_WD=
+ab_prepare() {
+  [[ -n "${BASE_REF:-}" ]] || return 0
+  local sha; sha=$(git -C "$ROOT" rev-parse --verify "$BASE_REF^{commit}")
+  local src="$TARGET_DIR/ab/src-$sha" tgt="$TARGET_DIR/ab/target"
+  if [[ ! -f "$src/Cargo.toml" ]]; then
+    rm -rf "$src"; mkdir -p "$src"
+    git -C "$ROOT" archive "$sha" | tar -x -C "$src"
+  fi
+  log "A/B: base $BASE_REF = $sha, built in $tgt"
+  (cd "$src" && CARGO_TARGET_DIR="$tgt" cargo build --release -p nanofaas-cli -p nanofaas-echo-runtime -p nanofaas-loadgen >&2)
+  BASE_WD=$(cd "$src" && CARGO_TARGET_DIR="$tgt" ./scripts/build-static.sh)
+  BASE_REL="$tgt/release"
+}
+
+# ab_rows <ours label> <base label> <what>: the A/B lines of one measurement (p50, req/s, CPU per
+# invocation), if the base was measured.
+ab_rows() {
+  local o="$1" b="$2" what="$3"
+  [[ -n "$(stats "'$b' in R or ''")" ]] || return 0
+  row "p50, $what (us)" "$(stats "med(pick('$o','p50_us'))")" "$(stats "med(pick('$b','p50_us'))")" "x$(stats "med(paired('$o','$b','p50_us',lambda a,b:a/b))")" "(A/B)" ""
+  row "req/s, $what" "$(stats "med(pick('$o','rps'))")" "$(stats "med(pick('$b','rps'))")" "x$(stats "med(paired('$o','$b','rps',lambda a,b:a/b))")" "(A/B)" ""
+  row "CPU per call, $what (us)" "$(stats "med(pick('$o','cpu_us'))")" "$(stats "med(pick('$b','cpu_us'))")" "x$(stats "med(paired('$o','$b','cpu_us',lambda a,b:a/b))")" "(A/B)" ""
+}
 
 # ---------------------------------------------------------------- suites
 
@@ -288,11 +348,11 @@ pinned_pairs() {
   for pid in $pids; do taskset -a -p -c "0-$(( $(nproc) - 1 ))" "$pid" >/dev/null; done
 }
 
-# start_cp <name> [serve args...]: starts `nanofaas serve` on a free port with no state; sets
-# CP_URL and LAST_PID.
+# start_cp <name> [serve args...]: starts `nanofaas serve` ($CP_BIN if set) on a free port with no
+# state; sets CP_URL and LAST_PID.
 start_cp() {
   local name="$1"; shift
-  start_bg "$name" -- "$REL/nanofaas" serve --listen 127.0.0.1:0 --state-dir "" "$@"
+  start_bg "$name" -- "${CP_BIN:-$REL/nanofaas}" serve --listen 127.0.0.1:0 --state-dir "" "$@"
   local line; line=$(wait_line "$OUT/$name.log" '^nanofaas listening on ' 20)
   CP_URL=${line#nanofaas listening on }
 }
@@ -306,24 +366,36 @@ suite_control_plane() {
   local high="${CONNECTIONS_HIGH:-32}"
   log "== control-plane suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
   build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
+  ab_prepare
   local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
   local echo_port; echo_port=$(free_port)
   start_bg echo-cp "PORT=$echo_port" -- "$REL/echo-runtime"
   ECHO_PID=$LAST_PID
   wait_http "http://127.0.0.1:$echo_port/health" 10
+  local spec="{\"name\":\"echo\",\"executionMode\":\"POOL\",\"endpointUrl\":\"http://127.0.0.1:$echo_port/invoke\",\"concurrency\":256,\"queueSize\":1000}"
   # Default settings, except that no instance provider is needed: a POOL function.
   start_cp cp-bench --set provider.type=none
   local cp_pid=$LAST_PID
-  register "$CP_URL" "{\"name\":\"echo\",\"executionMode\":\"POOL\",\"endpointUrl\":\"http://127.0.0.1:$echo_port/invoke\",\"concurrency\":256,\"queueSize\":1000}"
+  register "$CP_URL" "$spec"
   local inv="$CP_URL/v1/functions/echo:invoke"
+  local base_pid="" base_inv=""
+  if [[ -n "$BASE_REL" ]]; then
+    CP_BIN="$BASE_REL/nanofaas" start_cp cp-bench-base --set provider.type=none
+    base_pid=$LAST_PID
+    register "$CP_URL" "$spec"
+    base_inv="$CP_URL/v1/functions/echo:invoke"
+  fi
   for run in $(seq "$RUNS"); do
     log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
     loadgen_json direct-1 -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
-    loadgen_json cp-1 -c 1 -b "$body" "$inv"
+    loadgen_cpu cp-1 "$cp_pid" -c 1 -b "$body" "$inv"
+    if [[ -n "$base_pid" ]]; then loadgen_cpu base-1 "$base_pid" -c 1 -b "$body" "$base_inv"; fi
     log "          (cpu idle before the $high-connection pair: $(wait_quiet)%)"
     loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
-    loadgen_json cp-N -c "$high" -b "$body" "$inv"
+    loadgen_cpu cp-N "$cp_pid" -c "$high" -b "$body" "$inv"
+    if [[ -n "$base_pid" ]]; then loadgen_cpu base-N "$base_pid" -c "$high" -b "$body" "$base_inv"; fi
   done
+  if [[ -n "$base_pid" ]]; then kill -TERM "$base_pid"; wait "$base_pid" 2>/dev/null || true; fi
   pinned_pairs "${PINNED_RUNS:-3}" "$cp_pid $ECHO_PID" pinned-direct-1 "http://127.0.0.1:$echo_port/invoke" \
     pinned-cp-1 "$inv" -b "$body" -H "X-Execution-Id: bench"
   # Memory after a million invocations with default settings (records kept for the TTL, capped).
@@ -359,6 +431,15 @@ suite_control_plane() {
   row "p99 latency, $high conns (us)" "$(stats 'med(pick("cp-N","p99_us"))')" "$(stats 'med(pick("direct-N","p99_us"))')" "" "" ""
   row "RSS after $total invocations (KiB)" "$rss" "" "" "<= 146484 (150 MB)" "$(verdict "$rss * 1024 <= 150000000")"
   row "errors (all runs)" "$errors" "" "" "0" "$(verdict "$errors == 0")"
+  if [[ -n "$BASE_REL" ]]; then
+    log ""
+    log "A/B against $BASE_REF (control plane process only for CPU; same echo runtime, interleaved):"
+    row "metric" "this tree" "$BASE_REF" "ratio" "" ""
+    row "added p50, 1 conn (us)" "+$(stats 'med(paired("cp-1","direct-1","p50_us",lambda a,b:a-b))')" "+$(stats 'med(paired("base-1","direct-1","p50_us",lambda a,b:a-b))')" "" "" ""
+    ab_rows cp-1 base-1 "1 conn"
+    row "of direct, $high conns" "x$(stats 'med(paired("cp-N","direct-N","rps",lambda a,b:a/b))')" "x$(stats 'med(paired("base-N","direct-N","rps",lambda a,b:a/b))')" "" "" ""
+    ab_rows cp-N base-N "$high conns"
+  fi
   log ""
   log "per run (p50 us / req/s): $(stats 'perrun()')"
 }
@@ -402,25 +483,51 @@ suite_chain() {
   log "== chain suite (control plane -> watchdog -> runtime, process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
   build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
   local wd; wd=$("$ROOT/scripts/build-static.sh")
+  ab_prepare
   local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
   local echo_port; echo_port=$(free_port)
   start_bg echo-chain "PORT=$echo_port" -- "$REL/echo-runtime"
   local echo_pid=$LAST_PID
   wait_http "http://127.0.0.1:$echo_port/health" 10
+  # One instance serving one call at a time (latency), one serving many (throughput); both warm.
+  local spec1="{\"name\":\"chain1\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
+  local specN="{\"name\":\"chainN\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
   start_cp cp-chain --set "provider.process.watchdog=$wd"
   local cp_pid=$LAST_PID
-  # One instance serving one call at a time (latency), one serving many (throughput); both warm.
-  register "$CP_URL" "{\"name\":\"chain1\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
-  register "$CP_URL" "{\"name\":\"chainN\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
-  sleep 1
+  register "$CP_URL" "$spec1"
+  register "$CP_URL" "$specN"
+  local base_url=""
+  if [[ -n "$BASE_REL" ]]; then
+    local our_url=$CP_URL
+    # The base chain: its control plane and its static watchdog, the same echo runtime.
+    CP_BIN="$BASE_REL/nanofaas" start_cp cp-chain-base --set "provider.process.watchdog=$BASE_WD"
+    base_url=$CP_URL; local base_cp=$LAST_PID
+    register "$base_url" "$spec1"
+    register "$base_url" "$specN"
+    CP_URL=$our_url
+    wait_ready "$base_url" chain1 20; wait_ready "$base_url" chainN 20
+  fi
+  wait_ready "$CP_URL" chain1 20; wait_ready "$CP_URL" chainN 20
+  # chain_pids <cp url> <cp pid> <function>: the control plane, watchdog and runtime of a chain.
+  chain_pids() {
+    echo "$2 $(curl -fsS "$1/v1/functions/$3/instances" | python3 -c 'import json,sys; print(" ".join(str(i[k]) for i in json.load(sys.stdin) for k in ("pid","runtimePid") if k in i))')"
+  }
+  local p1 pN b1="" bN=""
+  p1=$(chain_pids "$CP_URL" "$cp_pid" chain1); pN=$(chain_pids "$CP_URL" "$cp_pid" chainN)
+  if [[ -n "$base_url" ]]; then
+    b1=$(chain_pids "$base_url" "$base_cp" chain1); bN=$(chain_pids "$base_url" "$base_cp" chainN)
+  fi
   for run in $(seq "$RUNS"); do
     log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
     loadgen_json direct-1 -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
-    loadgen_json chain-1 -c 1 -b "$body" "$CP_URL/v1/functions/chain1:invoke"
+    loadgen_cpu chain-1 "$p1" -c 1 -b "$body" "$CP_URL/v1/functions/chain1:invoke"
+    if [[ -n "$base_url" ]]; then loadgen_cpu base-1 "$b1" -c 1 -b "$body" "$base_url/v1/functions/chain1:invoke"; fi
     log "          (cpu idle before the $high-connection pair: $(wait_quiet)%)"
     loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
-    loadgen_json chain-N -c "$high" -b "$body" "$CP_URL/v1/functions/chainN:invoke"
+    loadgen_cpu chain-N "$pN" -c "$high" -b "$body" "$CP_URL/v1/functions/chainN:invoke"
+    if [[ -n "$base_url" ]]; then loadgen_cpu base-N "$bN" -c "$high" -b "$body" "$base_url/v1/functions/chainN:invoke"; fi
   done
+  if [[ -n "$base_url" ]]; then kill -TERM "$base_cp"; wait "$base_cp" 2>/dev/null || true; fi
   local inst_pids
   inst_pids=$(curl -fsS "$CP_URL/v1/functions/chain1/instances" | python3 -c 'import json,sys; print(" ".join(str(i[k]) for i in json.load(sys.stdin) for k in ("pid","runtimePid") if k in i))')
   pinned_pairs "${PINNED_RUNS:-3}" "$cp_pid $echo_pid $inst_pids" pinned-direct-1 "http://127.0.0.1:$echo_port/invoke" \
@@ -447,6 +554,19 @@ suite_chain() {
   row "Rust cold start, request->response (ms)" "$cold" "" "" "<= 15 ms" "$(verdict "$cold <= 15")"
   row "Rust warm call, same path (ms)" "$warm" "" "cold/warm x$(stats 'R["cold-rust"][0]["cold_p50_ms"] / R["cold-rust"][0]["warm_p50_ms"]')" "" ""
   row "errors (all runs)" "$errors" "" "" "0" "$(verdict "$errors == 0")"
+  log ""
+  if [[ -n "$BASE_REL" ]]; then
+    log ""
+    log "A/B against $BASE_REF (CPU: control plane + watchdog + runtime; same echo runtime binary, interleaved):"
+    row "metric" "this tree" "$BASE_REF" "ratio" "target" "verdict"
+    local a b
+    a=$(stats 'med(paired("chain-1","direct-1","p50_us",lambda a,b:a-b))'); b=$(stats 'med(paired("base-1","direct-1","p50_us",lambda a,b:a-b))')
+    row "added p50, 1 conn (us)" "+$a" "+$b" "" "<= +150 us" "$(verdict "$a <= 150")"
+    ab_rows chain-1 base-1 "1 conn"
+    a=$(stats 'med(paired("chain-N","direct-N","rps",lambda a,b:a/b))'); b=$(stats 'med(paired("base-N","direct-N","rps",lambda a,b:a/b))')
+    row "of direct, $high conns" "x$a" "x$b" "" ">= x0.25" "$(verdict "$a >= 0.25")"
+    ab_rows chain-N base-N "$high conns"
+  fi
   log ""
   log "cold starts (ms): $(stats 'sorted(round(x, 2) for x in R["cold-rust"][0]["cold_ms"])')"
   log "per run (p50 us / req/s): $(stats 'perrun()')"
