@@ -13,6 +13,7 @@
 //! - [`execution`]: execution status and the view returned by `GET /v1/executions/{id}`.
 //! - [`spec`]: `FunctionSpec`, its defaults and its validation.
 //! - [`command`]: splitting a command line into argv without a shell.
+//! - [`procnet`]: the address columns of `/proc/net/tcp{,6}` text.
 
 pub mod command;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod execution;
 pub mod headers;
 pub mod invocation;
 pub mod json;
+pub mod procnet;
 pub mod spec;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -6,7 +6,7 @@
 
 use crate::exit::{err, Exit};
 use nanofaas_api::command::join;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 /// Ports tried above a busy one for the suggestion, before asking the system for any free port.
@@ -88,9 +88,10 @@ pub fn listeners(table: &str, addr: SocketAddr) -> Vec<(u64, u32)> {
         if f.len() < 10 || f[3] != "0A" {
             continue; // not LISTEN
         }
-        let Some((ip, port)) = parse_local(f[1]) else {
+        let Some(local) = nanofaas_api::procnet::parse_addr(f[1]) else {
             continue;
         };
+        let (ip, port) = (local.ip(), local.port());
         let conflicts = port == addr.port()
             && (ip == addr.ip()
                 || ip.is_unspecified()
@@ -103,28 +104,6 @@ pub fn listeners(table: &str, addr: SocketAddr) -> Vec<(u64, u32)> {
         }
     }
     out
-}
-
-/// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6, four 32-bit words in host order) `:PORT`.
-fn parse_local(s: &str) -> Option<(IpAddr, u16)> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let w = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
-        Some(w.to_ne_bytes())
-    };
-    let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(b))
-        }
-        _ => return None,
-    };
-    Some((ip, port))
 }
 
 /// The first process with `socket:[inode]` among its file descriptors, and its command line.

@@ -761,22 +761,9 @@ fn a_busy_default_port_stops_up_and_serve_at_once_with_a_listen_hint() {
         (vec!["up", "-f", "m.yaml", "--state-dir", ""], "up"),
         (vec!["serve", "--state-dir", ""], "serve"),
     ] {
-        let started = Instant::now();
         let mut cmd = Command::new(NANOFAAS);
-        cmd.current_dir(&dir).args(&args).stdin(Stdio::null());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("NANOFAAS_") {
-                cmd.env_remove(k);
-            }
-        }
-        let out = cmd.output().unwrap();
-        let took = started.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(3), "{command}: {stderr}");
-        assert!(
-            took < Duration::from_secs(2),
-            "{command} took {took:?}: {stderr}"
-        );
+        cmd.current_dir(&dir).args(&args);
+        let stderr = exits_3_within_2s(cmd, command);
         assert!(
             !dir.join("setup-ran").exists(),
             "a setup step ran before the port check"
@@ -812,6 +799,27 @@ fn a_busy_default_port_stops_up_and_serve_at_once_with_a_listen_hint() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `cmd` (no stdin, no `NANOFAAS_*` variable of this test's environment) and checks that
+/// it exits with code 3 within 2 s; returns its stderr.
+fn exits_3_within_2s(mut cmd: Command, what: &str) -> String {
+    cmd.stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NANOFAAS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{what}: {stderr}");
+    assert!(
+        took < Duration::from_secs(2),
+        "{what} took {took:?}: {stderr}"
+    );
+    stderr
+}
+
 /// `scripts/up.sh` probes the address before it compiles anything: here with a `cargo` that
 /// records being called, which must not be.
 #[test]
@@ -843,25 +851,11 @@ fn up_sh_reports_a_busy_port_before_compiling() {
         } else {
             busy_addr.clone()
         };
-        let started = Instant::now();
         let mut cmd = Command::new("bash");
         cmd.arg(repo.join("scripts/up.sh"))
             .args(&args)
-            .env("PATH", &path)
-            .stdin(Stdio::null());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("NANOFAAS_") {
-                cmd.env_remove(k);
-            }
-        }
-        let out = cmd.output().unwrap();
-        let took = started.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(3), "{stderr}");
-        assert!(
-            took < Duration::from_secs(2),
-            "up.sh took {took:?}: {stderr}"
-        );
+            .env("PATH", &path);
+        let stderr = exits_3_within_2s(cmd, "up.sh");
         assert!(
             !marker.exists(),
             "up.sh ran cargo before checking the port: {stderr}"

@@ -10,17 +10,16 @@
 
 mod common;
 
+use common::docker::*;
 use common::*;
 use nanofaas_control_plane::provider::docker::api::Engine;
-use nanofaas_control_plane::provider::docker::unix::{socket_path, UnixTransport};
 use nanofaas_control_plane::provider::docker::{
     Address, DockerProvider, DockerSettings, Pull, LABEL_FUNCTION, LABEL_INSTANCE, LABEL_OWNER,
 };
 use nanofaas_control_plane::provider::{Provider, StartRequest};
-use nanofaas_control_plane::Config;
 use nanofaas_testkit::Proc;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,32 +48,9 @@ def handle(request):
             "instance": os.environ.get("NANOFAAS_INSTANCE")}
 "#;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The engine, or `None` (after saying so) when there is none and it is not required.
+/// The engine (after building the images the tests run), or `None` after a loud skip.
 async fn docker() -> Option<Engine> {
-    let required = std::env::var("NANOFAAS_REQUIRE_DOCKER").as_deref() == Ok("1");
-    let socket = match socket_path("", std::env::var("DOCKER_HOST").ok().as_deref()) {
-        Ok(s) => s,
-        Err(e) if required => panic!("NANOFAAS_REQUIRE_DOCKER=1 but {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: docker tests need a container engine: {e}");
-            return None;
-        }
-    };
-    let engine = Engine::new(
-        Arc::new(UnixTransport::new(socket)),
-        Duration::from_secs(30),
-    );
-    if let Err(e) = engine.ping().await {
-        if required {
-            panic!("NANOFAAS_REQUIRE_DOCKER=1 but {e}");
-        }
-        eprintln!("SKIPPED: docker tests need a container engine: {e}");
-        return None;
-    }
+    let engine = engine_or_skip().await?;
     tokio::task::spawn_blocking(prepare_images)
         .await
         .expect("image preparation");
@@ -83,17 +59,7 @@ async fn docker() -> Option<Engine> {
 
 /// Builds (or reuses) every image the tests run.
 fn prepare_images() {
-    let root = repo_root();
-    let out = Command::new(root.join("scripts/docker-images.sh"))
-        .arg("examples")
-        .env("NANOFAAS_IMAGE_TAG", "latest")
-        .output()
-        .expect("run scripts/docker-images.sh");
-    assert!(
-        out.status.success(),
-        "scripts/docker-images.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_images("examples");
     build_test_image();
 }
 
@@ -164,15 +130,6 @@ fn build_test_image() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-fn docker_config() -> Config {
-    let mut c = config();
-    c.provider.kind = "docker".into();
-    c.provider.stop_grace_ms = 2000;
-    c.pool.start_backoff_ms = 300;
-    c.pool.start_backoff_max_ms = 1000;
-    c
-}
-
 fn unique(tag: &str) -> String {
     format!("dk-{tag}-{}", std::process::id())
 }
@@ -201,29 +158,6 @@ async fn instances(cp: &Cp, name: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-/// Containers of a function as the engine sees them (running or not).
-async fn containers(engine: &Engine, function: &str) -> Vec<String> {
-    engine
-        .list(&[format!("{LABEL_FUNCTION}={function}")])
-        .await
-        .expect("list containers")
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
-}
-
-/// Waits (bounded) until the engine has no container of the function.
-async fn none_left(engine: &Engine, function: &str) -> Vec<String> {
-    for _ in 0..150 {
-        let left = containers(engine, function).await;
-        if left.is_empty() {
-            return left;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    containers(engine, function).await
 }
 
 #[tokio::test]

@@ -11,16 +11,11 @@
 
 mod common;
 
+use common::docker::*;
 use common::*;
 use nanofaas_control_plane::provider::docker::api::Engine;
-use nanofaas_control_plane::provider::docker::unix::{socket_path, UnixTransport};
-use nanofaas_control_plane::provider::docker::LABEL_FUNCTION;
-use nanofaas_control_plane::Config;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// The seed's recipe, as its README writes it (the tag is ours: `latest`).
 const SEED_RECIPE: &str = "FROM nanofaas/python-runtime:latest\n\
@@ -51,48 +46,10 @@ def handle(input_data):
     return {"words": len(words), "executionId": context.get_execution_id(), "pid": os.getpid()}
 "#;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The engine, or `None` (after saying so) when there is none and it is not required.
-async fn docker() -> Option<Engine> {
-    let required = std::env::var("NANOFAAS_REQUIRE_DOCKER").as_deref() == Ok("1");
-    let socket = match socket_path("", std::env::var("DOCKER_HOST").ok().as_deref()) {
-        Ok(s) => s,
-        Err(e) if required => panic!("NANOFAAS_REQUIRE_DOCKER=1 but {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: docker tests need a container engine: {e}");
-            return None;
-        }
-    };
-    let engine = Engine::new(
-        Arc::new(UnixTransport::new(socket)),
-        Duration::from_secs(30),
-    );
-    if let Err(e) = engine.ping().await {
-        if required {
-            panic!("NANOFAAS_REQUIRE_DOCKER=1 but {e}");
-        }
-        eprintln!("SKIPPED: docker tests need a container engine: {e}");
-        return None;
-    }
-    Some(engine)
-}
-
 /// `scripts/docker-images.sh python` (reused when unchanged), then `recipe` with `handler.py`
 /// built as `image`. Nothing is pulled: the recipe's base is the local runtime image.
 fn build_function_image(image: &str, recipe: &str, handler: &str) {
-    let out = Command::new(repo_root().join("scripts/docker-images.sh"))
-        .arg("python")
-        .env("NANOFAAS_IMAGE_TAG", "latest")
-        .output()
-        .expect("run scripts/docker-images.sh");
-    assert!(
-        out.status.success(),
-        "scripts/docker-images.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_images("python");
     let dir = std::env::temp_dir().join(format!(
         "nanofaas-seed-image-{}-{}",
         image.replace(['/', ':'], "-"),
@@ -112,36 +69,6 @@ fn build_function_image(image: &str, recipe: &str, handler: &str) {
         "building {image} from the seed's recipe failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn docker_config() -> Config {
-    let mut c = config();
-    c.provider.kind = "docker".into();
-    c.provider.stop_grace_ms = 2000;
-    c.pool.start_backoff_ms = 300;
-    c.pool.start_backoff_max_ms = 1000;
-    c
-}
-
-async fn containers(engine: &Engine, function: &str) -> Vec<String> {
-    engine
-        .list(&[format!("{LABEL_FUNCTION}={function}")])
-        .await
-        .expect("list containers")
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
-}
-
-async fn none_left(engine: &Engine, function: &str) -> Vec<String> {
-    for _ in 0..150 {
-        let left = containers(engine, function).await;
-        if left.is_empty() {
-            return left;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    containers(engine, function).await
 }
 
 /// Deploys `image`, invokes it `calls` times with `input`; the first call is cold, the others
@@ -186,7 +113,9 @@ async fn cold_then_warm(engine: &Engine, tag: &str, image: &str, input: Value) -
 
 #[tokio::test]
 async fn the_seeds_three_line_image_recipe_runs_cold_then_warm() {
-    let Some(engine) = docker().await else { return };
+    let Some(engine) = engine_or_skip().await else {
+        return;
+    };
     let image = "nanofaas/test-seed-recipe:latest";
     tokio::task::spawn_blocking(move || build_function_image(image, SEED_RECIPE, SEED_HANDLER))
         .await
@@ -199,7 +128,9 @@ async fn the_seeds_three_line_image_recipe_runs_cold_then_warm() {
 
 #[tokio::test]
 async fn a_function_written_for_the_original_sdk_runs_in_the_seeds_image_recipe() {
-    let Some(engine) = docker().await else { return };
+    let Some(engine) = engine_or_skip().await else {
+        return;
+    };
     let image = "nanofaas/test-seed-sdk:latest";
     tokio::task::spawn_blocking(move || build_function_image(image, SEED_RECIPE, SDK_HANDLER))
         .await

@@ -7,7 +7,7 @@
 //! Tests that need root (other users) or cgroups skip with a loud message where they cannot run.
 
 use nanofaas_control_plane::auth::CallbackAuth;
-use nanofaas_testkit::{http, workspace_bin, Proc, Stream};
+use nanofaas_testkit::{http, serve_nanofaas_env, workspace_bin, Proc, Stream};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,31 +45,17 @@ async fn serve(tag: &str, settings: &[&str]) -> Server {
     let state = std::env::temp_dir().join(format!("nanofaas-iso-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).unwrap();
-    let mut cmd = Command::new(workspace_bin("nanofaas"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(&state)
-        .arg("--set")
-        .arg(format!(
-            "provider.process.watchdog={}",
-            workspace_bin("nanofaas-watchdog").display()
-        ))
-        .env("NANOFAAS_CALLBACK_SECRET", SECRET)
-        .env("NANOFAAS_API_TOKEN", "operator-api-token")
-        .env("ISOLATION_TEST_CLOUD_KEY", CLOUD_KEY);
-    for s in settings {
-        cmd.arg("--set").arg(s);
-    }
-    let proc = Proc::spawn(cmd).expect("start nanofaas serve");
-    let line = proc
-        .wait_line_async(Stream::Stdout, Duration::from_secs(30), |l| {
-            l.starts_with("nanofaas listening on ")
-        })
-        .await
-        .unwrap_or_else(|| panic!("no listening line:\n{}", proc.output()));
-    let base = line
-        .trim_start_matches("nanofaas listening on ")
-        .trim()
-        .to_string();
+    let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+    let (proc, base) = serve_nanofaas_env(
+        &state,
+        &settings,
+        &[
+            ("NANOFAAS_CALLBACK_SECRET", SECRET),
+            ("NANOFAAS_API_TOKEN", "operator-api-token"),
+            ("ISOLATION_TEST_CLOUD_KEY", CLOUD_KEY),
+        ],
+    )
+    .await;
     Server { proc, base, state }
 }
 
@@ -300,15 +286,9 @@ async fn functions_see_no_secret_cannot_forge_callbacks_and_reserved_env_is_refu
     assert_eq!(done["output"]["echo"]["sleepMs"], 4000, "{done}");
 }
 
-#[tokio::test]
-async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_replaced() {
-    let s = serve("oom", &[]).await;
-    let r = s
-        .post(
-            "/v1/functions",
-            json!({"name": "hog", "command": runtime(), "resources": {"memory": "64Mi"}, "maxRetries": 3}),
-        )
-        .await;
+/// Whether a registration with a memory limit was refused because this host cannot enforce it
+/// (then the test skips loudly; a failure when `NANOFAAS_REQUIRE_CGROUPS=1`).
+fn memory_limits_unenforceable(r: &nanofaas_testkit::Response) -> bool {
     if r.status == 400 && r.text().contains("cannot enforce") {
         assert!(
             std::env::var("NANOFAAS_REQUIRE_CGROUPS").as_deref() != Ok("1"),
@@ -319,6 +299,21 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
             "SKIPPED: this host cannot enforce memory limits for the process provider: {}",
             r.text()
         );
+        return true;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_replaced() {
+    let s = serve("oom", &[]).await;
+    let r = s
+        .post(
+            "/v1/functions",
+            json!({"name": "hog", "command": runtime(), "resources": {"memory": "64Mi"}, "maxRetries": 3}),
+        )
+        .await;
+    if memory_limits_unenforceable(&r) {
         return;
     }
     assert_eq!(r.status, 201, "{}", r.text());
@@ -540,16 +535,7 @@ async fn a_job_over_its_memory_limit_ends_out_of_memory() {
             json!({"name": "hogjob", "command": runtime(), "executionMode": "JOB", "resources": {"memory": "64Mi"}}),
         )
         .await;
-    if r.status == 400 && r.text().contains("cannot enforce") {
-        assert!(
-            std::env::var("NANOFAAS_REQUIRE_CGROUPS").as_deref() != Ok("1"),
-            "cgroups required but unavailable: {}",
-            r.text()
-        );
-        eprintln!(
-            "SKIPPED: this host cannot enforce memory limits: {}",
-            r.text()
-        );
+    if memory_limits_unenforceable(&r) {
         return;
     }
     assert_eq!(r.status, 201, "{}", r.text());

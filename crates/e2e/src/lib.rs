@@ -111,6 +111,43 @@ impl ControlPlane {
         ControlPlane { proc, base }
     }
 
+    /// Enqueues an async invocation of `name` with `body` (answered 202), then polls its
+    /// execution until it ends (bounded: 30 s, then a panic naming `what`). Returns the
+    /// execution id and its final view.
+    pub async fn enqueue_and_wait(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> (String, serde_json::Value) {
+        let r = http(
+            "POST",
+            &self.url(&format!("/v1/functions/{name}:enqueue")),
+            &[],
+            body.to_string(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 202, "{what}enqueue: {}", r.text());
+        let id = r.json()["executionId"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Polled: the execution's view has no long-poll; bounded by the deadline.
+            let v = http("GET", &self.url(&format!("/v1/executions/{id}")), &[], "")
+                .await
+                .unwrap()
+                .json();
+            if matches!(v["status"].as_str(), Some("success" | "error" | "timeout")) {
+                return (id, v);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}async execution {id} never finished: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

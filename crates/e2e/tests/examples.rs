@@ -22,7 +22,7 @@ use nanofaas_e2e::{
 };
 use nanofaas_testkit::{http, Response};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What each example is expected to do.
 struct Case {
@@ -202,31 +202,9 @@ async fn check_warm(cp: &ControlPlane, name: &str) {
 async fn check_async_failure(cp: &ControlPlane, name: &str) {
     let c = case(name);
     let why = format!("async-{name}");
-    let r = http(
-        "POST",
-        &cp.url(&format!("/v1/functions/{name}:enqueue")),
-        &[],
-        json!({"input": {"fail": why}}).to_string(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 202, "{name}: enqueue: {}", r.text());
-    let id = r.json()["executionId"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let view = loop {
-        let v = http("GET", &cp.url(&format!("/v1/executions/{id}")), &[], "")
-            .await
-            .unwrap()
-            .json();
-        if matches!(v["status"].as_str(), Some("success" | "error" | "timeout")) {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: async execution {id} never finished: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (_, view) = cp
+        .enqueue_and_wait(name, &json!({"input": {"fail": why}}), &format!("{name}: "))
+        .await;
     assert_eq!(view["status"], "error", "{name}: {view}");
     assert_eq!(view["error"]["code"], c.fail_code, "{name}: {view}");
     assert!(

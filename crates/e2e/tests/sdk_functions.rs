@@ -12,7 +12,7 @@ use nanofaas_e2e::{repo_root, ControlPlane, TempDir};
 use nanofaas_testkit::{http, wait_until, Proc, Response, Stream};
 use serde_json::{json, Value};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn python_env() -> String {
     let root = repo_root();
@@ -148,32 +148,9 @@ async fn functions_written_for_the_original_sdk_run_unchanged_cold_and_warm() {
     }
 
     // Async: the execution id the function sees is the one the caller got back.
-    let r = http(
-        "POST",
-        &cp.url("/v1/functions/sdk-word-count:enqueue"),
-        &[],
-        json!({"input": {"text": "a b"}}).to_string(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["executionId"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        // Polled: the execution's view has no long-poll; bounded by the deadline.
-        let v = http("GET", &cp.url(&format!("/v1/executions/{id}")), &[], "")
-            .await
-            .unwrap()
-            .json();
-        if matches!(v["status"].as_str(), Some("success" | "error" | "timeout")) {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "async execution {id} never finished: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (id, done) = cp
+        .enqueue_and_wait("sdk-word-count", &json!({"input": {"text": "a b"}}), "")
+        .await;
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["output"]["executionId"], json!(id), "{done}");
     assert_eq!(done["output"]["words"], 2, "{done}");

@@ -21,6 +21,6 @@ pub mod sink;
 pub mod wait;
 
 pub use client::{get_json, http, post_json, Response};
-pub use proc::{pid_alive, serve_nanofaas, workspace_bin, Proc, Stream};
+pub use proc::{pid_alive, serve_nanofaas, serve_nanofaas_env, workspace_bin, Proc, Stream};
 pub use sink::{CallbackSink, Recorded, SinkConfig};
 pub use wait::{free_port, wait_until};

@@ -321,6 +321,15 @@ fn reader(pipe: impl Read + Send + 'static, cap: Arc<Captured>, echo: Option<Str
 /// `--set KEY=VALUE` settings (the process provider finds this build's watchdog), waits for its
 /// `nanofaas listening on URL` line, and returns the process and the URL.
 pub async fn serve_nanofaas(state_dir: &std::path::Path, settings: &[String]) -> (Proc, String) {
+    serve_nanofaas_env(state_dir, settings, &[]).await
+}
+
+/// [`serve_nanofaas`] with extra environment variables `env` (name, value) for the server.
+pub async fn serve_nanofaas_env(
+    state_dir: &std::path::Path,
+    settings: &[String],
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     let mut cmd = Command::new(workspace_bin("nanofaas"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
         .arg(state_dir)
@@ -328,7 +337,8 @@ pub async fn serve_nanofaas(state_dir: &std::path::Path, settings: &[String]) ->
         .arg(format!(
             "provider.process.watchdog={}",
             workspace_bin("nanofaas-watchdog").display()
-        ));
+        ))
+        .envs(env.iter().copied());
     for s in settings {
         cmd.arg("--set").arg(s);
     }

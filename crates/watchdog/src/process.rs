@@ -209,23 +209,50 @@ pub fn describe(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn stop_reaches_the_whole_group() {
-        // The shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
-        let argv: Vec<String> = ["sh", "-c", "trap '' TERM; sleep 1000 & echo $!; wait"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    /// `sh -c script` started by [`command`], and the pid it printed as its first line.
+    async fn spawn_printing_pid(script: &str) -> (tokio::process::Child, i32) {
+        use tokio::io::AsyncBufReadExt;
+        let argv: Vec<String> = ["sh", "-c", script].iter().map(|s| s.to_string()).collect();
         let mut cmd = command(&argv, &[]);
         cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
-        let pid = child.id().unwrap();
         let mut out = child.stdout.take().unwrap();
         let mut line = String::new();
-        use tokio::io::AsyncBufReadExt;
-        let mut r = tokio::io::BufReader::new(&mut out);
-        r.read_line(&mut line).await.unwrap();
-        let grandchild: i32 = line.trim().parse().unwrap();
+        tokio::io::BufReader::new(&mut out)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        let pid = line.trim().parse().unwrap();
+        (child, pid)
+    }
+
+    /// Waits (at most 5 s, then fails) until `pid` is gone or a zombie (it may linger as a
+    /// zombie of whoever adopted it).
+    async fn await_dead(pid: i32, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            if matches!(state, None | Some("Z") | Some("X")) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} survived: {stat}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_reaches_the_whole_group() {
+        // The shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
+        let (mut child, grandchild) =
+            spawn_printing_pid("trap '' TERM; sleep 1000 & echo $!; wait").await;
+        let pid = child.id().unwrap();
         let t = std::time::Instant::now();
         let st = stop(&mut child, pid, Duration::from_millis(100))
             .await
@@ -234,64 +261,18 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(st.signal(), Some(libc::SIGKILL), "{}", describe(&st));
         // The grandchild got SIGKILL too (it may linger as a zombie of whoever adopted it).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            if matches!(state, None | Some("Z") | Some("X")) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "grandchild survived: {stat}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        await_dead(grandchild, "the grandchild").await;
     }
 
     #[tokio::test]
     async fn descendants_that_left_the_group_are_killed_too() {
         // A child that starts a grandchild in a new session (out of the group), then waits.
-        let argv: Vec<String> = ["sh", "-c", "setsid sleep 1000 & echo $!; wait"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut cmd = command(&argv, &[]);
-        cmd.stdout(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut line = String::new();
-        use tokio::io::AsyncBufReadExt;
-        tokio::io::BufReader::new(&mut out)
-            .read_line(&mut line)
-            .await
-            .unwrap();
-        let grandchild: i32 = line.trim().parse().unwrap();
+        let (mut child, grandchild) = spawn_printing_pid("setsid sleep 1000 & echo $!; wait").await;
         // Its tree (this test's process runs other tests' children too).
         assert!(kill_descendants_of(child.id().unwrap()) >= 1);
         signal_group(child.id().unwrap(), libc::SIGKILL);
         child.wait().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            if matches!(state, None | Some("Z") | Some("X")) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the grandchild in its own session survived: {stat}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        await_dead(grandchild, "the grandchild in its own session").await;
     }
 
     #[tokio::test]

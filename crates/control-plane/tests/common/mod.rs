@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 
 pub use nanofaas_testkit::http;
 
+pub mod docker;
+
 pub const SECRET: &str = "test-secret";
 
 pub fn config() -> Config {

@@ -10,7 +10,8 @@
 //!
 //! A connection whose user cannot be told is refused like one of the wrong user.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use nanofaas_api::procnet::parse_addr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The user of the process at the other end of a Unix connection.
 pub fn unix_peer_uid(s: &tokio::net::UnixStream) -> Option<u32> {
@@ -58,29 +59,6 @@ fn find_uid(text: &str, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
         }
     }
     None
-}
-
-/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): each 32-bit word is printed in
-/// the machine's byte order.
-fn parse_addr(s: &str) -> Option<SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let w = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
-        Some(w.to_ne_bytes())
-    };
-    let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(b))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
