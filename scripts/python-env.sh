@@ -26,6 +26,14 @@ esac
 say() { printf 'python-env: %s\n' "$*" >&2; }
 die() { say "error: $2"; exit "$1"; }
 
+# One preparation of a venv at a time: two runs on the same folder (two tests, two `up`s) would
+# otherwise see each other's half-made venv (no pip yet). The second waits, then finds the stamp.
+mkdir -p "$(dirname "$venv")"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$venv.lock"
+  flock -w 600 9 || die 1 "another python-env.sh has held $venv.lock for 10 minutes"
+fi
+
 version_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; }
 # As root, the process provider runs functions as unprivileged users of their own: the real
 # interpreter (symbolic links followed) and every folder above it must be usable by others.
