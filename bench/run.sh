@@ -606,7 +606,7 @@ suite_docker() {
   # Three control planes: process provider; docker, published port; docker, container address.
   local proc_url pub_url ip_url
   start_cp cp-dk-proc --set "provider.process.watchdog=$wd"; proc_url=$CP_URL
-  start_cp cp-dk-pub --set provider.type=docker; pub_url=$CP_URL
+  start_cp cp-dk-pub --set provider.type=docker --set provider.docker.address=published; pub_url=$CP_URL
   start_cp cp-dk-ip --set provider.type=docker --set provider.docker.address=container; ip_url=$CP_URL
   local u spec
   for u in "$proc_url" "$pub_url" "$ip_url"; do
@@ -642,7 +642,7 @@ suite_docker() {
 
   log ""
   log "medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
-  log "docker = published port (127.0.0.1::8080, the default); docker/ip = provider.docker.address=container"
+  log "docker = published port (provider.docker.address=published; the default, auto, picks the container address where this host reaches it); docker/ip = provider.docker.address=container"
   row "metric" "docker" "process" "ratio/added" "target" "verdict"
   local x
   for x in pub ip; do
