@@ -594,7 +594,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// `\uXXXX` at `at`: moves past it and returns the code unit.
+    /// The `\u` escape (four hex digits) at `at`: moves past it and returns the code unit.
     fn hex4(&mut self, at: usize) -> R<u16> {
         let mut n = 0u16;
         for k in 0..4 {
