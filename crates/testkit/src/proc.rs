@@ -94,6 +94,8 @@ pub struct Proc {
     name: String,
     child: Child,
     exited: Option<ExitStatus>,
+    /// Exited (seen by `try_exit`) but not reaped yet.
+    zombie: bool,
     out: Arc<Captured>,
     err: Arc<Captured>,
 }
@@ -135,6 +137,7 @@ impl Proc {
             name,
             child,
             exited: None,
+            zombie: false,
             out,
             err,
         })
@@ -164,10 +167,39 @@ impl Proc {
         }
     }
 
-    /// The exit status if the process has exited (reaps it), without waiting.
+    /// The exit status if the process has exited, without waiting.
+    ///
+    /// The process is not reaped here but in [`Proc::kill`] (on drop), after its group was
+    /// signalled: while the exited leader is a zombie its pid, which is the group's id, cannot be
+    /// given to another process, so the group signal can only reach what this `Proc` started.
+    /// (Reaped first, the pid could be reused by another test's process, the leader of its own
+    /// group, which the group signal would then kill.)
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
+            use std::os::unix::process::ExitStatusExt;
+            // SAFETY: waitid(2) on our own child with a zeroed siginfo it fills in; WNOWAIT
+            // leaves the child waitable.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    self.pid() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            // SAFETY: si_pid and si_status are set for SIGCHLD information (zero when no child
+            // has changed state yet).
+            if r == 0 && unsafe { info.si_pid() } != 0 {
+                let status = unsafe { info.si_status() };
+                let raw = match info.si_code {
+                    libc::CLD_EXITED => (status & 0xff) << 8,
+                    libc::CLD_DUMPED => status | 0x80,
+                    _ => status,
+                };
+                self.exited = Some(ExitStatus::from_raw(raw));
+                self.zombie = true;
+            }
         }
         self.exited
     }
@@ -273,7 +305,11 @@ impl Proc {
         if self.exited.is_none() {
             let _ = self.child.kill();
             self.exited = self.child.wait().ok();
+        } else if self.zombie {
+            // Exited and seen by `try_exit`: reap it now that its group was signalled.
+            let _ = self.child.wait();
         }
+        self.zombie = false;
     }
 
     fn captured(&self, stream: Stream) -> &Captured {

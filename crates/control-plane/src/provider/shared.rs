@@ -194,7 +194,16 @@ pub fn identity_alive(identity: &str) -> bool {
     let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
         return false;
     };
-    proc_start_time(pid) == Some(start)
+    // A zombie (state Z) has exited: only its parent has not reaped it yet.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rfind(')')
+                .and_then(|i| st.get(i + 2..i + 3))
+                .map(|c| c == "Z" || c == "X")
+        })
+        .unwrap_or(false);
+    !zombie && proc_start_time(pid) == Some(start)
 }
 
 /// The machine's CPUs (those this process may run on) and memory, for the registration checks.
