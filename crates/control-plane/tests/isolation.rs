@@ -471,6 +471,11 @@ fn call_as(python: &str, uid: u32, target: &str) -> String {
         "the client hung: {}",
         p.output()
     );
+    // The exit can be seen before the reader thread has taken the client's one line from the
+    // pipe: wait for that line (or for the pipe's end) before reading what was captured.
+    p.wait_line(Stream::Stdout, Duration::from_secs(5), |l| {
+        l.starts_with("ANSWER") || l.starts_with("ERROR")
+    });
     p.output()
 }
 
