@@ -6,8 +6,10 @@
 #   java       nanofaas/java-runtime:TAG           Java runtime (needs watchdog)
 #   examples   nanofaas/example-python-hello:TAG   examples/python-hello on the Python runtime
 #              nanofaas/example-java-hello:TAG     examples/java-hello on the Java runtime
+#   control-plane  nanofaas/control-plane:TAG      the static control plane, FROM scratch, for
+#                                                  deploy/kubernetes (only when named: not in all)
 #
-# Usage: scripts/docker-images.sh [--local-base | --pull] [watchdog|python|java|examples|all]...
+# Usage: scripts/docker-images.sh [--local-base | --pull] [watchdog|python|java|examples|control-plane|all]...
 #   (no image named: all)
 #   --local-base  build the runtimes on the local Debian bases (scripts/docker-base.sh)
 #   --pull        pull the official bases (python:3.11-slim, eclipse-temurin:17-jre) first
@@ -21,7 +23,8 @@
 #
 # Environment: NANOFAAS_IMAGE_TAG (default latest); NANOFAAS_PYTHON_BASE, NANOFAAS_JAVA_BASE
 # (base images to use as they are); NANOFAAS_WATCHDOG_BIN (a static watchdog to use instead of
-# building one); NANOFAAS_DOCKER_CACHE (default ~/.cache/nanofaas/docker); CARGO_TARGET_DIR.
+# building one); NANOFAAS_CONTROL_PLANE_BIN (the same for the static nanofaas binary);
+# NANOFAAS_DOCKER_CACHE (default ~/.cache/nanofaas/docker); CARGO_TARGET_DIR.
 #
 # Prints the names of the images it made sure of on stdout; progress goes to stderr.
 # Exit codes: 0 ok, 1 a build failed, 2 bad usage.
@@ -38,9 +41,9 @@ for a in "$@"; do
   case "$a" in
     --local-base) base_mode=local ;;
     --pull) base_mode=pull ;;
-    watchdog|python|java|examples) targets+=("$a") ;;
+    watchdog|python|java|examples|control-plane) targets+=("$a") ;;
     all) targets+=(watchdog python java examples) ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "docker-images.sh: unknown argument '$a' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -151,6 +154,29 @@ if want watchdog; then
     cp "$bin" "$ctx/nanofaas-watchdog"
     cp deploy/watchdog/Dockerfile "$ctx/"
     build "$wd_image" "$wd_hash" "$ctx"
+  fi
+fi
+
+if want control-plane; then
+  # Like the watchdog: the static binary and the Dockerfile, by content.
+  if [[ -n ${NANOFAAS_CONTROL_PLANE_BIN:-} ]]; then
+    bin=$NANOFAAS_CONTROL_PLANE_BIN
+  else
+    say "building the static control plane (scripts/build-static.sh nanofaas)"
+    bin=$("$root/scripts/build-static.sh" nanofaas | head -n1) || die "scripts/build-static.sh nanofaas failed"
+  fi
+  [[ -f $bin && -x $bin ]] || die "no nanofaas binary at $bin"
+  cp_image=nanofaas/control-plane:$tag
+  cp_hash=$(inputs "$(sha256sum <"$bin" | cut -d' ' -f1)" -- deploy/control-plane/Dockerfile)
+  if [[ $(label_of "$cp_image") == "$cp_hash" ]]; then
+    say "$cp_image is up to date"
+    echo "$cp_image"
+  else
+    ctx=$work/control-plane
+    mkdir -p "$ctx"
+    cp "$bin" "$ctx/nanofaas"
+    cp deploy/control-plane/Dockerfile "$ctx/"
+    build "$cp_image" "$cp_hash" "$ctx"
   fi
 fi
 
