@@ -14,6 +14,11 @@
 #                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
 #                               runtime alone: warm latency, cold start, where Python's goes
+#   bench/run.sh kubernetes     the kubernetes provider against nanofaas-kube-fake with K8S_PODS
+#                               (default 1,000) fake pods: its watch's lag behind a reference
+#                               watcher, RSS per watched pod, the API request rate during
+#                               K8S_BURST_STARTS (200) cold starts against api_qps/api_burst
+#                               (needs root: it runs in a network namespace of its own)
 #   bench/run.sh soak           up to SOAK_COUNT (default a million) sync, async and failing calls;
 #                               control-plane RSS, open descriptors and journal size at the start,
 #                               middle and end
@@ -1003,11 +1008,183 @@ suite_soak() {
 
 # --- end soak suite --------------------------------------------------------------------------------
 
+# --- kubernetes suite ------------------------------------------------------------------------------
+
+# The kubernetes provider at scale against nanofaas-kube-fake with fake containers (no engine, no
+# cluster). Fake pods get IPs in 10.244.0.0/16, which the suite makes local inside a network
+# namespace of its own (root: `unshare --net`, `ip route add local`), where one real warm
+# watchdog on 0.0.0.0:8080 answers for every pod. So the control plane runs its unchanged path:
+# create, watch, readiness, the probe of the pod's address, the lease, invocations.
+suite_kubernetes() {
+  local pods="${K8S_PODS:-1000}" burst_n="${K8S_BURST_STARTS:-200}"
+  local qps="${K8S_API_QPS:-20}" burst="${K8S_API_BURST:-40}" scale_qps="${K8S_SCALE_QPS:-200}"
+  if [[ -z "${NANOFAAS_BENCH_NETNS:-}" ]]; then
+    log "== kubernetes suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
+    if [[ $(id -u) != 0 ]] || ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
+      log "needs root, unshare and ip (iproute2) for its network namespace; not run"
+      return 1
+    fi
+    build_release nanofaas-cli nanofaas-echo-runtime nanofaas-kube-fake
+    "$ROOT/scripts/build-static.sh" >/dev/null
+    log "(continuing in a network namespace of its own: the report is the next file)"
+    rm -f "$REPORT" "$RAW"
+    NANOFAAS_BENCH_NETNS=1 SKIP_BUILD=1 exec unshare --net -- bash "$0" kubernetes
+  fi
+  log "== kubernetes suite (in a network namespace of its own): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
+  log "K8S_PODS=$pods (fake containers), K8S_BURST_STARTS=$burst_n; the limit under test: api_qps=$qps api_burst=$burst; the scale phase creates pods at api_qps=$scale_qps"
+  log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  ip link set lo up
+  ip route add local 10.244.0.0/16 dev lo
+  local wd; wd=$("$ROOT/scripts/build-static.sh" 2>/dev/null)
+
+  # One warm watchdog answers for every pod IP; its lease has many holders and outlasts the suite.
+  local rport; rport=$(free_port)
+  start_bg k8s-watchdog EXECUTION_MODE=WARM WARM_PORT=8080 WARM_BIND=0.0.0.0 "PORT=$rport" \
+    "RUNTIME_URL=http://127.0.0.1:$rport/invoke" "WATCHDOG_CMD=$REL/echo-runtime" WARM_IDLE_TIMEOUT_MS=0 \
+    WARM_CONCURRENCY=1024 WARM_LEASE_MS=86400000 -- "$wd"
+  wait_line "$OUT/k8s-watchdog.log" '^NANOFAAS_READY ' 10 >/dev/null
+
+  local kc="$OUT/k8s-kubeconfig" line fake_url
+  start_bg k8s-fake -- "$REL/nanofaas-kube-fake" --containers fake --kubeconfig "$kc" --namespace bench \
+    --history 100000
+  line=$(wait_line "$OUT/k8s-fake.log" '^listening on ' 10); fake_url=${line#listening on }
+
+  # A reference watcher beside the control plane's: when each pod's readiness was on the wire.
+  local ref="$OUT/k8s-ready-ref.jsonl"
+  : >"$ref"
+  start_bg k8s-ref-watch -- python3 -c '
+import http.client, json, sys, time, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1]); out = open(sys.argv[2], "a", buffering=1)
+c = http.client.HTTPConnection(u.hostname, u.port)
+c.request("GET", "/api/v1/namespaces/bench/pods?watch=true&timeoutSeconds=3600&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnanofaas")
+r = c.getresponse(); seen = set()
+while True:
+    l = r.readline()
+    if not l: break
+    t = time.time()
+    o = json.loads(l).get("object", {}); name = o.get("metadata", {}).get("name")
+    st = o.get("status") or {}
+    ready = any(x.get("type") == "Ready" and x.get("status") == "True" for x in st.get("conditions") or [])
+    if ready and st.get("podIP") and name not in seen:
+        seen.add(name); out.write(json.dumps({"pod": name, "t": t}) + "\n")
+' "$fake_url" "$ref"
+  sleep 0.5
+
+  # Phase 1: K8S_PODS pods, all watched by one control plane.
+  local common=(--set provider.type=kubernetes --set "provider.kubernetes.kubeconfig=$kc"
+    --set provider.kubernetes.namespace=bench --set provider.startup_timeout_ms=300000
+    --set pool.health_check_interval_ms=0 --set log_format=json
+    --set "log_level=info,nanofaas_control_plane::provider::kubernetes=debug")
+  start_cp k8s-cp-scale "${common[@]}" --set "provider.kubernetes.api_qps=$scale_qps" \
+    --set "provider.kubernetes.api_burst=$scale_qps"
+  local cp_pid=$LAST_PID cp_url=$CP_URL
+  sleep 1
+  local rss0; rss0=$(rss_kb "$cp_pid")
+  local t0=$SECONDS
+  register "$cp_url" "{\"name\":\"scale\",\"image\":\"bench/echo:1\",\"minInstances\":$pods,\"maxInstances\":$pods,\"concurrency\":$pods,\"idleTimeoutMs\":3600000}"
+  local ready=0 deadline=$((SECONDS + 600))
+  while (( ready < pods && SECONDS < deadline )); do
+    sleep 1
+    ready=$(curl -fsS "$cp_url/v1/functions/scale/instances" | grep -o '"state":"ready"' | wc -l || true)
+  done
+  local fill_s=$((SECONDS - t0))
+  sleep 2
+  local rss1; rss1=$(rss_kb "$cp_pid")
+  log "phase 1: $ready of $pods instances ready after ${fill_s} s; control plane RSS ${rss0} KiB before, ${rss1} KiB after"
+  python3 -c '
+import json, sys, datetime
+ref = {}
+for l in open(sys.argv[1]):
+    d = json.loads(l); ref[d["pod"]] = d["t"]
+lags, create, until = [], [], []
+for l in open(sys.argv[2]):
+    if not l.startswith("{"): continue
+    d = json.loads(l); f = dict(d, **d.get("fields", {}))
+    if f.get("message") != "pod ready": continue
+    ts = datetime.datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00")).timestamp()
+    seen = ts - float(f.get("probe_ms", 0)) / 1000
+    if f.get("pod") in ref: lags.append((seen - ref[f["pod"]]) * 1000)
+    create.append(float(f.get("create_ms", 0))); until.append(float(f.get("until_ready_ms", 0)))
+r = {"lags_ms": lags, "create_ms": create, "until_ready_ms": until}
+open(sys.argv[3], "a").write(json.dumps({"label": "k8s-scale", "result": r}) + "\n")
+' "$ref" "$OUT/k8s-cp-scale.log" "$RAW"
+  kill -TERM "$cp_pid"
+  for _ in $(seq 600); do kill -0 "$cp_pid" 2>/dev/null || break; sleep 0.1; done
+  local left; left=$(curl -fsS "$fake_url/api/v1/namespaces/bench/pods" | grep -o '"name":"nf-' | wc -l || true)
+  log "after the control plane's SIGTERM: $left pods left in the fake cluster"
+
+  # Phase 2: K8S_BURST_STARTS cold starts at once, under the configured limit.
+  curl -fsS -XPOST "$fake_url/_fake/stats/reset" >/dev/null
+  start_cp k8s-cp-burst "${common[@]}" --set "provider.kubernetes.api_qps=$qps" --set "provider.kubernetes.api_burst=$burst"
+  cp_pid=$LAST_PID; cp_url=$CP_URL
+  register "$cp_url" "{\"name\":\"burst\",\"image\":\"bench/echo:1\",\"maxInstances\":$burst_n,\"concurrency\":$burst_n,\"queueSize\":$burst_n,\"timeoutMs\":300000}"
+  python3 -c '
+import http.client, json, sys, threading, time, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1]); n = int(sys.argv[2]); res = [(0, None, 0.0)] * n
+go = threading.Barrier(n)
+def one(i):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+    go.wait(); t = time.perf_counter()
+    try:
+        c.request("POST", "/v1/functions/burst:invoke", json.dumps({"input": {"i": i}}), {"content-type": "application/json"})
+        r = c.getresponse(); r.read()
+        res[i] = (r.status, r.getheader("x-cold-start"), (time.perf_counter() - t) * 1000)
+    except Exception:
+        res[i] = (0, None, (time.perf_counter() - t) * 1000)
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+[t.start() for t in ts]; [t.join() for t in ts]
+out = {"ok": sum(1 for s, _, _ in res if s == 200), "cold": sum(1 for _, c, _ in res if c == "true"), "ms": sorted(m for _, _, m in res)}
+open(sys.argv[3], "a").write(json.dumps({"label": "k8s-burst", "result": out}) + "\n")
+' "$cp_url" "$burst_n" "$RAW"
+  curl -fsS "$fake_url/_fake/stats" | python3 -c 'import json,sys; print(json.dumps({"label": "k8s-api", "result": json.load(sys.stdin)}))' >>"$RAW"
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+  log ""
+  row "metric" "value" "" "" "target" "verdict"
+  local S="R['k8s-scale'][0]" B="R['k8s-burst'][0]"
+  local med_lag; med_lag=$(stats "med(${S}['lags_ms']) if ${S}['lags_ms'] else -1")
+  row "pods watched (ready instances)" "$ready" "" "" "$pods" "$(verdict "$ready == $pods")"
+  row "readiness lag, median (ms)" "$med_lag" "" "" "<= 100" "$(verdict "0 <= $med_lag <= 100")"
+  row "readiness lag, p90 / max (ms)" "$(stats "'%.1f / %.1f' % (sorted(${S}['lags_ms'])[int(0.9 * len(${S}['lags_ms']))], max(${S}['lags_ms'])) if ${S}['lags_ms'] else 'n/a'")" "" "" "" ""
+  row "pods with a lag measured" "$(stats "len(${S}['lags_ms'])")" "" "" "$pods" ""
+  row "RSS per watched pod (KiB)" "$(( (rss1 - rss0) / (ready > 0 ? ready : 1) ))" "" "" "" ""
+  # The limit: in any window of W seconds at most api_burst + api_qps * W requests.
+  local api_check
+  api_check=$(python3 -c '
+import json, sys
+R = {}
+for l in open(sys.argv[1]):
+    d = json.loads(l); R[d["label"]] = d["result"]
+qps, burst = float(sys.argv[2]), float(sys.argv[3])
+t = sorted(r["atMs"] / 1000 for r in R["k8s-api"]["requests"])
+worst = []
+for w in (1, 2, 5, 10):
+    j, m = 0, 0
+    for i in range(len(t)):
+        while t[i] - t[j] >= w: j += 1
+        m = max(m, i - j + 1)
+    worst.append((w, m, burst + qps * w))
+span = (t[-1] - t[0]) if len(t) > 1 else 0
+ok = all(m <= lim for _, m, lim in worst)
+print(("met" if ok else "MISSED") + "|" + "; ".join("%ds: %d (limit %.0f)" % x for x in worst) + "|%d requests over %.1f s = %.1f/s" % (len(t), span, len(t) / span if span else 0))
+' "$RAW" "$qps" "$burst")
+  row "API requests in the busiest window" "${api_check#*|}" "" "" "" ""
+  log "  (${api_check##*|}; by verb: $(stats "R['k8s-api'][0]['counts']"))"
+  row "API rate within api_qps/api_burst" "" "" "" "burst+qps*W" "${api_check%%|*}"
+  row "burst: answered 200 / cold starts" "$(stats "'%d / %d' % (${B}['ok'], ${B}['cold'])")" "" "" "$burst_n" "$(verdict "$(stats "${B}['ok']") == $burst_n")"
+  row "burst: call p50 / max (ms)" "$(stats "'%.0f / %.0f' % (med(${B}['ms']), max(${B}['ms']))")" "" "" "" ""
+  row "pod create call, median (ms)" "$(stats "med(${S}['create_ms']) if ${S}['create_ms'] else -1")" "" "" "" ""
+  row "create to ready seen, median (ms)" "$(stats "med(${S}['until_ready_ms']) if ${S}['until_ready_ms'] else -1")" "" "" "" ""
+  log "(readiness lag: the control plane's watch seeing a pod Ready (its 'pod ready' debug line, less the probe that follows) minus a reference watcher of the same fake seeing the same change; fake pods turn Ready 50 ms after binding; RSS per pod includes its instance slot and lease connection)"
+}
+
+# --- end kubernetes suite ------------------------------------------------------------------------
+
 # ---------------------------------------------------------------- dispatch
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain|chain-cpu|docker|runtimes|auth|soak)
+  watchdog|control-plane|chain|chain-cpu|docker|runtimes|auth|soak|kubernetes)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -1016,7 +1193,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, auth, soak)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, auth, soak, kubernetes)" >&2
     exit 2
     ;;
 esac
