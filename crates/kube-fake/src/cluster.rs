@@ -9,7 +9,7 @@
 
 use crate::kubelet::{self, Signal};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::{new_uid, now_rfc3339, now_unix, name_suffix, ApiError};
+use crate::status::{name_suffix, new_uid, now_rfc3339, now_unix, ApiError};
 use crate::Options;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -82,6 +82,10 @@ pub struct Change {
     pub object: Arc<Value>,
 }
 
+/// What a watch starts with: the changes to send first, the live feed, and the version the
+/// backlog covers.
+pub type WatchStart = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>, u64);
+
 /// Kubernetes verbs, for the request statistics.
 pub const VERBS: &[&str] = &[
     "get",
@@ -153,7 +157,11 @@ pub fn node_name(i: usize) -> String {
 
 /// The hostIP of a simulated node.
 pub fn node_ip(node: &str) -> String {
-    let n: usize = node.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let n: usize = node
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     format!("192.168.49.{}", 10 + n)
 }
 
@@ -231,7 +239,14 @@ impl Cluster {
     }
 
     /// Bumps the version and publishes a change (caller holds the lock).
-    fn publish(&self, g: &mut Inner, resource: Resource, ns: &str, kind: &'static str, obj: Value) -> Arc<Change> {
+    fn publish(
+        &self,
+        g: &mut Inner,
+        resource: Resource,
+        ns: &str,
+        kind: &'static str,
+        obj: Value,
+    ) -> Arc<Change> {
         let change = Arc::new(Change {
             rv: g.rv,
             resource,
@@ -311,7 +326,11 @@ impl Cluster {
         if name.is_empty() && !generate.is_empty() {
             name = format!("{generate}{}", name_suffix());
         }
-        let shown = if name.is_empty() { generate.clone() } else { name.clone() };
+        let shown = if name.is_empty() {
+            generate.clone()
+        } else {
+            name.clone()
+        };
         if name.is_empty() {
             causes.push((
                 "metadata.name".to_string(),
@@ -331,16 +350,36 @@ impl Cluster {
                 for (i, c) in cs.iter().enumerate() {
                     let cn = c.get("name").and_then(Value::as_str).unwrap_or("");
                     if cn.is_empty() {
-                        causes.push((format!("spec.containers[{i}].name"), "FieldValueRequired", "Required value".into()));
+                        causes.push((
+                            format!("spec.containers[{i}].name"),
+                            "FieldValueRequired",
+                            "Required value".into(),
+                        ));
                     } else if !names.insert(cn.to_string()) {
-                        causes.push((format!("spec.containers[{i}].name"), "FieldValueDuplicate", format!("Duplicate value: \"{cn}\"")));
+                        causes.push((
+                            format!("spec.containers[{i}].name"),
+                            "FieldValueDuplicate",
+                            format!("Duplicate value: \"{cn}\""),
+                        ));
                     }
-                    if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
-                        causes.push((format!("spec.containers[{i}].image"), "FieldValueRequired", "Required value".into()));
+                    if c.get("image")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .is_empty()
+                    {
+                        causes.push((
+                            format!("spec.containers[{i}].image"),
+                            "FieldValueRequired",
+                            "Required value".into(),
+                        ));
                     }
                 }
             }
-            _ => causes.push(("spec.containers".into(), "FieldValueRequired", "Required value".into())),
+            _ => causes.push((
+                "spec.containers".into(),
+                "FieldValueRequired",
+                "Required value".into(),
+            )),
         }
         if let Some(rp) = pod.pointer("/spec/restartPolicy").and_then(Value::as_str) {
             if !["Always", "OnFailure", "Never"].contains(&rp) {
@@ -363,7 +402,9 @@ impl Cluster {
         let rv = Self::next_rv(&mut g);
         let uid = new_uid();
         {
-            let m = pod["metadata"].as_object_mut().expect("metadata is an object");
+            let m = pod["metadata"]
+                .as_object_mut()
+                .expect("metadata is an object");
             m.insert("name".into(), json!(name));
             m.insert("namespace".into(), json!(ns));
             m.insert("uid".into(), json!(uid));
@@ -380,7 +421,9 @@ impl Cluster {
         // Owners that are pods and are all absent: the garbage collector removes the dependent.
         let owners: Vec<String> = pod_owner_uids(&pod);
         let orphan = !owners.is_empty()
-            && owners.iter().all(|o| !g.pods.values().any(|p| meta_str(p, "uid") == o));
+            && owners
+                .iter()
+                .all(|o| !g.pods.values().any(|p| meta_str(p, "uid") == o));
         drop(g);
         kubelet::spawn(self.clone(), ns.to_string(), name.clone(), uid.clone(), srx);
         if orphan {
@@ -425,7 +468,7 @@ impl Cluster {
         let mut next = None;
         let mut remaining = 0;
         let iter = map.iter().filter(|((n, _), o)| {
-            ns.map_or(true, |want| want == n) && labels.matches(o) && fields.matches(o)
+            ns.is_none_or(|want| want == n) && labels.matches(o) && fields.matches(o)
         });
         for (k, o) in iter {
             if let Some(a) = after {
@@ -452,10 +495,10 @@ impl Cluster {
         resource: Resource,
         ns: Option<&str>,
         from: Option<u64>,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), ApiError> {
+    ) -> Result<WatchStart, ApiError> {
         let g = self.lock();
         let rx = self.0.tx.subscribe();
-        let in_ns = |n: &str| ns.map_or(true, |w| w == n);
+        let in_ns = |n: &str| ns.is_none_or(|w| w == n);
         match from {
             None | Some(0) => {
                 let map = match resource {
@@ -475,7 +518,7 @@ impl Cluster {
                         })
                     })
                     .collect();
-                Ok((backlog, rx))
+                Ok((backlog, rx, g.rv))
             }
             Some(n) if n < g.compacted => Err(ApiError::gone(n, g.compacted + 1)),
             Some(n) => {
@@ -485,14 +528,20 @@ impl Cluster {
                     .filter(|c| c.rv > n && c.resource == resource && in_ns(&c.namespace))
                     .cloned()
                     .collect();
-                Ok((backlog, rx))
+                Ok((backlog, rx, g.rv))
             }
         }
     }
 
     /// Applies `f` to the pod with this uid (if it still exists) and publishes MODIFIED; the
     /// kubelet's status writes come through here. Returns the new object.
-    pub fn update_pod(&self, ns: &str, name: &str, uid: &str, f: impl FnOnce(&mut Value)) -> Option<Value> {
+    pub fn update_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
         let mut g = self.lock();
         let key = (ns.to_string(), name.to_string());
         let pod = g.pods.get(&key)?;
@@ -527,7 +576,13 @@ impl Cluster {
     /// Like the real API: a pod not yet bound to a node, already terminal, or deleted with
     /// grace 0 goes at once (DELETED); otherwise it gets deletionTimestamp (MODIFIED) and goes
     /// when its kubelet has stopped it ([`Cluster::finalize_pod`]) or its grace ends.
-    pub fn delete_pod(&self, ns: &str, name: &str, grace: Option<i64>, uid: Option<&str>) -> Result<Value, ApiError> {
+    pub fn delete_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        grace: Option<i64>,
+        uid: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let mut g = self.lock();
         let key = (ns.to_string(), name.to_string());
         let Some(pod) = g.pods.get(&key).cloned() else {
@@ -549,15 +604,24 @@ impl Cluster {
             .and_then(Value::as_i64)
             .unwrap_or(30);
         let grace = grace.unwrap_or(own).max(0);
-        let unbound = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").is_empty();
-        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        let unbound = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let terminal = phase == "Succeeded" || phase == "Failed";
         if grace == 0 || unbound || terminal {
             drop(g);
             return Ok(self.finalize_pod(ns, name, &pod_uid).unwrap_or(pod));
         }
         // Already terminating: only a shorter grace changes anything.
-        let current = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+        let current = pod
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
         if current.is_some_and(|c| c <= grace) {
             return Ok(pod);
         }
@@ -566,7 +630,10 @@ impl Cluster {
         let (now, _) = now_unix();
         {
             let m = pod["metadata"].as_object_mut().expect("metadata");
-            m.insert("deletionTimestamp".into(), json!(crate::status::rfc3339(now + grace as u64)));
+            m.insert(
+                "deletionTimestamp".into(),
+                json!(crate::status::rfc3339(now + grace as u64)),
+            );
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
             m.insert("resourceVersion".into(), json!(rv.to_string()));
         }
@@ -581,7 +648,8 @@ impl Cluster {
         let c = self.clone();
         let (ns2, name2) = (ns.to_string(), name.to_string());
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(grace as u64) + Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_secs(grace as u64) + Duration::from_millis(500))
+                .await;
             c.finalize_pod(&ns2, &name2, &pod_uid);
         });
         Ok(pod)
@@ -592,7 +660,11 @@ impl Cluster {
     pub fn finalize_pod(&self, ns: &str, name: &str, uid: &str) -> Option<Value> {
         let mut g = self.lock();
         let key = (ns.to_string(), name.to_string());
-        if g.pods.get(&key).map(|p| meta_str(p, "uid") != uid).unwrap_or(true) {
+        if g.pods
+            .get(&key)
+            .map(|p| meta_str(p, "uid") != uid)
+            .unwrap_or(true)
+        {
             return None;
         }
         let mut pod = g.pods.remove(&key)?;
@@ -607,7 +679,11 @@ impl Cluster {
             let _ = s.send(Signal::Gone);
         }
         // Background propagation: dependents whose every Pod owner is now gone.
-        let live: HashSet<String> = g.pods.values().map(|p| meta_str(p, "uid").to_string()).collect();
+        let live: HashSet<String> = g
+            .pods
+            .values()
+            .map(|p| meta_str(p, "uid").to_string())
+            .collect();
         let dependents: Vec<(String, String, String)> = g
             .pods
             .iter()
@@ -630,11 +706,21 @@ impl Cluster {
     }
 
     /// DELETE collection: every matching pod, as a PodList of what was deleted.
-    pub fn delete_pods(&self, ns: Option<&str>, labels: &LabelSelector, fields: &FieldSelector, grace: Option<i64>) -> Vec<Value> {
+    pub fn delete_pods(
+        &self,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        grace: Option<i64>,
+    ) -> Vec<Value> {
         let (pods, ..) = self.list(Resource::Pods, ns, labels, fields, None, None);
         pods.into_iter()
             .filter_map(|p| {
-                let (n, m, u) = (meta_str(&p, "namespace").to_string(), meta_str(&p, "name").to_string(), meta_str(&p, "uid").to_string());
+                let (n, m, u) = (
+                    meta_str(&p, "namespace").to_string(),
+                    meta_str(&p, "name").to_string(),
+                    meta_str(&p, "uid").to_string(),
+                );
                 self.delete_pod(&n, &m, grace, Some(&u)).ok()
             })
             .collect()
@@ -721,7 +807,15 @@ impl Cluster {
 
     /// Records an event about a pod as a kubelet or the scheduler does (repeats of the same
     /// reason and message aggregate into `count`, MODIFIED).
-    pub fn record_event(&self, pod: &Value, kind: &str, reason: &str, message: &str, component: &str, host: Option<&str>) {
+    pub fn record_event(
+        &self,
+        pod: &Value,
+        kind: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+        host: Option<&str>,
+    ) {
         let ns = meta_str(pod, "namespace").to_string();
         let name = meta_str(pod, "name").to_string();
         let uid = meta_str(pod, "uid").to_string();
@@ -803,8 +897,12 @@ impl Cluster {
 }
 
 fn out_last_key(out: &[Value]) -> Option<(String, String)> {
-    out.last()
-        .map(|o| (meta_str(o, "namespace").to_string(), meta_str(o, "name").to_string()))
+    out.last().map(|o| {
+        (
+            meta_str(o, "namespace").to_string(),
+            meta_str(o, "name").to_string(),
+        )
+    })
 }
 
 /// The uids of a pod's owner references of kind Pod.
@@ -829,19 +927,31 @@ fn apply_pod_defaults(pod: &mut Value) {
         .or_insert_with(|| json!({}));
     if let Some(s) = spec.as_object_mut() {
         s.entry("restartPolicy").or_insert(json!("Always"));
-        s.entry("terminationGracePeriodSeconds").or_insert(json!(30));
+        s.entry("terminationGracePeriodSeconds")
+            .or_insert(json!(30));
         s.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-        s.entry("schedulerName").or_insert(json!("default-scheduler"));
+        s.entry("schedulerName")
+            .or_insert(json!("default-scheduler"));
         s.entry("securityContext").or_insert(json!({}));
         s.entry("enableServiceLinks").or_insert(json!(true));
         if let Some(cs) = s.get_mut("containers").and_then(Value::as_array_mut) {
             for c in cs {
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let Some(c) = c.as_object_mut() else { continue };
-                let tag_latest = !image.rsplit('/').next().unwrap_or("").contains(':') || image.ends_with(":latest");
-                let policy = if tag_latest && !image.contains('@') { "Always" } else { "IfNotPresent" };
+                let tag_latest = !image.rsplit('/').next().unwrap_or("").contains(':')
+                    || image.ends_with(":latest");
+                let policy = if tag_latest && !image.contains('@') {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
                 c.entry("imagePullPolicy").or_insert(json!(policy));
-                c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+                c.entry("terminationMessagePath")
+                    .or_insert(json!("/dev/termination-log"));
                 c.entry("terminationMessagePolicy").or_insert(json!("File"));
                 c.entry("resources").or_insert(json!({}));
             }

@@ -36,7 +36,12 @@ async fn docker(args: &[String], timeout: Duration) -> Result<String, String> {
     let child = cmd.spawn().map_err(|e| format!("cannot run docker: {e}"))?;
     let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .map_err(|_| format!("docker {} did not answer within {timeout:?}", args.first().map(String::as_str).unwrap_or("")))?
+        .map_err(|_| {
+            format!(
+                "docker {} did not answer within {timeout:?}",
+                args.first().map(String::as_str).unwrap_or("")
+            )
+        })?
         .map_err(|e| format!("docker: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -51,16 +56,25 @@ fn s(v: &str) -> String {
 
 /// Whether the engine answers at all.
 pub async fn available() -> Result<(), String> {
-    docker(&[s("version"), s("--format"), s("{{.Server.Version}}")], Duration::from_secs(10))
-        .await
-        .map(|_| ())
+    docker(
+        &[s("version"), s("--format"), s("{{.Server.Version}}")],
+        Duration::from_secs(10),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The image's configured user, or `Err` when the engine does not have the image (this
 /// machine never pulls).
 pub async fn image_user(image: &str) -> Result<String, String> {
     docker(
-        &[s("image"), s("inspect"), s("--format"), s("{{.Config.User}}"), s(image)],
+        &[
+            s("image"),
+            s("inspect"),
+            s("--format"),
+            s("{{.Config.User}}"),
+            s(image),
+        ],
         Duration::from_secs(30),
     )
     .await
@@ -68,9 +82,18 @@ pub async fn image_user(image: &str) -> Result<String, String> {
 
 /// The image id, for containerStatuses[].imageID.
 pub async fn image_id(image: &str) -> String {
-    docker(&[s("image"), s("inspect"), s("--format"), s("{{.Id}}"), s(image)], Duration::from_secs(30))
-        .await
-        .unwrap_or_default()
+    docker(
+        &[
+            s("image"),
+            s("inspect"),
+            s("--format"),
+            s("{{.Id}}"),
+            s(image),
+        ],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_default()
 }
 
 /// Parses a CPU quantity (`500m`, `2`, `0.5`) into cores.
@@ -115,7 +138,13 @@ pub struct RunSpec<'a> {
 /// over ENTRYPOINT/CMD, env (values and the fieldRefs known before start), working dir,
 /// limits and the security context.
 pub fn run_args(r: &RunSpec<'_>) -> Vec<String> {
-    let meta = |k: &str| r.pod.pointer(&format!("/metadata/{k}")).and_then(Value::as_str).unwrap_or("").to_string();
+    let meta = |k: &str| {
+        r.pod
+            .pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let ns = meta("namespace");
     let name = meta("name");
     let mut a = vec![
@@ -137,10 +166,15 @@ pub fn run_args(r: &RunSpec<'_>) -> Vec<String> {
     let c = r.container;
     if let Some(env) = c.get("env").and_then(Value::as_array) {
         for e in env {
-            let Some(k) = e.get("name").and_then(Value::as_str) else { continue };
+            let Some(k) = e.get("name").and_then(Value::as_str) else {
+                continue;
+            };
             let v = if let Some(v) = e.get("value").and_then(Value::as_str) {
                 Some(v.to_string())
-            } else if let Some(f) = e.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+            } else if let Some(f) = e
+                .pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+            {
                 match f {
                     "metadata.name" => Some(name.clone()),
                     "metadata.namespace" => Some(ns.clone()),
@@ -148,7 +182,11 @@ pub fn run_args(r: &RunSpec<'_>) -> Vec<String> {
                     "spec.nodeName" => Some(r.node.to_string()),
                     "status.hostIP" => Some(r.host_ip.to_string()),
                     "spec.serviceAccountName" => Some(
-                        r.pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default").to_string(),
+                        r.pod
+                            .pointer("/spec/serviceAccountName")
+                            .and_then(Value::as_str)
+                            .unwrap_or("default")
+                            .to_string(),
                     ),
                     _ => None,
                 }
@@ -188,18 +226,30 @@ pub fn run_args(r: &RunSpec<'_>) -> Vec<String> {
         a.push(s("--user"));
         a.push(user);
     }
-    if c.pointer("/securityContext/readOnlyRootFilesystem").and_then(Value::as_bool) == Some(true) {
+    if c.pointer("/securityContext/readOnlyRootFilesystem")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         a.push(s("--read-only"));
     }
-    if c.pointer("/securityContext/allowPrivilegeEscalation").and_then(Value::as_bool) == Some(false) {
+    if c.pointer("/securityContext/allowPrivilegeEscalation")
+        .and_then(Value::as_bool)
+        == Some(false)
+    {
         a.push(s("--security-opt"));
         a.push(s("no-new-privileges"));
     }
-    if c.pointer("/securityContext/privileged").and_then(Value::as_bool) == Some(true) {
+    if c.pointer("/securityContext/privileged")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         a.push(s("--privileged"));
     }
     for (field, flag) in [("drop", "--cap-drop"), ("add", "--cap-add")] {
-        if let Some(caps) = c.pointer(&format!("/securityContext/capabilities/{field}")).and_then(Value::as_array) {
+        if let Some(caps) = c
+            .pointer(&format!("/securityContext/capabilities/{field}"))
+            .and_then(Value::as_array)
+        {
             for cap in caps.iter().filter_map(Value::as_str) {
                 a.push(s(flag));
                 a.push(s(cap));
@@ -207,7 +257,11 @@ pub fn run_args(r: &RunSpec<'_>) -> Vec<String> {
         }
     }
     let strs = |k: &str| -> Option<Vec<String>> {
-        c.get(k).and_then(Value::as_array).map(|v| v.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        c.get(k).and_then(Value::as_array).map(|v| {
+            v.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
     };
     let command = strs("command").unwrap_or_default();
     let args = strs("args").unwrap_or_default();
@@ -215,7 +269,12 @@ pub fn run_args(r: &RunSpec<'_>) -> Vec<String> {
         a.push(s("--entrypoint"));
         a.push(first.clone());
     }
-    a.push(c.get("image").and_then(Value::as_str).unwrap_or("").to_string());
+    a.push(
+        c.get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    );
     a.extend(command.into_iter().skip(1));
     a.extend(args);
     a
@@ -237,7 +296,12 @@ pub async fn run(r: &RunSpec<'_>) -> Result<String, String> {
 /// The container's IP on the default bridge.
 pub async fn ip(id: &str) -> Option<String> {
     docker(
-        &[s("inspect"), s("--format"), s("{{.NetworkSettings.IPAddress}}"), s(id)],
+        &[
+            s("inspect"),
+            s("--format"),
+            s("{{.NetworkSettings.IPAddress}}"),
+            s(id),
+        ],
         Duration::from_secs(30),
     )
     .await
@@ -267,19 +331,38 @@ pub async fn exit_of(id: &str) -> Exit {
     let mut it = out.split_whitespace();
     let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(137);
     let oom = it.next() == Some("true");
-    let trim = |t: Option<&str>| t.map(|t| format!("{}Z", t.split('.').next().unwrap_or(t).trim_end_matches('Z'))).unwrap_or_default();
-    Exit { code, oom, started_at: trim(it.next()), finished_at: trim(it.next()) }
+    let trim = |t: Option<&str>| {
+        t.map(|t| {
+            format!(
+                "{}Z",
+                t.split('.').next().unwrap_or(t).trim_end_matches('Z')
+            )
+        })
+        .unwrap_or_default()
+    };
+    Exit {
+        code,
+        oom,
+        started_at: trim(it.next()),
+        finished_at: trim(it.next()),
+    }
 }
 
 /// `docker stop -t grace`: SIGTERM, SIGKILL when the grace ends.
 pub async fn stop(id: &str, grace: Duration) {
     let secs = grace.as_secs().to_string();
-    let _ = docker(&[s("stop"), s("-t"), secs, s(id)], grace + Duration::from_secs(30)).await;
+    let _ = docker(
+        &[s("stop"), s("-t"), secs, s(id)],
+        grace + Duration::from_secs(30),
+    )
+    .await;
 }
 
 /// `docker rm -f` (kills it if running).
 pub async fn remove(id: &str) -> Result<(), String> {
-    docker(&[s("rm"), s("-f"), s(id)], Duration::from_secs(60)).await.map(|_| ())
+    docker(&[s("rm"), s("-f"), s(id)], Duration::from_secs(60))
+        .await
+        .map(|_| ())
 }
 
 /// Removes every container of this fake instance, and those of fakes whose process is gone.
@@ -292,7 +375,9 @@ pub async fn remove_all(instance: &str) -> usize {
             s("--filter"),
             format!("label={LABEL_INSTANCE}"),
             s("--format"),
-            format!("{{{{.ID}}}} {{{{.Label \"{LABEL_INSTANCE}\"}}}} {{{{.Label \"{LABEL_PID}\"}}}}"),
+            format!(
+                "{{{{.ID}}}} {{{{.Label \"{LABEL_INSTANCE}\"}}}} {{{{.Label \"{LABEL_PID}\"}}}}"
+            ),
         ],
         Duration::from_secs(30),
     )
@@ -303,7 +388,10 @@ pub async fn remove_all(instance: &str) -> usize {
     let mut ids = Vec::new();
     for line in out.lines() {
         let mut it = line.split_whitespace();
-        let (Some(id), inst, pid) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or("")) else { continue };
+        let (Some(id), inst, pid) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""))
+        else {
+            continue;
+        };
         let pid_alive = pid.parse::<i32>().is_ok_and(|p| {
             p == std::process::id() as i32 || std::path::Path::new(&format!("/proc/{p}")).exists()
         });
@@ -341,14 +429,36 @@ mod tests {
             "env": [{"name": "A", "value": "1"}, {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
             "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}},
             "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}});
-        let a = run_args(&RunSpec { instance: "i", container_name: "n".into(), pod: &pod, container: &c, node: "fake-node-1", host_ip: "h" });
+        let a = run_args(&RunSpec {
+            instance: "i",
+            container_name: "n".into(),
+            pod: &pod,
+            container: &c,
+            node: "fake-node-1",
+            host_ip: "h",
+        });
         let j = a.join(" ");
         assert!(j.contains("--entrypoint /bin/w img:1 --warm x"), "{j}");
         assert!(j.contains("-e A=1") && j.contains("-e N=p"), "{j}");
-        assert!(j.contains("--memory 67108864") && j.contains("--cpus 0.25"), "{j}");
-        assert!(j.contains("--user 1000") && j.contains("--cap-drop ALL") && j.contains("no-new-privileges"), "{j}");
+        assert!(
+            j.contains("--memory 67108864") && j.contains("--cpus 0.25"),
+            "{j}"
+        );
+        assert!(
+            j.contains("--user 1000")
+                && j.contains("--cap-drop ALL")
+                && j.contains("no-new-privileges"),
+            "{j}"
+        );
         let only_args = json!({"name": "c", "image": "img:1", "args": ["y"]});
-        let a = run_args(&RunSpec { instance: "i", container_name: "n".into(), pod: &pod, container: &only_args, node: "n", host_ip: "h" });
+        let a = run_args(&RunSpec {
+            instance: "i",
+            container_name: "n".into(),
+            pod: &pod,
+            container: &only_args,
+            node: "n",
+            host_ip: "h",
+        });
         assert!(a.join(" ").ends_with("bridge img:1 y"), "{a:?}");
     }
 }

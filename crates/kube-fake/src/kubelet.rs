@@ -36,7 +36,15 @@ pub enum Signal {
 /// Starts a pod's task.
 pub fn spawn(c: Cluster, ns: String, name: String, uid: String, sig: watch::Receiver<Signal>) {
     tokio::spawn(async move {
-        let mut p = PodTask { c, ns, name, uid, sig, node: String::new(), container_id: None };
+        let mut p = PodTask {
+            c,
+            ns,
+            name,
+            uid,
+            sig,
+            node: String::new(),
+            container_id: None,
+        };
         p.run().await;
     });
 }
@@ -57,14 +65,23 @@ enum Ended {
     Signal(Signal),
 }
 
-fn set_condition(pod: &mut Value, typ: &str, ok: bool, reason: Option<&str>, message: Option<&str>) {
+fn set_condition(
+    pod: &mut Value,
+    typ: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
     let status = if ok { "True" } else { "False" };
     let conds = pod["status"]
         .as_object_mut()
         .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
-    let Some(Value::Array(conds)) = conds else { return };
+    let Some(Value::Array(conds)) = conds else {
+        return;
+    };
     let now = now_rfc3339();
-    let mut c = json!({"type": typ, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    let mut c =
+        json!({"type": typ, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
     if let Some(r) = reason {
         c["reason"] = json!(r);
     }
@@ -84,7 +101,11 @@ fn set_condition(pod: &mut Value, typ: &str, ok: bool, reason: Option<&str>, mes
 
 fn set_ready(pod: &mut Value, ready: bool) {
     let reason = (!ready).then_some("ContainersNotReady");
-    let cname = pod.pointer("/spec/containers/0/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let cname = pod
+        .pointer("/spec/containers/0/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let msg = format!("containers with unready status: [{cname}]");
     let msg = (!ready).then_some(msg.as_str());
     set_condition(pod, "ContainersReady", ready, reason, msg);
@@ -107,7 +128,8 @@ impl PodTask {
             } else {
                 ("kubelet", Some(self.node.as_str()))
             };
-            self.c.record_event(&p, kind, reason, message, component, host);
+            self.c
+                .record_event(&p, kind, reason, message, component, host);
         }
     }
 
@@ -115,10 +137,18 @@ impl PodTask {
         self.sig.borrow().clone()
     }
 
+    /// The current signal if it ends what the task is doing (`Run` and a fake container's
+    /// `Exit`, which only the running phase consumes, do not).
+    fn interrupting(&self) -> Option<Signal> {
+        match self.current() {
+            Signal::Run | Signal::Exit(_) => None,
+            s => Some(s),
+        }
+    }
+
     /// Sleeps `d`, or returns the signal that came first (a `Run` does not interrupt).
     async fn sleep_or_signal(&mut self, d: Duration) -> Option<Signal> {
-        let s = self.current();
-        if s != Signal::Run {
+        if let Some(s) = self.interrupting() {
             return Some(s);
         }
         let deadline = tokio::time::Instant::now() + d;
@@ -129,8 +159,7 @@ impl PodTask {
                     if ch.is_err() {
                         return Some(Signal::Gone);
                     }
-                    let s = self.current();
-                    if s != Signal::Run {
+                    if let Some(s) = self.interrupting() {
                         return Some(s);
                     }
                 }
@@ -138,9 +167,19 @@ impl PodTask {
         }
     }
 
-    fn container_status(&self, state: Value, ready: bool, restarts: u64, last: Value, started: bool) -> Value {
+    fn container_status(
+        &self,
+        state: Value,
+        ready: bool,
+        restarts: u64,
+        last: Value,
+        started: bool,
+    ) -> Value {
         let pod = self.pod().unwrap_or(Value::Null);
-        let c0 = pod.pointer("/spec/containers/0").cloned().unwrap_or(Value::Null);
+        let c0 = pod
+            .pointer("/spec/containers/0")
+            .cloned()
+            .unwrap_or(Value::Null);
         let image = c0["image"].as_str().unwrap_or("").to_string();
         let mut st = json!({
             "name": c0["name"],
@@ -153,7 +192,11 @@ impl PodTask {
             "lastState": last,
         });
         if let Some(id) = &self.container_id {
-            let scheme = if matches!(self.c.options().containers, Containers::Docker) { "docker" } else { "fake" };
+            let scheme = if matches!(self.c.options().containers, Containers::Docker) {
+                "docker"
+            } else {
+                "fake"
+            };
             st["containerID"] = json!(format!("{scheme}://{id}"));
         }
         st
@@ -212,13 +255,17 @@ impl PodTask {
         let mut nodes = self.c.0.nodes_changed.subscribe();
         let mut told = None::<String>;
         loop {
-            if self.current() != Signal::Run {
+            if self.interrupting().is_some() {
                 return None;
             }
             let refused = sched.borrow_and_update().clone();
             nodes.borrow_and_update();
             let n = self.c.options().nodes.max(1);
-            let picked = if refused.is_none() { self.c.pick_node() } else { None };
+            let picked = if refused.is_none() {
+                self.c.pick_node()
+            } else {
+                None
+            };
             if let Some(node) = picked {
                 let ip = node_ip(&node);
                 let msg = format!("Successfully assigned {}/{} to {node}", self.ns, self.name);
@@ -241,7 +288,9 @@ impl PodTask {
                 format!("0/{n} nodes are available: {n} node(s) had untolerated taint {{node.kubernetes.io/unreachable: }}. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling.")
             });
             if told.as_deref() != Some(why.as_str()) {
-                self.update(|p| set_condition(p, "PodScheduled", false, Some("Unschedulable"), Some(&why)));
+                self.update(|p| {
+                    set_condition(p, "PodScheduled", false, Some("Unschedulable"), Some(&why))
+                });
                 self.event("Warning", "FailedScheduling", &why);
                 told = Some(why);
             }
@@ -261,17 +310,30 @@ impl PodTask {
 
     async fn lifecycle(&mut self) {
         let Some(pod) = self.pod() else { return };
-        let c0 = pod.pointer("/spec/containers/0").cloned().unwrap_or(Value::Null);
+        let c0 = pod
+            .pointer("/spec/containers/0")
+            .cloned()
+            .unwrap_or(Value::Null);
         let cname = c0["name"].as_str().unwrap_or("").to_string();
         let image = c0["image"].as_str().unwrap_or("").to_string();
-        let policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
+        let policy = pod
+            .pointer("/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
+            .to_string();
         let docker_mode = matches!(self.c.options().containers, Containers::Docker);
         let mut restarts: u64 = 0;
         let mut pull_failures: u32 = 0;
         let mut last = json!({});
         let mut image_reported = false;
         self.write_status(
-            self.container_status(json!({"waiting": {"reason": "ContainerCreating"}}), false, 0, json!({}), false),
+            self.container_status(
+                json!({"waiting": {"reason": "ContainerCreating"}}),
+                false,
+                0,
+                json!({}),
+                false,
+            ),
             None,
             None,
         );
@@ -289,17 +351,31 @@ impl PodTask {
                 Err(()) => {
                     self.event("Normal", "Pulling", &format!("Pulling image \"{image}\""));
                     let why = format!("failed to pull and unpack image \"{image}\": the fake kubelet never pulls and the engine does not have it");
-                    self.event("Warning", "Failed", &format!("Failed to pull image \"{image}\": {why}"));
+                    self.event(
+                        "Warning",
+                        "Failed",
+                        &format!("Failed to pull image \"{image}\": {why}"),
+                    );
                     self.event("Warning", "Failed", "Error: ErrImagePull");
                     self.write_status(
-                        self.container_status(json!({"waiting": {"reason": "ErrImagePull", "message": why}}), false, restarts, last.clone(), false),
+                        self.container_status(
+                            json!({"waiting": {"reason": "ErrImagePull", "message": why}}),
+                            false,
+                            restarts,
+                            last.clone(),
+                            false,
+                        ),
                         None,
                         None,
                     );
                     if let Some(s) = self.sleep_or_signal(self.backoff(pull_failures)).await {
                         return self.end_without_container(s).await;
                     }
-                    self.event("Normal", "BackOff", &format!("Back-off pulling image \"{image}\""));
+                    self.event(
+                        "Normal",
+                        "BackOff",
+                        &format!("Back-off pulling image \"{image}\""),
+                    );
                     self.event("Warning", "Failed", "Error: ImagePullBackOff");
                     self.write_status(
                         self.container_status(
@@ -316,14 +392,21 @@ impl PodTask {
                 }
             };
             if !image_reported {
-                self.event("Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"));
+                self.event(
+                    "Normal",
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                );
                 image_reported = true;
             }
             // runAsNonRoot is checked by the kubelet against the image's user.
-            let non_root = c0.pointer("/securityContext/runAsNonRoot")
+            let non_root = c0
+                .pointer("/securityContext/runAsNonRoot")
                 .or_else(|| pod.pointer("/spec/securityContext/runAsNonRoot"))
-                .and_then(Value::as_bool) == Some(true);
-            let run_as = c0.pointer("/securityContext/runAsUser")
+                .and_then(Value::as_bool)
+                == Some(true);
+            let run_as = c0
+                .pointer("/securityContext/runAsUser")
                 .or_else(|| pod.pointer("/spec/securityContext/runAsUser"))
                 .and_then(Value::as_i64);
             if non_root && docker_mode {
@@ -340,7 +423,10 @@ impl PodTask {
                     None => None,
                 };
                 if let Some(err) = err {
-                    let msg = format!("{err} (pod: \"{}_{}({})\", container: {cname})", self.name, self.ns, self.uid);
+                    let msg = format!(
+                        "{err} (pod: \"{}_{}({})\", container: {cname})",
+                        self.name, self.ns, self.uid
+                    );
                     self.event("Warning", "Failed", &format!("Error: {msg}"));
                     self.write_status(
                         self.container_status(json!({"waiting": {"reason": "CreateContainerConfigError", "message": msg}}), false, restarts, last.clone(), false),
@@ -357,7 +443,11 @@ impl PodTask {
             let started_at = now_rfc3339();
             let start = if docker_mode {
                 let instance = self.c.options().instance.clone();
-                let cont_name = format!("nfk-{}-{}-{restarts}", &instance[..instance.len().min(8)], self.name.chars().take(60).collect::<String>());
+                let cont_name = format!(
+                    "nfk-{}-{}-{restarts}",
+                    &instance[..instance.len().min(8)],
+                    self.name.chars().take(60).collect::<String>()
+                );
                 let spec = docker::RunSpec {
                     instance: &instance,
                     container_name: cont_name,
@@ -368,7 +458,10 @@ impl PodTask {
                 };
                 docker::run(&spec).await
             } else {
-                match self.sleep_or_signal(self.c.options().fake_ready_delay).await {
+                match self
+                    .sleep_or_signal(self.c.options().fake_ready_delay)
+                    .await
+                {
                     Some(s) => return self.end_without_container(s).await,
                     None => Ok(format!("{:016x}", random_u64())),
                 }
@@ -378,11 +471,23 @@ impl PodTask {
                 Err(e) => {
                     // Like a container whose process could not be exec'd: StartError, then the
                     // restart policy with back-off.
-                    self.event("Warning", "Failed", &format!("Error: failed to start container \"{cname}\": {e}"));
+                    self.event(
+                        "Warning",
+                        "Failed",
+                        &format!("Error: failed to start container \"{cname}\": {e}"),
+                    );
                     let term = json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": e,
                         "startedAt": started_at, "finishedAt": now_rfc3339()}});
-                    let exit = docker::Exit { code: 128, oom: false, started_at: started_at.clone(), finished_at: now_rfc3339() };
-                    match self.after_exit(&policy, &cname, &mut restarts, &mut last, term, exit).await {
+                    let exit = docker::Exit {
+                        code: 128,
+                        oom: false,
+                        started_at: started_at.clone(),
+                        finished_at: now_rfc3339(),
+                    };
+                    match self
+                        .after_exit(&policy, &cname, &mut restarts, &mut last, term, exit)
+                        .await
+                    {
                         true => continue,
                         false => return,
                     }
@@ -401,7 +506,8 @@ impl PodTask {
             let probe = c0.get("readinessProbe").cloned().filter(|_| docker_mode);
             let ready_now = probe.is_none();
             let running = json!({"running": {"startedAt": started_at}});
-            let st = self.container_status(running.clone(), ready_now, restarts, last.clone(), true);
+            let st =
+                self.container_status(running.clone(), ready_now, restarts, last.clone(), true);
             self.update(|p| {
                 p["status"]["podIP"] = json!(ip);
                 p["status"]["podIPs"] = json!([{"ip": ip}]);
@@ -415,17 +521,28 @@ impl PodTask {
                 self.event("Normal", "Created", &format!("Created container {cname}"));
                 self.event("Normal", "Started", &format!("Started container {cname}"));
             }
-            let ended = self.running(&id, &ip, probe, running, restarts, &last).await;
+            let ended = self
+                .running(&id, &ip, probe, running, restarts, &last)
+                .await;
             match ended {
                 Ended::Exited(exit) => {
                     if docker_mode {
                         let _ = docker::remove(&id).await;
                     }
                     self.container_id = Some(id);
-                    let reason = if exit.oom { "OOMKilled" } else if exit.code == 0 { "Completed" } else { "Error" };
+                    let reason = if exit.oom {
+                        "OOMKilled"
+                    } else if exit.code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    };
                     let term = json!({"terminated": {"exitCode": exit.code, "reason": reason,
                         "startedAt": exit.started_at, "finishedAt": exit.finished_at}});
-                    if !self.after_exit(&policy, &cname, &mut restarts, &mut last, term, exit).await {
+                    if !self
+                        .after_exit(&policy, &cname, &mut restarts, &mut last, term, exit)
+                        .await
+                    {
                         return;
                     }
                 }
@@ -436,14 +553,26 @@ impl PodTask {
 
     /// After the container ended: `true` to start it again (after the back-off), `false` when
     /// the pod is done (terminal phase written, or a signal handled).
-    async fn after_exit(&mut self, policy: &str, cname: &str, restarts: &mut u64, last: &mut Value, term: Value, exit: docker::Exit) -> bool {
+    async fn after_exit(
+        &mut self,
+        policy: &str,
+        cname: &str,
+        restarts: &mut u64,
+        last: &mut Value,
+        term: Value,
+        exit: docker::Exit,
+    ) -> bool {
         let restart = match policy {
             "Never" => false,
             "OnFailure" => exit.code != 0,
             _ => true,
         };
         if !restart {
-            let phase = if exit.code == 0 { "Succeeded" } else { "Failed" };
+            let phase = if exit.code == 0 {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
             let st = self.container_status(term, false, *restarts, last.clone(), false);
             self.write_status(st, Some(phase), Some(false));
             // Terminal: wait for the delete (a terminal pod's delete is immediate).
@@ -465,14 +594,39 @@ impl PodTask {
         *restarts += 1;
         if *restarts == 1 {
             // The first restart is immediate; the back-off starts with the second.
-            let st = self.container_status(json!({"waiting": {"reason": "ContainerCreating"}}), false, *restarts, last.clone(), false);
+            let st = self.container_status(
+                json!({"waiting": {"reason": "ContainerCreating"}}),
+                false,
+                *restarts,
+                last.clone(),
+                false,
+            );
             self.write_status(st, None, Some(false));
             return true;
         }
         let delay = self.backoff(*restarts as u32 - 2);
-        let msg = format!("back-off {}s restarting failed container={cname} pod={}_{}({})", delay.as_secs(), self.name, self.ns, self.uid);
-        self.event("Warning", "BackOff", &format!("Back-off restarting failed container {cname} in pod {}_{}({})", self.name, self.ns, self.uid));
-        let st = self.container_status(json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}}), false, *restarts, last.clone(), false);
+        let msg = format!(
+            "back-off {}s restarting failed container={cname} pod={}_{}({})",
+            delay.as_secs(),
+            self.name,
+            self.ns,
+            self.uid
+        );
+        self.event(
+            "Warning",
+            "BackOff",
+            &format!(
+                "Back-off restarting failed container {cname} in pod {}_{}({})",
+                self.name, self.ns, self.uid
+            ),
+        );
+        let st = self.container_status(
+            json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}}),
+            false,
+            *restarts,
+            last.clone(),
+            false,
+        );
         self.write_status(st, None, Some(false));
         match self.sleep_or_signal(delay).await {
             None | Some(Signal::Exit(_)) => true,
@@ -504,21 +658,43 @@ impl PodTask {
             p["status"]["message"] = json!(msg);
             set_ready(p, false);
         });
-        let _ = self.c.delete_pod(&self.ns, &self.name, Some(0), Some(&self.uid));
+        let _ = self
+            .c
+            .delete_pod(&self.ns, &self.name, Some(0), Some(&self.uid));
     }
 
     async fn node_lost(&self) {
         self.update(|p| {
-            set_condition(p, "Ready", false, Some("NodeLost"), Some("the node this pod ran on failed"));
+            set_condition(
+                p,
+                "Ready",
+                false,
+                Some("NodeLost"),
+                Some("the node this pod ran on failed"),
+            );
             set_condition(p, "ContainersReady", false, Some("NodeLost"), None);
-            set_condition(p, "DisruptionTarget", true, Some("DeletionByTaintManager"), Some("Taint manager: deleting due to NoExecute taint"));
+            set_condition(
+                p,
+                "DisruptionTarget",
+                true,
+                Some("DeletionByTaintManager"),
+                Some("Taint manager: deleting due to NoExecute taint"),
+            );
         });
         tokio::time::sleep(self.c.options().node_lost_delay).await;
         self.c.finalize_pod(&self.ns, &self.name, &self.uid);
     }
 
     /// The running phase: probes readiness, waits for the container's exit or a signal.
-    async fn running(&mut self, id: &str, ip: &str, probe: Option<Value>, running: Value, restarts: u64, last: &Value) -> Ended {
+    async fn running(
+        &mut self,
+        id: &str,
+        ip: &str,
+        probe: Option<Value>,
+        running: Value,
+        restarts: u64,
+        last: &Value,
+    ) -> Ended {
         let docker_mode = matches!(self.c.options().containers, Containers::Docker);
         let exit = async {
             if docker_mode {
@@ -528,7 +704,13 @@ impl PodTask {
             }
         };
         tokio::pin!(exit);
-        let num = |k: &str, d: u64| probe.as_ref().and_then(|p| p.get(k)).and_then(Value::as_u64).unwrap_or(d);
+        let num = |k: &str, d: u64| {
+            probe
+                .as_ref()
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(d)
+        };
         let initial = Duration::from_secs(num("initialDelaySeconds", 0));
         let period = Duration::from_secs(num("periodSeconds", 10).max(1));
         let timeout = Duration::from_secs(num("timeoutSeconds", 1).max(1));
@@ -589,11 +771,20 @@ impl PodTask {
                     e
                 } else {
                     tokio::time::sleep(self.c.options().fake_stop_delay.min(grace)).await;
-                    docker::Exit { code: 0, oom: false, started_at: String::new(), finished_at: now_rfc3339() }
+                    docker::Exit {
+                        code: 0,
+                        oom: false,
+                        started_at: String::new(),
+                        finished_at: now_rfc3339(),
+                    }
                 };
                 let reason = if exit.code == 0 { "Completed" } else { "Error" };
                 let term = json!({"terminated": {"exitCode": exit.code, "reason": reason, "startedAt": exit.started_at, "finishedAt": exit.finished_at}});
-                let phase = if exit.code == 0 { "Succeeded" } else { "Failed" };
+                let phase = if exit.code == 0 {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                };
                 let st = self.container_status(term, false, restarts, last.clone(), false);
                 self.write_status(st, Some(phase), Some(false));
                 self.c.finalize_pod(&self.ns, &self.name, &self.uid);
@@ -621,7 +812,12 @@ fn running_pod_ports(pod: &Option<Value>) -> Vec<(String, u64)> {
         .and_then(Value::as_array)
         .map(|ps| {
             ps.iter()
-                .filter_map(|p| Some((p.get("name")?.as_str()?.to_string(), p.get("containerPort")?.as_u64()?)))
+                .filter_map(|p| {
+                    Some((
+                        p.get("name")?.as_str()?.to_string(),
+                        p.get("containerPort")?.as_u64()?,
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -633,15 +829,29 @@ async fn probe_once(probe: &Value, ip: &str, ports: &[(String, u64)], timeout: D
     let port_of = |v: &Value| -> Option<u64> {
         v.as_u64().or_else(|| {
             let n = v.as_str()?;
-            n.parse().ok().or_else(|| ports.iter().find(|(k, _)| k == n).map(|(_, p)| *p))
+            n.parse()
+                .ok()
+                .or_else(|| ports.iter().find(|(k, _)| k == n).map(|(_, p)| *p))
         })
     };
     if let Some(h) = probe.get("httpGet") {
-        let Some(port) = h.get("port").and_then(port_of) else { return false };
-        let host = h.get("host").and_then(Value::as_str).unwrap_or(ip).to_string();
-        let path = h.get("path").and_then(Value::as_str).unwrap_or("/").to_string();
+        let Some(port) = h.get("port").and_then(port_of) else {
+            return false;
+        };
+        let host = h
+            .get("host")
+            .and_then(Value::as_str)
+            .unwrap_or(ip)
+            .to_string();
+        let path = h
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or("/")
+            .to_string();
         let fut = async move {
-            let mut s = tokio::net::TcpStream::connect((host.as_str(), port as u16)).await.ok()?;
+            let mut s = tokio::net::TcpStream::connect((host.as_str(), port as u16))
+                .await
+                .ok()?;
             let req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.30\r\nAccept: */*\r\nConnection: close\r\n\r\n");
             s.write_all(req.as_bytes()).await.ok()?;
             let mut buf = [0u8; 64];
@@ -657,10 +867,16 @@ async fn probe_once(probe: &Value, ip: &str, ports: &[(String, u64)], timeout: D
             let code: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
             Some((200..400).contains(&code))
         };
-        return tokio::time::timeout(timeout, fut).await.ok().flatten().unwrap_or(false);
+        return tokio::time::timeout(timeout, fut)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false);
     }
     if let Some(t) = probe.get("tcpSocket") {
-        let Some(port) = t.get("port").and_then(port_of) else { return false };
+        let Some(port) = t.get("port").and_then(port_of) else {
+            return false;
+        };
         return tokio::time::timeout(timeout, tokio::net::TcpStream::connect((ip, port as u16)))
             .await
             .is_ok_and(|r| r.is_ok());

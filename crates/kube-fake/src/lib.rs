@@ -213,7 +213,12 @@ impl FakeApi {
                 }
             }
         });
-        Ok(FakeApi { addr, cluster, task, cleaned: false })
+        Ok(FakeApi {
+            addr,
+            cluster,
+            task,
+            cleaned: false,
+        })
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash).
@@ -250,11 +255,25 @@ impl Drop for FakeApi {
         self.task.abort();
         if !self.cleaned && self.cluster.options().containers == Containers::Docker {
             // Best effort without a runtime: the containers carry this instance's label.
-            let filter = format!("label={}={}", docker::LABEL_INSTANCE, self.cluster.options().instance);
-            if let Ok(out) = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+            let filter = format!(
+                "label={}={}",
+                docker::LABEL_INSTANCE,
+                self.cluster.options().instance
+            );
+            if let Ok(out) = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
                 if !ids.is_empty() {
-                    let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+                    let _ = std::process::Command::new("docker")
+                        .arg("rm")
+                        .arg("-f")
+                        .args(&ids)
+                        .output();
                 }
             }
         }

@@ -28,7 +28,10 @@ pub enum ApiBody {
 impl Body for ApiBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ApiBody::Full(f) => Pin::new(f).poll_frame(cx),
             ApiBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
@@ -68,7 +71,9 @@ fn pct_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3).unwrap_or(b"")).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3).unwrap_or(b""))
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -100,7 +105,11 @@ impl Query {
         )
     }
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
     }
     fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true") | Some("1") | Some(""))
@@ -112,10 +121,13 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -135,26 +147,39 @@ fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| ApiError { code: 413, body: json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":format!("the request body could not be read: {e}"),"reason":"RequestEntityTooLarge","code":413}) })?
         .to_bytes();
-    if !body.is_empty() && !ct.is_empty() && !ct.starts_with("application/json") && !ct.contains("merge-patch+json") {
+    if !body.is_empty()
+        && !ct.is_empty()
+        && !ct.starts_with("application/json")
+        && !ct.contains("merge-patch+json")
+    {
         return Err(ApiError::unsupported_media_type(&ct));
     }
     Ok(body)
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the object provided is unrecognized: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the object provided is unrecognized: {e}")))
 }
 
 /// The request's grace from the query or the DeleteOptions body, and a uid precondition.
 fn delete_options(q: &Query, body: &[u8]) -> Result<(Option<i64>, Option<String>), ApiError> {
     let mut grace = match q.get("gracePeriodSeconds") {
-        Some(g) => Some(g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?),
+        Some(g) => Some(
+            g.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
+        ),
         None => None,
     };
     let mut uid = None;
@@ -163,7 +188,10 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<(Option<i64>, Option<String>
         if let Some(g) = opts.get("gracePeriodSeconds").and_then(Value::as_i64) {
             grace = Some(g);
         }
-        uid = opts.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
+        uid = opts
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from);
     }
     Ok((grace, uid))
 }
@@ -192,24 +220,46 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
     match segs.as_slice() {
         ["healthz"] | ["livez"] | ["readyz"] => return Ok(text_resp(200, "ok")),
         ["version"] => {
-            return Ok(json_resp(200, &json!({"major": "1", "minor": "30", "gitVersion": "v1.30.0-nanofaas-kube-fake",
-                "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "", "platform": "linux/amd64"})))
+            return Ok(json_resp(
+                200,
+                &json!({"major": "1", "minor": "30", "gitVersion": "v1.30.0-nanofaas-kube-fake",
+                "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "", "platform": "linux/amd64"}),
+            ))
         }
-        ["api"] => return Ok(json_resp(200, &json!({"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}))),
+        ["api"] => {
+            return Ok(json_resp(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+            ))
+        }
         ["api", "v1"] => {
-            let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
-            return Ok(json_resp(200, &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-                {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": verbs, "shortNames": ["po"]},
-                {"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]},
-                {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": verbs, "shortNames": ["ev"]},
-            ]})));
+            let verbs = json!([
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch"
+            ]);
+            return Ok(json_resp(
+                200,
+                &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                    {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": verbs, "shortNames": ["po"]},
+                    {"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]},
+                    {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": verbs, "shortNames": ["ev"]},
+                ]}),
+            ));
         }
         _ => {}
     }
     // /api/v1/[namespaces/{ns}/]{pods|events}[/{name}[/status]]
     let (ns, rest): (Option<String>, &[&str]) = match segs.as_slice() {
-        ["api", "v1", "namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        ["api", "v1", "namespaces", ns, rest @ ..] if !rest.is_empty() => {
+            (Some(ns.to_string()), rest)
+        }
         ["api", "v1", rest @ ..] if !rest.is_empty() => (None, rest),
         _ => return Err(ApiError::no_route(path)),
     };
@@ -228,47 +278,71 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
     }
     let watch = method == Method::GET && name.is_none() && q.flag("watch");
     c.record_request(verb(&method, name.is_some(), watch));
-    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), resource.fields()).map_err(ApiError::bad_request)?;
+    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), resource.fields())
+        .map_err(ApiError::bad_request)?;
     let ns_ref = ns.as_deref();
     match (method, name) {
         (Method::GET, None) if watch => Ok(watch_resp(&c, resource, ns_ref, labels, fields, q)),
         (Method::GET, None) => list(&c, resource, ns_ref, &labels, &fields, q),
-        (Method::GET, Some(n)) => c.get(resource, ns_ref.unwrap_or(""), &n).map(|v| json_resp(200, &v)),
+        (Method::GET, Some(n)) => c
+            .get(resource, ns_ref.unwrap_or(""), &n)
+            .map(|v| json_resp(200, &v)),
         (Method::POST, None) if resource == Resource::Pods => {
             let body = read_body(req).await?;
             let pod = parse_json(&body)?;
-            c.create_pod(ns_ref.unwrap_or(""), pod).map(|v| json_resp(201, &v))
+            c.create_pod(ns_ref.unwrap_or(""), pod)
+                .map(|v| json_resp(201, &v))
         }
         (Method::POST, None) => {
             // Events are written by the simulated kubelet; a client may create them too.
-            Err(ApiError::method_not_allowed("POST events (the fake's events come from its kubelet)"))
+            Err(ApiError::method_not_allowed(
+                "POST events (the fake's events come from its kubelet)",
+            ))
         }
         (Method::DELETE, Some(n)) if resource == Resource::Pods && sub.is_none() => {
             let body = read_body(req).await?;
             let (grace, uid) = delete_options(q, &body)?;
-            c.delete_pod(ns_ref.unwrap_or(""), &n, grace, uid.as_deref()).map(|v| json_resp(200, &v))
+            c.delete_pod(ns_ref.unwrap_or(""), &n, grace, uid.as_deref())
+                .map(|v| json_resp(200, &v))
         }
         (Method::DELETE, None) if resource == Resource::Pods => {
             let body = read_body(req).await?;
             let (grace, _) = delete_options(q, &body)?;
             let deleted = c.delete_pods(ns_ref, &labels, &fields, grace);
             let items: Vec<Value> = deleted.into_iter().map(list_item).collect();
-            Ok(json_resp(200, &json!({"kind": "PodList", "apiVersion": "v1",
-                "metadata": {"resourceVersion": c.resource_version().to_string()}, "items": items})))
+            Ok(json_resp(
+                200,
+                &json!({"kind": "PodList", "apiVersion": "v1",
+                "metadata": {"resourceVersion": c.resource_version().to_string()}, "items": items}),
+            ))
         }
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
     }
 }
 
-fn list(c: &Cluster, resource: Resource, ns: Option<&str>, labels: &LabelSelector, fields: &FieldSelector, q: &Query) -> Result<Resp, ApiError> {
+fn list(
+    c: &Cluster,
+    resource: Resource,
+    ns: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+    q: &Query,
+) -> Result<Resp, ApiError> {
     let limit = match q.get("limit") {
-        Some(l) if !l.is_empty() => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?).filter(|l| *l > 0),
+        Some(l) if !l.is_empty() => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+        )
+        .filter(|l| *l > 0),
         _ => None,
     };
     let (after, first_rv) = match q.get("continue").filter(|s| !s.is_empty()) {
         Some(tok) => {
-            let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+            let bad = || {
+                ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+            };
             let s = unhex(tok).ok_or_else(bad)?;
             let mut it = s.splitn(3, '\u{0}');
             let rv: u64 = it.next().and_then(|r| r.parse().ok()).ok_or_else(bad)?;
@@ -287,7 +361,10 @@ fn list(c: &Cluster, resource: Resource, ns: Option<&str>, labels: &LabelSelecto
     }
     let items: Vec<Value> = items.into_iter().map(list_item).collect();
     let kind = format!("{}List", resource.kind());
-    Ok(json_resp(200, &json!({"kind": kind, "apiVersion": "v1", "metadata": meta, "items": items})))
+    Ok(json_resp(
+        200,
+        &json!({"kind": kind, "apiVersion": "v1", "metadata": meta, "items": items}),
+    ))
 }
 
 fn event_line(kind: &str, obj: &Value) -> Bytes {
@@ -296,8 +373,18 @@ fn event_line(kind: &str, obj: &Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn watch_resp(c: &Cluster, resource: Resource, ns: Option<&str>, labels: LabelSelector, fields: FieldSelector, q: &Query) -> Resp {
-    let from = q.get("resourceVersion").filter(|s| !s.is_empty()).map(|s| s.parse::<u64>());
+fn watch_resp(
+    c: &Cluster,
+    resource: Resource,
+    ns: Option<&str>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    q: &Query,
+) -> Resp {
+    let from = q
+        .get("resourceVersion")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>());
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let resp = Response::builder()
         .status(200)
@@ -319,12 +406,13 @@ fn watch_resp(c: &Cluster, resource: Resource, ns: Option<&str>, labels: LabelSe
         .map(Duration::from_secs)
         .unwrap_or(c.options().watch_timeout_default);
     let bookmarks = q.flag("allowWatchBookmarks");
+    let initial_events = q.flag("sendInitialEvents");
     let interval = c.options().bookmark_interval;
     let started = c.watch(resource, ns, from);
     let ns = ns.map(String::from);
     let kind = resource.kind();
     tokio::spawn(async move {
-        let (backlog, mut changes) = match started {
+        let (backlog, mut changes, rv_at_start) = match started {
             Ok(s) => s,
             Err(gone) => {
                 let _ = tx.send(event_line("ERROR", &gone.body)).await;
@@ -333,14 +421,21 @@ fn watch_resp(c: &Cluster, resource: Resource, ns: Option<&str>, labels: LabelSe
         };
         let wanted = |ch: &Change| {
             ch.resource == resource
-                && ns.as_deref().map_or(true, |n| n == ch.namespace)
+                && ns.as_deref().is_none_or(|n| n == ch.namespace)
                 && labels.matches(&ch.object)
                 && fields.matches(&ch.object)
         };
-        let mut last_rv = from.unwrap_or(0);
         for ch in backlog {
-            last_rv = last_rv.max(ch.rv);
             if wanted(&ch) && tx.send(event_line(ch.kind, &ch.object)).await.is_err() {
+                return;
+            }
+        }
+        // Everything up to the version at the start has been sent (or filtered out).
+        let mut last_rv = rv_at_start;
+        if initial_events && from.unwrap_or(0) == 0 {
+            let bm = json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": last_rv.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if tx.send(event_line("BOOKMARK", &bm)).await.is_err() {
                 return;
             }
         }
@@ -385,7 +480,12 @@ fn watch_resp(c: &Cluster, resource: Resource, ns: Option<&str>, labels: LabelSe
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // A watcher that cannot keep up is closed as the real cache closes it; the
                     // client resumes from its last version and gets 410 if that is too old.
-                    let _ = tx.send(event_line("ERROR", &ApiError::gone(last_rv, last_rv + 1).body)).await;
+                    let _ = tx
+                        .send(event_line(
+                            "ERROR",
+                            &ApiError::gone(last_rv, last_rv + 1).body,
+                        ))
+                        .await;
                     return;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -395,11 +495,20 @@ fn watch_resp(c: &Cluster, resource: Resource, ns: Option<&str>, labels: LabelSe
     resp
 }
 
-async fn control(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Result<Resp, ApiError> {
+async fn control(
+    c: Cluster,
+    req: Request<Incoming>,
+    path: &str,
+    q: &Query,
+) -> Result<Resp, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').skip(1).collect();
     let method = req.method().clone();
     let body = read_body(req).await?;
-    let body: Value = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+    let body: Value = if body.is_empty() {
+        json!({})
+    } else {
+        parse_json(&body)?
+    };
     let ok = |v: Value| Ok(json_resp(200, &v));
     match (method, segs.as_slice()) {
         (Method::GET, ["stats"]) => ok(c.stats()),
@@ -409,23 +518,43 @@ async fn control(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> R
         }
         (Method::POST, ["compact"]) => ok(json!({"compactedTo": c.compact()})),
         (Method::POST, ["history"]) => {
-            let n = q.get("window").and_then(|w| w.parse::<usize>().ok()).or_else(|| body.get("window").and_then(Value::as_u64).map(|w| w as usize));
-            let n = n.ok_or_else(|| ApiError::bad_request("window: a positive number is required"))?;
+            let n = q
+                .get("window")
+                .and_then(|w| w.parse::<usize>().ok())
+                .or_else(|| {
+                    body.get("window")
+                        .and_then(Value::as_u64)
+                        .map(|w| w as usize)
+                });
+            let n =
+                n.ok_or_else(|| ApiError::bad_request("window: a positive number is required"))?;
             c.set_history_window(n);
             ok(json!({"window": n.max(1)}))
         }
         (Method::POST, ["pods", ns, name, "evict"]) => {
-            let msg = body.get("message").and_then(Value::as_str).unwrap_or("The node was low on resource: memory. ").to_string();
+            let msg = body
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("The node was low on resource: memory. ")
+                .to_string();
             c.signal(ns, name, Signal::Evict(msg))?;
             ok(json!({"evicted": format!("{ns}/{name}")}))
         }
         (Method::POST, ["pods", ns, name, "exit"]) => {
-            let code = q.get("code").and_then(|v| v.parse().ok()).or_else(|| body.get("code").and_then(Value::as_i64)).unwrap_or(1);
+            let code = q
+                .get("code")
+                .and_then(|v| v.parse().ok())
+                .or_else(|| body.get("code").and_then(Value::as_i64))
+                .unwrap_or(1);
             c.signal(ns, name, Signal::Exit(code))?;
             ok(json!({"exit": code}))
         }
         (Method::GET, ["nodes"]) => {
-            let nodes: Vec<Value> = c.nodes().into_iter().map(|(n, f)| json!({"name": n, "failed": f, "pods": c.pods_on(&n).len()})).collect();
+            let nodes: Vec<Value> = c
+                .nodes()
+                .into_iter()
+                .map(|(n, f)| json!({"name": n, "failed": f, "pods": c.pods_on(&n).len()}))
+                .collect();
             ok(json!({"nodes": nodes}))
         }
         (Method::POST, ["nodes", node, action]) if *action == "fail" || *action == "recover" => {
@@ -444,7 +573,11 @@ async fn control(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> R
             ok(json!({"node": node, "failed": fail, "podsLost": lost}))
         }
         (Method::POST, ["scheduling"]) => {
-            let refuse = body.get("refuse").and_then(Value::as_bool).or_else(|| q.get("refuse").map(|r| r == "true")).unwrap_or(true);
+            let refuse = body
+                .get("refuse")
+                .and_then(Value::as_bool)
+                .or_else(|| q.get("refuse").map(|r| r == "true"))
+                .unwrap_or(true);
             let n = c.options().nodes.max(1);
             let msg = body.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| {
                 format!("0/{n} nodes are available: {n} Insufficient cpu. preemption: 0/{n} nodes are available: {n} No preemption victims found for incoming pod.")
@@ -453,7 +586,11 @@ async fn control(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> R
             ok(json!({"refuse": refuse}))
         }
         (Method::POST, ["images"]) => {
-            let image = body.get("image").and_then(Value::as_str).or_else(|| q.get("image")).ok_or_else(|| ApiError::bad_request("image is required"))?;
+            let image = body
+                .get("image")
+                .and_then(Value::as_str)
+                .or_else(|| q.get("image"))
+                .ok_or_else(|| ApiError::bad_request("image is required"))?;
             let missing = body.get("missing").and_then(Value::as_bool).unwrap_or(true);
             c.set_image_missing(image, missing);
             ok(json!({"image": image, "missing": missing}))

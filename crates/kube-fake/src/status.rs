@@ -53,7 +53,12 @@ impl ApiError {
     }
 
     /// 422 with one cause per `(field, reason, message)`; `kind` is the object's kind (`Pod`).
-    pub fn invalid(kind: &str, resource: &str, name: &str, causes: &[(String, &str, String)]) -> ApiError {
+    pub fn invalid(
+        kind: &str,
+        resource: &str,
+        name: &str,
+        causes: &[(String, &str, String)],
+    ) -> ApiError {
         let text: Vec<String> = causes.iter().map(|(f, _, m)| format!("{f}: {m}")).collect();
         let message = if text.len() == 1 {
             format!("{kind} \"{name}\" is invalid: {}", text[0])
@@ -79,11 +84,21 @@ impl ApiError {
     /// The 404 of a path the server does not serve (the real one answers `404 page not found`
     /// as text for unknown groups; for a known group and unknown resource it is this Status).
     pub fn no_route(path: &str) -> ApiError {
-        status(404, "NotFound", format!("the server could not find the requested resource ({path})"), Some(json!({})))
+        status(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+            Some(json!({})),
+        )
     }
 
     pub fn method_not_allowed(method: &str) -> ApiError {
-        status(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"), Some(json!({})))
+        status(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+            Some(json!({})),
+        )
     }
 
     pub fn unsupported_media_type(ct: &str) -> ApiError {
@@ -108,7 +123,9 @@ impl ApiError {
 
 /// Seconds and nanoseconds since the epoch, now.
 pub fn now_unix() -> (u64, u32) {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     (d.as_secs(), d.subsec_nanos())
 }
 
@@ -210,6 +227,9 @@ mod tests {
         assert_eq!(e.code, 409);
         assert_eq!(e.body["kind"], "Status");
         assert_eq!(e.body["message"], "pods \"x\" already exists");
-        assert_eq!(ApiError::gone(3, 9).body["message"], "too old resource version: 3 (9)");
+        assert_eq!(
+            ApiError::gone(3, 9).body["message"],
+            "too old resource version: 3 (9)"
+        );
     }
 }

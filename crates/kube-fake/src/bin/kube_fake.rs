@@ -37,11 +37,20 @@ fn main() {
             println!("{USAGE}");
             return;
         }
-        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
-        let ms = |v: String| -> Duration {
-            Duration::from_millis(v.parse().unwrap_or_else(|_| usage(&format!("{a}: not a number of milliseconds: {v}"))))
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
         };
-        let num = |v: String| -> usize { v.parse().unwrap_or_else(|_| usage(&format!("{a}: not a number: {v}"))) };
+        let ms = |v: String| -> Duration {
+            Duration::from_millis(
+                v.parse()
+                    .unwrap_or_else(|_| usage(&format!("{a}: not a number of milliseconds: {v}"))),
+            )
+        };
+        let num = |v: String| -> usize {
+            v.parse()
+                .unwrap_or_else(|_| usage(&format!("{a}: not a number: {v}")))
+        };
         match a.as_str() {
             "--containers" => {
                 o.containers = match val().as_str() {
@@ -52,7 +61,9 @@ fn main() {
             }
             "--bind" => {
                 let v = val();
-                o.bind = v.parse().unwrap_or_else(|_| usage(&format!("--bind: not an address: {v}")))
+                o.bind = v
+                    .parse()
+                    .unwrap_or_else(|_| usage(&format!("--bind: not an address: {v}")))
             }
             "--nodes" => o.nodes = num(val()).max(1),
             "--history" => o.history_window = num(val()).max(1),
