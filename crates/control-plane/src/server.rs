@@ -13,7 +13,6 @@ use crate::metrics::Metrics;
 use crate::persist::{Journal, JournalSettings, SpecStore};
 use crate::platform::{BackendFactory, EndpointFactory, Persistence, Platform, Settings};
 use crate::pool::PoolSettings;
-use crate::provider::process::{find_watchdog, ProcessProvider, ProcessSettings};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -99,49 +98,20 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
 }
 
 /// The backend factory for `provider.type`: `none` serves POOL functions only; `process` also
-/// runs DEPLOYMENT and JOB functions as local processes, `docker` as containers.
+/// runs DEPLOYMENT and JOB functions as local processes, `docker` as containers, `kubernetes`
+/// as pods ([`crate::provider::from_config`] picks the provider).
 pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String> {
     let c = &ctx.config;
-    match c.provider.kind.as_str() {
-        "none" => Ok(Arc::new(EndpointFactory {
+    match crate::provider::from_config(c)? {
+        None => Ok(Arc::new(EndpointFactory {
             client: ctx.client.clone(),
         })),
-        "process" => {
-            let watchdog = if c.provider.process.watchdog.is_empty() {
-                find_watchdog().ok_or_else(|| {
-                    "cannot find nanofaas-watchdog next to the nanofaas binary or on PATH (build it with `cargo build -p nanofaas-watchdog`, or set provider.process.watchdog)".to_string()
-                })?
-            } else {
-                std::path::PathBuf::from(&c.provider.process.watchdog)
-            };
-            let provider = ProcessProvider::new(ProcessSettings {
-                watchdog,
-                bind: c
-                    .provider
-                    .process
-                    .bind
-                    .parse()
-                    .map_err(|e| format!("provider.process.bind: {e}"))?,
-                startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
-                stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
-                log_lines_per_second: c.provider.log_lines_per_second,
-                unix_socket: c.provider.process.unix_socket,
-                isolation: isolation_settings(&c.provider.process)?,
-            })?;
-            Ok(Arc::new(ManagedFactory::new(
-                Arc::new(provider),
-                ctx.client.clone(),
-                ctx.metrics.clone(),
-                pool_settings(c),
-            )))
-        }
-        "docker" => Ok(Arc::new(ManagedFactory::new(
-            Arc::new(crate::provider::docker::from_config(&c.provider)?),
+        Some(provider) => Ok(Arc::new(ManagedFactory::new(
+            provider,
             ctx.client.clone(),
             ctx.metrics.clone(),
             pool_settings(c),
         ))),
-        other => Err(format!("provider.type {other:?} is not supported")),
     }
 }
 

@@ -102,8 +102,8 @@ pub const WATCHDOG_PORT: u16 = 8080;
 pub const RUNTIME_PORT: u16 = 8081;
 
 /// Watchdog exit codes that mean "the command itself cannot run".
-const WATCHDOG_EXIT_CONFIG: i64 = 2;
-const WATCHDOG_EXIT_SPAWN: i64 = 4;
+pub(crate) const WATCHDOG_EXIT_CONFIG: i64 = 2;
+pub(crate) const WATCHDOG_EXIT_SPAWN: i64 = 4;
 /// How long an image pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Health probes back off from 1 ms to this.
@@ -112,14 +112,14 @@ const PROBE_MAX_DELAY: Duration = Duration::from_millis(5);
 const WAIT_ATTEMPTS: u32 = 30;
 /// Largest JOB payload: it travels in `INVOCATION_PAYLOAD`, and Linux caps one environment
 /// string at 128 KiB (`MAX_ARG_STRLEN`, name included).
-const MAX_ENV_PAYLOAD: usize = 128 * 1024 - 64;
+pub(crate) const MAX_ENV_PAYLOAD: usize = 128 * 1024 - 64;
 
 /// The smallest memory limit Docker accepts for a container.
 pub const MIN_MEMORY: u64 = 6 << 20;
 
 /// Whether `image` can be an image reference at all (`[registry[:port]/]path[:tag][@digest]`,
 /// path components in lowercase); the engine would refuse it at the first start otherwise.
-fn check_image_reference(image: &str) -> Result<(), String> {
+pub(crate) fn check_image_reference(image: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("{image:?} is not a valid image reference: {why}"));
     if image.len() > 255 {
         return bad("longer than 255 characters");
@@ -333,7 +333,7 @@ fn free_loopback_port() -> Result<u16, StartFailure> {
 }
 
 /// One `GET /health` on a fresh connection.
-async fn probe_health(addr: SocketAddr, limit: Duration) -> bool {
+pub(crate) async fn probe_health(addr: SocketAddr, limit: Duration) -> bool {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         let _ = stream.set_nodelay(true);

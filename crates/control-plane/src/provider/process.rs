@@ -927,3 +927,29 @@ mod tests {
         assert!(m.contains("64 Mi") && m.contains("resources.memory"), "{m}");
     }
 }
+
+/// The provider `provider.process.*` describes (the watchdog found next to this binary or on
+/// PATH unless configured).
+pub fn from_config(c: &crate::config::Config) -> Result<ProcessProvider, String> {
+    let watchdog = if c.provider.process.watchdog.is_empty() {
+        find_watchdog().ok_or_else(|| {
+            "cannot find nanofaas-watchdog next to the nanofaas binary or on PATH (build it with `cargo build -p nanofaas-watchdog`, or set provider.process.watchdog)".to_string()
+        })?
+    } else {
+        std::path::PathBuf::from(&c.provider.process.watchdog)
+    };
+    ProcessProvider::new(ProcessSettings {
+        watchdog,
+        bind: c
+            .provider
+            .process
+            .bind
+            .parse()
+            .map_err(|e| format!("provider.process.bind: {e}"))?,
+        startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
+        stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
+        log_lines_per_second: c.provider.log_lines_per_second,
+        unix_socket: c.provider.process.unix_socket,
+        isolation: crate::server::isolation_settings(&c.provider.process)?,
+    })
+}
