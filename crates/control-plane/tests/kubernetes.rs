@@ -631,3 +631,79 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
     assert!(k.owned(&owner).await.is_empty());
     k.finish().await;
 }
+
+/// The provider's own cost of a cold start, printed for `bench/run.sh kubernetes` (run with
+/// `--ignored`; `NANOFAAS_K8S_BENCH_STARTS` starts, default 50): the provider alone against
+/// the fake in fake-containers mode with no start delay, so the time from `start` to a ready
+/// `Instance` is what the provider and the API add (pod built, rate-limited create, the
+/// kubelet's status writes as watch events, the event to the waiting start) with no container
+/// start at all. One line `BENCH {json}` on stdout.
+#[tokio::test]
+#[ignore]
+async fn bench_provider_cold_start_overhead() {
+    use nanofaas_control_plane::provider::kubernetes::{config::Source, pod::PodSettings};
+    use nanofaas_control_plane::provider::kubernetes::{KubernetesProvider, KubernetesSettings};
+    use nanofaas_control_plane::provider::{Provider, StartRequest};
+    let n: usize = std::env::var("NANOFAAS_K8S_BENCH_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let fake = FakeApi::start(Options {
+        containers: nanofaas_kube_fake::Containers::Fake,
+        fake_ready_delay: Duration::ZERO,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("nanofaas-k8s-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("kubeconfig");
+    std::fs::write(&kc, fake.kubeconfig(NS)).unwrap();
+    let p = KubernetesProvider::new(KubernetesSettings {
+        source: Source::File { path: kc, context: None },
+        namespace: String::new(),
+        api_qps: 0.0,
+        api_burst: 1,
+        callback_url: String::new(),
+        own_namespace: None,
+        watch_timeout_s: 290,
+        pod: PodSettings {
+            pull_policy: nanofaas_control_plane::config::PullPolicy::IfNotPresent,
+            pull_secrets: vec![],
+            watchdog_port: 8080,
+            labels: Default::default(),
+            annotations: Default::default(),
+            owner: format!("bench-{}", std::process::id()),
+            owner_ref: None,
+            startup_timeout: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(1),
+        },
+    });
+    p.cleanup_orphans().await;
+    let spec = std::sync::Arc::new(
+        nanofaas_api::FunctionSpec::from_json(json!({"name": "bench", "image": TEST_IMAGE}).to_string().as_bytes())
+            .unwrap(),
+    );
+    let mut ms = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        let inst = p
+            .start(StartRequest { instance_id: format!("bench-{i:012x}"), spec: spec.clone() })
+            .await
+            .unwrap_or_else(|f| panic!("start {i}: {}", f.message));
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        p.stop(&inst.id).await;
+    }
+    let (requests, _) = p.api_requests();
+    p.shutdown().await;
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pick = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "BENCH {}",
+        json!({"label": "k8s-provider-cold-start-overhead", "starts": n,
+               "p50_ms": pick(0.5), "p90_ms": pick(0.9), "min_ms": ms[0],
+               "api_requests": requests})
+    );
+    fake.shutdown().await;
+    std::fs::remove_dir_all(dir).ok();
+}
