@@ -620,7 +620,15 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
     let first = ok_output(&cp.invoke("expire", json!({})).await);
     let stats = k.stats().await;
     let lists_before = stats["counts"]["list"].as_u64().unwrap();
-    // Drop the history: the renewal of the watch (within a second) gets 410 and lists again.
+    // A change the control plane's watch does not see (another owner's pod), then the history
+    // dropped: the renewal of its watch (within a second) asks for a version older than what
+    // is left, gets 410, and lists again.
+    let other = json!({"metadata": {"name": "someone-else", "labels": {"nanofaas.dev/owner": "another"}},
+        "spec": {"containers": [{"name": "c", "image": "nanofaas/not-on-this-engine:1.0"}]}});
+    let r = http("POST", &format!("{}/api/v1/namespaces/{NS}/pods", k.fake.url()), &[], other.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
     k.control("compact", json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
