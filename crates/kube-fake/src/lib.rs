@@ -131,7 +131,7 @@ pub struct Options {
     pub nodes: usize,
     /// Changes the watch history keeps (default 10,000); older versions get 410.
     pub history_window: usize,
-    /// Changes a watcher may fall behind before it is closed with 410 (default 8,192).
+    /// Changes a watcher may fall behind before it is closed with 410 (default 65,536).
     pub watch_buffer: usize,
     /// Between bookmarks on watches that allow them (default 5 s).
     pub bookmark_interval: Duration,
@@ -160,7 +160,7 @@ impl Default for Options {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             nodes: 3,
             history_window: 10_000,
-            watch_buffer: 8_192,
+            watch_buffer: 65_536,
             bookmark_interval: Duration::from_secs(5),
             watch_timeout_default: Duration::from_secs(1800),
             backoff: Duration::from_secs(1),
