@@ -456,7 +456,30 @@ impl PodTask {
                     node: &self.node,
                     host_ip: &node_ip(&self.node),
                 };
-                docker::run(&spec).await
+                if self.c.is_closed() {
+                    return;
+                }
+                self.c
+                    .0
+                    .starting
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let r = docker::run(&spec).await;
+                if self.c.is_closed() {
+                    // Shut down while starting: this container is not left behind.
+                    if let Ok(id) = &r {
+                        let _ = docker::remove(id).await;
+                    }
+                    self.c
+                        .0
+                        .starting
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                self.c
+                    .0
+                    .starting
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                r
             } else {
                 match self
                     .sleep_or_signal(self.c.options().fake_ready_delay)

@@ -243,7 +243,14 @@ impl FakeApi {
     /// Stops serving and removes every container this fake started.
     pub async fn shutdown(mut self) {
         self.task.abort();
+        self.cluster.close();
         if self.cluster.options().containers == Containers::Docker {
+            // A start under way removes its own container once it sees the fake closed; wait
+            // (bounded: a `docker run` times out after a minute) so none is missed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(70);
+            while self.cluster.starting() > 0 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             docker::remove_all(&self.cluster.options().instance).await;
         }
         self.cleaned = true;
@@ -253,6 +260,7 @@ impl FakeApi {
 impl Drop for FakeApi {
     fn drop(&mut self) {
         self.task.abort();
+        self.cluster.close();
         if !self.cleaned && self.cluster.options().containers == Containers::Docker {
             // Best effort without a runtime: the containers carry this instance's label.
             let filter = format!(
