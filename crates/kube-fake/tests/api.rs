@@ -788,3 +788,47 @@ async fn a_thousand_fake_pods_all_become_ready_on_one_watch() {
     assert_eq!(list["metadata"]["remainingItemCount"], 500);
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_get_list_and_watch_by_involved_object() {
+    let f = fake().await;
+    let base = f.url();
+    let mut w = Watch::open(&format!(
+        "{base}/api/v1/namespaces/ns/events?watch=true&fieldSelector=involvedObject.name%3Dp"
+    ))
+    .await;
+    create(&base, "ns", &pod("other", json!({}))).await;
+    let p = create(&base, "ns", &pod("p", json!({}))).await;
+    let e = w
+        .until(T, |e| {
+            e["type"] == "ADDED" && e["object"]["reason"] == "Scheduled"
+        })
+        .await;
+    let ev = &e["object"];
+    assert_eq!(ev["kind"], "Event");
+    assert_eq!(ev["involvedObject"]["uid"], p["metadata"]["uid"]);
+    assert!(ev["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Successfully assigned ns/p to fake-node-"));
+    let started = w.until(T, |e| e["object"]["reason"] == "Started").await;
+    assert_eq!(started["object"]["source"]["component"], "kubelet");
+    let name = ev["metadata"]["name"].as_str().unwrap();
+    let (code, one) = call(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/events/{name}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(one["reason"], "Scheduled");
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/api/v1/events?fieldSelector=involvedObject.name%3Dp,reason%3DScheduled"),
+        None,
+    )
+    .await;
+    assert_eq!(list["kind"], "EventList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    f.shutdown().await;
+}
