@@ -117,6 +117,8 @@ struct Inner {
     failed_nodes: HashSet<String>,
     next_node: usize,
     missing_images: HashSet<String>,
+    /// uid → (current container, previous container), for logs.
+    containers: HashMap<String, (Option<String>, Option<String>)>,
 }
 
 pub(crate) struct Shared {
@@ -189,6 +191,7 @@ impl Cluster {
                 failed_nodes: HashSet::new(),
                 next_node: 0,
                 missing_images: HashSet::new(),
+                containers: HashMap::new(),
             }),
             tx,
             started: Instant::now(),
@@ -895,6 +898,21 @@ impl Cluster {
             }
         }
         self.publish(&mut g, Resource::Events, &ns, "ADDED", ev);
+    }
+
+    /// The kubelet's record of a pod's containers (current, previous); both `None` forgets it.
+    pub fn set_containers(&self, uid: &str, current: Option<String>, previous: Option<String>) {
+        let mut g = self.lock();
+        if current.is_none() && previous.is_none() {
+            g.containers.remove(uid);
+        } else {
+            g.containers.insert(uid.to_string(), (current, previous));
+        }
+    }
+
+    /// A pod's (current, previous) container ids.
+    pub fn containers_of(&self, uid: &str) -> (Option<String>, Option<String>) {
+        self.lock().containers.get(uid).cloned().unwrap_or_default()
     }
 
     /// Stops the kubelet: no container starts from now on, every pod task is told its pod is

@@ -348,6 +348,55 @@ pub async fn exit_of(id: &str) -> Exit {
     }
 }
 
+/// `docker logs`: stdout and stderr merged in time order (by the engine's timestamps, which
+/// are stripped unless `timestamps`), the last `tail` lines if given.
+pub async fn logs(id: &str, tail: Option<u64>, timestamps: bool) -> Result<String, String> {
+    let mut args = vec![s("logs"), s("--timestamps")];
+    if let Some(n) = tail {
+        args.push(s("--tail"));
+        args.push(n.to_string());
+    }
+    args.push(s(id));
+    let mut cmd = Command::new("docker");
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| format!("cannot run docker: {e}"))?;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| "docker logs did not answer within 30 s".to_string())?
+        .map_err(|e| format!("docker: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .map(String::from)
+        .collect();
+    // RFC 3339 with nanoseconds sorts as text.
+    lines.sort_by(|a, b| a.split(' ').next().cmp(&b.split(' ').next()));
+    if let Some(n) = tail {
+        let n = n as usize;
+        if lines.len() > n {
+            lines.drain(..lines.len() - n);
+        }
+    }
+    let mut text = String::new();
+    for l in lines {
+        let l = if timestamps {
+            l.as_str()
+        } else {
+            l.split_once(' ').map_or("", |(_, rest)| rest)
+        };
+        text.push_str(l);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
 /// `docker stop -t grace`: SIGTERM, SIGKILL when the grace ends.
 pub async fn stop(id: &str, grace: Duration) {
     let secs = grace.as_secs().to_string();
