@@ -249,6 +249,7 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
                 &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
                     {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": verbs, "shortNames": ["po"]},
                     {"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]},
+                    {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]},
                     {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": verbs, "shortNames": ["ev"]},
                 ]}),
             ));
