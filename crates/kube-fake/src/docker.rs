@@ -414,9 +414,8 @@ pub async fn remove(id: &str) -> Result<(), String> {
         .map(|_| ())
 }
 
-/// Removes every container of this fake instance, and those of fakes whose process is gone.
-/// Returns how many it removed.
-pub async fn remove_all(instance: &str) -> usize {
+/// The containers of this fake instance, and those of fakes whose process is gone.
+async fn leftovers(instance: &str) -> Vec<String> {
     let Ok(out) = docker(
         &[
             s("ps"),
@@ -432,7 +431,7 @@ pub async fn remove_all(instance: &str) -> usize {
     )
     .await
     else {
-        return 0;
+        return Vec::new();
     };
     let mut ids = Vec::new();
     for line in out.lines() {
@@ -448,13 +447,29 @@ pub async fn remove_all(instance: &str) -> usize {
             ids.push(id.to_string());
         }
     }
-    if ids.is_empty() {
-        return 0;
+    ids
+}
+
+/// Removes every container of this fake instance, and those of fakes whose process is gone;
+/// again (bounded) while the engine still lists some (a removal already under way elsewhere
+/// makes `docker rm` return before the container is gone). Returns how many it found.
+pub async fn remove_all(instance: &str) -> usize {
+    let mut found = 0;
+    for round in 0..20 {
+        let ids = leftovers(instance).await;
+        if ids.is_empty() {
+            break;
+        }
+        if round == 0 {
+            found = ids.len();
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut args = vec![s("rm"), s("-f")];
+        args.extend(ids);
+        let _ = docker(&args, Duration::from_secs(120)).await;
     }
-    let mut args = vec![s("rm"), s("-f")];
-    args.extend(ids.iter().cloned());
-    let _ = docker(&args, Duration::from_secs(120)).await;
-    ids.len()
+    found
 }
 
 #[cfg(test)]

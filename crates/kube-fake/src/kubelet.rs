@@ -469,13 +469,19 @@ impl PodTask {
                     node: &self.node,
                     host_ip: &node_ip(&self.node),
                 };
-                if self.c.is_closed() {
-                    return;
-                }
+                // Counted before the check: shutdown closes, then waits for the count to fall
+                // to zero, so either this start sees it closed or shutdown waits for it.
                 self.c
                     .0
                     .starting
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if self.c.is_closed() {
+                    self.c
+                        .0
+                        .starting
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
                 let r = docker::run(&spec).await;
                 if self.c.is_closed() {
                     // Shut down while starting: this container is not left behind.

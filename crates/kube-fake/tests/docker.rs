@@ -237,6 +237,34 @@ async fn a_pod_runs_as_a_container_and_becomes_ready_with_its_ip() {
         "{st}"
     );
 
+    // A container that keeps exiting, restartPolicy Always: restarted, then CrashLoopBackOff.
+    let mut p = hello_pod("crashes");
+    p["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", "echo crash >&2; exit 1"]);
+    p["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("readinessProbe");
+    create(&base, "ns", &p).await;
+    let e = w
+        .until(t, |e| {
+            is(e, "MODIFIED", "crashes")
+                && e.pointer("/object/status/containerStatuses/0/state/waiting/reason")
+                    == Some(&json!("CrashLoopBackOff"))
+        })
+        .await;
+    let cs = &e["object"]["status"]["containerStatuses"][0];
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1, "{cs}");
+    assert!(cs["restartCount"].as_u64().unwrap() >= 2, "{cs}");
+    let r = nanofaas_testkit::http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/pods/crashes/log?previous=true"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.text()), (200, "crash\n".to_string()));
+
     // Shutdown removes whatever is left.
     create(&base, "ns", &hello_pod("left")).await;
     w.until(t, |e| {
