@@ -13,6 +13,7 @@ use crate::status::{name_suffix, new_uid, now_rfc3339, now_unix, ApiError};
 use crate::Options;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
@@ -116,6 +117,8 @@ struct Inner {
     failed_nodes: HashSet<String>,
     next_node: usize,
     missing_images: HashSet<String>,
+    /// uid → (current container, previous container), for logs.
+    containers: HashMap<String, (Option<String>, Option<String>)>,
 }
 
 pub(crate) struct Shared {
@@ -127,6 +130,10 @@ pub(crate) struct Shared {
     pub scheduling: watch::Sender<Option<String>>,
     /// Bumped when a node recovers (pending pods retry).
     pub nodes_changed: watch::Sender<u64>,
+    /// Set by shutdown: the kubelet starts no more containers.
+    pub closed: AtomicBool,
+    /// Container starts under way (shutdown waits for them before removing containers).
+    pub starting: AtomicUsize,
 }
 
 /// The handle on the cluster's state.
@@ -184,11 +191,14 @@ impl Cluster {
                 failed_nodes: HashSet::new(),
                 next_node: 0,
                 missing_images: HashSet::new(),
+                containers: HashMap::new(),
             }),
             tx,
             started: Instant::now(),
             scheduling: watch::channel(None).0,
             nodes_changed: watch::channel(0).0,
+            closed: AtomicBool::new(false),
+            starting: AtomicUsize::new(0),
         }))
     }
 
@@ -890,9 +900,38 @@ impl Cluster {
         self.publish(&mut g, Resource::Events, &ns, "ADDED", ev);
     }
 
-    /// Every pod's kubelet task: how many are still registered (for shutdown).
-    pub fn pod_uids(&self) -> Vec<String> {
-        self.lock().signals.keys().cloned().collect()
+    /// The kubelet's record of a pod's containers (current, previous); both `None` forgets it.
+    pub fn set_containers(&self, uid: &str, current: Option<String>, previous: Option<String>) {
+        let mut g = self.lock();
+        if current.is_none() && previous.is_none() {
+            g.containers.remove(uid);
+        } else {
+            g.containers.insert(uid.to_string(), (current, previous));
+        }
+    }
+
+    /// A pod's (current, previous) container ids.
+    pub fn containers_of(&self, uid: &str) -> (Option<String>, Option<String>) {
+        self.lock().containers.get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Stops the kubelet: no container starts from now on, every pod task is told its pod is
+    /// gone (the objects stay, as the API's state; nothing serves them any more).
+    pub fn close(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        let g = self.lock();
+        for tx in g.signals.values() {
+            let _ = tx.send(Signal::Gone);
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::SeqCst)
+    }
+
+    /// Container starts under way.
+    pub fn starting(&self) -> usize {
+        self.0.starting.load(Ordering::SeqCst)
     }
 }
 

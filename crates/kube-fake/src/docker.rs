@@ -348,6 +348,55 @@ pub async fn exit_of(id: &str) -> Exit {
     }
 }
 
+/// `docker logs`: stdout and stderr merged in time order (by the engine's timestamps, which
+/// are stripped unless `timestamps`), the last `tail` lines if given.
+pub async fn logs(id: &str, tail: Option<u64>, timestamps: bool) -> Result<String, String> {
+    let mut args = vec![s("logs"), s("--timestamps")];
+    if let Some(n) = tail {
+        args.push(s("--tail"));
+        args.push(n.to_string());
+    }
+    args.push(s(id));
+    let mut cmd = Command::new("docker");
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| format!("cannot run docker: {e}"))?;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| "docker logs did not answer within 30 s".to_string())?
+        .map_err(|e| format!("docker: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .map(String::from)
+        .collect();
+    // RFC 3339 with nanoseconds sorts as text.
+    lines.sort_by(|a, b| a.split(' ').next().cmp(&b.split(' ').next()));
+    if let Some(n) = tail {
+        let n = n as usize;
+        if lines.len() > n {
+            lines.drain(..lines.len() - n);
+        }
+    }
+    let mut text = String::new();
+    for l in lines {
+        let l = if timestamps {
+            l.as_str()
+        } else {
+            l.split_once(' ').map_or("", |(_, rest)| rest)
+        };
+        text.push_str(l);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
 /// `docker stop -t grace`: SIGTERM, SIGKILL when the grace ends.
 pub async fn stop(id: &str, grace: Duration) {
     let secs = grace.as_secs().to_string();
@@ -365,9 +414,8 @@ pub async fn remove(id: &str) -> Result<(), String> {
         .map(|_| ())
 }
 
-/// Removes every container of this fake instance, and those of fakes whose process is gone.
-/// Returns how many it removed.
-pub async fn remove_all(instance: &str) -> usize {
+/// The containers of this fake instance, and those of fakes whose process is gone.
+async fn leftovers(instance: &str) -> Vec<String> {
     let Ok(out) = docker(
         &[
             s("ps"),
@@ -383,7 +431,7 @@ pub async fn remove_all(instance: &str) -> usize {
     )
     .await
     else {
-        return 0;
+        return Vec::new();
     };
     let mut ids = Vec::new();
     for line in out.lines() {
@@ -399,13 +447,29 @@ pub async fn remove_all(instance: &str) -> usize {
             ids.push(id.to_string());
         }
     }
-    if ids.is_empty() {
-        return 0;
+    ids
+}
+
+/// Removes every container of this fake instance, and those of fakes whose process is gone;
+/// again (bounded) while the engine still lists some (a removal already under way elsewhere
+/// makes `docker rm` return before the container is gone). Returns how many it found.
+pub async fn remove_all(instance: &str) -> usize {
+    let mut found = 0;
+    for round in 0..20 {
+        let ids = leftovers(instance).await;
+        if ids.is_empty() {
+            break;
+        }
+        if round == 0 {
+            found = ids.len();
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut args = vec![s("rm"), s("-f")];
+        args.extend(ids);
+        let _ = docker(&args, Duration::from_secs(120)).await;
     }
-    let mut args = vec![s("rm"), s("-f")];
-    args.extend(ids.iter().cloned());
-    let _ = docker(&args, Duration::from_secs(120)).await;
-    ids.len()
+    found
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub fn spawn(c: Cluster, ns: String, name: String, uid: String, sig: watch::Rece
             sig,
             node: String::new(),
             container_id: None,
+            previous: None,
         };
         p.run().await;
     });
@@ -56,7 +57,10 @@ struct PodTask {
     uid: String,
     sig: watch::Receiver<Signal>,
     node: String,
+    /// The container last started (running or exited), and the one before it: kept, as the
+    /// kubelet keeps them, for `pods/{name}/log` (and `?previous=true`).
     container_id: Option<String>,
+    previous: Option<String>,
 }
 
 /// Why the running phase ended.
@@ -238,6 +242,15 @@ impl PodTask {
         };
         self.node = node;
         self.lifecycle().await;
+        if matches!(self.c.options().containers, Containers::Docker) {
+            for id in [self.container_id.take(), self.previous.take()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = docker::remove(&id).await;
+            }
+        }
+        self.c.set_containers(&self.uid, None, None);
     }
 
     /// A signal arrived before the pod was bound: an unbound pod's delete is immediate (the
@@ -456,7 +469,36 @@ impl PodTask {
                     node: &self.node,
                     host_ip: &node_ip(&self.node),
                 };
-                docker::run(&spec).await
+                // Counted before the check: shutdown closes, then waits for the count to fall
+                // to zero, so either this start sees it closed or shutdown waits for it.
+                self.c
+                    .0
+                    .starting
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if self.c.is_closed() {
+                    self.c
+                        .0
+                        .starting
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                let r = docker::run(&spec).await;
+                if self.c.is_closed() {
+                    // Shut down while starting: this container is not left behind.
+                    if let Ok(id) = &r {
+                        let _ = docker::remove(id).await;
+                    }
+                    self.c
+                        .0
+                        .starting
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                self.c
+                    .0
+                    .starting
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                r
             } else {
                 match self
                     .sleep_or_signal(self.c.options().fake_ready_delay)
@@ -493,7 +535,13 @@ impl PodTask {
                     }
                 }
             };
-            self.container_id = Some(id.clone());
+            let older =
+                std::mem::replace(&mut self.previous, self.container_id.replace(id.clone()));
+            if let (Some(o), true) = (older, docker_mode) {
+                let _ = docker::remove(&o).await;
+            }
+            self.c
+                .set_containers(&self.uid, self.container_id.clone(), self.previous.clone());
             let ip = if docker_mode {
                 docker::ip(&id).await.unwrap_or_default()
             } else {
@@ -526,10 +574,6 @@ impl PodTask {
                 .await;
             match ended {
                 Ended::Exited(exit) => {
-                    if docker_mode {
-                        let _ = docker::remove(&id).await;
-                    }
-                    self.container_id = Some(id);
                     let reason = if exit.oom {
                         "OOMKilled"
                     } else if exit.code == 0 {

@@ -43,6 +43,7 @@
 //! | `GET ...?watch=true` | newline-delimited `{"type","object"}`: `ADDED`, `MODIFIED`, `DELETED`; from `resourceVersion=N` the changes after N; unset or `0`: synthetic `ADDED` for every existing object first; `BOOKMARK` with `allowWatchBookmarks`; a version older than the compacted history: an `ERROR` event with `Status` `410 Expired` (`too old resource version: N (M)`); closed after `timeoutSeconds` | the same; the history keeps the last `Options::history_window` changes (or `POST /_fake/compact` drops it all), bookmarks come every `Options::bookmark_interval` | bookmarks are more frequent than the real minute; a watcher too slow for `Options::watch_buffer` changes gets the same `410 ERROR` (the real cache closes it without an event); a version in the future streams from it (the real one waits, then `504`); a label change does not produce a `DELETED` for a selector that stops matching (no client changes labels here) |
 //! | `DELETE .../pods/{name}` | with the pod's or the request's `gracePeriodSeconds` (query or `DeleteOptions` body, `preconditions.uid`): sets `deletionTimestamp` (MODIFIED), the kubelet stops the containers (SIGTERM, SIGKILL at the grace's end) and removes the object (DELETED); grace `0`, an unbound or a terminal pod: DELETED at once; `200` with the object | the same; the object also goes when the grace ends and the kubelet has not finished | `propagationPolicy` is ignored: dependents are always collected in the background |
 //! | `DELETE .../pods?labelSelector=` | deletes every match, `200` with a `PodList` of them | the same | |
+//! | `GET .../pods/{name}/log` | the container's output; `container`, `previous`, `tailLines`, `timestamps`, `follow`; `400` while it waits to start or without a previous container | the same, from `docker logs` (stdout and stderr merged in time order); the kubelet keeps a pod's last two containers for it | `follow` answers what there is and ends; `sinceSeconds`, `limitBytes` are ignored; fake containers have empty logs |
 //! | owner references | the garbage collector deletes a dependent once all its owners are gone, and one created with owners that do not exist | the same for owners of kind `Pod` (by `uid`); owners of other kinds count as present | no foreground deletion, no `blockOwnerDeletion` |
 //! | `GET/LIST/WATCH .../events` | core/v1 Events, `fieldSelector` on `involvedObject.*`, `reason`, `type`, ... | the events its scheduler and kubelet write: `Scheduled`, `FailedScheduling`, `Pulling`, `Pulled`, `Failed` (`ErrImagePull`, `ImagePullBackOff`, start errors), `BackOff`, `Created`, `Started`, `Killing`, `Evicted`; repeats aggregate into `count` | events cannot be created by clients (`405`); `events.k8s.io/v1` is not served; at most `Options::max_events` are kept |
 //! | `PATCH/PUT .../pods/{name}/status` | a kubelet's status writes | internal ([`Cluster::update_pod`]); over HTTP `405` | |
@@ -131,7 +132,7 @@ pub struct Options {
     pub nodes: usize,
     /// Changes the watch history keeps (default 10,000); older versions get 410.
     pub history_window: usize,
-    /// Changes a watcher may fall behind before it is closed with 410 (default 8,192).
+    /// Changes a watcher may fall behind before it is closed with 410 (default 65,536).
     pub watch_buffer: usize,
     /// Between bookmarks on watches that allow them (default 5 s).
     pub bookmark_interval: Duration,
@@ -160,7 +161,7 @@ impl Default for Options {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             nodes: 3,
             history_window: 10_000,
-            watch_buffer: 8_192,
+            watch_buffer: 65_536,
             bookmark_interval: Duration::from_secs(5),
             watch_timeout_default: Duration::from_secs(1800),
             backoff: Duration::from_secs(1),
@@ -243,7 +244,14 @@ impl FakeApi {
     /// Stops serving and removes every container this fake started.
     pub async fn shutdown(mut self) {
         self.task.abort();
+        self.cluster.close();
         if self.cluster.options().containers == Containers::Docker {
+            // A start under way removes its own container once it sees the fake closed; wait
+            // (bounded: a `docker run` times out after a minute) so none is missed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(70);
+            while self.cluster.starting() > 0 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             docker::remove_all(&self.cluster.options().instance).await;
         }
         self.cleaned = true;
@@ -253,6 +261,7 @@ impl FakeApi {
 impl Drop for FakeApi {
     fn drop(&mut self) {
         self.task.abort();
+        self.cluster.close();
         if !self.cleaned && self.cluster.options().containers == Containers::Docker {
             // Best effort without a runtime: the containers carry this instance's label.
             let filter = format!(

@@ -249,6 +249,7 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
                 &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
                     {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": verbs, "shortNames": ["po"]},
                     {"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]},
+                    {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]},
                     {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": verbs, "shortNames": ["ev"]},
                 ]}),
             ));
@@ -270,7 +271,10 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
     };
     let name = rest.get(1).map(|s| s.to_string());
     let sub = rest.get(2).copied();
-    if rest.len() > 3 || (sub.is_some() && !(resource == Resource::Pods && sub == Some("status"))) {
+    if rest.len() > 3
+        || (sub.is_some()
+            && !(resource == Resource::Pods && matches!(sub, Some("status") | Some("log"))))
+    {
         return Err(ApiError::no_route(path));
     }
     if ns.is_none() && (name.is_some() || method != Method::GET) {
@@ -286,6 +290,9 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
     match (method, name) {
         (Method::GET, None) if watch => Ok(watch_resp(&c, resource, ns_ref, labels, fields, q)),
         (Method::GET, None) => list(&c, resource, ns_ref, &labels, &fields, q),
+        (Method::GET, Some(n)) if sub == Some("log") => {
+            pod_log(&c, ns_ref.unwrap_or(""), &n, q).await
+        }
         (Method::GET, Some(n)) => c
             .get(resource, ns_ref.unwrap_or(""), &n)
             .map(|v| json_resp(200, &v)),
@@ -320,6 +327,61 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
         }
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
     }
+}
+
+/// GET .../pods/{name}/log: the container's output as text (`container`, `previous`,
+/// `tailLines`, `timestamps`; `follow` is answered with what there is so far).
+async fn pod_log(c: &Cluster, ns: &str, name: &str, q: &Query) -> Result<Resp, ApiError> {
+    let pod = c.get(Resource::Pods, ns, name)?;
+    let cname = pod
+        .pointer("/spec/containers/0/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some(want) = q.get("container").filter(|w| !w.is_empty()) {
+        let known = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["name"] == want));
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "container {want} is not valid for pod {name}"
+            )));
+        }
+        if want != cname {
+            return Err(ApiError::bad_request(format!(
+                "container \"{want}\" in pod \"{name}\" is waiting to start: the fake kubelet runs only a pod's first container"
+            )));
+        }
+    }
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let previous = q.get("previous").is_some_and(|v| v == "true" || v == "1");
+    let (current, prev) = c.containers_of(uid);
+    let id = if previous { prev } else { current };
+    let Some(id) = id else {
+        let msg = if previous {
+            format!("previous terminated container \"{cname}\" in pod \"{name}\" not found")
+        } else {
+            let reason = pod
+                .pointer("/status/containerStatuses/0/state/waiting/reason")
+                .and_then(Value::as_str)
+                .unwrap_or("ContainerCreating");
+            format!("container \"{cname}\" in pod \"{name}\" is waiting to start: {reason}")
+        };
+        return Err(ApiError::bad_request(msg));
+    };
+    if c.options().containers != crate::Containers::Docker {
+        return Ok(text_resp(200, ""));
+    }
+    let tail = q.get("tailLines").and_then(|t| t.parse::<u64>().ok());
+    let timestamps = q.get("timestamps").is_some_and(|v| v == "true" || v == "1");
+    let text = crate::docker::logs(&id, tail, timestamps)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(text_resp(200, &text))
 }
 
 fn list(

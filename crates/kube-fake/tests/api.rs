@@ -741,3 +741,94 @@ async fn discovery_and_unknown_paths() {
     assert_eq!(r.json()["kind"], "Status");
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_fake_pods_all_become_ready_on_one_watch() {
+    let f = fake_with(|o| o.fake_ready_delay = Duration::from_millis(20)).await;
+    let base = f.url();
+    let mut w = Watch::open(&format!(
+        "{base}/api/v1/namespaces/ns/pods?watch=true&resourceVersion=1&labelSelector=app%3Dscale"
+    ))
+    .await;
+    let creates: Vec<_> = (0..1000)
+        .map(|i| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                create(&base, "ns", &pod(&format!("p{i}"), json!({"app": "scale"}))).await
+            })
+        })
+        .collect();
+    for c in creates {
+        c.await.expect("create task");
+    }
+    let mut ready_pods = std::collections::HashSet::new();
+    let mut ips = std::collections::HashSet::new();
+    while ready_pods.len() < 1000 {
+        let e = w.next(Duration::from_secs(30)).await.expect("watch open");
+        if e["type"] == "MODIFIED"
+            && ready(&e["object"])
+            && ready_pods.insert(
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        {
+            ips.insert(e["object"]["status"]["podIP"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(ips.len(), 1000, "every fake pod has its own IP");
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/pods?labelSelector=app%3Dscale&limit=500"),
+        None,
+    )
+    .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 500);
+    assert_eq!(list["metadata"]["remainingItemCount"], 500);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_get_list_and_watch_by_involved_object() {
+    let f = fake().await;
+    let base = f.url();
+    let mut w = Watch::open(&format!(
+        "{base}/api/v1/namespaces/ns/events?watch=true&fieldSelector=involvedObject.name%3Dp"
+    ))
+    .await;
+    create(&base, "ns", &pod("other", json!({}))).await;
+    let p = create(&base, "ns", &pod("p", json!({}))).await;
+    let e = w
+        .until(T, |e| {
+            e["type"] == "ADDED" && e["object"]["reason"] == "Scheduled"
+        })
+        .await;
+    let ev = &e["object"];
+    assert_eq!(ev["kind"], "Event");
+    assert_eq!(ev["involvedObject"]["uid"], p["metadata"]["uid"]);
+    assert!(ev["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Successfully assigned ns/p to fake-node-"));
+    let started = w.until(T, |e| e["object"]["reason"] == "Started").await;
+    assert_eq!(started["object"]["source"]["component"], "kubelet");
+    let name = ev["metadata"]["name"].as_str().unwrap();
+    let (code, one) = call(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/events/{name}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(one["reason"], "Scheduled");
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/api/v1/events?fieldSelector=involvedObject.name%3Dp,reason%3DScheduled"),
+        None,
+    )
+    .await;
+    assert_eq!(list["kind"], "EventList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    f.shutdown().await;
+}

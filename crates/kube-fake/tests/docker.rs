@@ -94,6 +94,7 @@ fn hello_pod(name: &str) -> Value {
                 {"name": "WARM_PORT", "value": "8080"},
                 {"name": "WARM_BIND", "value": "0.0.0.0"},
                 {"name": "PORT", "value": "8081"},
+                {"name": "RUNTIME_URL", "value": "http://127.0.0.1:8081/invoke"},
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             ],
             "ports": [{"name": "http", "containerPort": 8080}],
@@ -199,7 +200,7 @@ async fn a_pod_runs_as_a_container_and_becomes_ready_with_its_ip() {
     // A container that exits, restartPolicy Never: Failed with its exit code.
     let mut p = hello_pod("exits");
     p["spec"]["restartPolicy"] = json!("Never");
-    p["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", "exit 3"]);
+    p["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", "echo boom >&2; exit 3"]);
     p["spec"]["containers"][0]
         .as_object_mut()
         .unwrap()
@@ -214,6 +215,55 @@ async fn a_pod_runs_as_a_container_and_becomes_ready_with_its_ip() {
         e["object"]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3,
         "{e}"
     );
+    // Its output stays readable through pods/log until the pod is deleted.
+    let r = nanofaas_testkit::http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/pods/exits/log"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.text()), (200, "boom\n".to_string()));
+    let (code, st) = call(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/pods/exits/log?previous=true"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{st}"
+    );
+
+    // A container that keeps exiting, restartPolicy Always: restarted, then CrashLoopBackOff.
+    let mut p = hello_pod("crashes");
+    p["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", "echo crash >&2; exit 1"]);
+    p["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("readinessProbe");
+    create(&base, "ns", &p).await;
+    let e = w
+        .until(t, |e| {
+            is(e, "MODIFIED", "crashes")
+                && e.pointer("/object/status/containerStatuses/0/state/waiting/reason")
+                    == Some(&json!("CrashLoopBackOff"))
+        })
+        .await;
+    let cs = &e["object"]["status"]["containerStatuses"][0];
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1, "{cs}");
+    assert!(cs["restartCount"].as_u64().unwrap() >= 2, "{cs}");
+    let r = nanofaas_testkit::http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/pods/crashes/log?previous=true"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.text()), (200, "crash\n".to_string()));
 
     // Shutdown removes whatever is left.
     create(&base, "ns", &hello_pod("left")).await;

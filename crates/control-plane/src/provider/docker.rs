@@ -333,7 +333,7 @@ fn free_loopback_port() -> Result<u16, StartFailure> {
 }
 
 /// One `GET /health` on a fresh connection.
-pub(crate) async fn probe_health(addr: SocketAddr, limit: Duration) -> bool {
+async fn probe_health(addr: SocketAddr, limit: Duration) -> bool {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         let _ = stream.set_nodelay(true);

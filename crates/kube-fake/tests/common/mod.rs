@@ -110,17 +110,26 @@ impl Watch {
 
     /// The next event, `None` when the stream ended; panics after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Value> {
+        self.try_next(timeout)
+            .await
+            .unwrap_or_else(|| panic!("no watch event within {timeout:?}"))
+    }
+
+    /// The next event (`Some(None)` at the stream's end), `None` after `timeout`.
+    async fn try_next(&mut self, timeout: Duration) -> Option<Option<Value>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=i).collect();
-                return Some(serde_json::from_slice(&line).expect("a watch line is JSON"));
+                return Some(Some(
+                    serde_json::from_slice(&line).expect("a watch line is JSON"),
+                ));
             }
             let frame = tokio::time::timeout_at(deadline, self.body.frame())
                 .await
-                .unwrap_or_else(|_| panic!("no watch event within {timeout:?}"));
+                .ok()?;
             match frame {
-                None => return None,
+                None => return Some(None),
                 Some(Err(e)) => panic!("watch stream: {e}"),
                 Some(Ok(f)) => {
                     if let Ok(d) = f.into_data() {
@@ -131,21 +140,38 @@ impl Watch {
         }
     }
 
-    /// Skips events until one matches; panics after `timeout` or at the stream's end.
+    /// Skips events until one matches; panics after `timeout` (showing the last events seen)
+    /// or at the stream's end.
     pub async fn until(
         &mut self,
         timeout: Duration,
         mut pred: impl FnMut(&Value) -> bool,
     ) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut last: Vec<Value> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let ev = self
-                .next(left)
-                .await
-                .expect("the watch ended before the expected event");
+            let Some(ev) = self.try_next(left).await else {
+                let shown: Vec<String> = last
+                    .iter()
+                    .map(|e| {
+                        let mut s = e.to_string();
+                        s.truncate(1500);
+                        s
+                    })
+                    .collect();
+                panic!(
+                    "the expected watch event did not come within {timeout:?}; the last ones:\n{}",
+                    shown.join("\n")
+                );
+            };
+            let ev = ev.expect("the watch ended before the expected event");
             if pred(&ev) {
                 return ev;
+            }
+            last.push(ev);
+            if last.len() > 3 {
+                last.remove(0);
             }
         }
     }

@@ -620,37 +620,14 @@ impl Provider for KubernetesProvider {
                 self.delete_and_wait(conn, &name, Some(entry), Duration::ZERO).await;
                 return Err(Self::closed_failure());
             }
-            // The readiness probe ran in the pod's network; make sure this side reaches it too.
+            // Ready means the kubelet's probe of the watchdog's /health passed: the pod is
+            // used as Kubernetes' own Services would use it, with no probe of our own.
             let addr = SocketAddr::new(ip, self.settings.pod.watchdog_port);
-            let mut exited = entry.exited();
-            let mut delay = Duration::from_millis(1);
-            let reached = loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || exited.borrow().is_some() {
-                    break false;
-                }
-                tokio::select! {
-                    biased;
-                    _ = exited.wait_for(|e| e.is_some()) => break false,
-                    ok = super::docker::probe_health(addr, left.min(Duration::from_secs(1))) => if ok { break true },
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(20));
-            };
-            if !reached {
-                let why = match exited.borrow().clone() {
-                    Some(e) => e,
-                    None => format!("the pod is ready but its watchdog at {addr} does not answer from the control plane (are pod IPs routable from where it runs?)"),
-                };
-                return Err(self.fail_start(conn, &name, spec, entry, why, false, false).await);
-            }
-            let done = Instant::now();
             tracing::debug!(
                 instance = %id,
                 pod = %name,
                 create_ms = (created - asked).as_secs_f64() * 1e3,
                 until_ready_ms = (ready_at - created).as_secs_f64() * 1e3,
-                probe_ms = (done - ready_at).as_secs_f64() * 1e3,
                 "pod ready"
             );
             // Held while the instance lives: if this control plane dies, the watchdog stops
