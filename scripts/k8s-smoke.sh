@@ -150,11 +150,12 @@ fi
 say "control plane ready in $((SECONDS - started)) s"
 
 # --- 4. functions ----------------------------------------------------------------------------
-"$kubectl" -n "$ns" port-forward service/nanofaas :8080 >"$work/port-forward.log" 2>&1 &
+: >"$work/port-forward.log"
+"$kubectl" -n "$ns" port-forward service/nanofaas :8080 >>"$work/port-forward.log" 2>&1 &
 pf_pid=$!
 port=
 for _ in $(seq 1 100); do
-  port=$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/port-forward.log" | head -n1)
+  port=$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/port-forward.log" | head -n1) || port=
   [[ -n $port ]] && break
   kill -0 "$pf_pid" 2>/dev/null || break
   sleep 0.1

@@ -586,3 +586,46 @@ fn the_configuration_selects_the_kubernetes_provider() {
     assert!(get(&cfg, "api.tokens").is_none(), "tokens come from the Secret");
     assert!(get(&cfg, "callback_secret").is_none(), "the callback secret comes from the Secret");
 }
+
+#[test]
+fn the_control_plane_accepts_the_configuration_with_the_deployments_environment() {
+    let m = load();
+    let cm = only!(m, ConfigMap);
+    let d = only!(m, Deployment);
+    let c = control_plane_container(d);
+    let args = c.args.clone().unwrap_or_default();
+    let at = args.iter().position(|a| a == "--config").unwrap();
+    let key = Path::new(&args[at + 1]).file_name().unwrap().to_string_lossy().into_owned();
+    let text = &cm.data.as_ref().unwrap()[&key];
+    let dir = std::env::temp_dir().join(format!("nanofaas-deploy-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(&key);
+    std::fs::write(&file, text).unwrap();
+    // The environment the pod gets: literal values as they are; the Secret's and the downward
+    // API's values as a cluster would fill them in.
+    let mut env = std::collections::HashMap::new();
+    for e in c.env.iter().flatten() {
+        let v = match (&e.value, &e.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) if from.secret_key_ref.is_some() => match e.name.as_str() {
+                "NANOFAAS_API_TOKENS" => format!("admin:{}", "ab".repeat(32)),
+                _ => "0123456789abcdef".repeat(4),
+            },
+            (None, Some(_)) => format!("{}-value", e.name.to_lowercase()),
+            (None, None) => String::new(),
+        };
+        env.insert(e.name.clone(), v);
+    }
+    let cfg = nanofaas_control_plane::config::Config::load(Some(&file), &env, &[]);
+    std::fs::remove_dir_all(&dir).ok();
+    let cfg = cfg.unwrap_or_else(|e| panic!("the control plane refuses the ConfigMap's {key}: {e}"));
+    assert_eq!(cfg.provider.kind, "kubernetes");
+    assert_eq!(cfg.api.tokens.len(), 1, "tokens from NANOFAAS_API_TOKENS");
+    assert!(!cfg.callback_secret.is_empty(), "the callback secret from the Secret");
+    // What the NetworkPolicy opens is the port the provider reaches pods on.
+    let np = only!(m, NetworkPolicy);
+    let port = np.spec.as_ref().unwrap().ingress.as_ref().unwrap()[0].ports.as_ref().unwrap()[0]
+        .port
+        .clone();
+    assert_eq!(port, Some(IntOrString::Int(i32::from(cfg.provider.kubernetes.watchdog_port))));
+}
