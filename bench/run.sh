@@ -1046,6 +1046,8 @@ suite_kubernetes() {
   log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   ip link set lo up
   ip route add local 10.244.0.0/16 dev lo
+  # Logs of an earlier run would be read before a new process truncates them (wait_line).
+  rm -f "$OUT"/k8s-*.log
 
   # One warm watchdog answers for every pod IP. Its lease has as many holders as there are pods;
   # it stops once the control plane that held them is gone, so each phase starts its own.
