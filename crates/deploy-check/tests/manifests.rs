@@ -629,3 +629,52 @@ fn the_control_plane_accepts_the_configuration_with_the_deployments_environment(
         .clone();
     assert_eq!(port, Some(IntOrString::Int(i32::from(cfg.provider.kubernetes.watchdog_port))));
 }
+
+#[test]
+fn the_providers_own_pods_are_what_the_network_policy_selects_and_opens() {
+    use nanofaas_control_plane::provider::kubernetes::pod;
+    let m = load();
+    let cfg = config(&m);
+    let wd = get(&cfg, "provider.kubernetes.watchdog_port").and_then(|v| v.as_integer()).unwrap();
+    let settings = pod::PodSettings {
+        pull_policy: nanofaas_control_plane::config::PullPolicy::IfNotPresent,
+        pull_secrets: vec![],
+        watchdog_port: wd as u16,
+        labels: Default::default(),
+        annotations: Default::default(),
+        owner: "nanofaas-control-plane-abc".into(),
+        owner_ref: None,
+        startup_timeout: std::time::Duration::from_secs(30),
+        stop_grace: std::time::Duration::from_secs(5),
+    };
+    let spec = nanofaas_api::FunctionSpec::from_json(br#"{"name": "hello", "image": "example/hello:1"}"#)
+        .expect("a spec");
+    let p = pod::warm_pod(&settings, &spec, "hello-0123456789ab");
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    let np = only!(m, NetworkPolicy);
+    let spec_np = np.spec.as_ref().unwrap();
+    let sel = spec_np.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap();
+    assert!(selects(&sel, &labels), "the NetworkPolicy selects the provider's pods: {labels:?}");
+    let port = &spec_np.ingress.as_ref().unwrap()[0].ports.as_ref().unwrap()[0];
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert!(
+        c.ports.iter().flatten().any(|cp| Some(IntOrString::Int(cp.container_port)) == port.port),
+        "the policy opens the watchdog's port"
+    );
+    // And they would pass the namespace's Pod Security "restricted" level on the points it checks.
+    let ns = only!(m, Namespace);
+    assert_eq!(
+        ns.metadata.labels.as_ref().unwrap().get("pod-security.kubernetes.io/enforce").map(String::as_str),
+        Some("restricted")
+    );
+    let ps = p.spec.as_ref().unwrap();
+    let psc = ps.security_context.as_ref().unwrap();
+    let sc = c.security_context.as_ref().unwrap();
+    assert!(psc.run_as_non_root == Some(true) || sc.run_as_non_root == Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
+    let seccomp = psc.seccomp_profile.as_ref().or(sc.seccomp_profile.as_ref()).map(|s| s.type_.as_str());
+    assert_eq!(seccomp, Some("RuntimeDefault"));
+    // Not labelled like the control plane's own pod (the Service must not route to it).
+    assert!(!selects(&pod_labels(only!(m, Deployment)), &labels));
+}
