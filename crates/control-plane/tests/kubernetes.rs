@@ -33,6 +33,8 @@
 //! - Pod IPs are Docker bridge addresses reachable from this machine; in a cluster the
 //!   control plane reaches pod IPs through the cluster network.
 
+#![cfg(feature = "kubernetes")]
+
 mod common;
 
 use common::docker::{docker_images, engine_or_skip};
@@ -663,7 +665,11 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
 /// the fake in fake-containers mode with no start delay, so the time from `start` to a ready
 /// `Instance` is what the provider and the API add (pod built, rate-limited create, the
 /// kubelet's status writes as watch events, the event to the waiting start) with no container
-/// start at all. One line `BENCH {json}` on stdout.
+/// start at all. One line `BENCH {json}` on stdout. The pods stay until the end (deleted
+/// together by the provider's shutdown), so that only starts are timed.
+///
+/// `cargo nextest run -p nanofaas-control-plane --test kubernetes --run-ignored only
+/// --no-capture bench_`
 #[tokio::test]
 #[ignore]
 async fn bench_provider_cold_start_overhead() {
@@ -718,7 +724,7 @@ async fn bench_provider_cold_start_overhead() {
             .await
             .unwrap_or_else(|f| panic!("start {i}: {}", f.message));
         ms.push(t.elapsed().as_secs_f64() * 1e3);
-        p.stop(&inst.id).await;
+        drop(inst);
     }
     let (requests, _) = p.api_requests();
     p.shutdown().await;
