@@ -86,6 +86,8 @@ struct Entry {
     created_gen: AtomicU64,
     /// A deletion was sent.
     deleting: AtomicBool,
+    /// A deletion was sent once the pod was terminal.
+    terminal_delete: AtomicBool,
 }
 
 impl Entry {
@@ -127,7 +129,16 @@ impl Shared {
         let st = watch::interpret(p);
         if let PodState::Ended { reason, .. } = &st {
             e.end(reason);
-            if !e.deleting.swap(true, Ordering::SeqCst) {
+            // A pod that ended is deleted at once; so is one whose graceful deletion left it
+            // terminal (its containers stopped: nothing is left to wait for).
+            let terminal = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+            let first = !e.deleting.swap(true, Ordering::SeqCst);
+            let again = terminal && !e.terminal_delete.swap(true, Ordering::SeqCst);
+            if first || again {
                 let pods = pods.clone();
                 let name = name.to_string();
                 tokio::spawn(async move {
@@ -378,6 +389,7 @@ impl KubernetesProvider {
             gone: tw::channel(false).0,
             created_gen: AtomicU64::new(created_gen),
             deleting: AtomicBool::new(false),
+            terminal_delete: AtomicBool::new(false),
         });
         entries.insert(name.to_string(), e.clone());
         Some(e)
@@ -898,6 +910,7 @@ mod tests {
             gone: tw::channel(false).0,
             created_gen: AtomicU64::new(created_gen),
             deleting: AtomicBool::new(false),
+            terminal_delete: AtomicBool::new(false),
         })
     }
 
