@@ -231,9 +231,7 @@ fn map_de<'de, D: serde::Deserializer<'de>>(
                 Some((k, v)) if !k.trim().is_empty() => {
                     Ok((k.trim().to_string(), v.trim().to_string()))
                 }
-                _ => Err(serde::de::Error::custom(format!(
-                    "{kv:?} is not KEY=VALUE"
-                ))),
+                _ => Err(serde::de::Error::custom(format!("{kv:?} is not KEY=VALUE"))),
             })
             .collect(),
     }
@@ -639,7 +637,10 @@ impl Config {
             self.provider.kind.as_str(),
             "process" | "docker" | "kubernetes" | "none"
         ) {
-            return bad("provider.type", "must be process, docker, kubernetes or none");
+            return bad(
+                "provider.type",
+                "must be process, docker, kubernetes or none",
+            );
         }
         let k = &self.provider.kubernetes;
         if !(k.api_qps.is_finite() && k.api_qps >= 0.0) {
@@ -655,7 +656,10 @@ impl Config {
             return bad("provider.kubernetes.watch_timeout_s", "must be 1 to 294");
         }
         if k.watchdog_port == 0 {
-            return bad("provider.kubernetes.watchdog_port", "must be a port (1-65535)");
+            return bad(
+                "provider.kubernetes.watchdog_port",
+                "must be a port (1-65535)",
+            );
         }
         if !k.callback_url.is_empty() {
             if let Err(e) = nanofaas_api::spec::check_http_url(&k.callback_url) {

@@ -33,6 +33,8 @@
 //! - Pod IPs are Docker bridge addresses reachable from this machine; in a cluster the
 //!   control plane reaches pod IPs through the cluster network.
 
+#![cfg(feature = "kubernetes")]
+
 mod common;
 
 use common::docker::{docker_images, engine_or_skip};
@@ -79,12 +81,23 @@ fn build_test_image() {
     let dockerfile = "FROM nanofaas/python-runtime:latest\nCOPY handler.py /function/\n";
     std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
     std::fs::write(dir.join("handler.py"), HANDLER).unwrap();
-    let base = docker_cli(&["image", "inspect", "-f", "{{.Id}}", "nanofaas/python-runtime:latest"]);
+    let base = docker_cli(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        "nanofaas/python-runtime:latest",
+    ]);
     let mut h = Sha256::new();
     h.update(dockerfile);
     h.update(HANDLER);
     h.update(&base.stdout);
-    let hash: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hash: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let lock = std::fs::File::create(std::env::temp_dir().join("nanofaas-k8s-image.lock"))
         .expect("lock file");
     // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
@@ -100,7 +113,15 @@ fn build_test_image() {
     ]);
     if String::from_utf8_lossy(&current.stdout).trim() != hash {
         let label = format!("dev.nanofaas.inputs={hash}");
-        let out = docker_cli(&["build", "-q", "--label", &label, "-t", TEST_IMAGE, dir.to_str().unwrap()]);
+        let out = docker_cli(&[
+            "build",
+            "-q",
+            "--label",
+            &label,
+            "-t",
+            TEST_IMAGE,
+            dir.to_str().unwrap(),
+        ]);
         assert!(
             out.status.success(),
             "building {TEST_IMAGE} failed:\n{}",
@@ -127,7 +148,11 @@ fn bridge_gateway() -> String {
     let gw = match (first.parse::<std::net::Ipv4Addr>(), second) {
         (Ok(ip), _) if !first.contains('/') => ip,
         _ => {
-            let subnet = if first.contains('/') { first } else { second.unwrap_or("") };
+            let subnet = if first.contains('/') {
+                first
+            } else {
+                second.unwrap_or("")
+            };
             let net: std::net::Ipv4Addr = subnet
                 .split('/')
                 .next()
@@ -156,15 +181,25 @@ async fn cluster(tag: &str, options: Options) -> Option<Cluster> {
         // The provider is under test, not the image: a runtime image already on the engine is
         // used as it is (the Docker tier checks the images themselves), so that these tests do
         // not queue behind image builds of other checkouts on a shared engine.
-        let have = docker_cli(&["image", "inspect", "-f", "{{.Id}}", "nanofaas/python-runtime:latest"]);
-        if !have.status.success() || std::env::var("NANOFAAS_K8S_REBUILD_IMAGES").as_deref() == Ok("1") {
+        let have = docker_cli(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}}",
+            "nanofaas/python-runtime:latest",
+        ]);
+        if !have.status.success()
+            || std::env::var("NANOFAAS_K8S_REBUILD_IMAGES").as_deref() == Ok("1")
+        {
             docker_images("python");
         }
         build_test_image();
     })
     .await
     .expect("image preparation");
-    let fake = FakeApi::start(options).await.expect("start the fake API server");
+    let fake = FakeApi::start(options)
+        .await
+        .expect("start the fake API server");
     let tag = format!("{tag}-{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("nanofaas-k8s-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -200,11 +235,19 @@ impl Cluster {
     /// `owner`, the test's state folder, and `extra` settings.
     async fn serve(&self, owner: &str, extra: &[&str]) -> Cp {
         let mut cmd = Command::new(workspace_bin("nanofaas"));
-        cmd.args(["serve", "--listen", &format!("{}:0", self.gateway), "--state-dir"])
-            .arg(self.dir.join("state"));
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("{}:0", self.gateway),
+            "--state-dir",
+        ])
+        .arg(self.dir.join("state"));
         let mut settings = vec![
             "provider.type=kubernetes".to_string(),
-            format!("provider.kubernetes.kubeconfig={}", self.kubeconfig.display()),
+            format!(
+                "provider.kubernetes.kubeconfig={}",
+                self.kubeconfig.display()
+            ),
             format!("provider.kubernetes.owner={owner}"),
             "provider.kubernetes.labels=team=tests".to_string(),
             "provider.stop_grace_ms=2000".to_string(),
@@ -227,8 +270,16 @@ impl Cluster {
                 l.starts_with("nanofaas listening on ")
             })
             .await
-            .unwrap_or_else(|| panic!("nanofaas serve printed no listening line:\n{}", proc.output()));
-        let base = line.trim_start_matches("nanofaas listening on ").trim().to_string();
+            .unwrap_or_else(|| {
+                panic!(
+                    "nanofaas serve printed no listening line:\n{}",
+                    proc.output()
+                )
+            });
+        let base = line
+            .trim_start_matches("nanofaas listening on ")
+            .trim()
+            .to_string();
         Cp { proc, base }
     }
 
@@ -249,7 +300,12 @@ impl Cluster {
     }
 
     /// Waits until `owner`'s pods satisfy `ok`; fails with them after `within`.
-    async fn wait_pods(&self, owner: &str, within: Duration, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    async fn wait_pods(
+        &self,
+        owner: &str,
+        within: Duration,
+        ok: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
             let pods = self.owned(owner).await;
@@ -266,9 +322,14 @@ impl Cluster {
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
-        let r = http("POST", &format!("{}/_fake/{path}", self.fake.url()), &[], body.to_string())
-            .await
-            .expect("fake control call");
+        let r = http(
+            "POST",
+            &format!("{}/_fake/{path}", self.fake.url()),
+            &[],
+            body.to_string(),
+        )
+        .await
+        .expect("fake control call");
         assert!(r.status < 300, "/_fake/{path}: {} {}", r.status, r.text());
         if r.body.is_empty() {
             Value::Null
@@ -278,7 +339,10 @@ impl Cluster {
     }
 
     async fn delete_pod(&self, name: &str) {
-        let url = format!("{}/api/v1/namespaces/{NS}/pods/{name}?gracePeriodSeconds=0", self.fake.url());
+        let url = format!(
+            "{}/api/v1/namespaces/{NS}/pods/{name}?gracePeriodSeconds=0",
+            self.fake.url()
+        );
         let r = http("DELETE", &url, &[], "").await.expect("delete pod");
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -318,9 +382,14 @@ fn live(pods: &[Value]) -> Vec<&Value> {
 
 impl Cp {
     async fn post(&self, path: &str, body: Value) -> nanofaas_testkit::client::Response {
-        http("POST", &format!("{}{path}", self.base), &[], body.to_string())
-            .await
-            .expect("request to the control plane")
+        http(
+            "POST",
+            &format!("{}{path}", self.base),
+            &[],
+            body.to_string(),
+        )
+        .await
+        .expect("request to the control plane")
     }
 
     async fn deploy(&self, name: &str, extra: Value) {
@@ -333,14 +402,22 @@ impl Cp {
     }
 
     async fn invoke(&self, name: &str, input: Value) -> nanofaas_testkit::client::Response {
-        self.post(&format!("/v1/functions/{name}:invoke"), json!({ "input": input }))
-            .await
+        self.post(
+            &format!("/v1/functions/{name}:invoke"),
+            json!({ "input": input }),
+        )
+        .await
     }
 
     async fn instances(&self, name: &str) -> Vec<Value> {
-        let r = http("GET", &format!("{}/v1/functions/{name}/instances", self.base), &[], "")
-            .await
-            .unwrap();
+        let r = http(
+            "GET",
+            &format!("{}/v1/functions/{name}/instances", self.base),
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
         r.json().as_array().cloned().unwrap_or_default()
     }
 
@@ -348,7 +425,11 @@ impl Cp {
     async fn stop(mut self) {
         self.proc.signal(libc::SIGTERM).unwrap();
         let st = self.proc.wait_exit_async(Duration::from_secs(60)).await;
-        assert!(st.is_some(), "nanofaas serve did not exit after SIGTERM:\n{}", self.proc.output());
+        assert!(
+            st.is_some(),
+            "nanofaas serve did not exit after SIGTERM:\n{}",
+            self.proc.output()
+        );
     }
 }
 
@@ -359,11 +440,20 @@ fn ok_output(r: &nanofaas_testkit::client::Response) -> Value {
 
 #[tokio::test]
 async fn a_cold_start_then_warm_calls_on_the_same_pod_and_shutdown_deletes_it() {
-    let Some(k) = cluster("warm", options()).await else { return };
+    let Some(k) = cluster("warm", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
     let cp = k.serve(&owner, &[]).await;
-    cp.deploy("hello", json!({"resources": {"memory": "256Mi", "cpu": "500m"}})).await;
-    assert!(k.owned(&owner).await.is_empty(), "no pod before the first call");
+    cp.deploy(
+        "hello",
+        json!({"resources": {"memory": "256Mi", "cpu": "500m"}}),
+    )
+    .await;
+    assert!(
+        k.owned(&owner).await.is_empty(),
+        "no pod before the first call"
+    );
 
     let first = cp.invoke("hello", json!({"n": 0})).await;
     let out = ok_output(&first);
@@ -405,12 +495,16 @@ async fn a_cold_start_then_warm_calls_on_the_same_pod_and_shutdown_deletes_it() 
 
 async fn o_calls(cp: &Cp, name: &str) -> u64 {
     let inst = cp.instances(name).await;
-    inst.iter().map(|i| i["invocations"].as_u64().unwrap_or(0)).sum()
+    inst.iter()
+        .map(|i| i["invocations"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 #[tokio::test]
 async fn the_pool_grows_to_max_instances_and_back_after_the_idle_timeout() {
-    let Some(k) = cluster("grow", options()).await else { return };
+    let Some(k) = cluster("grow", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
     let cp = std::sync::Arc::new(k.serve(&owner, &[]).await);
     cp.deploy(
@@ -433,7 +527,8 @@ async fn the_pool_grows_to_max_instances_and_back_after_the_idle_timeout() {
     let pods = k.owned(&owner).await;
     assert_eq!(pods.len(), 3, "never more than maxInstances: {pods:#?}");
     // Idle for 1.5 s: every pod is deleted.
-    k.wait_pods(&owner, Duration::from_secs(20), |p| p.is_empty()).await;
+    k.wait_pods(&owner, Duration::from_secs(20), |p| p.is_empty())
+        .await;
     let cp = std::sync::Arc::into_inner(cp).unwrap();
     cp.stop().await;
     k.finish().await;
@@ -441,7 +536,9 @@ async fn the_pool_grows_to_max_instances_and_back_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_job_runs_in_its_own_pod_which_is_deleted_when_it_ends() {
-    let Some(k) = cluster("job", options()).await else { return };
+    let Some(k) = cluster("job", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
     let cp = k.serve(&owner, &[]).await;
     cp.deploy("job", json!({"executionMode": "JOB"})).await;
@@ -453,7 +550,8 @@ async fn a_job_runs_in_its_own_pod_which_is_deleted_when_it_ends() {
         assert_eq!(o["calls"], 1, "a fresh process per JOB");
         hosts.push(o["host"].as_str().unwrap().to_string());
         // The pod goes once the execution ends.
-        k.wait_pods(&owner, Duration::from_secs(15), |p| p.is_empty()).await;
+        k.wait_pods(&owner, Duration::from_secs(15), |p| p.is_empty())
+            .await;
     }
     assert_ne!(hosts[0], hosts[1], "one pod per execution");
     assert!(hosts[0].starts_with("nf-job-job-"), "{hosts:?}");
@@ -463,10 +561,13 @@ async fn a_job_runs_in_its_own_pod_which_is_deleted_when_it_ends() {
 
 #[tokio::test]
 async fn a_pod_deleted_from_outside_mid_call_fails_over_to_a_new_pod() {
-    let Some(k) = cluster("lost", options()).await else { return };
+    let Some(k) = cluster("lost", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
     let cp = std::sync::Arc::new(k.serve(&owner, &[]).await);
-    cp.deploy("lost", json!({"maxRetries": 2, "minInstances": 1})).await;
+    cp.deploy("lost", json!({"maxRetries": 2, "minInstances": 1}))
+        .await;
     let first = ok_output(&cp.invoke("lost", json!({})).await);
     let victim = first["host"].as_str().unwrap().to_string();
     let slow = {
@@ -480,13 +581,20 @@ async fn a_pod_deleted_from_outside_mid_call_fails_over_to_a_new_pod() {
         if inst.iter().any(|i| i["inflight"].as_u64() == Some(1)) {
             break;
         }
-        assert!(Instant::now() < deadline, "the slow call never started: {inst:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the slow call never started: {inst:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     k.delete_pod(&victim).await;
     let r = slow.await.unwrap();
     let o = ok_output(&r);
-    assert_ne!(o["host"].as_str().unwrap(), victim, "the retry ran on a new pod");
+    assert_ne!(
+        o["host"].as_str().unwrap(),
+        victim,
+        "the retry ran on a new pod"
+    );
     // The pool replaced the lost pod (minInstances 1): one pod, not the victim.
     let pods = k
         .wait_pods(&owner, Duration::from_secs(20), |p| {
@@ -502,7 +610,9 @@ async fn a_pod_deleted_from_outside_mid_call_fails_over_to_a_new_pod() {
 
 #[tokio::test]
 async fn a_node_failure_under_load_loses_no_call() {
-    let Some(k) = cluster("node", options()).await else { return };
+    let Some(k) = cluster("node", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
     let cp = std::sync::Arc::new(k.serve(&owner, &[]).await);
     cp.deploy(
@@ -541,7 +651,9 @@ async fn a_node_failure_under_load_loses_no_call() {
                 })
         })
         .await;
-    assert!(pods.iter().all(|p| p["spec"]["nodeName"].as_str() != Some(&node)));
+    assert!(pods
+        .iter()
+        .all(|p| p["spec"]["nodeName"].as_str() != Some(&node)));
     let cp = std::sync::Arc::into_inner(cp).unwrap();
     cp.stop().await;
     assert!(k.owned(&owner).await.is_empty());
@@ -550,7 +662,9 @@ async fn a_node_failure_under_load_loses_no_call() {
 
 #[tokio::test]
 async fn an_unpullable_image_is_a_startup_error_naming_err_image_pull() {
-    let Some(k) = cluster("pull", options()).await else { return };
+    let Some(k) = cluster("pull", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
     let cp = k.serve(&owner, &[]).await;
     let r = cp
@@ -568,29 +682,41 @@ async fn an_unpullable_image_is_a_startup_error_naming_err_image_pull() {
     let msg = err["message"].as_str().unwrap();
     assert!(msg.contains("ErrImagePull"), "{msg}");
     assert!(msg.contains("not-on-this-engine"), "{msg}");
-    assert!(t.elapsed() < Duration::from_secs(20), "well within the start timeout");
-    k.wait_pods(&owner, Duration::from_secs(10), |p| p.is_empty()).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "well within the start timeout"
+    );
+    k.wait_pods(&owner, Duration::from_secs(10), |p| p.is_empty())
+        .await;
     cp.stop().await;
     k.finish().await;
 }
 
 #[tokio::test]
 async fn delete_removes_the_pods_and_a_restart_removes_what_a_killed_control_plane_left() {
-    let Some(k) = cluster("restart", options()).await else { return };
+    let Some(k) = cluster("restart", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
     let cp = k.serve(&owner, &[]).await;
-    cp.deploy("gone", json!({"minInstances": 2, "maxInstances": 2})).await;
-    k.wait_pods(&owner, Duration::from_secs(30), |p| live(p).len() == 2).await;
+    cp.deploy("gone", json!({"minInstances": 2, "maxInstances": 2}))
+        .await;
+    k.wait_pods(&owner, Duration::from_secs(30), |p| live(p).len() == 2)
+        .await;
     // DELETE answers at once; the function's pods are deleted right after.
     let r = http("DELETE", &format!("{}/v1/functions/gone", cp.base), &[], "")
         .await
         .unwrap();
     assert!(r.status < 300, "{} {}", r.status, r.text());
-    k.wait_pods(&owner, Duration::from_secs(15), |p| p.is_empty()).await;
+    k.wait_pods(&owner, Duration::from_secs(15), |p| p.is_empty())
+        .await;
 
     // Killed with pods running: the next start with the same owner id deletes them.
-    cp.deploy("kept", json!({"minInstances": 2, "maxInstances": 2})).await;
-    let before = k.wait_pods(&owner, Duration::from_secs(30), |p| live(p).len() == 2).await;
+    cp.deploy("kept", json!({"minInstances": 2, "maxInstances": 2}))
+        .await;
+    let before = k
+        .wait_pods(&owner, Duration::from_secs(30), |p| live(p).len() == 2)
+        .await;
     let mut cp = cp;
     cp.proc.kill();
     let names: Vec<String> = before
@@ -602,7 +728,8 @@ async fn delete_removes_the_pods_and_a_restart_removes_what_a_killed_control_pla
     // Ready to serve means the orphans are gone (the restored function may start new ones).
     let now = k.owned(&owner).await;
     assert!(
-        now.iter().all(|p| !names.contains(&p["metadata"]["name"].as_str().unwrap().to_string())),
+        now.iter()
+            .all(|p| !names.contains(&p["metadata"]["name"].as_str().unwrap().to_string())),
         "orphans left: {:#?}",
         now.iter().map(summary).collect::<Vec<_>>()
     );
@@ -613,9 +740,13 @@ async fn delete_removes_the_pods_and_a_restart_removes_what_a_killed_control_pla
 
 #[tokio::test]
 async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
-    let Some(k) = cluster("gone410", options()).await else { return };
+    let Some(k) = cluster("gone410", options()).await else {
+        return;
+    };
     let owner = format!("cp-{}", k.tag);
-    let cp = k.serve(&owner, &["provider.kubernetes.watch_timeout_s=1"]).await;
+    let cp = k
+        .serve(&owner, &["provider.kubernetes.watch_timeout_s=1"])
+        .await;
     cp.deploy("expire", json!({"maxRetries": 2})).await;
     let first = ok_output(&cp.invoke("expire", json!({})).await);
     let stats = k.stats().await;
@@ -625,9 +756,14 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
     // is left, gets 410, and lists again.
     let other = json!({"metadata": {"name": "someone-else", "labels": {"nanofaas.dev/owner": "another"}},
         "spec": {"containers": [{"name": "c", "image": "nanofaas/not-on-this-engine:1.0"}]}});
-    let r = http("POST", &format!("{}/api/v1/namespaces/{NS}/pods", k.fake.url()), &[], other.to_string())
-        .await
-        .unwrap();
+    let r = http(
+        "POST",
+        &format!("{}/api/v1/namespaces/{NS}/pods", k.fake.url()),
+        &[],
+        other.to_string(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     k.control("compact", json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -636,7 +772,10 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
         if lists > lists_before {
             break;
         }
-        assert!(Instant::now() < deadline, "the watch never listed again after the compaction");
+        assert!(
+            Instant::now() < deadline,
+            "the watch never listed again after the compaction"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Still tracked after the re-list: a pod deleted from outside is replaced.
@@ -648,7 +787,10 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
         if inst.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the lost pod stayed in the pool: {inst:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the lost pod stayed in the pool: {inst:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let o = ok_output(&cp.invoke("expire", json!({})).await);
@@ -663,7 +805,11 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
 /// the fake in fake-containers mode with no start delay, so the time from `start` to a ready
 /// `Instance` is what the provider and the API add (pod built, rate-limited create, the
 /// kubelet's status writes as watch events, the event to the waiting start) with no container
-/// start at all. One line `BENCH {json}` on stdout.
+/// start at all. One line `BENCH {json}` on stdout. The pods stay until the end (deleted
+/// together by the provider's shutdown), so that only starts are timed.
+///
+/// `cargo nextest run -p nanofaas-control-plane --test kubernetes --run-ignored only
+/// --no-capture bench_`
 #[tokio::test]
 #[ignore]
 async fn bench_provider_cold_start_overhead() {
@@ -686,7 +832,10 @@ async fn bench_provider_cold_start_overhead() {
     let kc = dir.join("kubeconfig");
     std::fs::write(&kc, fake.kubeconfig(NS)).unwrap();
     let p = KubernetesProvider::new(KubernetesSettings {
-        source: Source::File { path: kc, context: None },
+        source: Source::File {
+            path: kc,
+            context: None,
+        },
         namespace: String::new(),
         api_qps: 0.0,
         api_burst: 1,
@@ -707,18 +856,25 @@ async fn bench_provider_cold_start_overhead() {
     });
     p.cleanup_orphans().await;
     let spec = std::sync::Arc::new(
-        nanofaas_api::FunctionSpec::from_json(json!({"name": "bench", "image": TEST_IMAGE}).to_string().as_bytes())
-            .unwrap(),
+        nanofaas_api::FunctionSpec::from_json(
+            json!({"name": "bench", "image": TEST_IMAGE})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap(),
     );
     let mut ms = Vec::new();
     for i in 0..n {
         let t = Instant::now();
         let inst = p
-            .start(StartRequest { instance_id: format!("bench-{i:012x}"), spec: spec.clone() })
+            .start(StartRequest {
+                instance_id: format!("bench-{i:012x}"),
+                spec: spec.clone(),
+            })
             .await
             .unwrap_or_else(|f| panic!("start {i}: {}", f.message));
         ms.push(t.elapsed().as_secs_f64() * 1e3);
-        p.stop(&inst.id).await;
+        drop(inst);
     }
     let (requests, _) = p.api_requests();
     p.shutdown().await;

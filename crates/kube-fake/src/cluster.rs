@@ -653,13 +653,15 @@ impl Cluster {
             let _ = s.send(Signal::Terminate(Duration::from_secs(grace as u64)));
         }
         drop(g);
-        // The grace ends: whatever the kubelet did, the object goes (plus a little slack for
-        // the kubelet's own force kill to be reported first).
+        // The kubelet kills the container when the grace ends (`docker stop -t grace`) and
+        // then removes the object. A safety net for a kubelet that never reports: the object
+        // goes anyway some time after the grace (long enough that a slow engine's stop and
+        // removal are still reported first, as the real order is).
         let c = self.clone();
         let (ns2, name2) = (ns.to_string(), name.to_string());
+        let slack = self.0.options.delete_slack;
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(grace as u64) + Duration::from_millis(500))
-                .await;
+            tokio::time::sleep(Duration::from_secs(grace as u64) + slack).await;
             c.finalize_pod(&ns2, &name2, &pod_uid);
         });
         Ok(pod)

@@ -41,7 +41,7 @@
 //! | `GET .../pods/{name}` | the object, or `404 NotFound` (`pods "x" not found`) | the same | |
 //! | `GET .../pods`, `GET /api/v1/pods` (list) | `PodList` with `metadata.resourceVersion`; `labelSelector` (`=`, `==`, `!=`, `in`, `notin`, exists, `!`), `fieldSelector` on the supported fields; `limit` and `continue` pages | the same, items sorted by namespace and name, without `kind`/`apiVersion` as on the wire | a `continue` page reads the current state (the real one a snapshot at the first page's version); `resourceVersion`/`resourceVersionMatch` are accepted and ignored: every list is the latest state |
 //! | `GET ...?watch=true` | newline-delimited `{"type","object"}`: `ADDED`, `MODIFIED`, `DELETED`; from `resourceVersion=N` the changes after N; unset or `0`: synthetic `ADDED` for every existing object first; `BOOKMARK` with `allowWatchBookmarks`; a version older than the compacted history: an `ERROR` event with `Status` `410 Expired` (`too old resource version: N (M)`); closed after `timeoutSeconds` | the same; the history keeps the last `Options::history_window` changes (or `POST /_fake/compact` drops it all), bookmarks come every `Options::bookmark_interval` | bookmarks are more frequent than the real minute; a watcher too slow for `Options::watch_buffer` changes gets the same `410 ERROR` (the real cache closes it without an event); a version in the future streams from it (the real one waits, then `504`); a label change does not produce a `DELETED` for a selector that stops matching (no client changes labels here) |
-//! | `DELETE .../pods/{name}` | with the pod's or the request's `gracePeriodSeconds` (query or `DeleteOptions` body, `preconditions.uid`): sets `deletionTimestamp` (MODIFIED), the kubelet stops the containers (SIGTERM, SIGKILL at the grace's end) and removes the object (DELETED); grace `0`, an unbound or a terminal pod: DELETED at once; `200` with the object | the same; the object also goes when the grace ends and the kubelet has not finished | `propagationPolicy` is ignored: dependents are always collected in the background |
+//! | `DELETE .../pods/{name}` | with the pod's or the request's `gracePeriodSeconds` (query or `DeleteOptions` body, `preconditions.uid`): sets `deletionTimestamp` (MODIFIED), the kubelet stops the containers (SIGTERM, SIGKILL at the grace's end) and removes the object (DELETED); grace `0`, an unbound or a terminal pod: DELETED at once; `200` with the object | the same (the kubelet's `docker stop -t grace` kills at the grace's end); if the kubelet never reports, the object goes `Options::delete_slack` after the grace | `propagationPolicy` is ignored: dependents are always collected in the background |
 //! | `DELETE .../pods?labelSelector=` | deletes every match, `200` with a `PodList` of them | the same | |
 //! | `GET .../pods/{name}/log` | the container's output; `container`, `previous`, `tailLines`, `timestamps`, `follow`; `400` while it waits to start or without a previous container | the same, from `docker logs` (stdout and stderr merged in time order); the kubelet keeps a pod's last two containers for it | `follow` answers what there is and ends; `sinceSeconds`, `limitBytes` are ignored; fake containers have empty logs |
 //! | owner references | the garbage collector deletes a dependent once all its owners are gone, and one created with owners that do not exist | the same for owners of kind `Pod` (by `uid`); owners of other kinds count as present | no foreground deletion, no `blockOwnerDeletion` |
@@ -148,6 +148,9 @@ pub struct Options {
     pub fake_stop_delay: Duration,
     /// From a node's failure to its pods' deletion (default 200 ms).
     pub node_lost_delay: Duration,
+    /// After a graceful delete's grace, how long the API waits for the kubelet's report before
+    /// removing the object anyway (default 30 s; the real API waits for ever).
+    pub delete_slack: Duration,
     /// Events kept (default 20,000).
     pub max_events: usize,
     /// This fake's id, the value of the label on its containers (default random).
@@ -169,6 +172,7 @@ impl Default for Options {
             fake_ready_delay: Duration::from_millis(50),
             fake_stop_delay: Duration::ZERO,
             node_lost_delay: Duration::from_millis(200),
+            delete_slack: Duration::from_secs(30),
             max_events: 20_000,
             instance: format!("{:012x}", status::random_u64() & 0xffff_ffff_ffff),
         }

@@ -832,3 +832,26 @@ async fn events_get_list_and_watch_by_involved_object() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_container_that_does_not_stop_is_killed_when_the_grace_ends() {
+    // The fake container would take a minute to stop; the grace is 1 s.
+    let f = fake_with(|o| o.fake_stop_delay = Duration::from_secs(60)).await;
+    let base = f.url();
+    let mut w = Watch::open(&format!(
+        "{base}/api/v1/namespaces/ns/pods?watch=true&resourceVersion=1"
+    ))
+    .await;
+    create(&base, "ns", &pod("slow", json!({}))).await;
+    w.until(T, |e| is(e, "MODIFIED", "slow") && ready(&e["object"]))
+        .await;
+    let (code, _) = call(
+        "DELETE",
+        &format!("{base}/api/v1/namespaces/ns/pods/slow?gracePeriodSeconds=1"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    w.until(T, |e| is(e, "DELETED", "slow")).await;
+    f.shutdown().await;
+}

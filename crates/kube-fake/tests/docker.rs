@@ -124,7 +124,8 @@ async fn a_pod_runs_as_a_container_and_becomes_ready_with_its_ip() {
     .await
     .expect("start the fake");
     let base = f.url();
-    let t = Duration::from_secs(60);
+    // Generous: a bound, not a measure (a loaded machine starts Python slowly).
+    let t = Duration::from_secs(120);
     let mut w = Watch::open(&format!(
         "{base}/api/v1/namespaces/ns/pods?watch=true&resourceVersion=1"
     ))

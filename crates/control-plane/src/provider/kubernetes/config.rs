@@ -42,9 +42,7 @@ pub fn source(
         return Ok(Source::InCluster);
     }
     // KUBECONFIG may list several files; the first is used.
-    if let Some(first) = kubeconfig_env
-        .and_then(|k| k.split(':').find(|p| !p.is_empty()))
-    {
+    if let Some(first) = kubeconfig_env.and_then(|k| k.split(':').find(|p| !p.is_empty())) {
         return Ok(Source::File {
             path: first.into(),
             context,
@@ -70,9 +68,8 @@ pub fn check(source: &Source) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| format!("provider.kubernetes: in-cluster credentials: {e}")),
         Source::File { path, context } => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                format!("provider.kubernetes.kubeconfig {}: {e}", path.display())
-            })?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("provider.kubernetes.kubeconfig {}: {e}", path.display()))?;
             if let Some(ctx) = context {
                 if !kc.contexts.iter().any(|c| &c.name == ctx) {
                     return Err(format!(
@@ -96,8 +93,9 @@ pub async fn client(
     stats: Arc<ApiStats>,
 ) -> Result<(kube::Client, String), String> {
     let config = match source {
-        Source::InCluster => kube::Config::incluster()
-            .map_err(|e| format!("in-cluster credentials: {e}"))?,
+        Source::InCluster => {
+            kube::Config::incluster().map_err(|e| format!("in-cluster credentials: {e}"))?
+        }
         Source::File { path, context } => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
@@ -292,8 +290,16 @@ mod tests {
             "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\ncontexts: [{name: a, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\ncurrent-context: a\n",
         )
         .unwrap();
-        check(&Source::File { path: f.clone(), context: Some("a".into()) }).unwrap();
-        let e = check(&Source::File { path: f, context: Some("b".into()) }).unwrap_err();
+        check(&Source::File {
+            path: f.clone(),
+            context: Some("a".into()),
+        })
+        .unwrap();
+        let e = check(&Source::File {
+            path: f,
+            context: Some("b".into()),
+        })
+        .unwrap_err();
         assert!(e.contains("\"b\""), "{e}");
         std::fs::remove_dir_all(dir).ok();
     }
@@ -324,8 +330,10 @@ mod tests {
     async fn the_layer_spaces_requests_at_the_rate() {
         use tower::{Layer, Service, ServiceExt};
         let stats = Arc::new(ApiStats::default());
-        let mut svc = RateLimit::new(5.0, 2, stats.clone())
-            .layer(tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>(Instant::now()) }));
+        let mut svc =
+            RateLimit::new(5.0, 2, stats.clone()).layer(tower::service_fn(|_: ()| async {
+                Ok::<_, std::convert::Infallible>(Instant::now())
+            }));
         let t0 = Instant::now();
         let mut at = Vec::new();
         for _ in 0..5 {

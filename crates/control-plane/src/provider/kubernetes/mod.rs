@@ -86,6 +86,8 @@ struct Entry {
     created_gen: AtomicU64,
     /// A deletion was sent.
     deleting: AtomicBool,
+    /// A deletion was sent once the pod was terminal.
+    terminal_delete: AtomicBool,
 }
 
 impl Entry {
@@ -127,11 +129,22 @@ impl Shared {
         let st = watch::interpret(p);
         if let PodState::Ended { reason, .. } = &st {
             e.end(reason);
-            if !e.deleting.swap(true, Ordering::SeqCst) {
+            // A pod that ended is deleted at once; so is one whose graceful deletion left it
+            // terminal (its containers stopped: nothing is left to wait for).
+            let terminal = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+            let first = !e.deleting.swap(true, Ordering::SeqCst);
+            let again = terminal && !e.terminal_delete.swap(true, Ordering::SeqCst);
+            if first || again {
                 let pods = pods.clone();
                 let name = name.to_string();
                 tokio::spawn(async move {
-                    let _ = pods.delete(&name, &DeleteParams::default().grace_period(0)).await;
+                    let _ = pods
+                        .delete(&name, &DeleteParams::default().grace_period(0))
+                        .await;
                 });
             }
         }
@@ -165,7 +178,10 @@ impl Shared {
             .map(|(n, _)| n.clone())
             .collect();
         for name in lost {
-            self.deleted(&name, "the pod was deleted (seen when the watch listed again)");
+            self.deleted(
+                &name,
+                "the pod was deleted (seen when the watch listed again)",
+            );
         }
     }
 }
@@ -193,8 +209,10 @@ async fn run_watch(pods: Api<Pod>, owner: String, timeout_s: u32, shared: Arc<Sh
     let cfg = watcher::Config::default()
         .labels(&format!("{LABEL_OWNER}={owner}"))
         .timeout(timeout_s);
-    let stream =
-        kube::runtime::utils::StreamBackoff::new(watcher(pods.clone(), cfg), watch::WatchBackoff::default());
+    let stream = kube::runtime::utils::StreamBackoff::new(
+        watcher(pods.clone(), cfg),
+        watch::WatchBackoff::default(),
+    );
     futures_util::pin_mut!(stream);
     let mut listed = HashSet::new();
     let mut generation = 0;
@@ -330,7 +348,12 @@ impl KubernetesProvider {
 
     /// Makes the instance's pod known (before it is created, so that no event is missed);
     /// `None` when that pod is known already.
-    fn register(&self, instance: &str, function: &str, kind: &'static str) -> Option<(String, Arc<Entry>)> {
+    fn register(
+        &self,
+        instance: &str,
+        function: &str,
+        kind: &'static str,
+    ) -> Option<(String, Arc<Entry>)> {
         let name = pod::pod_name(instance);
         let e = self.insert_entry(&name, instance, function, kind, NOT_CREATED)?;
         Some((name, e))
@@ -366,18 +389,26 @@ impl KubernetesProvider {
             gone: tw::channel(false).0,
             created_gen: AtomicU64::new(created_gen),
             deleting: AtomicBool::new(false),
+            terminal_delete: AtomicBool::new(false),
         });
         entries.insert(name.to_string(), e.clone());
         Some(e)
     }
 
     /// Creates the pod of a registered entry.
-    async fn create(&self, conn: &Conn, name: &str, entry: &Entry, pod: &Pod) -> Result<(), StartFailure> {
+    async fn create(
+        &self,
+        conn: &Conn,
+        name: &str,
+        entry: &Entry,
+        pod: &Pod,
+    ) -> Result<(), StartFailure> {
         match conn.pods.create(&PostParams::default(), pod).await {
             Ok(_) => {
-                entry
-                    .created_gen
-                    .store(self.shared.generation.load(Ordering::SeqCst), Ordering::SeqCst);
+                entry.created_gen.store(
+                    self.shared.generation.load(Ordering::SeqCst),
+                    Ordering::SeqCst,
+                );
                 Ok(())
             }
             Err(e) => {
@@ -386,20 +417,36 @@ impl KubernetesProvider {
                 entry.gone.send_replace(true);
                 Err(match &e {
                     kube::Error::Api(s) if s.code == 409 => StartFailure {
-                        message: format!("a pod named {name} already exists in namespace {}", conn.namespace),
+                        message: format!(
+                            "a pod named {name} already exists in namespace {}",
+                            conn.namespace
+                        ),
                         permanent: false,
                     },
-                    _ => api_failure(&format!("create pod {name} in namespace {}", conn.namespace), &e),
+                    _ => api_failure(
+                        &format!("create pod {name} in namespace {}", conn.namespace),
+                        &e,
+                    ),
                 })
             }
         }
     }
 
     /// Deletes a pod and waits for the watch to see it go: `grace`, then forced.
-    async fn delete_and_wait(&self, conn: &Conn, name: &str, entry: Option<Arc<Entry>>, grace: Duration) {
+    async fn delete_and_wait(
+        &self,
+        conn: &Conn,
+        name: &str,
+        entry: Option<Arc<Entry>>,
+        grace: Duration,
+    ) {
         let secs = grace.as_secs_f64().ceil() as u32;
         let send = |secs: u32| async move {
-            match conn.pods.delete(name, &DeleteParams::default().grace_period(secs)).await {
+            match conn
+                .pods
+                .delete(name, &DeleteParams::default().grace_period(secs))
+                .await
+            {
                 Ok(_) => true,
                 Err(kube::Error::Api(s)) if s.code == 404 => false,
                 Err(e) => {
@@ -424,7 +471,9 @@ impl KubernetesProvider {
         let wait = |gone: &mut tw::Receiver<bool>, limit: Duration| {
             let mut g = gone.clone();
             async move {
-                tokio::time::timeout(limit, g.wait_for(|g| *g)).await.is_ok()
+                tokio::time::timeout(limit, g.wait_for(|g| *g))
+                    .await
+                    .is_ok()
             }
         };
         if wait(&mut gone, grace + DELETE_EXTRA).await {
@@ -436,7 +485,8 @@ impl KubernetesProvider {
             return;
         }
         tracing::warn!(pod = %name, "the pod is still there after a forced deletion; no longer waiting for it");
-        self.shared.deleted(name, "the pod was deleted (not confirmed)");
+        self.shared
+            .deleted(name, "the pod was deleted (not confirmed)");
     }
 
     /// The pod's warning events, last first, as one line (best effort, bounded).
@@ -477,7 +527,9 @@ impl KubernetesProvider {
             ..Default::default()
         };
         match tokio::time::timeout(DETAIL_TIMEOUT, conn.pods.logs(name, &lp)).await {
-            Ok(Ok(text)) if !text.trim().is_empty() => format!("; its last output:\n{}", text.trim_end()),
+            Ok(Ok(text)) if !text.trim().is_empty() => {
+                format!("; its last output:\n{}", text.trim_end())
+            }
             _ => String::new(),
         }
     }
@@ -494,8 +546,13 @@ impl KubernetesProvider {
         with_log: bool,
     ) -> StartFailure {
         let events = self.events(conn, name).await;
-        let log = if with_log { self.log_tail(conn, name).await } else { String::new() };
-        self.delete_and_wait(conn, name, Some(entry), Duration::ZERO).await;
+        let log = if with_log {
+            self.log_tail(conn, name).await
+        } else {
+            String::new()
+        };
+        self.delete_and_wait(conn, name, Some(entry), Duration::ZERO)
+            .await;
         StartFailure {
             message: format!(
                 "the pod {name} of {:?} (image {:?}) failed to start: {reason}{events}{log}",
@@ -551,7 +608,9 @@ impl KubernetesProvider {
             PodState::Unschedulable { message } => {
                 format!("the pod could not be scheduled within {ms} ms ({message})")
             }
-            PodState::Waiting { reason: Some(r), .. } => {
+            PodState::Waiting {
+                reason: Some(r), ..
+            } => {
                 format!("the pod was not ready within {ms} ms (last seen: {r})")
             }
             _ => format!("the pod was not ready within {ms} ms"),
@@ -605,19 +664,26 @@ impl Provider for KubernetesProvider {
             let ip = match st {
                 PodState::Ready { ip } => ip,
                 PodState::StartError { reason, permanent } => {
-                    return Err(self.fail_start(conn, &name, spec, entry, reason, permanent, false).await)
+                    return Err(self
+                        .fail_start(conn, &name, spec, entry, reason, permanent, false)
+                        .await)
                 }
                 PodState::Ended { reason, exit_code } => {
                     let permanent = Self::permanent_exit(exit_code);
-                    return Err(self.fail_start(conn, &name, spec, entry, reason, permanent, true).await);
+                    return Err(self
+                        .fail_start(conn, &name, spec, entry, reason, permanent, true)
+                        .await);
                 }
                 other => {
                     let why = self.timeout_reason(&other);
-                    return Err(self.fail_start(conn, &name, spec, entry, why, false, false).await);
+                    return Err(self
+                        .fail_start(conn, &name, spec, entry, why, false, false)
+                        .await);
                 }
             };
             if self.closed.load(Ordering::SeqCst) {
-                self.delete_and_wait(conn, &name, Some(entry), Duration::ZERO).await;
+                self.delete_and_wait(conn, &name, Some(entry), Duration::ZERO)
+                    .await;
                 return Err(Self::closed_failure());
             }
             // Ready means the kubelet's probe of the watchdog's /health passed: the pod is
@@ -686,16 +752,21 @@ impl Provider for KubernetesProvider {
             // failed start, not a job that never reports.
             let deadline = Instant::now() + self.settings.pod.startup_timeout;
             let (st, _) = Self::wait_state(&entry, deadline, |s| {
-                !matches!(s, PodState::Waiting { started: false, .. } | PodState::Unschedulable { .. })
+                !matches!(
+                    s,
+                    PodState::Waiting { started: false, .. } | PodState::Unschedulable { .. }
+                )
             })
             .await;
             match st {
-                PodState::StartError { reason, permanent } => {
-                    Err(self.fail_start(conn, &name, spec, entry, reason, permanent, false).await)
-                }
+                PodState::StartError { reason, permanent } => Err(self
+                    .fail_start(conn, &name, spec, entry, reason, permanent, false)
+                    .await),
                 PodState::Waiting { started: false, .. } | PodState::Unschedulable { .. } => {
                     let why = self.timeout_reason(&st);
-                    Err(self.fail_start(conn, &name, spec, entry, why, false, false).await)
+                    Err(self
+                        .fail_start(conn, &name, spec, entry, why, false, false)
+                        .await)
                 }
                 _ => Ok(Job {
                     id: req.instance_id.clone(),
@@ -710,7 +781,8 @@ impl Provider for KubernetesProvider {
             let Some(conn) = self.conn.get() else { return };
             let name = pod::pod_name(instance_id);
             let entry = self.shared.get(&name);
-            self.delete_and_wait(conn, &name, entry, self.settings.pod.stop_grace).await;
+            self.delete_and_wait(conn, &name, entry, self.settings.pod.stop_grace)
+                .await;
         })
     }
 
@@ -829,11 +901,16 @@ mod tests {
             instance: "i".into(),
             function: "f".into(),
             kind: "warm",
-            state: tw::channel(PodState::Waiting { reason: None, started: false }).0,
+            state: tw::channel(PodState::Waiting {
+                reason: None,
+                started: false,
+            })
+            .0,
             exit: tw::channel(None).0,
             gone: tw::channel(false).0,
             created_gen: AtomicU64::new(created_gen),
             deleting: AtomicBool::new(false),
+            terminal_delete: AtomicBool::new(false),
         })
     }
 
@@ -841,7 +918,10 @@ mod tests {
     fn a_relist_reports_pods_created_before_it_that_it_did_not_show() {
         let s = Shared::default();
         let (old, shown, young, unborn) = (entry(0), entry(0), entry(1), entry(NOT_CREATED));
-        let exits: Vec<ExitWatch> = [&old, &shown, &young, &unborn].iter().map(|e| e.exited()).collect();
+        let exits: Vec<ExitWatch> = [&old, &shown, &young, &unborn]
+            .iter()
+            .map(|e| e.exited())
+            .collect();
         {
             let mut m = s.entries.lock().unwrap();
             m.insert("old".into(), old);

@@ -3,7 +3,7 @@
 //! and waited for. In a cluster, the owner reference to the control plane's own pod lets the
 //! garbage collector do the same if that pod is deleted.
 
-use super::{Conn, KubernetesProvider, pod::LABEL_OWNER};
+use super::{pod::LABEL_OWNER, Conn, KubernetesProvider};
 use kube::api::ListParams;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

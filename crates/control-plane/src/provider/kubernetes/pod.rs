@@ -428,7 +428,10 @@ mod tests {
         assert_eq!(a[ANNOTATION_INSTANCE], "Hello_fn-0123456789ab");
         assert_eq!(a["note"], "x");
         let r = &m.owner_references.as_ref().unwrap()[0];
-        assert_eq!((r.kind.as_str(), r.name.as_str(), r.uid.as_str()), ("Pod", "cp-pod", "uid-1"));
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.uid.as_str()),
+            ("Pod", "cp-pod", "uid-1")
+        );
 
         let ps = p.spec.as_ref().unwrap();
         assert_eq!(ps.restart_policy.as_deref(), Some("Never"));
@@ -438,19 +441,37 @@ mod tests {
         let psc = ps.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(psc.run_as_user, Some(NON_ROOT_ID));
-        assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
         let c = &ps.containers[0];
-        assert_eq!(c.image.as_deref(), Some("nanofaas/example-python-hello:latest"));
+        assert_eq!(
+            c.image.as_deref(),
+            Some("nanofaas/example-python-hello:latest")
+        );
         assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
-        assert_eq!(c.command.as_ref().unwrap(), &vec![WATCHDOG_PATH.to_string()]);
+        assert_eq!(
+            c.command.as_ref().unwrap(),
+            &vec![WATCHDOG_PATH.to_string()]
+        );
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(), &vec!["ALL".to_string()]);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &vec!["ALL".to_string()]
+        );
         let res = c.resources.as_ref().unwrap();
         assert_eq!(res.requests, res.limits);
         assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "500m");
         assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "128Mi");
-        let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(probe.path.as_deref(), Some("/health"));
         assert_eq!(probe.port, IntOrString::Int(8080));
         assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
@@ -465,12 +486,19 @@ mod tests {
         assert_eq!(e["NANOFAAS_INSTANCE"], "Hello_fn-0123456789ab");
         assert!(e.contains_key("WARM_LEASE_MS"));
         // Every name once.
-        let names = p.spec.as_ref().unwrap().containers[0].env.as_ref().unwrap().len();
+        let names = p.spec.as_ref().unwrap().containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .len();
         assert_eq!(names, e.len());
         // The pod serialises as the API wants it (camelCase, no nulls).
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["spec"]["automountServiceAccountToken"], json!(false));
-        assert_eq!(v["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(
+            v["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"])
+        );
     }
 
     #[test]
@@ -508,7 +536,9 @@ mod tests {
         let n = pod_name(&long);
         assert!(n.len() <= 63, "{n}");
         assert!(n.ends_with("-0123456789ab"), "{n}");
-        assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(n
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
         assert_eq!(pod_name("a.b_c-0123456789ab"), "nf-a-b-c-0123456789ab");
         assert_eq!(label_value("fn-"), "fn");
         assert_eq!(label_value(&"x".repeat(80)).len(), 63);

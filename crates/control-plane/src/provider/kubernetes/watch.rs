@@ -31,7 +31,10 @@ pub enum PodState {
     StartError { reason: String, permanent: bool },
     /// Its container ended, or the pod is being deleted, evicted or lost with its node.
     /// `exit_code`: the container's, when it terminated.
-    Ended { reason: String, exit_code: Option<i32> },
+    Ended {
+        reason: String,
+        exit_code: Option<i32>,
+    },
 }
 
 /// Waiting reasons that end a start: the image cannot be had, or the container cannot be made.
@@ -81,9 +84,7 @@ pub fn interpret(pod: &Pod) -> PodState {
     let containers: &[ContainerStatus] = status
         .and_then(|s| s.container_statuses.as_deref())
         .unwrap_or(&[]);
-    let conditions = status
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or(&[]);
+    let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
     if pod.metadata.deletion_timestamp.is_some() {
         return PodState::Ended {
             reason: "the pod is being deleted".into(),
@@ -216,16 +217,31 @@ mod tests {
             "phase": "Running", "podIP": "10.1.2.3",
             "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]
         }));
-        assert_eq!(interpret(&p), PodState::Ready { ip: "10.1.2.3".parse().unwrap() });
+        assert_eq!(
+            interpret(&p),
+            PodState::Ready {
+                ip: "10.1.2.3".parse().unwrap()
+            }
+        );
         let not_yet = pod(json!({"phase": "Running", "podIP": "10.1.2.3",
             "conditions": [{"type": "Ready", "status": "False"}]}));
         assert_eq!(
             interpret(&not_yet),
-            PodState::Waiting { reason: Some("not ready yet".into()), started: true }
+            PodState::Waiting {
+                reason: Some("not ready yet".into()),
+                started: true
+            }
         );
-        let no_ip = pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}));
+        let no_ip =
+            pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}));
         assert!(matches!(interpret(&no_ip), PodState::Waiting { .. }));
-        assert_eq!(interpret(&pod(json!({}))), PodState::Waiting { reason: None, started: false });
+        assert_eq!(
+            interpret(&pod(json!({}))),
+            PodState::Waiting {
+                reason: None,
+                started: false
+            }
+        );
     }
 
     #[test]
@@ -236,7 +252,10 @@ mod tests {
                 "state": {"waiting": {"reason": reason, "message": "pull access denied for x"}}
             }]}));
             match interpret(&p) {
-                PodState::StartError { reason: r, permanent } => {
+                PodState::StartError {
+                    reason: r,
+                    permanent,
+                } => {
                     assert!(r.starts_with(reason), "{r}");
                     assert!(r.contains("pull access denied"), "{r}");
                     assert!(permanent);
@@ -262,7 +281,10 @@ mod tests {
         }]}));
         assert_eq!(
             interpret(&creating),
-            PodState::Waiting { reason: Some("ContainerCreating".into()), started: false }
+            PodState::Waiting {
+                reason: Some("ContainerCreating".into()),
+                started: false
+            }
         );
     }
 
@@ -284,21 +306,34 @@ mod tests {
     fn deleted_evicted_failed_and_exited_pods_have_ended() {
         let mut p = pod(json!({"phase": "Running", "podIP": "10.0.0.1",
             "conditions": [{"type": "Ready", "status": "True"}]}));
-        p.metadata.deletion_timestamp = Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
-        assert!(matches!(interpret(&p), PodState::Ended { exit_code: None, .. }));
+        p.metadata.deletion_timestamp =
+            Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
+        assert!(matches!(
+            interpret(&p),
+            PodState::Ended {
+                exit_code: None,
+                ..
+            }
+        ));
 
         let evicted = pod(json!({"phase": "Failed", "reason": "Evicted",
             "message": "The node was low on resource: memory."}));
         match interpret(&evicted) {
-            PodState::Ended { reason, .. } => assert!(reason.contains("Evicted: The node was low"), "{reason}"),
+            PodState::Ended { reason, .. } => {
+                assert!(reason.contains("Evicted: The node was low"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
-        let disrupted = pod(json!({"phase": "Running", "podIP": "10.0.0.1", "conditions": [
+        let disrupted = pod(
+            json!({"phase": "Running", "podIP": "10.0.0.1", "conditions": [
             {"type": "Ready", "status": "True"},
             {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
-             "message": "Taint manager: deleting due to NoExecute taint"}]}));
+             "message": "Taint manager: deleting due to NoExecute taint"}]}),
+        );
         match interpret(&disrupted) {
-            PodState::Ended { reason, .. } => assert!(reason.contains("DeletionByTaintManager"), "{reason}"),
+            PodState::Ended { reason, .. } => {
+                assert!(reason.contains("DeletionByTaintManager"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         let exited = pod(json!({"phase": "Failed", "containerStatuses": [{
@@ -320,7 +355,9 @@ mod tests {
     fn the_backoff_grows_and_resets() {
         use kube::runtime::utils::Backoff;
         let mut b = WatchBackoff::default();
-        let first: Vec<u64> = (0..3).map(|_| b.next().unwrap().as_millis() as u64).collect();
+        let first: Vec<u64> = (0..3)
+            .map(|_| b.next().unwrap().as_millis() as u64)
+            .collect();
         assert_eq!(first, vec![20, 40, 80]);
         for _ in 0..20 {
             b.next();
