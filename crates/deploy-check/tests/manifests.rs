@@ -50,7 +50,9 @@ fn diff(path: &str, read: &Value, back: &Value, out: &mut Vec<String>) {
                 let p = format!("{path}.{k}");
                 match b.get(k) {
                     Some(w) => diff(&p, v, w, out),
-                    None => out.push(format!("{p}: not a field of this object (misspelt or misplaced?)")),
+                    None => out.push(format!(
+                        "{p}: not a field of this object (misspelt or misplaced?)"
+                    )),
                 }
             }
             for k in b.keys().filter(|k| !a.contains_key(*k)) {
@@ -137,8 +139,8 @@ struct Manifests {
 fn load() -> Manifests {
     let dir = deploy_dir();
     let text = std::fs::read_to_string(dir.join("kustomization.yaml")).expect("kustomization.yaml");
-    let kustomization: Kustomization = serde_saphyr::from_str(&text)
-        .unwrap_or_else(|e| panic!("kustomization.yaml: {e}"));
+    let kustomization: Kustomization =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("kustomization.yaml: {e}"));
     let mut errors = Vec::new();
     let mut objects = Vec::new();
     for file in &kustomization.resources {
@@ -161,8 +163,15 @@ fn load() -> Manifests {
             Err(e) => errors.push(format!("{file}: {e}")),
         }
     }
-    assert!(errors.is_empty(), "manifests that do not parse strictly:\n{}", errors.join("\n"));
-    Manifests { kustomization, objects }
+    assert!(
+        errors.is_empty(),
+        "manifests that do not parse strictly:\n{}",
+        errors.join("\n")
+    );
+    Manifests {
+        kustomization,
+        objects,
+    }
 }
 
 macro_rules! only {
@@ -175,7 +184,12 @@ macro_rules! only {
                 _ => None,
             })
             .collect();
-        assert_eq!(all.len(), 1, "expected exactly one {}", stringify!($variant));
+        assert_eq!(
+            all.len(),
+            1,
+            "expected exactly one {}",
+            stringify!($variant)
+        );
         all[0]
     }};
 }
@@ -201,8 +215,15 @@ fn every_manifest_parses_strictly_into_typed_objects() {
         .filter(|n| (n.ends_with(".yaml") || n.ends_with(".yml")) && n != "kustomization.yaml")
         .collect();
     let listed: BTreeSet<String> = k.resources.iter().cloned().collect();
-    assert_eq!(on_disk, listed, "files on disk vs resources of kustomization.yaml");
-    assert_eq!(listed.len(), k.resources.len(), "a resource is listed twice");
+    assert_eq!(
+        on_disk, listed,
+        "files on disk vs resources of kustomization.yaml"
+    );
+    assert_eq!(
+        listed.len(),
+        k.resources.len(),
+        "a resource is listed twice"
+    );
     // One of each kind the deployment needs.
     let kinds: BTreeSet<&str> = m
         .objects
@@ -222,11 +243,21 @@ fn every_manifest_parses_strictly_into_typed_objects() {
     assert_eq!(kinds.len(), 9, "kinds present: {kinds:?}");
     // The image the kustomization retags is the Deployment's.
     let d = only!(m, Deployment);
-    let images: Vec<&str> = pod_spec(d).containers.iter().filter_map(|c| c.image.as_deref()).collect();
+    let images: Vec<&str> = pod_spec(d)
+        .containers
+        .iter()
+        .filter_map(|c| c.image.as_deref())
+        .collect();
     for i in &k.images {
-        assert!(i.new_name.is_some() || i.new_tag.is_some(), "image {} changes nothing", i.name);
         assert!(
-            images.iter().any(|im| im.split(':').next() == Some(i.name.as_str())),
+            i.new_name.is_some() || i.new_tag.is_some(),
+            "image {} changes nothing",
+            i.name
+        );
+        assert!(
+            images
+                .iter()
+                .any(|im| im.split(':').next() == Some(i.name.as_str())),
             "kustomization image {} is not used by the Deployment ({images:?})",
             i.name
         );
@@ -259,15 +290,21 @@ spec:
         "{err}"
     );
     // A field at the wrong level (the pod's securityContext on the Deployment's spec).
-    let misplaced = good.replace("  selector:", "  securityContext: { runAsNonRoot: true }\n  selector:");
+    let misplaced = good.replace(
+        "  selector:",
+        "  securityContext: { runAsNonRoot: true }\n  selector:",
+    );
     let err = typed(&documents(&misplaced).unwrap()[0]).unwrap_err();
     assert!(err.contains(".spec.securityContext"), "{err}");
     // A value of the wrong shape.
     let shape = good.replace("image: i", "image: [i]");
     assert!(typed(&documents(&shape).unwrap()[0]).is_err());
     // A kind the manifests are not meant to hold (a ClusterRole would grant beyond the namespace).
-    let cluster = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n";
-    assert!(typed(&documents(cluster).unwrap()[0]).unwrap_err().contains("ClusterRole"));
+    let cluster =
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n";
+    assert!(typed(&documents(cluster).unwrap()[0])
+        .unwrap_err()
+        .contains("ClusterRole"));
     // Several documents in one file, and empty ones skipped.
     let two = format!("---\n{good}\n---\n---\n{good}");
     assert_eq!(documents(&two).unwrap().len(), 2);
@@ -307,7 +344,10 @@ fn config(m: &Manifests) -> toml::Table {
     let d = only!(m, Deployment);
     let c = control_plane_container(d);
     let args = c.args.clone().unwrap_or_default();
-    let at = args.iter().position(|a| a == "--config" || a == "-c").expect("serve --config FILE");
+    let at = args
+        .iter()
+        .position(|a| a == "--config" || a == "-c")
+        .expect("serve --config FILE");
     let file = Path::new(&args[at + 1]);
     // The file is a key of the ConfigMap mounted at its folder.
     let mount = c
@@ -333,7 +373,8 @@ fn config(m: &Manifests) -> toml::Table {
         .as_ref()
         .and_then(|d| d.get(key.as_ref()))
         .unwrap_or_else(|| panic!("the ConfigMap has no key {key}"));
-    text.parse::<toml::Table>().unwrap_or_else(|e| panic!("{key} is not TOML: {e}"))
+    text.parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("{key} is not TOML: {e}"))
 }
 
 fn get<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
@@ -351,11 +392,21 @@ fn the_role_grants_exactly_what_the_provider_calls() {
     let role = only!(m, Role);
     let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in role.rules.iter().flatten() {
-        assert_eq!(r.api_groups.as_deref(), Some(&[String::new()][..]), "core API group only: {r:?}");
-        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none(), "{r:?}");
+        assert_eq!(
+            r.api_groups.as_deref(),
+            Some(&[String::new()][..]),
+            "core API group only: {r:?}"
+        );
+        assert!(
+            r.resource_names.is_none() && r.non_resource_urls.is_none(),
+            "{r:?}"
+        );
         for res in r.resources.iter().flatten() {
             for v in &r.verbs {
-                assert!(got.entry(res.clone()).or_default().insert(v.clone()), "{res} {v} twice");
+                assert!(
+                    got.entry(res.clone()).or_default().insert(v.clone()),
+                    "{res} {v} twice"
+                );
             }
         }
     }
@@ -380,7 +431,10 @@ fn the_role_grants_exactly_what_the_provider_calls() {
     assert_eq!(subjects[0].kind, "ServiceAccount");
     assert_eq!(subjects[0].name, name_of(&sa.metadata));
     assert_eq!(subjects[0].namespace, sa.metadata.namespace);
-    assert_eq!(pod_spec(d).service_account_name.as_deref(), Some(name_of(&sa.metadata)));
+    assert_eq!(
+        pod_spec(d).service_account_name.as_deref(),
+        Some(name_of(&sa.metadata))
+    );
 }
 
 #[test]
@@ -400,7 +454,12 @@ fn everything_is_in_the_kustomization_namespace() {
             Object::Service(x) => &x.metadata,
             Object::NetworkPolicy(x) => &x.metadata,
         };
-        assert_eq!(meta.namespace.as_ref(), Some(ns), "{file}: {}", name_of(meta));
+        assert_eq!(
+            meta.namespace.as_ref(),
+            Some(ns),
+            "{file}: {}",
+            name_of(meta)
+        );
     }
 }
 
@@ -409,7 +468,11 @@ fn the_control_plane_runs_hardened_with_one_replica_and_its_state_on_a_volume() 
     let m = load();
     let d = only!(m, Deployment);
     let spec = d.spec.as_ref().unwrap();
-    assert_eq!(spec.replicas, Some(1), "one control plane owns the state and the pools");
+    assert_eq!(
+        spec.replicas,
+        Some(1),
+        "one control plane owns the state and the pools"
+    );
     assert_eq!(
         spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
         Some("Recreate"),
@@ -430,11 +493,20 @@ fn the_control_plane_runs_hardened_with_one_replica_and_its_state_on_a_volume() 
     let psc = pod.security_context.as_ref().expect("pod securityContext");
     assert_eq!(psc.run_as_non_root, Some(true));
     assert!(psc.run_as_user.is_some_and(|u| u > 0), "a non-zero user");
-    assert_eq!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
-    assert!(psc.fs_group.is_some(), "fsGroup: the state volume is writable by that user");
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert!(
+        psc.fs_group.is_some(),
+        "fsGroup: the state volume is writable by that user"
+    );
 
     let c = control_plane_container(d);
-    let sc = c.security_context.as_ref().expect("container securityContext");
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_ne!(sc.privileged, Some(true));
@@ -442,14 +514,26 @@ fn the_control_plane_runs_hardened_with_one_replica_and_its_state_on_a_volume() 
         sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
         Some(vec!["ALL".to_string()])
     );
-    assert!(sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_none());
+    assert!(sc
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.add.as_ref())
+        .is_none());
 
     // Resources: requests for scheduling, a memory limit.
     let res = c.resources.as_ref().expect("resources");
     for k in ["cpu", "memory"] {
-        assert!(res.requests.as_ref().is_some_and(|r| r.contains_key(k)), "requests.{k}");
+        assert!(
+            res.requests.as_ref().is_some_and(|r| r.contains_key(k)),
+            "requests.{k}"
+        );
     }
-    assert!(res.limits.as_ref().is_some_and(|l| l.contains_key("memory")), "limits.memory");
+    assert!(
+        res.limits
+            .as_ref()
+            .is_some_and(|l| l.contains_key("memory")),
+        "limits.memory"
+    );
 
     // Who it is (the owner of the pods it starts): the downward API.
     let env = c.env.clone().unwrap_or_default();
@@ -458,13 +542,27 @@ fn the_control_plane_runs_hardened_with_one_replica_and_its_state_on_a_volume() 
         ("POD_UID", "metadata.uid"),
         ("POD_NAMESPACE", "metadata.namespace"),
     ] {
-        let e = env.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("env {name}"));
-        let got = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str());
+        let e = env
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("env {name}"));
+        let got = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
         assert_eq!(got, Some(field), "{name}");
     }
     // API tokens from a Secret, not optional: without tokens it refuses to listen beyond loopback.
-    let tokens = env.iter().find(|e| e.name == "NANOFAAS_API_TOKENS").expect("NANOFAAS_API_TOKENS");
-    let sk = tokens.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("from a Secret");
+    let tokens = env
+        .iter()
+        .find(|e| e.name == "NANOFAAS_API_TOKENS")
+        .expect("NANOFAAS_API_TOKENS");
+    let sk = tokens
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("from a Secret");
     assert_ne!(sk.optional, Some(true));
     assert!(tokens.value.is_none());
     for e in &env {
@@ -477,7 +575,9 @@ fn the_control_plane_runs_hardened_with_one_replica_and_its_state_on_a_volume() 
 
     // The state dir is on the PersistentVolumeClaim.
     let cfg = config(&m);
-    let state_dir = get(&cfg, "state_dir").and_then(|v| v.as_str()).expect("state_dir");
+    let state_dir = get(&cfg, "state_dir")
+        .and_then(|v| v.as_str())
+        .expect("state_dir");
     let pvc = only!(m, PersistentVolumeClaim);
     let mount = c
         .volume_mounts
@@ -486,9 +586,16 @@ fn the_control_plane_runs_hardened_with_one_replica_and_its_state_on_a_volume() 
         .find(|vm| Path::new(state_dir).starts_with(&vm.mount_path))
         .unwrap_or_else(|| panic!("nothing mounted at or above state_dir {state_dir}"));
     assert_ne!(mount.read_only, Some(true));
-    let vol = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
+    let vol = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
     assert_eq!(
-        vol.persistent_volume_claim.as_ref().map(|p| p.claim_name.as_str()),
+        vol.persistent_volume_claim
+            .as_ref()
+            .map(|p| p.claim_name.as_str()),
         Some(name_of(&pvc.metadata))
     );
 }
@@ -500,27 +607,49 @@ fn probes_use_the_control_planes_health_routes_and_ports() {
     let c = control_plane_container(d);
     // The routes the control plane serves without a token (crates/control-plane/src/api.rs).
     let api = std::fs::read_to_string(repo().join("crates/control-plane/src/api.rs")).unwrap();
-    let ports: Vec<(Option<String>, i32)> =
-        c.ports.iter().flatten().map(|p| (p.name.clone(), p.container_port)).collect();
+    let ports: Vec<(Option<String>, i32)> = c
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
     let resolves = |p: &IntOrString| match p {
         IntOrString::Int(n) => ports.iter().any(|(_, q)| q == n),
         IntOrString::String(s) => ports.iter().any(|(n, _)| n.as_deref() == Some(s)),
     };
     let cfg = config(&m);
-    let listen = get(&cfg, "listen").and_then(|v| v.as_str()).expect("listen");
+    let listen = get(&cfg, "listen")
+        .and_then(|v| v.as_str())
+        .expect("listen");
     let listen_port: i32 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    assert!(!listen.starts_with("127."), "reachable by the kubelet and the Service: {listen}");
-    assert!(ports.iter().any(|(_, p)| *p == listen_port), "containerPort {listen_port}");
+    assert!(
+        !listen.starts_with("127."),
+        "reachable by the kubelet and the Service: {listen}"
+    );
+    assert!(
+        ports.iter().any(|(_, p)| *p == listen_port),
+        "containerPort {listen_port}"
+    );
 
     for (what, probe, path) in [
         ("liveness", &c.liveness_probe, "/healthz"),
         ("readiness", &c.readiness_probe, "/readyz"),
     ] {
         let p = probe.as_ref().unwrap_or_else(|| panic!("{what} probe"));
-        let g = p.http_get.as_ref().unwrap_or_else(|| panic!("{what}: httpGet"));
+        let g = p
+            .http_get
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: httpGet"));
         assert_eq!(g.path.as_deref(), Some(path), "{what}");
-        assert!(api.contains(&format!("\"{path}\" =>")), "{path} is a route of api.rs");
-        assert!(resolves(&g.port), "{what}: port {:?} is a container port", g.port);
+        assert!(
+            api.contains(&format!("\"{path}\" =>")),
+            "{path} is a route of api.rs"
+        );
+        assert!(
+            resolves(&g.port),
+            "{what}: port {:?} is a container port",
+            g.port
+        );
     }
     if let Some(p) = &c.startup_probe {
         let g = p.http_get.as_ref().expect("startup: httpGet");
@@ -543,22 +672,44 @@ fn the_network_policy_lets_only_the_control_plane_reach_function_pods() {
     let np = only!(m, NetworkPolicy);
     let d = only!(m, Deployment);
     let spec = np.spec.as_ref().unwrap();
-    let sel = spec.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+    let sel = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
     assert_eq!(
         sel,
         BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]),
         "selects the pods the provider labels, and only by that label"
     );
-    assert!(spec.pod_selector.as_ref().unwrap().match_expressions.is_none());
+    assert!(spec
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .is_none());
     assert!(spec.policy_types.iter().flatten().any(|t| t == "Ingress"));
     let rules = spec.ingress.clone().unwrap_or_default();
     assert_eq!(rules.len(), 1, "one way in");
     let from = rules[0].from.clone().unwrap_or_default();
     assert_eq!(from.len(), 1);
-    assert!(from[0].namespace_selector.is_none() && from[0].ip_block.is_none(), "{from:?}");
-    let peer = from[0].pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap();
-    assert!(selects(&peer, &pod_labels(d)), "the control plane's pod is the peer");
-    assert!(!peer.contains_key(MANAGED_BY.0), "function pods are not peers of each other");
+    assert!(
+        from[0].namespace_selector.is_none() && from[0].ip_block.is_none(),
+        "{from:?}"
+    );
+    let peer = from[0]
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap();
+    assert!(
+        selects(&peer, &pod_labels(d)),
+        "the control plane's pod is the peer"
+    );
+    assert!(
+        !peer.contains_key(MANAGED_BY.0),
+        "function pods are not peers of each other"
+    );
     // On the watchdog's port (provider.kubernetes.watchdog_port).
     let cfg = config(&m);
     let wd = get(&cfg, "provider.kubernetes.watchdog_port")
@@ -574,17 +725,31 @@ fn the_network_policy_lets_only_the_control_plane_reach_function_pods() {
 fn the_configuration_selects_the_kubernetes_provider() {
     let m = load();
     let cfg = config(&m);
-    assert_eq!(get(&cfg, "provider.type").and_then(|v| v.as_str()), Some("kubernetes"));
+    assert_eq!(
+        get(&cfg, "provider.type").and_then(|v| v.as_str()),
+        Some("kubernetes")
+    );
     // JOB callbacks go to the Service, by a name the API accepts in Host (callbacks need no
     // allow-listed Host, but the name must be the Service's).
     let svc = only!(m, Service);
     let ns = &m.kustomization.namespace;
-    let url = get(&cfg, "provider.kubernetes.callback_url").and_then(|v| v.as_str()).unwrap();
+    let url = get(&cfg, "provider.kubernetes.callback_url")
+        .and_then(|v| v.as_str())
+        .unwrap();
     let port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port;
-    assert_eq!(url, format!("http://{}.{ns}.svc:{port}", name_of(&svc.metadata)));
+    assert_eq!(
+        url,
+        format!("http://{}.{ns}.svc:{port}", name_of(&svc.metadata))
+    );
     // No secret in the ConfigMap.
-    assert!(get(&cfg, "api.tokens").is_none(), "tokens come from the Secret");
-    assert!(get(&cfg, "callback_secret").is_none(), "the callback secret comes from the Secret");
+    assert!(
+        get(&cfg, "api.tokens").is_none(),
+        "tokens come from the Secret"
+    );
+    assert!(
+        get(&cfg, "callback_secret").is_none(),
+        "the callback secret comes from the Secret"
+    );
 }
 
 #[test]
@@ -595,7 +760,11 @@ fn the_control_plane_accepts_the_configuration_with_the_deployments_environment(
     let c = control_plane_container(d);
     let args = c.args.clone().unwrap_or_default();
     let at = args.iter().position(|a| a == "--config").unwrap();
-    let key = Path::new(&args[at + 1]).file_name().unwrap().to_string_lossy().into_owned();
+    let key = Path::new(&args[at + 1])
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let text = &cm.data.as_ref().unwrap()[&key];
     let dir = std::env::temp_dir().join(format!("nanofaas-deploy-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -618,16 +787,28 @@ fn the_control_plane_accepts_the_configuration_with_the_deployments_environment(
     }
     let cfg = nanofaas_control_plane::config::Config::load(Some(&file), &env, &[]);
     std::fs::remove_dir_all(&dir).ok();
-    let cfg = cfg.unwrap_or_else(|e| panic!("the control plane refuses the ConfigMap's {key}: {e}"));
+    let cfg =
+        cfg.unwrap_or_else(|e| panic!("the control plane refuses the ConfigMap's {key}: {e}"));
     assert_eq!(cfg.provider.kind, "kubernetes");
     assert_eq!(cfg.api.tokens.len(), 1, "tokens from NANOFAAS_API_TOKENS");
-    assert!(!cfg.callback_secret.is_empty(), "the callback secret from the Secret");
+    assert!(
+        !cfg.callback_secret.is_empty(),
+        "the callback secret from the Secret"
+    );
     // What the NetworkPolicy opens is the port the provider reaches pods on.
     let np = only!(m, NetworkPolicy);
-    let port = np.spec.as_ref().unwrap().ingress.as_ref().unwrap()[0].ports.as_ref().unwrap()[0]
+    let port = np.spec.as_ref().unwrap().ingress.as_ref().unwrap()[0]
+        .ports
+        .as_ref()
+        .unwrap()[0]
         .port
         .clone();
-    assert_eq!(port, Some(IntOrString::Int(i32::from(cfg.provider.kubernetes.watchdog_port))));
+    assert_eq!(
+        port,
+        Some(IntOrString::Int(i32::from(
+            cfg.provider.kubernetes.watchdog_port
+        )))
+    );
 }
 
 #[test]
@@ -635,7 +816,9 @@ fn the_providers_own_pods_are_what_the_network_policy_selects_and_opens() {
     use nanofaas_control_plane::provider::kubernetes::pod;
     let m = load();
     let cfg = config(&m);
-    let wd = get(&cfg, "provider.kubernetes.watchdog_port").and_then(|v| v.as_integer()).unwrap();
+    let wd = get(&cfg, "provider.kubernetes.watchdog_port")
+        .and_then(|v| v.as_integer())
+        .unwrap();
     let settings = pod::PodSettings {
         pull_policy: nanofaas_control_plane::config::PullPolicy::IfNotPresent,
         pull_secrets: vec![],
@@ -647,24 +830,40 @@ fn the_providers_own_pods_are_what_the_network_policy_selects_and_opens() {
         startup_timeout: std::time::Duration::from_secs(30),
         stop_grace: std::time::Duration::from_secs(5),
     };
-    let spec = nanofaas_api::FunctionSpec::from_json(br#"{"name": "hello", "image": "example/hello:1"}"#)
-        .expect("a spec");
+    let spec =
+        nanofaas_api::FunctionSpec::from_json(br#"{"name": "hello", "image": "example/hello:1"}"#)
+            .expect("a spec");
     let p = pod::warm_pod(&settings, &spec, "hello-0123456789ab");
     let labels = p.metadata.labels.clone().unwrap_or_default();
     let np = only!(m, NetworkPolicy);
     let spec_np = np.spec.as_ref().unwrap();
-    let sel = spec_np.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap();
-    assert!(selects(&sel, &labels), "the NetworkPolicy selects the provider's pods: {labels:?}");
+    let sel = spec_np
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap();
+    assert!(
+        selects(&sel, &labels),
+        "the NetworkPolicy selects the provider's pods: {labels:?}"
+    );
     let port = &spec_np.ingress.as_ref().unwrap()[0].ports.as_ref().unwrap()[0];
     let c = &p.spec.as_ref().unwrap().containers[0];
     assert!(
-        c.ports.iter().flatten().any(|cp| Some(IntOrString::Int(cp.container_port)) == port.port),
+        c.ports
+            .iter()
+            .flatten()
+            .any(|cp| Some(IntOrString::Int(cp.container_port)) == port.port),
         "the policy opens the watchdog's port"
     );
     // And they would pass the namespace's Pod Security "restricted" level on the points it checks.
     let ns = only!(m, Namespace);
     assert_eq!(
-        ns.metadata.labels.as_ref().unwrap().get("pod-security.kubernetes.io/enforce").map(String::as_str),
+        ns.metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
         Some("restricted")
     );
     let ps = p.spec.as_ref().unwrap();
@@ -672,8 +871,15 @@ fn the_providers_own_pods_are_what_the_network_policy_selects_and_opens() {
     let sc = c.security_context.as_ref().unwrap();
     assert!(psc.run_as_non_root == Some(true) || sc.run_as_non_root == Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
-    let seccomp = psc.seccomp_profile.as_ref().or(sc.seccomp_profile.as_ref()).map(|s| s.type_.as_str());
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    let seccomp = psc
+        .seccomp_profile
+        .as_ref()
+        .or(sc.seccomp_profile.as_ref())
+        .map(|s| s.type_.as_str());
     assert_eq!(seccomp, Some("RuntimeDefault"));
     // Not labelled like the control plane's own pod (the Service must not route to it).
     assert!(!selects(&pod_labels(only!(m, Deployment)), &labels));

@@ -80,7 +80,13 @@ impl Run {
         self.lines()
             .iter()
             .position(|l| l.contains(s))
-            .unwrap_or_else(|| panic!("no call {s:?} in the log:\n{}\nstderr:\n{}", self.log, self.stderr()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no call {s:?} in the log:\n{}\nstderr:\n{}",
+                    self.log,
+                    self.stderr()
+                )
+            })
     }
     fn has(&self, s: &str) -> bool {
         self.log.contains(s)
@@ -107,7 +113,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
     let state = dir.join("state");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&state).unwrap();
-    for (name, text) in [("kubectl", KUBECTL), ("docker", DOCKER), ("kind", KIND), ("nanofaas", NANOFAAS)] {
+    for (name, text) in [
+        ("kubectl", KUBECTL),
+        ("docker", DOCKER),
+        ("kind", KIND),
+        ("nanofaas", NANOFAAS),
+    ] {
         let p = bin.join(name);
         std::fs::write(&p, text).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -115,7 +126,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
     let log = dir.join("calls.log");
     std::fs::write(&log, "").unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut cmd = Command::new("timeout");
     // Bounded: a script that hangs fails the test instead of hanging it.
     cmd.arg("60").arg("bash").arg(script()).args(args);
@@ -154,8 +169,16 @@ fn rand_suffix() -> u64 {
 
 #[test]
 fn the_script_is_valid_bash_and_shellcheck_clean() {
-    let out = Command::new("bash").arg("-n").arg(script()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(script())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     match Command::new("shellcheck").arg(script()).output() {
         Ok(out) => assert!(
             out.status.success(),
@@ -169,7 +192,13 @@ fn the_script_is_valid_bash_and_shellcheck_clean() {
 #[test]
 fn a_passing_run_deploys_invokes_cold_then_warm_and_removes_everything() {
     let r = run(&["--no-build"], &[]);
-    assert_eq!(r.code(), Some(0), "stderr:\n{}\nlog:\n{}", r.stderr(), r.log);
+    assert_eq!(
+        r.code(),
+        Some(0),
+        "stderr:\n{}\nlog:\n{}",
+        r.stderr(),
+        r.log
+    );
     // The steps, in order.
     let order = [
         "kubectl config current-context",
@@ -193,14 +222,27 @@ fn a_passing_run_deploys_invokes_cold_then_warm_and_removes_everything() {
     ];
     let idx: Vec<usize> = order.iter().map(|s| r.at(s)).collect();
     for (w, pair) in idx.windows(2).zip(order.windows(2)) {
-        assert!(w[0] < w[1], "{:?} came after {:?}:\n{}", pair[1], pair[0], r.log);
+        assert!(
+            w[0] < w[1],
+            "{:?} came after {:?}:\n{}",
+            pair[1],
+            pair[0],
+            r.log
+        );
     }
     assert!(r.lines()[r.at("kubectl apply -f")].ends_with("deploy/kubernetes/namespace.yaml"));
     // The Secret holds the SHA-256 of the token, never the token.
     let hash = hex(&Sha256::digest(TOKEN.as_bytes()));
     let secret = r.lines()[r.at("create secret generic")];
-    assert!(secret.contains(&format!("--from-literal=tokens=admin:{hash}")), "{secret}");
-    assert!(!r.log.lines().filter(|l| l.starts_with("kubectl")).any(|l| l.contains(TOKEN)));
+    assert!(
+        secret.contains(&format!("--from-literal=tokens=admin:{hash}")),
+        "{secret}"
+    );
+    assert!(!r
+        .log
+        .lines()
+        .filter(|l| l.starts_with("kubectl"))
+        .any(|l| l.contains(TOKEN)));
     // The deployed control plane's image; the functions' images.
     assert!(r.has("image: nanofaas/control-plane:latest"), "{}", r.log);
     assert!(r.has("image: nanofaas/example-python-hello:latest"));
@@ -211,10 +253,20 @@ fn a_passing_run_deploys_invokes_cold_then_warm_and_removes_everything() {
     assert_eq!(r.log.matches("invoke hello-python").count(), 4);
     assert_eq!(r.log.matches("invoke hello-java").count(), 4);
     let out = r.stdout();
-    assert!(out.contains("hello-python  cold ") && out.contains("hello-java  cold "), "{out}");
+    assert!(
+        out.contains("hello-python  cold ") && out.contains("hello-java  cold "),
+        "{out}"
+    );
     assert!(out.contains("passed on context kind-smoke"), "{out}");
     // The namespace removal is the last call; the port-forward is gone.
-    assert!(r.lines().last().unwrap().starts_with("kubectl delete namespace nanofaas"), "{}", r.log);
+    assert!(
+        r.lines()
+            .last()
+            .unwrap()
+            .starts_with("kubectl delete namespace nanofaas"),
+        "{}",
+        r.log
+    );
     assert!(r.port_forward_gone());
 }
 
@@ -222,10 +274,24 @@ fn a_passing_run_deploys_invokes_cold_then_warm_and_removes_everything() {
 fn a_failed_rollout_fails_and_still_removes_the_namespace() {
     let r = run(&["--no-build"], &[("FAKE_ROLLOUT_RC", "1")]);
     assert_eq!(r.code(), Some(1), "{}", r.stderr());
-    assert!(r.stderr().contains("did not become ready"), "{}", r.stderr());
-    assert!(r.has("kubectl -n nanofaas describe pods"), "diagnostics are printed");
+    assert!(
+        r.stderr().contains("did not become ready"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.has("kubectl -n nanofaas describe pods"),
+        "diagnostics are printed"
+    );
     assert!(!r.has("port-forward"));
-    assert!(r.lines().last().unwrap().starts_with("kubectl delete namespace nanofaas"), "{}", r.log);
+    assert!(
+        r.lines()
+            .last()
+            .unwrap()
+            .starts_with("kubectl delete namespace nanofaas"),
+        "{}",
+        r.log
+    );
 }
 
 #[test]
@@ -235,7 +301,14 @@ fn a_first_call_that_is_not_cold_fails_and_cleans_up() {
     assert!(r.stderr().contains("not a cold start"), "{}", r.stderr());
     assert!(r.has("pf-pid"));
     assert!(r.port_forward_gone(), "the port-forward was stopped");
-    assert!(r.lines().last().unwrap().starts_with("kubectl delete namespace nanofaas"), "{}", r.log);
+    assert!(
+        r.lines()
+            .last()
+            .unwrap()
+            .starts_with("kubectl delete namespace nanofaas"),
+        "{}",
+        r.log
+    );
 }
 
 #[test]
@@ -250,17 +323,33 @@ fn an_existing_namespace_is_left_alone() {
 fn other_clusters_need_a_registry_and_get_the_pushed_images() {
     let r = run(&["--no-build"], &[("FAKE_CONTEXT", "gke_project_zone_c1")]);
     assert_eq!(r.code(), Some(1));
-    assert!(r.stderr().contains("NANOFAAS_K8S_REGISTRY"), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("NANOFAAS_K8S_REGISTRY"),
+        "{}",
+        r.stderr()
+    );
     assert!(!r.has("apply"));
 
     let reg = "registry.example.com/team";
     let r = run(
         &["--no-build"],
-        &[("FAKE_CONTEXT", "gke_project_zone_c1"), ("NANOFAAS_K8S_REGISTRY", reg), ("NANOFAAS_IMAGE_TAG", "t1")],
+        &[
+            ("FAKE_CONTEXT", "gke_project_zone_c1"),
+            ("NANOFAAS_K8S_REGISTRY", reg),
+            ("NANOFAAS_IMAGE_TAG", "t1"),
+        ],
     );
     assert_eq!(r.code(), Some(0), "{}\n{}", r.stderr(), r.log);
-    for i in ["control-plane", "example-python-hello", "example-java-hello"] {
-        assert!(r.has(&format!("docker push {reg}/nanofaas/{i}:t1")), "{}", r.log);
+    for i in [
+        "control-plane",
+        "example-python-hello",
+        "example-java-hello",
+    ] {
+        assert!(
+            r.has(&format!("docker push {reg}/nanofaas/{i}:t1")),
+            "{}",
+            r.log
+        );
         assert!(r.has(&format!("image: {reg}/nanofaas/{i}:t1")), "{}", r.log);
     }
     assert!(!r.has("kind "));
