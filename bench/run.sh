@@ -1135,7 +1135,9 @@ open(sys.argv[3], "a").write(json.dumps({"label": "k8s-scale", "result": r}) + "
   curl -fsS -XPOST "$fake_url/_fake/stats/reset" >/dev/null
   start_cp k8s-cp-burst "${common[@]}" --set "provider.kubernetes.api_qps=$qps" --set "provider.kubernetes.api_burst=$burst"
   cp_pid=$LAST_PID; cp_url=$CP_URL
-  register "$cp_url" "{\"name\":\"burst\",\"image\":\"bench/echo:1\",\"maxInstances\":$burst_n,\"concurrency\":$burst_n,\"queueSize\":$burst_n,\"timeoutMs\":300000}"
+  # minInstances too: the echo answers at once, so the calls alone would reuse the first ready
+  # pods; the pool starts all K8S_BURST_STARTS pods together, as that many cold starts would.
+  register "$cp_url" "{\"name\":\"burst\",\"image\":\"bench/echo:1\",\"minInstances\":$burst_n,\"maxInstances\":$burst_n,\"concurrency\":$burst_n,\"queueSize\":$burst_n,\"timeoutMs\":300000}"
   python3 -c '
 import http.client, json, sys, threading, time, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1]); n = int(sys.argv[2]); res = [(0, None, 0.0)] * n
@@ -1154,6 +1156,14 @@ ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
 out = {"ok": sum(1 for s, _, _ in res if s == 200), "cold": sum(1 for _, c, _ in res if c == "true"), "ms": sorted(m for _, _, m in res)}
 open(sys.argv[3], "a").write(json.dumps({"label": "k8s-burst", "result": out}) + "\n")
 ' "$cp_url" "$burst_n" "$RAW"
+  # Every pod of the burst created (the bucket spreads the creates out) before the stats are read.
+  local burst_ready=0
+  deadline=$((SECONDS + 300))
+  while (( burst_ready < burst_n && SECONDS < deadline )); do
+    burst_ready=$(curl -fsS "$cp_url/v1/functions/burst/instances" | grep -o '"state":"ready"' | wc -l || true)
+    (( burst_ready < burst_n )) && sleep 1
+  done
+  log "phase 2: $burst_ready of $burst_n pods ready"
   curl -fsS "$fake_url/_fake/stats" | python3 -c 'import json,sys; print(json.dumps({"label": "k8s-api", "result": json.load(sys.stdin)}))' >>"$RAW"
   log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
