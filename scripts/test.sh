@@ -23,6 +23,8 @@ tiers_start
 py_venv="${NANOFAAS_VENV:-$PWD/.venv}"
 tier "Python runtime: venv (install)" none scripts/python-env.sh "$py_venv"
 tier "Python runtime (pytest)" pytest "$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
+# The runtime's type hints (it ships py.typed), checked with mypy as configured in its pyproject.toml.
+tier "Python runtime: type check (mypy)" none "$py_venv/bin/python" -m mypy --config-file runtimes/python/pyproject.toml runtimes/python/src
 # --- end Python runtime ------------------------------------------------------------------------
 
 # --- The seed plan's own Python runtime tests (runtimes/python/tools/seed_tests.py) ------------
