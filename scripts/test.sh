@@ -37,6 +37,11 @@ tier "Python runtime: the seed plan's Task 9 tests" pytest "$py_venv/bin/python"
 # --- Java runtime (runtimes/java) -------------------------------------------------------------
 tier "Java runtime: Debian packages (install)" none scripts/java-env.sh
 tier "Java runtime (JUnit 5)" junit runtimes/java/build.sh test
+# The Java example handler built as Java users build theirs: Maven offline from Debian's Maven
+# repository (installs maven and its plugins' Debian packages as root), compared with the
+# documented javac equivalent; then the Maven build the e2e test deploys (examples/manifest.yaml).
+tier "Java example: Maven build vs the javac equivalent" counts examples/java-hello/build.sh check
+tier "Java example: hello-java built with Maven (offline)" none examples/java-hello/build.sh maven
 # --- end Java runtime --------------------------------------------------------------------------
 
 # --- Docker images (deploy/, scripts/docker-images.sh) -----------------------------------------

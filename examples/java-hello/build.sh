@@ -89,6 +89,7 @@ if [[ $mode == check ]]; then
     say "FAILED: a build did not succeed"; failed=$((failed + 1))
   fi
   printf 'java-example-build: %d passed, %d failed\n' "$passed" "$failed"
+  printf 'TIER-COUNTS passed=%d failed=%d skipped=0\n' "$passed" "$failed"
   [[ $failed == 0 ]]
   exit
 fi
