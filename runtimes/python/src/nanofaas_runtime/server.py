@@ -303,6 +303,30 @@ def _serve_gunicorn(
             self.LISTENERS = keep
             super().stop(graceful)
 
+    from concurrent.futures import Future
+
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class Worker(ThreadWorker):
+        """gunicorn's gthread worker (connections kept alive, several listeners), except that with
+        one thread (``THREADS=1``, the default) each request is served on the worker's main
+        thread itself, as the sync worker did, instead of being handed to its one pool thread and
+        back: that hand-off costs two thread wake-ups and the GIL passed between them for every
+        request. The main loop is blocked meanwhile, as a sync worker's is; idle kept-alive
+        connections wait in its poller."""
+
+        def enqueue_req(self, conn):
+            if self.cfg.threads > 1:
+                return super().enqueue_req(conn)
+            conn.init()
+            done: Future = Future()
+            try:
+                done.set_result(self.handle(conn))  # handle() answers what a request raises
+            except Exception as e:  # noqa: BLE001 - finish_request closes the connection
+                done.set_exception(e)
+            done.conn = conn  # type: ignore[attr-defined]
+            self.finish_request(done)
+
     # gunicorn adopts the descriptor and closes it after duplicating it: detach so the
     # Python socket object does not close a number that may be reused.
     binds = [f"fd://{sock.detach()}"]
@@ -314,7 +338,7 @@ def _serve_gunicorn(
         # gthread: THREADS concurrent requests per worker, and connections kept alive between
         # requests (gunicorn's sync worker closes each connection after its response, so the
         # watchdog would connect anew for every invocation).
-        "worker_class": "gthread",
+        "worker_class": Worker,
         "threads": settings.threads,
         # An idle kept-alive connection (the watchdog's pool) stays open this long; well above
         # any client's idle timeout, so the client closes first.
