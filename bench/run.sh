@@ -14,6 +14,9 @@
 #                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
 #                               runtime alone: warm latency, cold start, where Python's goes
+#   bench/run.sh python-warm    the Python example warm on kept-alive connections, through the
+#                               chain vs called directly, at 1 connection (BASE_REF: A/B of the
+#                               Python runtime)
 #   bench/run.sh soak           up to SOAK_COUNT (default a million) sync, async and failing calls;
 #                               control-plane RSS, open descriptors and journal size at the start,
 #                               middle and end
@@ -826,6 +829,73 @@ suite_runtimes() {
 
 # --- end runtimes suite --------------------------------------------------------------------------
 
+# --- python-warm suite (the Python runtime warm, through the chain vs called directly) ----------
+
+# The Python example's warm invocations on kept-alive connections, at 1 connection: called
+# directly (loadgen -> the runtime's port) and through the chain (loadgen -> control plane ->
+# watchdog -> runtime, process provider, Unix-socket hops where offered). The figure is the
+# chain's added p50 latency, paired run by run. With BASE_REF, the Python runtime of that ref
+# (its runtimes/python/src from `git archive`, run by the same venv through PYTHONPATH) is
+# measured beside this tree's, interleaved, on this tree's control plane and watchdog.
+suite_python_warm() {
+  log "== python-warm suite (the Python example warm, direct vs control plane -> watchdog -> runtime, 1 connection): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  log "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
+  build_release nanofaas-cli nanofaas-loadgen
+  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  local venv="$ROOT/.nanofaas/python"
+  "$ROOT/scripts/python-env.sh" "$venv" >&2
+  local sides=(this) srcs=("$ROOT/runtimes/python/src")
+  if [[ -n "${BASE_REF:-}" ]]; then
+    local sha; sha=$(git -C "$ROOT" rev-parse --verify "$BASE_REF^{commit}")
+    local bsrc="$TARGET_DIR/ab/py-$sha"
+    if [[ ! -d "$bsrc/runtimes/python/src" ]]; then
+      rm -rf "$bsrc"; mkdir -p "$bsrc"
+      git -C "$ROOT" archive "$sha" runtimes/python/src | tar -x -C "$bsrc"
+    fi
+    # Functions run as users of their own when the control plane is root: let them read it.
+    chmod -R a+rX "$bsrc"
+    log "A/B: base $BASE_REF = $sha (its Python runtime only; the Rust side is this tree's)"
+    sides+=(base); srcs+=("$bsrc/runtimes/python/src")
+  fi
+  start_cp cp-python-warm --set "provider.process.watchdog=$wd"
+  local body='{"input":{"name":"bench"}}' ex="$ROOT/examples/python-hello" i ports=() p
+  for i in "${!sides[@]}"; do
+    p=$(free_port); ports+=("$p")
+    start_bg "direct-py-${sides[$i]}" "PORT=$p" HANDLER_MODULE=handler "PYTHONPATH=${srcs[$i]}" -- \
+      sh -c "cd '$ex' && exec '$venv/bin/python' -m nanofaas_runtime"
+    register "$CP_URL" "{\"name\":\"pywarm-${sides[$i]}\",\"command\":\"$venv/bin/python -m nanofaas_runtime\",\"workingDir\":\"$ex\",\"env\":{\"HANDLER_MODULE\":\"handler\",\"PYTHONPATH\":\"${srcs[$i]}\"},\"timeoutMs\":10000}"
+    wait_http "http://127.0.0.1:$p/health" 30
+    # The first call starts the warm instance.
+    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/pywarm-${sides[$i]}:invoke" -H "content-type: application/json" -d "$body"
+  done
+  local idle
+  for run in $(seq "$RUNS"); do
+    idle=$(wait_quiet)
+    log "run $run/$RUNS (CPU idle before: ${idle}%)"
+    for i in "${!sides[@]}"; do
+      loadgen_json "direct-${sides[$i]}" -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:${ports[$i]}/invoke"
+      loadgen_json "chain-${sides[$i]}" -c 1 -b "$body" "$CP_URL/v1/functions/pywarm-${sides[$i]}:invoke"
+    done
+  done
+  local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R)')
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  log ""
+  log "warm, 1 connection: medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
+  row "side" "chain p50 us" "direct p50 us" "chain added us" "added min..max" "target"
+  local s
+  for s in "${sides[@]}"; do
+    row "$s" "$(stats "med(pick('chain-$s','p50_us'))")" "$(stats "med(pick('direct-$s','p50_us'))")" \
+      "+$(stats "med(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b))")" \
+      "$(stats "'%d..%d' % (min(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b)), max(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b)))")" \
+      "<= +100 us: $(verdict "$(stats "med(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b))")<=100")"
+  done
+  row "errors (all runs)" "$errors" "" "" "" ""
+  log ""
+  log "per run (p50 us / req/s): $(stats 'perrun()')"
+}
+
+# --- end python-warm suite -------------------------------------------------------------------------
+
 # --- chain-cpu suite (CPU per invocation of each process, Unix-socket hops vs TCP) --------------
 
 # chain_cpu_once <unix_socket true|false> <label>: one control plane with one warm instance at 32
@@ -1007,7 +1077,7 @@ suite_soak() {
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain|chain-cpu|docker|runtimes|auth|soak)
+  watchdog|control-plane|chain|chain-cpu|docker|runtimes|python-warm|auth|soak)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -1016,7 +1086,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, auth, soak)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, python-warm, auth, soak)" >&2
     exit 2
     ;;
 esac
