@@ -43,6 +43,8 @@ pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 pub const RECENT_LINES: usize = 500;
 /// ...holding at most this much text.
 pub const RECENT_BYTES: usize = 256 << 10;
+/// One-shot instances remembered at once (their lines are their execution's).
+const MAX_JOBS: usize = 4096;
 /// Lines a follower may fall behind before it is told some were skipped.
 pub const FOLLOW_BUFFER: usize = 1024;
 /// How long `GET /v1/executions/{id}/logs` waits for the logs of a finished execution whose
@@ -209,6 +211,8 @@ struct Inner {
     total_bytes: usize,
     /// Unsealed executions and the instance writing them.
     open: HashMap<Box<str>, Arc<str>>,
+    /// One-shot (JOB) instances and the execution each runs: all their lines are its.
+    jobs: HashMap<Box<str>, Box<str>>,
     functions: HashMap<Arc<str>, FnLog>,
     closed: bool,
 }
@@ -227,6 +231,23 @@ pub struct Logs {
     inner: Mutex<Inner>,
     sealed: Notify,
     lookup: OnceLock<Weak<dyn Lookup>>,
+}
+
+/// The variable that asks the watchdog to tag its runtime's lines (see the watchdog's
+/// `warm::output`).
+pub const ENV_LOG_TAGS: &str = "NANOFAAS_LOG_TAGS";
+
+/// What a line shows in the server's log and an instance's tail: (stream, text) without the
+/// watchdog's tag; `None` for the end markers.
+pub fn display(raw: &str) -> Option<(&'static str, &str)> {
+    if raw.starts_with(TAG_END) {
+        return None;
+    }
+    Some(match parse_tagged(raw) {
+        Some((Stream::Stdout, _, text)) => ("stdout", text),
+        Some((Stream::Stderr, _, text)) => ("stderr", text),
+        None => ("stderr", raw),
+    })
 }
 
 /// Tags written by the watchdog (see the module docs).
@@ -257,9 +278,16 @@ impl Logs {
             self.seal(id.trim());
             return;
         }
+        let job = {
+            let g = self.inner.lock().unwrap();
+            (!g.jobs.is_empty())
+                .then(|| g.jobs.get(instance).cloned())
+                .flatten()
+        };
         let (stream, exec, text) = match parse_tagged(raw) {
+            Some((s, None, text)) => (s, job.as_deref(), text),
             Some(t) => t,
-            None => (Stream::Stderr, None, raw),
+            None => (Stream::Stderr, job.as_deref(), raw),
         };
         // Trust an execution id only when it is one of this function's executions.
         let exec = exec.and_then(|id| self.accept(function, instance, id));
@@ -372,10 +400,23 @@ impl Logs {
         }
     }
 
+    /// A one-shot instance runs execution `id`: every line it writes is that execution's.
+    pub fn job_instance(&self, instance: &str, id: &str) {
+        let mut g = self.inner.lock().unwrap();
+        // An instance that failed to start never ends here: keep the map bounded.
+        if g.jobs.len() >= MAX_JOBS {
+            if let Some(k) = g.jobs.keys().next().cloned() {
+                g.jobs.remove(&k);
+            }
+        }
+        g.jobs.insert(instance.into(), id.into());
+    }
+
     /// The instance is gone: whatever it was writing is complete.
     pub fn instance_ended(&self, instance: &str) {
         let ids: Vec<Box<str>> = {
-            let g = self.inner.lock().unwrap();
+            let mut g = self.inner.lock().unwrap();
+            g.jobs.remove(instance);
             g.open
                 .iter()
                 .filter(|(_, i)| &***i == instance)

@@ -130,6 +130,7 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
                 unix_socket: c.provider.process.unix_socket,
                 isolation: isolation_settings(&c.provider.process)?,
             })?;
+            provider.set_logs(ctx.logs.clone());
             Ok(Arc::new(ManagedFactory::new(
                 Arc::new(provider),
                 ctx.client.clone(),
@@ -138,7 +139,11 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
             )))
         }
         "docker" => Ok(Arc::new(ManagedFactory::new(
-            Arc::new(crate::provider::docker::from_config(&c.provider)?),
+            {
+                let d = crate::provider::docker::from_config(&c.provider)?;
+                d.set_logs(ctx.logs.clone());
+                Arc::new(d)
+            },
             ctx.client.clone(),
             ctx.metrics.clone(),
             pool_settings(c),
