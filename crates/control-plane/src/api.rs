@@ -664,6 +664,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn logs_routes() {
+        assert!(matches!(
+            parse_route("/v1/executions/abc/logs"),
+            Some(Route::ExecutionLogs("abc"))
+        ));
+        assert!(matches!(
+            parse_route("/v1/executions/abc"),
+            Some(Route::Execution("abc"))
+        ));
+        assert!(parse_route("/v1/executions//logs").is_none());
+        assert!(matches!(
+            parse_route("/v1/functions/echo/logs"),
+            Some(Route::FunctionLogs("echo"))
+        ));
+        assert!(parse_route("/v1/functions/a/b/logs").is_none());
+        assert_eq!(query_param(Some("a=1&follow=true"), "follow"), Some("true"));
+        assert_eq!(query_param(Some("follow"), "follow"), Some(""));
+        assert_eq!(query_param(None, "follow"), None);
+    }
+
+    #[test]
     fn routes() {
         assert!(matches!(
             parse_route("/v1/functions"),

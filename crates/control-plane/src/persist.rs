@@ -1081,6 +1081,47 @@ mod tests {
     }
 
     #[test]
+    fn logs_are_kept_with_their_records_and_bounded() {
+        let d = tempdir("logs");
+        let mut s = settings();
+        s.max_records = 50;
+        let (j, _) = Journal::open(&d, s.clone()).unwrap();
+        let logs = format!(r#"{{"lines":[[1,"o","{}"]],"dropped":[0,0]}}"#, "y".repeat(2000));
+        let path = d.join("journal.jsonl");
+        let mut biggest = 0;
+        block_on(async {
+            for i in 0..5000u32 {
+                let id = format!("e{i}");
+                j.accepted(&id, "f", "t", 1, b"{}").await.unwrap();
+                // Sealed before the record ends (the instance said so before it answered).
+                j.logs(&id, logs.clone().into_bytes());
+                j.finished(&finished(&id, crate::executions::now_ms(), "1"));
+                if i % 500 == 499 {
+                    j.flush().await;
+                    biggest = biggest.max(fs::metadata(&path).unwrap().len());
+                }
+            }
+            // Logs of an execution the journal does not know are not kept.
+            j.logs("stranger", logs.clone().into_bytes());
+            j.flush().await;
+        });
+        assert!(
+            biggest < 2 * COMPACT_SLACK_BYTES + (1 << 20),
+            "journal grew to {biggest} bytes"
+        );
+        drop(j);
+        let (_, rec) = Journal::open(&d, s).unwrap();
+        assert_eq!(rec.finished.len(), 50);
+        assert_eq!(rec.logs.len(), 50, "one per kept record");
+        let (id, function, json) = rec.logs.iter().find(|l| l.0 == "e4999").unwrap();
+        assert_eq!((id.as_str(), function.as_str()), ("e4999", "f"));
+        let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+        assert_eq!(v["lines"][0][2].as_str().unwrap().len(), 2000);
+        assert!(!rec.logs.iter().any(|l| l.0 == "stranger"));
+        fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
     fn an_acceptance_is_acknowledged_only_when_written() {
         let d = tempdir("ack");
         let (j, _) = Journal::open(&d, JournalSettings::new(true)).unwrap();
