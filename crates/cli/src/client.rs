@@ -254,7 +254,11 @@ impl Client {
             .map_err(|_| {
                 err(
                     Exit::Unreachable,
-                    format!("{} did not answer within {} s", self.base, REQUEST_TIMEOUT.as_secs()),
+                    format!(
+                        "{} did not answer within {} s",
+                        self.base,
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
                 )
             })?
             .map_err(|e| self.transport(&e))?;

@@ -315,7 +315,9 @@ impl Logs {
             execution: exec,
             instance: instance.into(),
         };
-        while f.recent.len() >= RECENT_LINES || (f.bytes + text.len() > RECENT_BYTES && !f.recent.is_empty()) {
+        while f.recent.len() >= RECENT_LINES
+            || (f.bytes + text.len() > RECENT_BYTES && !f.recent.is_empty())
+        {
             if let Some(old) = f.recent.pop_front() {
                 f.bytes -= old.text.len();
             }
@@ -519,7 +521,11 @@ impl Logs {
             ..Default::default()
         };
         for (ts_ms, s, text) in j.lines {
-            let stream = if s == "o" { Stream::Stdout } else { Stream::Stderr };
+            let stream = if s == "o" {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            };
             buf.bytes += text.len();
             buf.lines.push(Line {
                 ts_ms,
@@ -744,7 +750,12 @@ mod tests {
         let e = logs.execution("e2", false).await;
         assert!(e.truncated);
         assert_eq!(e.lines.len(), MAX_EXEC_LINES + 1);
-        assert!(e.lines.last().unwrap().text.contains("logs truncated: 4000 more lines"));
+        assert!(e
+            .lines
+            .last()
+            .unwrap()
+            .text
+            .contains("logs truncated: 4000 more lines"));
         let big = "x".repeat(10 << 10);
         logs.instance_line("f", "i2", &format!("NANOFAAS_LOG o e1 {big}"));
         for _ in 0..10 {
@@ -752,7 +763,10 @@ mod tests {
         }
         let e = logs.execution("e1", false).await;
         assert!(e.truncated);
-        let kept: usize = e.lines[..e.lines.len() - 1].iter().map(|l| l.text.len()).sum();
+        let kept: usize = e.lines[..e.lines.len() - 1]
+            .iter()
+            .map(|l| l.text.len())
+            .sum();
         assert!(kept <= MAX_EXEC_BYTES, "{kept}");
         assert!(logs.recent("f").lines.len() <= RECENT_LINES);
         let recent_bytes: usize = logs.recent("f").lines.iter().map(|l| l.text.len()).sum();
@@ -803,7 +817,9 @@ mod tests {
             logs.instance_line("f", "i1", &format!("NANOFAAS_LOG o - {i}"));
         }
         let c = f.next_event().await.unwrap();
-        assert!(std::str::from_utf8(&c).unwrap().starts_with(": 10 lines skipped"));
+        assert!(std::str::from_utf8(&c)
+            .unwrap()
+            .starts_with(": 10 lines skipped"));
     }
 
     #[tokio::test]
@@ -822,6 +838,12 @@ mod tests {
         }
         assert!(logs.total_bytes() <= MAX_TOTAL_BYTES);
         assert!(logs.execution("x0", true).await.lines.is_empty());
-        assert_eq!(logs.execution(&format!("x{}", n - 1), true).await.lines.len(), 1);
+        assert_eq!(
+            logs.execution(&format!("x{}", n - 1), true)
+                .await
+                .lines
+                .len(),
+            1
+        );
     }
 }

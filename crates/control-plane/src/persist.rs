@@ -1086,7 +1086,10 @@ mod tests {
         let mut s = settings();
         s.max_records = 50;
         let (j, _) = Journal::open(&d, s.clone()).unwrap();
-        let logs = format!(r#"{{"lines":[[1,"o","{}"]],"dropped":[0,0]}}"#, "y".repeat(2000));
+        let logs = format!(
+            r#"{{"lines":[[1,"o","{}"]],"dropped":[0,0]}}"#,
+            "y".repeat(2000)
+        );
         let path = d.join("journal.jsonl");
         let mut biggest = 0;
         block_on(async {

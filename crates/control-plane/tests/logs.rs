@@ -16,7 +16,9 @@ async fn logs_routes_answer_their_documented_shapes() {
     let ep = Endpoint::start(|_, _| Reply::Json(200, json!("ok"))).await;
     let cp = Cp::start(config()).await;
     cp.register_pool("echo", &ep.url(), json!({})).await;
-    let r = cp.post("/v1/functions/echo:invoke", json!({"input": 1})).await;
+    let r = cp
+        .post("/v1/functions/echo:invoke", json!({"input": 1}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let id = r.json()["executionId"].as_str().unwrap().to_string();
 
@@ -39,14 +41,19 @@ async fn logs_routes_answer_their_documented_shapes() {
     let r = cp.get("/v1/functions/echo/logs").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"function": "echo", "lines": []}));
-    assert_eq!(cp.get("/v1/functions/echo/logs?follow=false").await.status, 200);
+    assert_eq!(
+        cp.get("/v1/functions/echo/logs?follow=false").await.status,
+        200
+    );
     let r = cp.get("/v1/functions/nope/logs").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "NOT_FOUND");
     let r = cp.get("/v1/functions/echo/logs?follow=maybe").await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("follow"), "{}", r.text());
-    let r = http("POST", &cp.url("/v1/functions/echo/logs"), &[], "{}").await.unwrap();
+    let r = http("POST", &cp.url("/v1/functions/echo/logs"), &[], "{}")
+        .await
+        .unwrap();
     assert_eq!(r.status, 405);
     cp.shutdown().await;
 }
@@ -127,7 +134,10 @@ async fn reading_logs_needs_the_viewer_role_like_reading_executions() {
     .await
     .unwrap();
     let id = r.json()["executionId"].as_str().unwrap().to_string();
-    for path in [format!("/v1/executions/{id}/logs"), "/v1/functions/echo/logs".into()] {
+    for path in [
+        format!("/v1/executions/{id}/logs"),
+        "/v1/functions/echo/logs".into(),
+    ] {
         let get = |h: &'static str| {
             let url = cp.url(&path);
             async move {
