@@ -34,6 +34,8 @@ pub struct Context {
     pub callback_base_url: String,
     /// The address the API is bound to.
     pub addr: SocketAddr,
+    /// Where providers hand the lines instances write.
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 /// A running control plane.
@@ -102,7 +104,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
 /// as pods ([`crate::provider::from_config`] picks the provider).
 pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String> {
     let c = &ctx.config;
-    match crate::provider::from_config(c)? {
+    match crate::provider::from_config(c, &ctx.logs)? {
         None => Ok(Arc::new(EndpointFactory {
             client: ctx.client.clone(),
         })),
@@ -259,6 +261,7 @@ async fn start_inner(
         metrics: metrics.clone(),
         callback_base_url: callback_base_url.clone(),
         addr,
+        logs: crate::logs::Logs::new(),
     };
     let factory = make_factory(&ctx).map_err(StartError::Setup)?;
     factory.prepare().await;
@@ -294,11 +297,24 @@ async fn start_inner(
         }
         (
             Some(Persistence { specs, journal }),
-            Some((stored, recovered.pending, recovered.finished)),
+            Some((
+                stored,
+                recovered.pending,
+                recovered.finished,
+                recovered.logs,
+            )),
         )
     };
     let platform = Platform::new(settings, metrics, auth, factory, persistence);
-    if let Some((stored, pending, finished)) = restored {
+    let logs = ctx.logs.clone();
+    let lookup: Arc<dyn crate::logs::Lookup> = platform.clone();
+    logs.bind(Arc::downgrade(&lookup));
+    if let Some((stored, pending, finished, exec_logs)) = restored {
+        for (id, function, json) in exec_logs {
+            if let Err(e) = logs.restore(&id, &function, &json) {
+                tracing::warn!(problem = %e, "state folder");
+            }
+        }
         platform.restore(stored, pending, finished);
     }
     let housekeeping =
@@ -316,6 +332,7 @@ async fn start_inner(
             access: Access::default(),
             callbacks_only: true,
             tls: None,
+            logs: logs.clone(),
         })
     });
     let state = Arc::new(AppState {
@@ -324,6 +341,7 @@ async fn start_inner(
         access,
         callbacks_only: false,
         tls,
+        logs: logs.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -537,6 +555,8 @@ async fn serve(
     let graceful = accept_loop(listener, state.clone(), stop, feeds).await;
     tracing::info!("shutting down: no new invocations; draining running ones");
     state.platform.shutdown(grace).await;
+    // Followers of functions' logs end, so their connections can close.
+    state.logs.close();
     housekeeping.abort();
     let _ = done.send(true);
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
