@@ -25,6 +25,8 @@ pub struct AppState {
     pub callbacks_only: bool,
     /// TLS of this listener, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The dashboard's series and streams (`crate::ui`).
+    pub ui: Arc<crate::ui::Dashboard>,
 }
 
 fn json(status: u16, body: impl Into<Bytes>) -> Resp {
