@@ -342,6 +342,9 @@ async fn register(base: &str, spec: Value, token: Option<&str>) {
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
+/// Calls of `echo` made while the page is open.
+const LOAD: usize = 40;
+
 fn specs() -> (Value, Value) {
     let echo = json!({
         "name": "echo",
@@ -444,11 +447,17 @@ fn the_dashboard_shows_functions_live_and_opens_an_execution() {
         "document.querySelector('[data-function=\"echo\"] .stat.bad b')?.textContent === '1'",
         10,
     );
-    b.screenshot("laptop.png");
 
     // Live: invocations made now appear without a reload.
     b.eval("window.__sameDocument = 42");
     let later: Vec<String> = rt.block_on(async {
+        // A few seconds of traffic, one call at a time (so one instance: one cold start).
+        for i in 0..LOAD {
+            invoke(&base, "echo", json!({"sleepMs": (i % 10) * 25})).await;
+            if i % 4 == 0 {
+                invoke(&base, "printer", json!(i)).await;
+            }
+        }
         let mut ids = Vec::new();
         for _ in 0..3 {
             let v = invoke(&base, "echo", json!({"sleepMs": 30})).await;
@@ -456,7 +465,11 @@ fn the_dashboard_shows_functions_live_and_opens_an_execution() {
         }
         ids
     });
-    for id in &later {
+    let printed_id = rt.block_on(invoke(&base, "printer", json!("last")))["executionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for id in later.iter().chain([&printed_id]) {
         b.wait(
             &format!("document.querySelector('tr[data-id=\"{id}\"]')"),
             10,
@@ -467,10 +480,15 @@ fn the_dashboard_shows_functions_live_and_opens_an_execution() {
         json!(42),
         "the page reloaded"
     );
+    // The counters reach the charts within a sample or two: 1 cold start, then all warm.
     b.wait(
-        "document.querySelector('[data-function=\"echo\"] .stat.starts b')?.textContent.endsWith(' / 8') || document.querySelector('[data-function=\"echo\"] .stat.starts b')?.textContent",
+        &format!(
+            "document.querySelector('[data-function=\"echo\"] .stat.starts b')?.textContent === '1 / {}'",
+            5 + LOAD + later.len()
+        ),
         10,
     );
+    b.screenshot("laptop.png");
 
     // An execution's logs and trace, opened from the keyboard.
     b.eval(&format!(

@@ -252,7 +252,9 @@
           pen = false;
           continue;
         }
-        d += (pen ? 'L' : 'M') + i + ' ' + y(v).toFixed(2);
+        const next = i + 1 < n ? l.values[i + 1] : null;
+        // A point alone (no neighbour either side) is drawn as a short dash.
+        d += (pen ? 'L' : 'M') + i + ' ' + y(v).toFixed(2) + (!pen && (next === null || next === undefined) ? 'h1' : '');
         pen = true;
       }
       if (d) s.append(svg('path', { d, class: l.cls, 'vector-effect': 'non-scaling-stroke' }));
