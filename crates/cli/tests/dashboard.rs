@@ -616,3 +616,127 @@ fn the_dashboard_asks_for_a_token_where_the_api_has_them() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without a browser: the headers of the page and its assets, and the same guards as the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_routes_are_guarded_like_the_api() {
+    let dir =
+        std::env::temp_dir().join(format!("nanofaas-dashboard-routes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (viewer, invoker) = ("nf_routes_viewer", "nf_routes_invoker");
+    let tokens = format!(
+        "api.tokens=viewer:{} invoker:{}",
+        hex(&hash_token(viewer)),
+        hex(&hash_token(invoker))
+    );
+    let (_cp, base) =
+        serve_nanofaas(&dir.join("state"), &[tokens, "provider.type=none".into()]).await;
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let (url, headers): (String, Vec<(String, String)>) = (
+            format!("{base}{path}"),
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            http("GET", &url, &h, "").await.unwrap()
+        }
+    };
+    let page = get("/ui", &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    let csp = page
+        .header("content-security-policy")
+        .unwrap_or_default()
+        .to_string();
+    for want in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(want), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    // Every asset the page names is served, versioned and cached for good, with its type.
+    let html = page.text();
+    let paths: Vec<&str> = html
+        .split('"')
+        .filter(|p| p.starts_with("/ui/assets/"))
+        .collect();
+    let mut assets = 0;
+    for (ext, ct) in [
+        ("js", "text/javascript; charset=utf-8"),
+        ("css", "text/css; charset=utf-8"),
+        ("svg", "image/svg+xml"),
+    ] {
+        let path = paths
+            .iter()
+            .find(|p| p.ends_with(&format!(".{ext}")))
+            .unwrap_or_else(|| panic!("no .{ext} asset in the page: {html}"));
+        let r = get(path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(ct), "{path}");
+        assert_eq!(
+            r.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assets += 1;
+    }
+    assert_eq!(assets, 3);
+    assert_eq!(get("/ui/assets/app.0.js", &[]).await.status, 404);
+    // The data needs a token that may read functions.
+    assert_eq!(get("/v1/ui/snapshot", &[]).await.status, 401);
+    let bad = get("/v1/ui/stream", &[("authorization", "Bearer nf_nope")]).await;
+    assert_eq!(bad.status, 401);
+    let inv = format!("Bearer {invoker}");
+    assert_eq!(
+        get("/v1/ui/snapshot", &[("authorization", &inv)])
+            .await
+            .status,
+        403
+    );
+    let view = format!("Bearer {viewer}");
+    let snap = get("/v1/ui/snapshot", &[("authorization", &view)]).await;
+    assert_eq!(snap.status, 200, "{}", snap.text());
+    let v = snap.json();
+    assert_eq!(
+        (v["points"].as_u64(), v["resolutionSeconds"].as_u64()),
+        (Some(300), Some(1))
+    );
+    // Another site's page, or a name rebound to this machine, gets nothing.
+    let r = get(
+        "/v1/ui/snapshot",
+        &[("authorization", &view), ("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(get("/ui", &[("host", "evil.example")]).await.status, 421);
+    assert_eq!(
+        get("/ui", &[("origin", "http://evil.example")])
+            .await
+            .status,
+        403
+    );
+    let post = http(
+        "POST",
+        &format!("{base}/v1/ui/snapshot"),
+        &[("authorization", &view)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(post.status, 405);
+    let _ = std::fs::remove_dir_all(&dir);
+}
