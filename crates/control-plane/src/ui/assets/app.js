@@ -412,7 +412,7 @@
     $('no-recent').hidden = out.length > 0;
     if (focused) {
       const again = out.find((r) => r.dataset.id === focused);
-      if (again) again.focus();
+      if (again) again.focus({ preventScroll: true });
     }
   }
 
