@@ -492,10 +492,15 @@ suite_chain() {
   # One instance serving one call at a time (latency), one serving many (throughput); both warm.
   local spec1="{\"name\":\"chain1\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
   local specN="{\"name\":\"chainN\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
+  # The same two, printing two lines per invocation (logging functions; LOG_VARIANT=0 skips).
+  local logv=${LOG_VARIANT:-1}
+  local specL1="{\"name\":\"chainL1\",\"command\":\"$REL/echo-runtime\",\"env\":{\"ECHO_LOG_LINES\":\"2\"},\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
+  local specLN="{\"name\":\"chainLN\",\"command\":\"$REL/echo-runtime\",\"env\":{\"ECHO_LOG_LINES\":\"2\"},\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
   start_cp cp-chain --set "provider.process.watchdog=$wd"
   local cp_pid=$LAST_PID
   register "$CP_URL" "$spec1"
   register "$CP_URL" "$specN"
+  if [[ $logv == 1 ]]; then register "$CP_URL" "$specL1"; register "$CP_URL" "$specLN"; fi
   local base_url=""
   if [[ -n "$BASE_REL" ]]; then
     local our_url=$CP_URL
@@ -504,18 +509,27 @@ suite_chain() {
     base_url=$CP_URL; local base_cp=$LAST_PID
     register "$base_url" "$spec1"
     register "$base_url" "$specN"
+    if [[ $logv == 1 ]]; then register "$base_url" "$specL1"; register "$base_url" "$specLN"; fi
     CP_URL=$our_url
     wait_ready "$base_url" chain1 20; wait_ready "$base_url" chainN 20
+    if [[ $logv == 1 ]]; then wait_ready "$base_url" chainL1 20; wait_ready "$base_url" chainLN 20; fi
   fi
   wait_ready "$CP_URL" chain1 20; wait_ready "$CP_URL" chainN 20
+  if [[ $logv == 1 ]]; then wait_ready "$CP_URL" chainL1 20; wait_ready "$CP_URL" chainLN 20; fi
   # chain_pids <cp url> <cp pid> <function>: the control plane, watchdog and runtime of a chain.
   chain_pids() {
     echo "$2 $(curl -fsS "$1/v1/functions/$3/instances" | python3 -c 'import json,sys; print(" ".join(str(i[k]) for i in json.load(sys.stdin) for k in ("pid","runtimePid") if k in i))')"
   }
-  local p1 pN b1="" bN=""
+  local p1 pN b1="" bN="" pL1="" pLN="" bL1="" bLN=""
   p1=$(chain_pids "$CP_URL" "$cp_pid" chain1); pN=$(chain_pids "$CP_URL" "$cp_pid" chainN)
   if [[ -n "$base_url" ]]; then
     b1=$(chain_pids "$base_url" "$base_cp" chain1); bN=$(chain_pids "$base_url" "$base_cp" chainN)
+  fi
+  if [[ $logv == 1 ]]; then
+    pL1=$(chain_pids "$CP_URL" "$cp_pid" chainL1); pLN=$(chain_pids "$CP_URL" "$cp_pid" chainLN)
+    if [[ -n "$base_url" ]]; then
+      bL1=$(chain_pids "$base_url" "$base_cp" chainL1); bLN=$(chain_pids "$base_url" "$base_cp" chainLN)
+    fi
   fi
   for run in $(seq "$RUNS"); do
     log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
@@ -526,6 +540,13 @@ suite_chain() {
     loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
     loadgen_cpu chain-N "$pN" -c "$high" -b "$body" "$CP_URL/v1/functions/chainN:invoke"
     if [[ -n "$base_url" ]]; then loadgen_cpu base-N "$bN" -c "$high" -b "$body" "$base_url/v1/functions/chainN:invoke"; fi
+    if [[ $logv == 1 ]]; then
+      log "          (cpu idle before the logging functions: $(wait_quiet)%)"
+      loadgen_cpu log-1 "$pL1" -c 1 -b "$body" "$CP_URL/v1/functions/chainL1:invoke"
+      if [[ -n "$base_url" ]]; then loadgen_cpu base-log-1 "$bL1" -c 1 -b "$body" "$base_url/v1/functions/chainL1:invoke"; fi
+      loadgen_cpu log-N "$pLN" -c "$high" -b "$body" "$CP_URL/v1/functions/chainLN:invoke"
+      if [[ -n "$base_url" ]]; then loadgen_cpu base-log-N "$bLN" -c "$high" -b "$body" "$base_url/v1/functions/chainLN:invoke"; fi
+    fi
   done
   if [[ -n "$base_url" ]]; then kill -TERM "$base_cp"; wait "$base_cp" 2>/dev/null || true; fi
   local inst_pids
@@ -566,6 +587,13 @@ suite_chain() {
     a=$(stats 'med(paired("chain-N","direct-N","rps",lambda a,b:a/b))'); b=$(stats 'med(paired("base-N","direct-N","rps",lambda a,b:a/b))')
     row "of direct, $high conns" "x$a" "x$b" "" ">= x0.25" "$(verdict "$a >= 0.25")"
     ab_rows chain-N base-N "$high conns"
+    if [[ $logv == 1 ]]; then
+      log ""
+      log "logging functions (2 lines per invocation on stdout), this tree vs $BASE_REF:"
+      row "metric" "this tree" "$BASE_REF" "ratio" "target" "verdict"
+      ab_rows log-1 base-log-1 "1 conn, logging"
+      ab_rows log-N base-log-N "$high conns, logging"
+    fi
   fi
   log ""
   log "cold starts (ms): $(stats 'sorted(round(x, 2) for x in R["cold-rust"][0]["cold_ms"])')"

@@ -342,6 +342,36 @@ async fn register(base: &str, spec: Value, token: Option<&str>) {
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
+/// A python3 every user can run (instances may run as a user of their own).
+fn system_python() -> &'static str {
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("the dashboard test needs a system python3 (/usr/bin/python3)")
+}
+
+/// The printing runtime: the runtime contract's `GET /health` and `POST /invoke` on `$PORT`.
+const PRINTER: &str = r#"
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.answer(b'{"status":"ok"}')
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        print("printed-by-the-dashboard-test", flush=True)
+        self.answer(b'{"printed":true}')
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), H).serve_forever()
+"#;
+
 /// Calls of `echo` made while the page is open.
 const LOAD: usize = 40;
 
@@ -350,11 +380,11 @@ fn specs() -> (Value, Value) {
         "name": "echo",
         "command": [workspace_bin("nanofaas-test-runtime")],
     });
-    // STDIO: a process per call under one warm watchdog; it prints a line while it serves.
+    // A warm HTTP runtime that prints a line while it serves each call (one call at a time, so
+    // where executions keep their logs, the line is this execution's).
     let printer = json!({
         "name": "printer",
-        "runtimeMode": "STDIO",
-        "command": ["/bin/sh", "-c", "echo printed-by-the-dashboard-test >&2; cat >/dev/null; echo '{\"printed\":true}'"],
+        "command": [system_python(), "-c", PRINTER],
     });
     (echo, printer)
 }
@@ -500,6 +530,12 @@ fn the_dashboard_shows_functions_live_and_opens_an_execution() {
         "['loaded', 'unavailable'].includes(document.getElementById('logs').dataset.state) && ['loaded', 'unavailable'].includes(document.getElementById('trace').dataset.state)",
         10,
     );
+    if logs_route {
+        b.wait(
+            "document.getElementById('logs').innerText.includes('printed-by-the-dashboard-test')",
+            10,
+        );
+    }
     let logs = b.eval("document.getElementById('logs').dataset.state + ': ' + document.getElementById('logs').innerText");
     let logs = logs.as_str().unwrap_or_default().to_string();
     if logs_route {

@@ -34,6 +34,7 @@ pub mod executions;
 pub mod idempotency;
 pub mod ids;
 pub mod job;
+pub mod logs;
 pub mod managed;
 pub mod metrics;
 pub mod persist;

@@ -35,6 +35,8 @@ pub struct Context {
     pub callback_base_url: String,
     /// The address the API is bound to.
     pub addr: SocketAddr,
+    /// Where providers hand the lines instances write.
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 /// A running control plane.
@@ -128,6 +130,7 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
                 unix_socket: c.provider.process.unix_socket,
                 isolation: isolation_settings(&c.provider.process)?,
             })?;
+            provider.set_logs(ctx.logs.clone());
             Ok(Arc::new(ManagedFactory::new(
                 Arc::new(provider),
                 ctx.client.clone(),
@@ -136,7 +139,11 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
             )))
         }
         "docker" => Ok(Arc::new(ManagedFactory::new(
-            Arc::new(crate::provider::docker::from_config(&c.provider)?),
+            {
+                let d = crate::provider::docker::from_config(&c.provider)?;
+                d.set_logs(ctx.logs.clone());
+                Arc::new(d)
+            },
             ctx.client.clone(),
             ctx.metrics.clone(),
             pool_settings(c),
@@ -289,6 +296,7 @@ async fn start_inner(
         metrics: metrics.clone(),
         callback_base_url: callback_base_url.clone(),
         addr,
+        logs: crate::logs::Logs::new(),
     };
     let factory = make_factory(&ctx).map_err(StartError::Setup)?;
     factory.prepare().await;
@@ -324,11 +332,24 @@ async fn start_inner(
         }
         (
             Some(Persistence { specs, journal }),
-            Some((stored, recovered.pending, recovered.finished)),
+            Some((
+                stored,
+                recovered.pending,
+                recovered.finished,
+                recovered.logs,
+            )),
         )
     };
     let platform = Platform::new(settings, metrics, auth, factory, persistence);
-    if let Some((stored, pending, finished)) = restored {
+    let logs = ctx.logs.clone();
+    let lookup: Arc<dyn crate::logs::Lookup> = platform.clone();
+    logs.bind(Arc::downgrade(&lookup));
+    if let Some((stored, pending, finished, exec_logs)) = restored {
+        for (id, function, json) in exec_logs {
+            if let Err(e) = logs.restore(&id, &function, &json) {
+                tracing::warn!(problem = %e, "state folder");
+            }
+        }
         platform.restore(stored, pending, finished);
     }
     let housekeeping =
@@ -348,6 +369,7 @@ async fn start_inner(
             callbacks_only: true,
             tls: None,
             ui: dashboard.clone(),
+            logs: logs.clone(),
         })
     });
     let state = Arc::new(AppState {
@@ -357,6 +379,7 @@ async fn start_inner(
         callbacks_only: false,
         tls,
         ui: dashboard,
+        logs: logs.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -570,6 +593,8 @@ async fn serve(
     let graceful = accept_loop(listener, state.clone(), stop, feeds).await;
     tracing::info!("shutting down: no new invocations; draining running ones");
     state.platform.shutdown(grace).await;
+    // Followers of functions' logs end, so their connections can close.
+    state.logs.close();
     housekeeping.abort();
     let _ = done.send(true);
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())

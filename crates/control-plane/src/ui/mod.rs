@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::platform::Platform;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
 use serde_json::{json, Value};
 use series::{Point, Series};
@@ -79,10 +79,14 @@ fn unix_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The body of every response of the listener: the API's whole bodies, or an event stream.
+/// The body of every response of the listener: the API's, or the dashboard's event stream.
 pub enum Body {
-    Full(Full<Bytes>),
+    Api(api::Body),
     Events(Box<Events>),
+}
+
+fn whole(b: impl Into<Bytes>) -> Body {
+    Body::Api(api::Body::Left(Full::new(b.into())))
 }
 
 impl hyper::body::Body for Body {
@@ -94,21 +98,22 @@ impl hyper::body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            Body::Full(f) => Pin::new(f).poll_frame(cx),
+            Body::Api(Either::Left(b)) => Pin::new(b).poll_frame(cx),
+            Body::Api(Either::Right(b)) => Pin::new(b).poll_frame(cx),
             Body::Events(e) => e.poll(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Full(f) => f.is_end_stream(),
+            Body::Api(b) => b.is_end_stream(),
             Body::Events(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Full(f) => f.size_hint(),
+            Body::Api(b) => b.size_hint(),
             Body::Events(_) => SizeHint::default(),
         }
     }
@@ -122,12 +127,12 @@ pub fn is_ui_path(path: &str) -> bool {
 /// Serves one request of the public listener: the dashboard's paths here, the rest by the API.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     if state.callbacks_only || !is_ui_path(req.uri().path()) {
-        return api::handle(state, req).await.map(Body::Full);
+        return api::handle(state, req).await.map(Body::Api);
     }
     state.platform.metrics.global.http_requests.inc();
     let mut r = match route(&state, &req) {
         Ok(r) => r,
-        Err(e) => api::error_response(&e).map(Body::Full),
+        Err(e) => api::error_response(&e).map(Body::Api),
     };
     let h = r.headers_mut();
     h.insert(
@@ -178,7 +183,7 @@ fn route(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body
     access.authorize(who, Action::Read)?;
     if data {
         let (body, _) = snapshot(&state.platform, &state.ui, 0);
-        let mut r = Response::new(Body::Full(Full::new(Bytes::from(body))));
+        let mut r = Response::new(whole(body));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -433,7 +438,7 @@ fn asset(path: &str) -> Option<Response<Body>> {
             "public, max-age=31536000, immutable",
         )
     };
-    let mut r = Response::new(Body::Full(Full::new(bytes)));
+    let mut r = Response::new(whole(bytes));
     *r.status_mut() = StatusCode::OK;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));

@@ -441,16 +441,22 @@
     box.replaceChildren(el('p', { class: 'muted unavailable' }, text));
   }
 
-  async function loadLogs(id) {
+  // Lines reach the control plane a moment after the answer: an execution that just finished
+  // and shows none is asked again, a few times.
+  async function loadLogs(id, again) {
     const box = $('logs');
-    box.dataset.state = 'loading';
-    box.replaceChildren(el('p', { class: 'muted' }, 'loading…'));
+    if (!again) {
+      box.dataset.state = 'loading';
+      box.replaceChildren(el('p', { class: 'muted' }, 'loading…'));
+    }
     const r = await getJson('/v1/executions/' + encodeURIComponent(id) + '/logs');
     if (!opened || opened.id !== id) return;
     if (r.status !== 200 || !r.body || !Array.isArray(r.body.lines)) return notAvailable(box, 'Logs', r);
     box.dataset.state = 'loaded';
     if (r.body.lines.length === 0) {
       box.replaceChildren(el('p', { class: 'muted' }, 'The function printed nothing.'));
+      const n = again || 0;
+      if (n < 3) setTimeout(() => loadLogs(id, n + 1), 1000);
       return;
     }
     const pre = el('pre', { class: 'loglines', tabindex: 0, 'aria-label': 'log lines' });
