@@ -39,9 +39,14 @@ async fn invoke_at(base: &str, name: &str, input: Value) -> String {
 }
 
 async fn exec_logs(cp: &ControlPlane, id: &str) -> Value {
-    let r = http("GET", &cp.url(&format!("/v1/executions/{id}/logs")), &[], "")
-        .await
-        .unwrap();
+    let r = http(
+        "GET",
+        &cp.url(&format!("/v1/executions/{id}/logs")),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "logs of {id}: {}", r.text());
     let v = r.json();
     assert_eq!(v["executionId"], id);
@@ -166,21 +171,36 @@ async fn concurrent(cp: &ControlPlane, name: &str) {
             "{name}: a plain print cannot be attributed when calls overlap: {logs}"
         );
     }
-    let r = http("GET", &cp.url(&format!("/v1/functions/{name}/logs")), &[], "")
-        .await
-        .unwrap();
+    let r = http(
+        "GET",
+        &cp.url(&format!("/v1/functions/{name}/logs")),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     let lines = v["lines"].as_array().unwrap();
     let print = lines
         .iter()
-        .find(|l| l["text"].as_str().unwrap().contains(&format!("{name}-cprint-0")))
+        .find(|l| {
+            l["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{name}-cprint-0"))
+        })
         .unwrap_or_else(|| panic!("{name}: the print is in the instance's log: {v}"));
     assert_eq!(print["executionId"], Value::Null, "{print}");
     assert!(print["instanceId"].as_str().is_some_and(|s| !s.is_empty()));
     let logged = lines
         .iter()
-        .find(|l| l["text"].as_str().unwrap().contains(&format!("{name}-clog-0-")))
+        .find(|l| {
+            l["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{name}-clog-0-"))
+        })
         .unwrap();
     assert_eq!(logged["executionId"], ids[0].as_str(), "{logged}");
 }
@@ -232,7 +252,12 @@ async fn what_functions_print_is_kept_per_execution_in_every_runtime() {
     // A function printing far more than the bound: cut there, and said so.
     let id = invoke(&cp, "hello-python", json!({"spam": 5000})).await;
     let logs = exec_logs(&cp, &id).await;
-    assert_eq!(logs["truncated"], true, "{}", logs["lines"].as_array().unwrap().len());
+    assert_eq!(
+        logs["truncated"],
+        true,
+        "{}",
+        logs["lines"].as_array().unwrap().len()
+    );
     let t = texts(&logs);
     let kept_bytes: usize = t[..t.len() - 1].iter().map(|l| l.len()).sum();
     assert!(kept_bytes <= 64 << 10, "{kept_bytes}");
@@ -281,7 +306,10 @@ async fn what_functions_print_is_kept_per_execution_in_every_runtime() {
     // A restart: the async executions' logs come back with their records.
     cp.proc.signal(libc::SIGTERM).unwrap();
     assert!(
-        cp.proc.wait_exit_async(Duration::from_secs(20)).await.is_some(),
+        cp.proc
+            .wait_exit_async(Duration::from_secs(20))
+            .await
+            .is_some(),
         "the control plane did not stop: {}",
         cp.proc.output()
     );

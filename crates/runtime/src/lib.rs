@@ -43,7 +43,10 @@ mod log_tests {
     fn lines_are_tagged_only_when_asked() {
         assert_eq!(super::tag_with(false, "e1", "hi"), "hi");
         assert_eq!(super::tag_with(true, "e1", "hi"), "@exec:e1 hi");
-        assert_eq!(super::tag_with(true, "e1", "a\nb"), "@exec:e1 a\n@exec:e1 b");
+        assert_eq!(
+            super::tag_with(true, "e1", "a\nb"),
+            "@exec:e1 a\n@exec:e1 b"
+        );
         assert_eq!(super::tag_with(true, "", "hi"), "hi");
     }
 }

@@ -39,7 +39,8 @@ pub fn spawn_with(cfg: &Config, socket: Option<&str>, piped: bool) -> Result<(Ch
     if piped {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     } else {
-        cmd.stdout(process::to_stderr()).stderr(process::to_stderr());
+        cmd.stdout(process::to_stderr())
+            .stderr(process::to_stderr());
     }
     let child = cmd
         .spawn()

@@ -111,7 +111,9 @@ impl Output {
             let me = self.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok(mut guard) = afd.readable().await else { break };
+                    let Ok(mut guard) = afd.readable().await else {
+                        break;
+                    };
                     guard.clear_ready();
                     if !me.drain_pipe(id) {
                         break;
@@ -233,7 +235,10 @@ fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, out: &mut Vec<
         p.buf.pop();
     }
     let line = String::from_utf8_lossy(&p.buf);
-    let (tagged, text) = match line.strip_prefix(RUNTIME_TAG).and_then(|r| r.split_once(' ')) {
+    let (tagged, text) = match line
+        .strip_prefix(RUNTIME_TAG)
+        .and_then(|r| r.split_once(' '))
+    {
         Some((id, text)) if inflight.iter().any(|f| f.id == id) => (Some(id), text),
         _ => (None, &*line),
     };
@@ -349,7 +354,10 @@ mod tests {
         assert!(!inflight[0].wrote && inflight[1].wrote);
         // Nothing in flight.
         w.write_all(b"idle\n").unwrap();
-        assert_eq!(lines_of(&mut p, &mut [], true, false), "NANOFAAS_LOG o - idle\n");
+        assert_eq!(
+            lines_of(&mut p, &mut [], true, false),
+            "NANOFAAS_LOG o - idle\n"
+        );
     }
 
     #[test]

@@ -447,7 +447,11 @@ impl App {
         match self.warm.runtime {
             RuntimeKind::Http => {
                 let id = inv.execution_id.to_str().unwrap_or("");
-                let _span = self.sup.as_ref().and_then(|s| s.output.as_ref()).map(|o| o.begin(id));
+                let _span = self
+                    .sup
+                    .as_ref()
+                    .and_then(|s| s.output.as_ref())
+                    .map(|o| o.begin(id));
                 self.call_runtime(inv, deadline).await
             }
             RuntimeKind::Stdio => {
