@@ -58,7 +58,7 @@ else
 fi
 # --- end Docker images --------------------------------------------------------------------------
 
-# --- Chromium for the headless-browser attack test (crates/cli/tests/browser.rs) -------------
+# --- Chromium for the browser tests (crates/cli/tests/browser.rs, dashboard.rs) --------------
 if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
   tier "Chromium: Debian package for the browser test (install)" none \
     bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'

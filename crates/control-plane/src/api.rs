@@ -58,6 +58,8 @@ pub struct AppState {
     pub callbacks_only: bool,
     /// TLS of this listener, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The dashboard's series and streams (`crate::ui`).
+    pub ui: Arc<crate::ui::Dashboard>,
     /// What functions printed (per execution, per function, live).
     pub logs: Arc<crate::logs::Logs>,
 }

@@ -3,7 +3,7 @@
 //! instances, close connections).
 
 use crate::access::{is_loopback, Access};
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::auth::CallbackAuth;
 use crate::config::Config;
 use crate::dispatch::{http_client, ClientSettings, HttpClient};
@@ -325,6 +325,7 @@ async fn start_inner(
             "no API tokens configured: every local user and program can use this API; it is served on loopback only (docs/security.md)"
         );
     }
+    let dashboard = crate::ui::Dashboard::start(&platform);
     let callbacks_state = callback_listener.as_ref().map(|_| {
         Arc::new(AppState {
             platform: platform.clone(),
@@ -332,6 +333,7 @@ async fn start_inner(
             access: Access::default(),
             callbacks_only: true,
             tls: None,
+            ui: dashboard.clone(),
             logs: logs.clone(),
         })
     });
@@ -341,6 +343,7 @@ async fn start_inner(
         access,
         callbacks_only: false,
         tls,
+        ui: dashboard,
         logs: logs.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -431,7 +434,7 @@ fn serve_conn(
     let st = state.clone();
     let service = service_fn(move |req| {
         let st = st.clone();
-        async move { Ok::<_, Infallible>(api::handle(st, req).await) }
+        async move { Ok::<_, Infallible>(crate::ui::handle(st, req).await) }
     });
     let Some(tls) = &state.tls else {
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
