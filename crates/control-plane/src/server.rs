@@ -3,7 +3,7 @@
 //! instances, close connections).
 
 use crate::access::{is_loopback, Access};
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::auth::CallbackAuth;
 use crate::config::Config;
 use crate::dispatch::{http_client, ClientSettings, HttpClient};
@@ -34,6 +34,8 @@ pub struct Context {
     pub callback_base_url: String,
     /// The address the API is bound to.
     pub addr: SocketAddr,
+    /// Where providers hand the lines instances write.
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 /// A running control plane.
@@ -102,7 +104,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
 /// as pods ([`crate::provider::from_config`] picks the provider).
 pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String> {
     let c = &ctx.config;
-    match crate::provider::from_config(c)? {
+    match crate::provider::from_config(c, &ctx.logs)? {
         None => Ok(Arc::new(EndpointFactory {
             client: ctx.client.clone(),
         })),
@@ -259,6 +261,7 @@ async fn start_inner(
         metrics: metrics.clone(),
         callback_base_url: callback_base_url.clone(),
         addr,
+        logs: crate::logs::Logs::new(),
     };
     let factory = make_factory(&ctx).map_err(StartError::Setup)?;
     factory.prepare().await;
@@ -294,11 +297,24 @@ async fn start_inner(
         }
         (
             Some(Persistence { specs, journal }),
-            Some((stored, recovered.pending, recovered.finished)),
+            Some((
+                stored,
+                recovered.pending,
+                recovered.finished,
+                recovered.logs,
+            )),
         )
     };
     let platform = Platform::new(settings, metrics, auth, factory, persistence);
-    if let Some((stored, pending, finished)) = restored {
+    let logs = ctx.logs.clone();
+    let lookup: Arc<dyn crate::logs::Lookup> = platform.clone();
+    logs.bind(Arc::downgrade(&lookup));
+    if let Some((stored, pending, finished, exec_logs)) = restored {
+        for (id, function, json) in exec_logs {
+            if let Err(e) = logs.restore(&id, &function, &json) {
+                tracing::warn!(problem = %e, "state folder");
+            }
+        }
         platform.restore(stored, pending, finished);
     }
     let housekeeping =
@@ -309,6 +325,7 @@ async fn start_inner(
             "no API tokens configured: every local user and program can use this API; it is served on loopback only (docs/security.md)"
         );
     }
+    let dashboard = crate::ui::Dashboard::start(&platform);
     let callbacks_state = callback_listener.as_ref().map(|_| {
         Arc::new(AppState {
             platform: platform.clone(),
@@ -316,6 +333,8 @@ async fn start_inner(
             access: Access::default(),
             callbacks_only: true,
             tls: None,
+            ui: dashboard.clone(),
+            logs: logs.clone(),
         })
     });
     let state = Arc::new(AppState {
@@ -324,6 +343,8 @@ async fn start_inner(
         access,
         callbacks_only: false,
         tls,
+        ui: dashboard,
+        logs: logs.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -413,7 +434,7 @@ fn serve_conn(
     let st = state.clone();
     let service = service_fn(move |req| {
         let st = st.clone();
-        async move { Ok::<_, Infallible>(api::handle(st, req).await) }
+        async move { Ok::<_, Infallible>(crate::ui::handle(st, req).await) }
     });
     let Some(tls) = &state.tls else {
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
@@ -537,6 +558,8 @@ async fn serve(
     let graceful = accept_loop(listener, state.clone(), stop, feeds).await;
     tracing::info!("shutting down: no new invocations; draining running ones");
     state.platform.shutdown(grace).await;
+    // Followers of functions' logs end, so their connections can close.
+    state.logs.close();
     housekeeping.abort();
     let _ = done.send(true);
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())

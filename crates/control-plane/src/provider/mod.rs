@@ -133,11 +133,22 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// The provider `provider.type` names: `None` for `none` (POOL functions only).
-pub fn from_config(c: &crate::config::Config) -> Result<Option<Arc<dyn Provider>>, String> {
+pub fn from_config(
+    c: &crate::config::Config,
+    logs: &Arc<crate::logs::Logs>,
+) -> Result<Option<Arc<dyn Provider>>, String> {
     Ok(Some(match c.provider.kind.as_str() {
         "none" => return Ok(None),
-        "process" => Arc::new(process::from_config(c)?),
-        "docker" => Arc::new(docker::from_config(&c.provider)?),
+        "process" => {
+            let p = process::from_config(c)?;
+            p.set_logs(logs.clone());
+            Arc::new(p)
+        }
+        "docker" => {
+            let d = docker::from_config(&c.provider)?;
+            d.set_logs(logs.clone());
+            Arc::new(d)
+        }
         #[cfg(feature = "kubernetes")]
         "kubernetes" => Arc::new(kubernetes::from_config(c)?),
         #[cfg(not(feature = "kubernetes"))]

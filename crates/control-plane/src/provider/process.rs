@@ -110,6 +110,8 @@ type Children = Arc<Mutex<HashMap<String, Arc<Entry>>>>;
 const ENDED_OOM_KEPT: usize = 256;
 
 pub struct ProcessProvider {
+    /// Where the lines instances write go (per execution, per function); see `logs`.
+    logs: std::sync::OnceLock<Arc<crate::logs::Logs>>,
     settings: ProcessSettings,
     children: Children,
     owner: String,
@@ -255,6 +257,11 @@ fn free_port(ip: IpAddr) -> Result<u16, StartFailure> {
 }
 
 impl ProcessProvider {
+    /// Hands the lines instances write to `logs` (once, before the first instance starts).
+    pub fn set_logs(&self, logs: Arc<crate::logs::Logs>) {
+        let _ = self.logs.set(logs);
+    }
+
     pub fn new(mut settings: ProcessSettings) -> Result<Self, String> {
         // Instances start in their function's working directory: a relative path to the
         // watchdog would be resolved from there, so make it absolute now.
@@ -293,6 +300,7 @@ impl ProcessProvider {
             }
         }
         Ok(Self {
+            logs: std::sync::OnceLock::new(),
             shared: Arc::new(Shared {
                 env: sandbox::inherited_env(&iso.env_allow),
                 user,
@@ -475,6 +483,7 @@ impl ProcessProvider {
             .env(ENV_OWNER, &self.owner)
             .env("WATCHDOG_CMD", Self::runtime_command(spec)?)
             .env("TIMEOUT_MS", spec.timeout_ms.to_string())
+            .env(crate::logs::ENV_LOG_TAGS, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -557,13 +566,26 @@ impl ProcessProvider {
         if let Some(err) = child.stderr.take() {
             let log = log.clone();
             let (instance, function) = (id.to_string(), spec.name.clone());
-            let mut out = OutputLog::new(function, instance, self.settings.log_lines_per_second);
+            let logs = self.logs.get().cloned();
+            let mut out = OutputLog::new(
+                function.clone(),
+                instance.clone(),
+                self.settings.log_lines_per_second,
+            );
             tokio::spawn(async move {
                 read_lines(err, |line| {
-                    log.push(&line);
-                    out.line("stderr", &line);
+                    if let Some(l) = &logs {
+                        l.instance_line(&function, &instance, &line);
+                    }
+                    if let Some((stream, text)) = crate::logs::display(&line) {
+                        log.push(text);
+                        out.line(stream, text);
+                    }
                 })
                 .await;
+                if let Some(l) = &logs {
+                    l.instance_ended(&instance);
+                }
             });
         }
         let children = self.children.clone();
@@ -801,6 +823,9 @@ impl Provider for ProcessProvider {
                 let port = free_port(ip)?;
                 cmd.env("RUNTIME_URL", format!("http://{ip}:{port}/invoke"))
                     .env("PORT", port.to_string());
+            }
+            if let Some(l) = self.logs.get() {
+                l.job_instance(&req.instance_id, &req.execution_id);
             }
             let (entry, _ready) = self.spawn(&req.instance_id, spec, "job", cmd)?;
             Ok(Job {
