@@ -26,11 +26,10 @@ async fn a_peer_that_reads_and_closes_sees_one_request_per_counted_attempt() {
     // One worker loop: the second call reuses the first call's connection.
     cfg.worker_threads = 1;
     let cp = Cp::start(cfg).await;
-    cp.register_pool("f", &ep.url(), json!({"maxRetries": 3})).await;
+    cp.register_pool("f", &ep.url(), json!({"maxRetries": 3}))
+        .await;
     for _ in 0..2 {
-        let r = cp
-            .post("/v1/functions/f:invoke", json!({"input": 1}))
-            .await;
+        let r = cp.post("/v1/functions/f:invoke", json!({"input": 1})).await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let seen = ep.requests();
@@ -60,7 +59,9 @@ async fn a_peer_that_reads_and_closes_sees_one_request_per_counted_attempt() {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// 200 instances started, served once and stopped (`maxInvocations: 1`) leave the control

@@ -39,6 +39,8 @@ enum Act {
     Answer,
     /// Read the request, then close without a byte of answer.
     ReadAndClose,
+    /// Read the request and never answer (the connection stays open).
+    Hang,
 }
 
 /// Reads one request head (and a `content-length` body) from `s` into `buf`; `None` at the end
@@ -88,7 +90,9 @@ fn peer(script: impl Fn(usize) -> Act + Send + Sync + 'static) -> (SocketAddr, A
         rt.block_on(async move {
             let l = TcpListener::from_std(std_listener).unwrap();
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let c = s2.connections.fetch_add(1, Ordering::SeqCst) + 1;
                 let (seen, script) = (s2.clone(), script.clone());
                 tokio::spawn(async move {
@@ -111,6 +115,11 @@ fn peer(script: impl Fn(usize) -> Act + Send + Sync + 'static) -> (SocketAddr, A
                                 }
                             }
                             Act::ReadAndClose => return,
+                            Act::Hang => {
+                                let mut rest = [0u8; 64];
+                                let _ = s.read(&mut rest).await;
+                                return;
+                            }
                         }
                     }
                 });
@@ -121,20 +130,32 @@ fn peer(script: impl Fn(usize) -> Act + Send + Sync + 'static) -> (SocketAddr, A
 }
 
 async fn post(c: &Client, e: &Endpoint) -> Result<nanofaas_h1::Response, Error> {
-    c.send_to(e, "peer", "POST", "/invoke", &[], b"{}", 1024).await
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    c.send_to(e, "peer", "POST", "/invoke", &[], b"{}", 1024, deadline)
+        .await
 }
 
 /// A request fully written on a reused connection that the peer then closes is not sent again:
 /// the attempt fails, and the peer saw it once.
 #[tokio::test]
 async fn a_written_request_on_a_reused_connection_is_never_sent_twice() {
-    let (addr, seen) = peer(|n| if n == 2 { Act::ReadAndClose } else { Act::Answer });
+    let (addr, seen) = peer(|n| {
+        if n == 2 {
+            Act::ReadAndClose
+        } else {
+            Act::Answer
+        }
+    });
     let c = client();
     let e = Endpoint::tcp(addr);
     assert_eq!(post(&c, &e).await.unwrap().status, 200);
     let second = post(&c, &e).await;
     assert!(matches!(second, Err(Error::Lost(_))), "{second:?}");
-    assert_eq!(seen.requests(), 2, "each send reached the peer exactly once");
+    assert_eq!(
+        seen.requests(),
+        2,
+        "each send reached the peer exactly once"
+    );
     // The next send opens a new connection and is answered.
     assert_eq!(post(&c, &e).await.unwrap().status, 200);
     assert_eq!(seen.requests(), 3);
@@ -178,11 +199,13 @@ fn a_blocked_worker_does_not_delay_another_workers_request() {
         .build()
         .unwrap();
     // Bounded so that a failure is an error, not a hang: far longer than a loopback call.
-    let other = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(5), post(&c, &e)).await
-    });
+    let other =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), post(&c, &e)).await });
     release_tx.send(()).unwrap();
-    assert!(blocked.join().unwrap(), "the blocked worker was released by the other one");
+    assert!(
+        blocked.join().unwrap(),
+        "the blocked worker was released by the other one"
+    );
     let other = other.expect("the other worker's request was not held up by the blocked loop");
     assert_eq!(other.unwrap().status, 200);
     assert_eq!(
@@ -205,6 +228,41 @@ async fn dropping_an_endpoint_closes_its_idle_connections() {
     let closed = wait_for(|| seen.closed_by_client.load(Ordering::SeqCst) == 1).await;
     assert!(closed, "the peer saw the idle connection closed");
     drop(c);
+}
+
+/// `close_idle` closes them at once too, while the endpoint lives on.
+#[tokio::test]
+async fn close_idle_closes_an_endpoints_idle_connections() {
+    let (addr, seen) = peer(|_| Act::Answer);
+    let c = client();
+    let e = Endpoint::tcp(addr);
+    assert_eq!(post(&c, &e).await.unwrap().status, 200);
+    assert_eq!(e.idle_count(), 1);
+    e.close_idle();
+    assert_eq!(e.idle_count(), 0);
+    let closed = wait_for(|| seen.closed_by_client.load(Ordering::SeqCst) == 1).await;
+    assert!(closed, "the peer saw the idle connection closed");
+    // The endpoint still works: a new connection.
+    assert_eq!(post(&c, &e).await.unwrap().status, 200);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+}
+
+/// Every exchange ends by its deadline, and the connection it used is not kept.
+#[tokio::test]
+async fn an_exchange_past_its_deadline_is_a_timeout() {
+    let (addr, seen) = peer(|n| if n == 2 { Act::Hang } else { Act::Answer });
+    let c = client();
+    let e = Endpoint::tcp(addr);
+    assert_eq!(post(&c, &e).await.unwrap().status, 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    let r = c
+        .send_to(&e, "peer", "POST", "/invoke", &[], b"{}", 1024, deadline)
+        .await;
+    assert_eq!(r.unwrap_err(), Error::Timeout);
+    assert_eq!(e.idle_count(), 0, "the timed-out connection is not reused");
+    assert_eq!(post(&c, &e).await.unwrap().status, 200);
+    assert_eq!(seen.requests(), 3);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
 }
 
 /// Polls `cond` every few milliseconds for at most 5 s.
