@@ -103,7 +103,16 @@ async fn run_h1(addr: SocketAddr, calls: usize) -> u64 {
         ];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let r = c
-            .send_to(&e, &host, "POST", "/invoke", &headers, BODY, 1 << 20, deadline)
+            .send_to(
+                &e,
+                &host,
+                "POST",
+                "/invoke",
+                &headers,
+                BODY,
+                1 << 20,
+                deadline,
+            )
             .await
             .unwrap();
         assert_eq!(r.body.len(), BODY.len());
@@ -247,7 +256,9 @@ fn main() {
         println!(
             "  {name:<20} {:.2} us   {:?}",
             v[v.len() / 2],
-            v.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>()
+            v.iter()
+                .map(|x| (x * 100.0).round() / 100.0)
+                .collect::<Vec<_>>()
         );
     }
 }
