@@ -21,6 +21,7 @@
 //! - [`auth`]: per-attempt callback tokens.
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
 //! - [`telemetry`]: logging set-up; [`tls`]: optional TLS of the API listener.
+//! - [`ui`]: the dashboard at `/ui`, its event stream and its time series.
 
 pub mod access;
 pub mod admission;
@@ -33,6 +34,7 @@ pub mod executions;
 pub mod idempotency;
 pub mod ids;
 pub mod job;
+pub mod logs;
 pub mod managed;
 pub mod metrics;
 pub mod persist;
@@ -44,6 +46,7 @@ pub mod registry;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 
 /// The inline keep-alive HTTP/1.1 client of the dispatch hop (crate `nanofaas-h1`).
 pub use nanofaas_h1 as h1;
