@@ -20,7 +20,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The shared keep-alive HTTP client used for every dispatch.
 pub type HttpClient = crate::h1::Client;
 
-pub use crate::h1::ClientSettings;
+pub use crate::h1::{ClientSettings, Endpoint};
 
 pub fn http_client(s: &ClientSettings) -> HttpClient {
     crate::h1::Client::new(s.clone())
@@ -134,6 +134,8 @@ pub trait Backend: Send + Sync + 'static {
 pub struct EndpointBackend {
     client: HttpClient,
     uri: Uri,
+    /// Its address and idle connections, closed when the function goes.
+    endpoint: Endpoint,
 }
 
 impl EndpointBackend {
@@ -141,17 +143,29 @@ impl EndpointBackend {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
-        Ok(Self { client, uri })
+        let endpoint = Endpoint::http(&uri).map_err(|e| format!("{url:?}: {e}"))?;
+        Ok(Self {
+            client,
+            uri,
+            endpoint,
+        })
     }
 }
 
 impl Backend for EndpointBackend {
     fn dispatch<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, DispatchResult> {
         Box::pin(async move {
-            invoke_http(&self.client, &self.uri, None, call, false, Duration::ZERO)
-                .await
-                .0
-                .into()
+            invoke_http(
+                &self.client,
+                &self.uri,
+                &self.endpoint,
+                call,
+                false,
+                Duration::ZERO,
+            )
+            .await
+            .0
+            .into()
         })
     }
 }
@@ -169,31 +183,36 @@ pub enum Transport {
     NoAnswer,
 }
 
-/// Sends a request to `uri`, or to `unix` when the instance has a Unix socket (the URL then
-/// gives the path and the `Host` header).
+/// Where an instance is reached: its Unix socket if it has one, else the host of its URL.
+pub fn instance_endpoint(invoke: &Uri, socket: Option<&str>) -> Result<Endpoint, String> {
+    match socket {
+        Some(s) => Ok(Endpoint::unix(s)),
+        None => Endpoint::http(invoke).map_err(|e| e.to_string()),
+    }
+}
+
+/// Sends a request to `endpoint`, with `uri`'s path and `Host`, answered before `deadline`.
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
     client: &HttpClient,
+    endpoint: &Endpoint,
     uri: &Uri,
-    unix: Option<&crate::h1::Endpoint>,
     method: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     max_body: usize,
+    deadline: tokio::time::Instant,
 ) -> Result<crate::h1::Response, crate::h1::Error> {
-    match unix {
-        None => client.send(method, uri, headers, body, max_body).await,
-        Some(endpoint) => {
-            let host = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
-            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            client
-                .send_to(endpoint, host, method, path, headers, body, max_body)
-                .await
-        }
-    }
+    let host = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    client
+        .send_to(
+            endpoint, host, method, path, headers, body, max_body, deadline,
+        )
+        .await
 }
 
-/// Posts the attempt to `uri` (over `unix` if given) in the header form of the runtime
+/// Posts the attempt to `endpoint` (path and `Host` from `uri`) in the header form of the runtime
 /// contract and classifies the answer. With `send_callback`, the instance is also given the callback URL and token. The
 /// instance is told the attempt's timeout (`X-Timeout-Ms`) and given `grace` more to answer.
 /// The third value is the start time of the runtime when the answer says (`X-Runtime-Start-Ms`)
@@ -201,7 +220,7 @@ pub async fn send(
 pub async fn invoke_http(
     client: &HttpClient,
     uri: &Uri,
-    unix: Option<&crate::h1::Endpoint>,
+    endpoint: &Endpoint,
     call: &Call,
     send_callback: bool,
     grace: Duration,
@@ -220,21 +239,21 @@ pub async fn invoke_http(
         headers.push((h::CALLBACK_TOKEN, &cb.token));
     }
     let max = call.max_output_bytes;
-    let exchange = async {
-        match send(client, uri, unix, "POST", &headers, &call.body, max).await {
-            Ok(r) => Ok((
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
-                r.body,
-                r.runtime_start_ms.map(Duration::from_millis),
-            )),
-            Err(crate::h1::Error::TooLarge(_)) => Err((false, format!("TOO_LARGE {max}"))),
-            Err(crate::h1::Error::Connect(m)) => Err((true, format!("{uri}: {m}"))),
-            Err(e) => Err((false, format!("{uri}: {e}"))),
-        }
-    };
+    // The exchange's deadline: the attempt's timeout, plus the grace to answer it.
+    let deadline = tokio::time::Instant::now() + call.timeout + grace;
+    use crate::h1::Error as E;
+    let sent = send(
+        client, endpoint, uri, "POST", &headers, &call.body, max, deadline,
+    )
+    .await;
     let fail = |kind, code, msg: String| Outcome::Failure(Failure::new(kind, code, msg));
-    let (outcome, transport) = match tokio::time::timeout(call.timeout + grace, exchange).await {
-        Err(_) => (
+    let (outcome, transport) = match sent {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let start = r.runtime_start_ms.map(Duration::from_millis);
+            return (classify(status, r.body), Transport::Answered, start);
+        }
+        Err(E::Timeout) => (
             fail(
                 FailureKind::Timeout,
                 ErrorCode::Timeout,
@@ -245,7 +264,7 @@ pub async fn invoke_http(
             ),
             Transport::NoAnswer,
         ),
-        Ok(Err((_, msg))) if msg.starts_with("TOO_LARGE") => (
+        Err(E::TooLarge(_)) => (
             fail(
                 FailureKind::Function,
                 ErrorCode::FunctionError,
@@ -253,25 +272,23 @@ pub async fn invoke_http(
             ),
             Transport::Answered,
         ),
-        Ok(Err((true, msg))) => (
+        Err(E::Connect(m)) => (
             fail(
                 FailureKind::Platform,
                 ErrorCode::InstanceLost,
-                format!("could not connect to the instance: {msg}"),
+                format!("could not connect to the instance: {uri}: {m}"),
             ),
             Transport::ConnectFailed,
         ),
-        Ok(Err((false, msg))) => (
+        // The request may have reached the instance: never sent again inside this attempt.
+        Err(e) => (
             fail(
                 FailureKind::Platform,
                 ErrorCode::InstanceLost,
-                format!("the instance was lost before it answered: {msg}"),
+                format!("the instance was lost before it answered: {uri}: {e}"),
             ),
             Transport::Lost,
         ),
-        Ok(Ok((status, body, start))) => {
-            return (classify(status, body), Transport::Answered, start);
-        }
     };
     (outcome, transport, None)
 }

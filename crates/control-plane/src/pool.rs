@@ -59,8 +59,9 @@ pub struct Conn {
     pub instance_id: String,
     pub invoke: Uri,
     pub health: Uri,
-    /// When set, requests to the instance go to this Unix socket.
-    pub unix: Option<crate::h1::Endpoint>,
+    /// Where its requests go (its Unix socket if it has one); holds its idle connections, which
+    /// close when the last lease of a stopped instance is dropped.
+    pub endpoint: crate::h1::Endpoint,
 }
 
 struct Slot {
@@ -287,8 +288,21 @@ impl Pool {
         let Some(idx) = st.slots.iter().position(|s| s.seq == seq) else {
             return;
         };
+        // An instance whose URL the client cannot use is one that failed to start.
+        let result = result.and_then(|inst| {
+            match crate::dispatch::instance_endpoint(&inst.invoke_url, inst.socket.as_deref()) {
+                Ok(endpoint) => Ok((inst, endpoint)),
+                Err(e) => {
+                    self.stop_instance(inst.id);
+                    Err(crate::provider::StartFailure {
+                        message: format!("the instance cannot be reached: {e}"),
+                        permanent: true,
+                    })
+                }
+            }
+        });
         match result {
-            Ok(inst) => {
+            Ok((inst, endpoint)) => {
                 if st.closed {
                     st.slots[idx].state = InstanceState::Stopped;
                     drop(st);
@@ -308,7 +322,7 @@ impl Pool {
                     instance_id: inst.id.clone(),
                     invoke: inst.invoke_url,
                     health: inst.health_url,
-                    unix: inst.socket.as_deref().map(crate::h1::Endpoint::unix),
+                    endpoint,
                 }));
                 tracing::info!(function = %self.name, instance = %inst.id, startup_ms = startup.as_millis() as u64, "instance ready");
                 tokio::spawn(watch_exit(self.me.clone(), seq, inst.exited));
@@ -611,8 +625,8 @@ impl Pool {
                 } else {
                     0
                 },
-                endpoint: s.conn.as_ref().map(|c| match &c.unix {
-                    Some(unix) => unix.to_string(),
+                endpoint: s.conn.as_ref().map(|c| match c.endpoint.socket() {
+                    Some(_) => c.endpoint.to_string(),
                     None => format!(
                         "http://{}",
                         c.invoke.authority().map(|a| a.as_str()).unwrap_or("")
@@ -672,8 +686,8 @@ impl Pool {
         };
         for (seq, conn) in idle {
             let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(2), crate::dispatch::send(&self.client, &conn.health, conn.unix.as_ref(), "GET", &[], b"", 64 * 1024)).await,
-                Ok(Ok(r)) if (200..300).contains(&r.status)
+                crate::dispatch::send(&self.client, &conn.endpoint, &conn.health, "GET", &[], b"", 64 * 1024, tokio::time::Instant::now() + Duration::from_secs(2)).await,
+                Ok(r) if (200..300).contains(&r.status)
             );
             if !ok {
                 let id = {
@@ -805,7 +819,7 @@ impl Backend for PoolBackend {
             let (outcome, transport, runtime_start) = invoke_http(
                 &pool.client,
                 &lease.conn.invoke,
-                lease.conn.unix.as_ref(),
+                &lease.conn.endpoint,
                 call,
                 false,
                 pool.settings.timeout_grace,

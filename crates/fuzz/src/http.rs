@@ -86,13 +86,22 @@ pub fn exchange(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
         let h = h.get_or_insert_with(harness);
         *h.answer.lock().unwrap() = raw.to_vec();
         h.rt.block_on(async {
-            let call = h
-                .client
-                .send_to(&h.endpoint, "fuzz", "GET", "/", &[], b"", MAX_BODY);
-            match tokio::time::timeout(LIMIT, call).await {
-                Err(_) => panic!("the client did not finish within {LIMIT:?}"),
-                Ok(Ok(r)) => Ok((r.status, r.body.to_vec())),
-                Ok(Err(e)) => Err(e.to_string()),
+            let call = h.client.send_to(
+                &h.endpoint,
+                "fuzz",
+                "GET",
+                "/",
+                &[],
+                b"",
+                MAX_BODY,
+                tokio::time::Instant::now() + LIMIT,
+            );
+            match call.await {
+                Err(nanofaas_h1::Error::Timeout) => {
+                    panic!("the client did not finish within {LIMIT:?}")
+                }
+                Ok(r) => Ok((r.status, r.body.to_vec())),
+                Err(e) => Err(e.to_string()),
             }
         })
     })

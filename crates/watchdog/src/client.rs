@@ -67,6 +67,8 @@ pub enum CallError {
     Lost(String),
     /// The answer was larger than the limit.
     TooLarge(usize),
+    /// No complete answer before the call's deadline.
+    Timeout,
 }
 
 impl std::fmt::Display for CallError {
@@ -75,6 +77,7 @@ impl std::fmt::Display for CallError {
             CallError::Connect(e) => write!(f, "cannot connect to the runtime: {e}"),
             CallError::Lost(e) => write!(f, "the connection to the runtime failed: {e}"),
             CallError::TooLarge(n) => write!(f, "the runtime's answer is larger than {n} bytes"),
+            CallError::Timeout => f.write_str("the runtime did not answer in time"),
         }
     }
 }
@@ -92,7 +95,8 @@ pub fn runtime_client(max_idle: usize) -> nanofaas_h1::Client {
 }
 
 /// Keep-alive connections to one runtime address. The request is written and the answer read
-/// by the calling task itself (`nanofaas-h1`), with no connection task in between.
+/// by the calling task itself (`nanofaas-h1`), with no connection task in between. The idle
+/// connections belong to the endpoint: they close when the pool (the runtime's generation) goes.
 pub struct Pool {
     /// The runtime's address, or the Unix socket it took up.
     endpoint: Endpoint,
@@ -103,11 +107,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool for `url` (already resolved to `addr`) over `client`; answers larger than
-    /// `max_body` fail.
+    /// A pool for `url` at `endpoint` (its resolved address, which may already hold the health
+    /// probe's connection) over `client`; answers larger than `max_body` fail.
     pub fn new(
         url: &HttpUrl,
-        addr: SocketAddr,
+        endpoint: Endpoint,
         max_body: usize,
         client: nanofaas_h1::Client,
     ) -> Result<Pool, String> {
@@ -115,7 +119,7 @@ impl Pool {
             return Err(format!("bad path {:?}", url.path));
         }
         Ok(Pool {
-            endpoint: Endpoint::tcp(addr),
+            endpoint,
             path: url.path.clone(),
             host: url.authority.clone(),
             max_body,
@@ -123,9 +127,10 @@ impl Pool {
         })
     }
 
-    /// Sends invocations over the Unix socket `socket` from now on.
-    pub fn with_socket(mut self, socket: &str) -> Pool {
-        self.endpoint = Endpoint::unix(socket);
+    /// Sends invocations over the Unix socket `endpoint` from now on (its probe's connection
+    /// serves the first one).
+    pub fn with_socket(mut self, endpoint: Endpoint) -> Pool {
+        self.endpoint = endpoint;
         self
     }
 
@@ -138,14 +143,16 @@ impl Pool {
         &self.client
     }
 
-    /// `POST` `body` with `headers` (plus `Host`) to the pool's URL and reads the whole answer.
+    /// `POST` `body` with `headers` (plus `Host`) to the pool's URL and reads the whole answer
+    /// before `deadline`.
     ///
-    /// A request whose reused connection turns out closed before any answer is sent again once
-    /// on a fresh connection; anything later is [`CallError::Lost`].
+    /// A request is sent again on a fresh connection only if not one byte of it was written;
+    /// a connection that breaks later is [`CallError::Lost`] (the runtime may have run it).
     pub async fn post(
         &self,
         headers: HeaderMap,
         body: Bytes,
+        deadline: tokio::time::Instant,
     ) -> Result<(StatusCode, Bytes), CallError> {
         let pairs: Vec<(&str, &str)> = headers
             .iter()
@@ -161,11 +168,13 @@ impl Pool {
                 &pairs,
                 &body,
                 self.max_body,
+                deadline,
             )
             .await;
         let resp = sent.map_err(|e| match e {
             nanofaas_h1::Error::Connect(m) => CallError::Connect(io::Error::other(m)),
             nanofaas_h1::Error::TooLarge(n) => CallError::TooLarge(n),
+            nanofaas_h1::Error::Timeout => CallError::Timeout,
             other => CallError::Lost(other.to_string()),
         })?;
         Ok((
@@ -175,12 +184,14 @@ impl Pool {
     }
 }
 
-/// One `GET` of a health URL's path at `endpoint` over `client`: `Ok` when it answers 2xx (the
-/// connection then stays open in the client for the next request).
+/// One `GET` of a health URL's path at `endpoint` over `client`, answered within `timeout`:
+/// `Ok` when it answers 2xx (the connection then stays open in the endpoint for the next
+/// request).
 pub async fn probe(
     client: &nanofaas_h1::Client,
     endpoint: &Endpoint,
     url: &HttpUrl,
+    timeout: Duration,
 ) -> Result<(), String> {
     let resp = client
         .send_to(
@@ -191,9 +202,15 @@ pub async fn probe(
             &[],
             b"",
             64 * 1024,
+            tokio::time::Instant::now() + timeout,
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            nanofaas_h1::Error::Timeout => {
+                format!("{url} did not answer within {} ms", timeout.as_millis())
+            }
+            e => e.to_string(),
+        })?;
     if (200..300).contains(&resp.status) {
         Ok(())
     } else {
@@ -263,8 +280,10 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/invoke")).unwrap();
-        let pool = Pool::new(&url, resolve(&url).await.unwrap(), 1024, runtime_client(1)).unwrap();
-        match pool.post(HeaderMap::new(), Bytes::new()).await {
+        let endpoint = Endpoint::tcp(resolve(&url).await.unwrap());
+        let pool = Pool::new(&url, endpoint, 1024, runtime_client(1)).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        match pool.post(HeaderMap::new(), Bytes::new(), deadline).await {
             Err(CallError::Connect(_)) => {}
             other => panic!("expected a connect error, got {other:?}"),
         }

@@ -94,22 +94,22 @@ async fn run_http(cfg: &Config, os: &OneShotConfig) -> Result<Bytes, ErrorBody> 
         runtime::spawn(cfg, None).map_err(|m| ErrorBody::new(ErrorCode::SpawnError, m))?;
     let result = async {
         let http = client::runtime_client(1);
-        let health_addr = runtime::wait_healthy(cfg, &mut child, cfg.startup_timeout, &http)
+        let (_, health_endpoint) = runtime::wait_healthy(cfg, &mut child, cfg.startup_timeout, &http)
             .await
             .map_err(|m| ErrorBody::new(ErrorCode::StartupError, m))?;
-        let addr = if cfg.runtime_url.host == cfg.runtime_health_url.host
+        let endpoint = if cfg.runtime_url.host == cfg.runtime_health_url.host
             && cfg.runtime_url.port == cfg.runtime_health_url.port
         {
-            health_addr
+            health_endpoint
         } else {
-            client::resolve(&cfg.runtime_url).await.map_err(|e| {
+            nanofaas_h1::Endpoint::tcp(client::resolve(&cfg.runtime_url).await.map_err(|e| {
                 ErrorBody::new(
                     ErrorCode::StartupError,
                     format!("cannot resolve {}: {e}", cfg.runtime_url.host),
                 )
-            })?
+            })?)
         };
-        let pool = Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes, http)
+        let pool = Pool::new(&cfg.runtime_url, endpoint, cfg.max_payload_bytes, http)
             .map_err(|m| ErrorBody::new(ErrorCode::StartupError, m))?;
         let mut hdrs = HeaderMap::with_capacity(3);
         hdrs.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -117,18 +117,18 @@ async fn run_http(cfg: &Config, os: &OneShotConfig) -> Result<Bytes, ErrorBody> 
         if let Some(t) = &os.trace_id {
             insert(&mut hdrs, headers::TRACE_ID, t)?;
         }
-        let call = tokio::time::timeout(cfg.timeout, pool.post(hdrs, os.payload.clone()));
+        let call = pool.post(hdrs, os.payload.clone(), tokio::time::Instant::now() + cfg.timeout);
         tokio::select! {
             r = call => match r {
-                Err(_) => Err(exec::timeout_error(cfg.timeout)),
-                Ok(Err(CallError::TooLarge(n))) => Err(ErrorBody::new(
+                Err(CallError::Timeout) => Err(exec::timeout_error(cfg.timeout)),
+                Err(CallError::TooLarge(n)) => Err(ErrorBody::new(
                     ErrorCode::FunctionError,
                     format!("the runtime's answer is larger than MAX_PAYLOAD_BYTES ({n} bytes)"),
                 )),
-                Ok(Err(e)) => Err(crate::oom::error("the runtime")
+                Err(e) => Err(crate::oom::error("the runtime")
                     .unwrap_or_else(|| ErrorBody::new(ErrorCode::InstanceLost, e.to_string()))),
-                Ok(Ok((status, body))) if status.is_success() => Ok(output_json(body)),
-                Ok(Ok((status, body))) => Err(nanofaas_api::invocation::error_from_response(status.as_u16(), &body)),
+                Ok((status, body)) if status.is_success() => Ok(output_json(body)),
+                Ok((status, body)) => Err(nanofaas_api::invocation::error_from_response(status.as_u16(), &body)),
             },
             st = child.wait() => Err(crate::oom::error("the runtime").unwrap_or_else(|| ErrorBody::new(
                 ErrorCode::InstanceLost,

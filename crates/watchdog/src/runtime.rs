@@ -49,14 +49,14 @@ pub fn spawn_with(cfg: &Config, socket: Option<&str>, piped: bool) -> Result<(Ch
     Ok((child, pid))
 }
 
-/// Probes the health URL over `http` until it answers 2xx (`Ok` with its address; the probe's
-/// connection stays open in `http` for reuse), the runtime exits, or `timeout` passes.
+/// Probes the health URL over `http` until it answers 2xx (`Ok` with its address, and the
+/// endpoint that holds the probe's connection for reuse), the runtime exits, or `timeout` passes.
 pub async fn wait_healthy(
     cfg: &Config,
     child: &mut Child,
     timeout: Duration,
     http: &nanofaas_h1::Client,
-) -> Result<SocketAddr, String> {
+) -> Result<(SocketAddr, nanofaas_h1::Endpoint), String> {
     let start = Instant::now();
     let deadline = start + timeout;
     let url = &cfg.runtime_health_url;
@@ -67,11 +67,9 @@ pub async fn wait_healthy(
     let probing = async {
         loop {
             let budget = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-            let last = match tokio::time::timeout(budget, client::probe(http, &endpoint, url)).await
-            {
-                Ok(Ok(())) => return Ok(addr),
-                Ok(Err(e)) => e,
-                Err(_) => format!("{url} did not answer within {} ms", budget.as_millis()),
+            let last = match client::probe(http, &endpoint, url, budget).await {
+                Ok(()) => return Ok((addr, endpoint.clone())),
+                Err(e) => e,
             };
             let pause = if start.elapsed() < Duration::from_millis(100) {
                 Duration::from_millis(1)

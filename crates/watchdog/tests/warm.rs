@@ -718,6 +718,7 @@ async fn call_unix(client: &nanofaas_h1::Client, socket: &str, id: &str) -> Valu
             &[("x-execution-id", id), ("content-type", "application/json")],
             json!({"input": id}).to_string().as_bytes(),
             1 << 20,
+            tokio::time::Instant::now() + Duration::from_secs(10),
         )
         .await
         .expect("the watchdog answers on its socket");
@@ -774,7 +775,8 @@ async fn warm_socket_serves_the_same_runtime_as_the_port_and_goes_away_at_exit()
                         "/health",
                         &[],
                         b"",
-                        1024
+                        1024,
+                        tokio::time::Instant::now() + Duration::from_secs(5),
                     )
                     .await,
                 Err(nanofaas_h1::Error::Connect(_))

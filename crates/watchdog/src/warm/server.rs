@@ -516,13 +516,12 @@ impl App {
         if let Some(a) = &inv.attempt {
             h.insert(H_DISPATCH_ATTEMPT, a.clone());
         }
-        let result =
-            tokio::time::timeout_at(deadline, lease.runtime.pool.post(h, inv.body.clone())).await;
+        let result = lease.runtime.pool.post(h, inv.body.clone(), deadline).await;
         let gen = lease.runtime.gen;
         let last = self.warm.max_invocations > 0 && lease.index == self.warm.max_invocations;
         drop(lease);
         match result {
-            Err(_) => {
+            Err(CallError::Timeout) => {
                 sup.kill(gen, KillReason::Timeout).await;
                 Err(ErrorBody::new(
                     ErrorCode::Timeout,
@@ -532,7 +531,7 @@ impl App {
                     ),
                 ))
             }
-            Ok(Err(CallError::TooLarge(n))) => {
+            Err(CallError::TooLarge(n)) => {
                 if last {
                     sup.retire(gen).await;
                 }
@@ -541,7 +540,7 @@ impl App {
                     format!("the runtime's answer is larger than MAX_PAYLOAD_BYTES ({n} bytes)"),
                 ))
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 sup.kill(gen, KillReason::Lost).await;
                 if let Some(oom) = crate::oom::error("the runtime") {
                     return Err(oom);
@@ -551,7 +550,7 @@ impl App {
                     format!("{e}; the runtime is being restarted"),
                 ))
             }
-            Ok(Ok((status, body))) => {
+            Ok((status, body)) => {
                 if last {
                     sup.retire(gen).await;
                 }

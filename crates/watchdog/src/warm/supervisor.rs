@@ -500,7 +500,7 @@ impl Supervisor {
                 return Ok(None);
             }
         };
-        let health_addr = match outcome {
+        let (_, health_endpoint) = match outcome {
             Ok(x) => x,
             Err(msg) => {
                 process::kill(&mut child, pid).await;
@@ -509,11 +509,11 @@ impl Supervisor {
         };
         let same = cfg.runtime_url.host == cfg.runtime_health_url.host
             && cfg.runtime_url.port == cfg.runtime_health_url.port;
-        let addr = if same {
-            health_addr
+        let endpoint = if same {
+            health_endpoint
         } else {
             match crate::client::resolve(&cfg.runtime_url).await {
-                Ok(a) => a,
+                Ok(a) => nanofaas_h1::Endpoint::tcp(a),
                 Err(e) => {
                     process::kill(&mut child, pid).await;
                     return Err(BootError::Startup(format!(
@@ -525,7 +525,7 @@ impl Supervisor {
         };
         // Same client as the probe: when the health URL is on the runtime's address, the
         // probe's connection serves the first invocation.
-        let mut pool = match Pool::new(&cfg.runtime_url, addr, cfg.max_payload_bytes, http) {
+        let mut pool = match Pool::new(&cfg.runtime_url, endpoint, cfg.max_payload_bytes, http) {
             Ok(p) => p,
             Err(msg) => {
                 process::kill(&mut child, pid).await;
@@ -536,11 +536,16 @@ impl Supervisor {
         // that did not (it is optional) is reached on its port.
         if let Some(socket) = socket {
             let endpoint = nanofaas_h1::Endpoint::unix(&socket);
-            let probe = crate::client::probe(pool.client(), &endpoint, &cfg.runtime_health_url);
-            match tokio::time::timeout(Duration::from_millis(500), probe).await {
-                Ok(Ok(())) => {
+            let probe = crate::client::probe(
+                pool.client(),
+                &endpoint,
+                &cfg.runtime_health_url,
+                Duration::from_millis(500),
+            );
+            match probe.await {
+                Ok(()) => {
                     crate::debug!("runtime pid {pid} answers on unix:{socket}");
-                    pool = pool.with_socket(&socket);
+                    pool = pool.with_socket(endpoint);
                 }
                 _ => {
                     crate::debug!("runtime pid {pid} does not serve unix:{socket}; using its port")
@@ -694,7 +699,7 @@ mod tests {
             pid: 1,
             pool: Pool::new(
                 &url,
-                "127.0.0.1:1".parse().unwrap(),
+                nanofaas_h1::Endpoint::tcp("127.0.0.1:1".parse().unwrap()),
                 10,
                 crate::client::runtime_client(1),
             )
