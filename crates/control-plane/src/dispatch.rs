@@ -209,10 +209,12 @@ pub async fn invoke_http(
     let attempt = call.attempt.to_string();
     let timeout_ms = (call.timeout.as_millis() as u64).to_string();
     let cb = send_callback.then(|| call.callback());
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(7);
+    let traceparent = call.exec.trace.traceparent(call.attempt);
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8);
     headers.push(("content-type", "application/json"));
     headers.push((h::EXECUTION_ID, &call.exec.id));
     headers.push((h::TRACE_ID, &call.exec.trace_id));
+    headers.push((crate::trace::TRACEPARENT, traceparent.as_str()));
     headers.push((h::DISPATCH_ATTEMPT, &attempt));
     headers.push((h::TIMEOUT_MS, &timeout_ms));
     if let Some(cb) = &cb {

@@ -21,6 +21,8 @@
 //! - [`auth`]: per-attempt callback tokens.
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
 //! - [`telemetry`]: logging set-up; [`tls`]: optional TLS of the API listener.
+//! - [`trace`]: W3C trace context and the spans of each execution, built from timestamps on its
+//!   record.
 
 pub mod access;
 pub mod admission;
@@ -44,6 +46,7 @@ pub mod registry;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 /// The inline keep-alive HTTP/1.1 client of the dispatch hop (crate `nanofaas-h1`).
 pub use nanofaas_h1 as h1;

@@ -101,6 +101,8 @@ pub struct InvokeInput {
     /// A validated InvocationRequest, forwarded as is.
     pub body: Bytes,
     pub trace_id: Option<String>,
+    /// A valid `traceparent` the caller sent (its trace id is then `trace_id`).
+    pub traceparent: Option<crate::trace::TraceParent>,
     pub timeout_ms: Option<u64>,
     pub idempotency_key: Option<String>,
 }
@@ -352,6 +354,7 @@ impl Platform {
             };
             let timeout = Duration::from_millis(f.spec.timeout_ms);
             let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
+            exec.trace.mark_queued();
             let _ = f.admission.submit_accepted(move |permit| match permit {
                 Ok(permit) => {
                     tokio::spawn(async move {
@@ -489,6 +492,9 @@ impl Platform {
                 Mode::Sync => input.body.clone(),
             },
         );
+        if let Some(tp) = &input.traceparent {
+            exec.trace.set_parent(tp);
+        }
         self.store.insert(exec.clone());
         if let Some(key) = &input.idempotency_key {
             match self.idempotency.claim(
@@ -536,6 +542,7 @@ impl Platform {
         let (me, ex) = (self.clone(), exec.clone());
         let task = Detach::new(async move {
             let _running = RunningGuard::new(&me);
+            ex.trace.mark_queued();
             match f.admission.acquire(Instant::now() + timeout).await {
                 Ok(permit) => Ok(me.run(&f, &ex, permit, timeout).await),
                 Err(Reject::Closed) => {
@@ -599,6 +606,7 @@ impl Platform {
         let name = f.name.clone();
         let timeout = Self::timeout_of(&f, &input);
         let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
+        exec.trace.mark_queued();
         let submitted = f.admission.submit(move |permit| match permit {
             Ok(permit) => {
                 tokio::spawn(async move {
@@ -640,6 +648,7 @@ impl Platform {
         timeout: Duration,
     ) -> Outcome {
         let m = &f.metrics;
+        exec.trace.mark_admitted();
         m.queue_wait
             .observe(permit.acquired().saturating_duration_since(exec.created));
         // A resumed execution continues its count; its runs before the restart use up its
@@ -657,6 +666,7 @@ impl Platform {
                 }
             }
             m.dispatch.inc();
+            exec.trace.attempt_started(attempt);
             let call = Call {
                 exec: exec.clone(),
                 spec: f.spec.clone(),
@@ -683,6 +693,13 @@ impl Platform {
                 .into(),
             };
             m.latency.observe(started.elapsed());
+            exec.trace.attempt_ended(
+                attempt,
+                match result.start {
+                    StartKind::Cold { init } => Some(init),
+                    _ => None,
+                },
+            );
             exec.mark_start(result.start);
             match result.start {
                 StartKind::Cold { init } => {
