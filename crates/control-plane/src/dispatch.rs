@@ -225,7 +225,12 @@ pub async fn invoke_http(
     let exchange = async {
         match send(client, uri, unix, "POST", &headers, &call.body, max).await {
             Ok(r) => Ok((
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                {
+                    if let Some(us) = r.runtime_duration_us {
+                        call.exec.trace.runtime_took(call.attempt, us);
+                    }
+                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY)
+                },
                 r.body,
                 r.runtime_start_ms.map(Duration::from_millis),
             )),

@@ -22,7 +22,7 @@
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
 //! - [`telemetry`]: logging set-up; [`tls`]: optional TLS of the API listener.
 //! - [`trace`]: W3C trace context and the spans of each execution, built from timestamps on its
-//!   record.
+//!   record; [`otlp`]: their optional export over OTLP/HTTP.
 
 pub mod access;
 pub mod admission;
@@ -37,6 +37,7 @@ pub mod ids;
 pub mod job;
 pub mod managed;
 pub mod metrics;
+pub mod otlp;
 pub mod persist;
 pub mod platform;
 pub mod pool;

@@ -129,6 +129,8 @@ pub struct Platform {
     shutting_down: AtomicBool,
     running: AtomicUsize,
     running_changed: Notify,
+    /// Export of finished executions' traces, when `telemetry.otlp_endpoint` is set.
+    exporter: std::sync::OnceLock<Arc<crate::otlp::Exporter>>,
 }
 
 /// Runs a future inline, in the caller's task; if it is dropped before it finishes (the HTTP
@@ -246,7 +248,13 @@ impl Platform {
             shutting_down: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             running_changed: Notify::new(),
+            exporter: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Exports every finished execution's trace from now on (set once, at start-up).
+    pub fn set_exporter(&self, x: Arc<crate::otlp::Exporter>) {
+        let _ = self.exporter.set(x);
     }
 
     pub fn settings(&self) -> &Settings {
@@ -700,6 +708,9 @@ impl Platform {
                     _ => None,
                 },
             );
+            if let Some(d) = exec.trace.runtime_of(attempt) {
+                m.runtime.observe(d);
+            }
             exec.mark_start(result.start);
             match result.start {
                 StartKind::Cold { init } => {
@@ -732,10 +743,13 @@ impl Platform {
         outcome
     }
 
-    fn finish(&self, f: &Function, exec: &Execution, outcome: Outcome) {
+    fn finish(&self, f: &Function, exec: &Arc<Execution>, outcome: Outcome) {
         let status = outcome.status();
         if !self.store.finish(exec, outcome) {
             return;
+        }
+        if let Some(x) = self.exporter.get() {
+            x.offer(exec);
         }
         self.journal_finished(exec);
         let m = &f.metrics;

@@ -327,7 +327,16 @@ async fn start_inner(
             Some((stored, recovered.pending, recovered.finished)),
         )
     };
-    let platform = Platform::new(settings, metrics, auth, factory, persistence);
+    let platform = Platform::new(settings, metrics.clone(), auth, factory, persistence);
+    if !config.telemetry.otlp_endpoint.is_empty() {
+        let (x, _task) = crate::otlp::Exporter::start(
+            &config.telemetry.otlp_endpoint,
+            config.telemetry.otlp_queue,
+            metrics,
+        )
+        .map_err(|e| StartError::Setup(format!("telemetry.otlp_endpoint: {e}")))?;
+        platform.set_exporter(x);
+    }
     if let Some((stored, pending, finished)) = restored {
         platform.restore(stored, pending, finished);
     }

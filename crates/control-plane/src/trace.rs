@@ -291,6 +291,15 @@ impl Trace {
         s.end_ns.store(now_ns(), Relaxed);
     }
 
+    /// The runtime's own time in attempt `n`, if its watchdog reported it.
+    pub fn runtime_of(&self, n: u32) -> Option<Duration> {
+        let s = self.slot(n);
+        match (s.n.load(Relaxed) == n, s.runtime_us.load(Relaxed)) {
+            (true, us) if us > 0 => Some(Duration::from_micros(us - 1)),
+            _ => None,
+        }
+    }
+
     /// The runtime of attempt `n` reported its own time.
     pub fn runtime_took(&self, n: u32, us: u64) {
         let s = self.slot(n);

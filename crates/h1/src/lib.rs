@@ -69,6 +69,8 @@ pub struct Response {
     pub body: Bytes,
     /// `X-Runtime-Start-Ms` (set by the watchdog when the call waited for its runtime to start).
     pub runtime_start_ms: Option<u64>,
+    /// `X-Runtime-Duration-Us` (set by the watchdog: how long its runtime took to answer).
+    pub runtime_duration_us: Option<u64>,
 }
 
 /// A connection over TCP or a Unix socket.
@@ -452,6 +454,7 @@ impl Client {
         let mut buf = BytesMut::with_capacity(4096);
         // Head (skipping informational answers).
         let mut runtime_start_ms = None;
+        let mut runtime_duration_us = None;
         let (status, framing, close) = loop {
             let mut hdrs = [httparse::EMPTY_HEADER; 48];
             let mut resp = httparse::Response::new(&mut hdrs);
@@ -476,6 +479,10 @@ impl Client {
                                 });
                         } else if h.name.eq_ignore_ascii_case("x-runtime-start-ms") {
                             runtime_start_ms = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse::<u64>().ok());
+                        } else if h.name.eq_ignore_ascii_case("x-runtime-duration-us") {
+                            runtime_duration_us = std::str::from_utf8(h.value)
                                 .ok()
                                 .and_then(|v| v.trim().parse::<u64>().ok());
                         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -598,6 +605,7 @@ impl Client {
             status,
             body,
             runtime_start_ms,
+            runtime_duration_us,
         })
     }
 }
