@@ -354,3 +354,35 @@ async fn a_collector_that_is_down_drops_and_counts() {
     assert!(last.contains("traces_exported_total 0"), "{last}");
     cp.shutdown().await;
 }
+
+/// A JOB instance gets the attempt's traceparent (in its environment, passed on by its
+/// one-shot watchdog to the runtime as a header).
+#[tokio::test]
+async fn a_job_instance_gets_the_traceparent() {
+    let cp = Cp::start(pool_config()).await;
+    let rt = nanofaas_testkit::workspace_bin("nanofaas-test-runtime");
+    let r = cp
+        .post(
+            "/v1/functions",
+            json!({"name": "job", "command": rt.to_string_lossy(), "executionMode": "JOB"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let tp = traceparent();
+    let r = cp
+        .post_h(
+            "/v1/functions/job:invoke",
+            &[("traceparent", &tp)],
+            json!({"input": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    let id = body["executionId"].as_str().unwrap();
+    let t = cp.get(&format!("/v1/executions/{id}/trace")).await.json();
+    let dispatch = span(&t, "dispatch");
+    let expect = format!("00-{TRACE}-{}-01", dispatch["spanId"].as_str().unwrap());
+    assert_eq!(body["output"]["traceparent"], expect.as_str());
+    assert_eq!(span(&t, "execution")["parentSpanId"], PARENT);
+    cp.shutdown().await;
+}
