@@ -14,7 +14,7 @@ use crate::executions::Execution;
 use crate::metrics::Metrics;
 use crate::trace::{span_id_hex, spans, trace_id_hex};
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -23,8 +23,10 @@ pub const BATCH: usize = 256;
 /// How long one export request may take before its traces are dropped.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The queue holds weak references: a queued trace never keeps a record (and its output) alive
+/// past the execution store's TTL and caps; one evicted before its turn is dropped (counted).
 pub struct Exporter {
-    tx: mpsc::Sender<Arc<Execution>>,
+    tx: mpsc::Sender<Weak<Execution>>,
     metrics: Arc<Metrics>,
 }
 
@@ -66,28 +68,38 @@ impl Exporter {
         if !exec.trace.sampled() {
             return;
         }
-        if self.tx.try_send(exec.clone()).is_err() {
+        if self.tx.try_send(Arc::downgrade(exec)).is_err() {
             self.metrics.global.traces_dropped.inc();
         }
     }
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Arc<Execution>>,
+    mut rx: mpsc::Receiver<Weak<Execution>>,
     client: crate::h1::Client,
     uri: http::Uri,
     metrics: Arc<Metrics>,
 ) {
+    let mut queued = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
     let mut failures_logged = 0u32;
     loop {
-        batch.clear();
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
+        queued.clear();
+        if rx.recv_many(&mut queued, BATCH).await == 0 {
             return;
+        }
+        let got = queued.len();
+        batch.extend(queued.drain(..).filter_map(|w| w.upgrade()));
+        // Evicted from the store before their turn.
+        metrics
+            .global
+            .traces_dropped
+            .add((got - batch.len()) as u64);
+        if batch.is_empty() {
+            continue;
         }
         let n = batch.len() as u64;
         let body = serde_json::to_vec(&encode(&batch)).unwrap_or_default();
-        // The records may be evicted meanwhile; the batch holds no more than their spans.
         batch.clear();
         let headers = [("content-type", "application/json")];
         let sent = tokio::time::timeout(
