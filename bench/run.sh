@@ -14,6 +14,9 @@
 #                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
 #                               runtime alone: warm latency, cold start, where Python's goes
+#   bench/run.sh python-warm    the Python example warm on kept-alive connections, through the
+#                               chain vs called directly, at 1 connection (BASE_REF: A/B of the
+#                               Python runtime)
 #   bench/run.sh soak           up to SOAK_COUNT (default a million) sync, async and failing calls;
 #                               control-plane RSS, open descriptors and journal size at the start,
 #                               middle and end
@@ -492,10 +495,15 @@ suite_chain() {
   # One instance serving one call at a time (latency), one serving many (throughput); both warm.
   local spec1="{\"name\":\"chain1\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
   local specN="{\"name\":\"chainN\",\"command\":\"$REL/echo-runtime\",\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
+  # The same two, printing two lines per invocation (logging functions; LOG_VARIANT=0 skips).
+  local logv=${LOG_VARIANT:-1}
+  local specL1="{\"name\":\"chainL1\",\"command\":\"$REL/echo-runtime\",\"env\":{\"ECHO_LOG_LINES\":\"2\"},\"minInstances\":1,\"maxInstances\":1,\"concurrency\":1,\"queueSize\":1000}"
+  local specLN="{\"name\":\"chainLN\",\"command\":\"$REL/echo-runtime\",\"env\":{\"ECHO_LOG_LINES\":\"2\"},\"minInstances\":1,\"maxInstances\":1,\"instanceConcurrency\":$high,\"concurrency\":256,\"queueSize\":1000}"
   start_cp cp-chain --set "provider.process.watchdog=$wd"
   local cp_pid=$LAST_PID
   register "$CP_URL" "$spec1"
   register "$CP_URL" "$specN"
+  if [[ $logv == 1 ]]; then register "$CP_URL" "$specL1"; register "$CP_URL" "$specLN"; fi
   local base_url=""
   if [[ -n "$BASE_REL" ]]; then
     local our_url=$CP_URL
@@ -504,18 +512,27 @@ suite_chain() {
     base_url=$CP_URL; local base_cp=$LAST_PID
     register "$base_url" "$spec1"
     register "$base_url" "$specN"
+    if [[ $logv == 1 ]]; then register "$base_url" "$specL1"; register "$base_url" "$specLN"; fi
     CP_URL=$our_url
     wait_ready "$base_url" chain1 20; wait_ready "$base_url" chainN 20
+    if [[ $logv == 1 ]]; then wait_ready "$base_url" chainL1 20; wait_ready "$base_url" chainLN 20; fi
   fi
   wait_ready "$CP_URL" chain1 20; wait_ready "$CP_URL" chainN 20
+  if [[ $logv == 1 ]]; then wait_ready "$CP_URL" chainL1 20; wait_ready "$CP_URL" chainLN 20; fi
   # chain_pids <cp url> <cp pid> <function>: the control plane, watchdog and runtime of a chain.
   chain_pids() {
     echo "$2 $(curl -fsS "$1/v1/functions/$3/instances" | python3 -c 'import json,sys; print(" ".join(str(i[k]) for i in json.load(sys.stdin) for k in ("pid","runtimePid") if k in i))')"
   }
-  local p1 pN b1="" bN=""
+  local p1 pN b1="" bN="" pL1="" pLN="" bL1="" bLN=""
   p1=$(chain_pids "$CP_URL" "$cp_pid" chain1); pN=$(chain_pids "$CP_URL" "$cp_pid" chainN)
   if [[ -n "$base_url" ]]; then
     b1=$(chain_pids "$base_url" "$base_cp" chain1); bN=$(chain_pids "$base_url" "$base_cp" chainN)
+  fi
+  if [[ $logv == 1 ]]; then
+    pL1=$(chain_pids "$CP_URL" "$cp_pid" chainL1); pLN=$(chain_pids "$CP_URL" "$cp_pid" chainLN)
+    if [[ -n "$base_url" ]]; then
+      bL1=$(chain_pids "$base_url" "$base_cp" chainL1); bLN=$(chain_pids "$base_url" "$base_cp" chainLN)
+    fi
   fi
   for run in $(seq "$RUNS"); do
     log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"
@@ -526,6 +543,13 @@ suite_chain() {
     loadgen_json direct-N -c "$high" -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:$echo_port/invoke"
     loadgen_cpu chain-N "$pN" -c "$high" -b "$body" "$CP_URL/v1/functions/chainN:invoke"
     if [[ -n "$base_url" ]]; then loadgen_cpu base-N "$bN" -c "$high" -b "$body" "$base_url/v1/functions/chainN:invoke"; fi
+    if [[ $logv == 1 ]]; then
+      log "          (cpu idle before the logging functions: $(wait_quiet)%)"
+      loadgen_cpu log-1 "$pL1" -c 1 -b "$body" "$CP_URL/v1/functions/chainL1:invoke"
+      if [[ -n "$base_url" ]]; then loadgen_cpu base-log-1 "$bL1" -c 1 -b "$body" "$base_url/v1/functions/chainL1:invoke"; fi
+      loadgen_cpu log-N "$pLN" -c "$high" -b "$body" "$CP_URL/v1/functions/chainLN:invoke"
+      if [[ -n "$base_url" ]]; then loadgen_cpu base-log-N "$bLN" -c "$high" -b "$body" "$base_url/v1/functions/chainLN:invoke"; fi
+    fi
   done
   if [[ -n "$base_url" ]]; then kill -TERM "$base_cp"; wait "$base_cp" 2>/dev/null || true; fi
   local inst_pids
@@ -566,6 +590,13 @@ suite_chain() {
     a=$(stats 'med(paired("chain-N","direct-N","rps",lambda a,b:a/b))'); b=$(stats 'med(paired("base-N","direct-N","rps",lambda a,b:a/b))')
     row "of direct, $high conns" "x$a" "x$b" "" ">= x0.25" "$(verdict "$a >= 0.25")"
     ab_rows chain-N base-N "$high conns"
+    if [[ $logv == 1 ]]; then
+      log ""
+      log "logging functions (2 lines per invocation on stdout), this tree vs $BASE_REF:"
+      row "metric" "this tree" "$BASE_REF" "ratio" "target" "verdict"
+      ab_rows log-1 base-log-1 "1 conn, logging"
+      ab_rows log-N base-log-N "$high conns, logging"
+    fi
   fi
   log ""
   log "cold starts (ms): $(stats 'sorted(round(x, 2) for x in R["cold-rust"][0]["cold_ms"])')"
@@ -826,6 +857,73 @@ suite_runtimes() {
 
 # --- end runtimes suite --------------------------------------------------------------------------
 
+# --- python-warm suite (the Python runtime warm, through the chain vs called directly) ----------
+
+# The Python example's warm invocations on kept-alive connections, at 1 connection: called
+# directly (loadgen -> the runtime's port) and through the chain (loadgen -> control plane ->
+# watchdog -> runtime, process provider, Unix-socket hops where offered). The figure is the
+# chain's added p50 latency, paired run by run. With BASE_REF, the Python runtime of that ref
+# (its runtimes/python/src from `git archive`, run by the same venv through PYTHONPATH) is
+# measured beside this tree's, interleaved, on this tree's control plane and watchdog.
+suite_python_warm() {
+  log "== python-warm suite (the Python example warm, direct vs control plane -> watchdog -> runtime, 1 connection): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
+  log "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
+  build_release nanofaas-cli nanofaas-loadgen
+  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  local venv="$ROOT/.nanofaas/python"
+  "$ROOT/scripts/python-env.sh" "$venv" >&2
+  local sides=(this) srcs=("$ROOT/runtimes/python/src")
+  if [[ -n "${BASE_REF:-}" ]]; then
+    local sha; sha=$(git -C "$ROOT" rev-parse --verify "$BASE_REF^{commit}")
+    local bsrc="$TARGET_DIR/ab/py-$sha"
+    if [[ ! -d "$bsrc/runtimes/python/src" ]]; then
+      rm -rf "$bsrc"; mkdir -p "$bsrc"
+      git -C "$ROOT" archive "$sha" runtimes/python/src | tar -x -C "$bsrc"
+    fi
+    # Functions run as users of their own when the control plane is root: let them read it.
+    chmod -R a+rX "$bsrc"
+    log "A/B: base $BASE_REF = $sha (its Python runtime only; the Rust side is this tree's)"
+    sides+=(base); srcs+=("$bsrc/runtimes/python/src")
+  fi
+  start_cp cp-python-warm --set "provider.process.watchdog=$wd"
+  local body='{"input":{"name":"bench"}}' ex="$ROOT/examples/python-hello" i ports=() p
+  for i in "${!sides[@]}"; do
+    p=$(free_port); ports+=("$p")
+    start_bg "direct-py-${sides[$i]}" "PORT=$p" HANDLER_MODULE=handler "PYTHONPATH=${srcs[$i]}" -- \
+      sh -c "cd '$ex' && exec '$venv/bin/python' -m nanofaas_runtime"
+    register "$CP_URL" "{\"name\":\"pywarm-${sides[$i]}\",\"command\":\"$venv/bin/python -m nanofaas_runtime\",\"workingDir\":\"$ex\",\"env\":{\"HANDLER_MODULE\":\"handler\",\"PYTHONPATH\":\"${srcs[$i]}\"},\"timeoutMs\":10000}"
+    wait_http "http://127.0.0.1:$p/health" 30
+    # The first call starts the warm instance.
+    curl -fsS -o /dev/null -XPOST "$CP_URL/v1/functions/pywarm-${sides[$i]}:invoke" -H "content-type: application/json" -d "$body"
+  done
+  local idle
+  for run in $(seq "$RUNS"); do
+    idle=$(wait_quiet)
+    log "run $run/$RUNS (CPU idle before: ${idle}%)"
+    for i in "${!sides[@]}"; do
+      loadgen_json "direct-${sides[$i]}" -c 1 -b "$body" -H "X-Execution-Id: bench" "http://127.0.0.1:${ports[$i]}/invoke"
+      loadgen_json "chain-${sides[$i]}" -c 1 -b "$body" "$CP_URL/v1/functions/pywarm-${sides[$i]}:invoke"
+    done
+  done
+  local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R)')
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  log ""
+  log "warm, 1 connection: medians of $RUNS interleaved runs (${DURATION}s each after ${WARMUP}s warm-up); body ${#body} bytes"
+  row "side" "chain p50 us" "direct p50 us" "chain added us" "added min..max" "target"
+  local s
+  for s in "${sides[@]}"; do
+    row "$s" "$(stats "med(pick('chain-$s','p50_us'))")" "$(stats "med(pick('direct-$s','p50_us'))")" \
+      "+$(stats "med(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b))")" \
+      "$(stats "'%d..%d' % (min(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b)), max(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b)))")" \
+      "<= +100 us: $(verdict "$(stats "med(paired('chain-$s','direct-$s','p50_us',lambda a,b:a-b))")<=100")"
+  done
+  row "errors (all runs)" "$errors" "" "" "" ""
+  log ""
+  log "per run (p50 us / req/s): $(stats 'perrun()')"
+}
+
+# --- end python-warm suite -------------------------------------------------------------------------
+
 # --- chain-cpu suite (CPU per invocation of each process, Unix-socket hops vs TCP) --------------
 
 # chain_cpu_once <unix_socket true|false> <label>: one control plane with one warm instance at 32
@@ -1007,7 +1105,7 @@ suite_soak() {
 
 suite="${1:-}"
 case "$suite" in
-  watchdog|control-plane|chain|chain-cpu|docker|runtimes|auth|soak)
+  watchdog|control-plane|chain|chain-cpu|docker|runtimes|python-warm|auth|soak)
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT="$OUT/$suite-$stamp.txt"
     RAW="$OUT/$suite-$stamp.jsonl"
@@ -1016,7 +1114,7 @@ case "$suite" in
     echo "report: $REPORT" >&2
     ;;
   *)
-    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, auth, soak)" >&2
+    echo "usage: bench/run.sh <suite>   (suites: watchdog, control-plane, chain, chain-cpu, docker, runtimes, python-warm, auth, soak)" >&2
     exit 2
     ;;
 esac

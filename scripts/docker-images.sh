@@ -157,14 +157,15 @@ fi
 py_image=nanofaas/python-runtime:$tag
 if want python; then
   base=$(base_image python)
-  # The runtime's dependencies, pinned in its pyproject.toml, installed for CPython 3.11 on
-  # x86_64 Linux once per set of pins.
+  # The runtime's dependencies (the ranges of its pyproject.toml, at the exact versions of its
+  # constraints.txt), installed for CPython 3.11 on x86_64 Linux once per set of pins.
   pins=$(python3 - runtimes/python/pyproject.toml <<'PY'
 import sys, tomllib
 print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))
 PY
 )
-  deps=$cache/python-deps/$(printf '%s' "$pins" | sha256sum | cut -c1-16)
+  pins="$pins -c runtimes/python/constraints.txt"
+  deps=$cache/python-deps/$( { printf '%s' "$pins"; cat runtimes/python/constraints.txt; } | sha256sum | cut -c1-16)
   if [[ ! -f $deps/.complete ]]; then
     say "installing the Python runtime's dependencies ($pins) with pip"
     rm -rf "$deps"
@@ -184,7 +185,7 @@ PY
   find "$ctx/site-packages/nanofaas_runtime" "$ctx/site-packages/nanofaas" -name __pycache__ -prune -exec rm -rf {} +
   cp deploy/python/Dockerfile "$ctx/"
   hash=$(inputs "$(image_id "$base")" "$(image_id "$wd_image")" "$pins" -- \
-    deploy/python/Dockerfile runtimes/python/pyproject.toml runtimes/python/src/nanofaas_runtime \
+    deploy/python/Dockerfile runtimes/python/pyproject.toml runtimes/python/constraints.txt runtimes/python/src/nanofaas_runtime \
     runtimes/python/src/nanofaas)
   build "$py_image" "$hash" "$ctx" --build-arg "BASE=$base" --build-arg "WATCHDOG_IMAGE=$wd_image"
 fi

@@ -5,24 +5,30 @@
 # and JUnit 5 (junit5, for the console launcher). Missing Debian packages are installed with apt-get
 # when running as root; otherwise the script names them and exits 1.
 #
-# Usage: scripts/java-env.sh [--runtime-only]
+# Usage: scripts/java-env.sh [--runtime-only | --maven]
 #   --runtime-only   only what running the runtime needs (JDK + Jackson), not JUnit.
+#   --maven          what the runtime needs plus Maven and the plugins of an offline handler build
+#                    from Debian's Maven repository (maven, libmaven-{resources,compiler,jar,
+#                    install}-plugin-java, libsurefire-java), not JUnit.
 #
 # Stdout: shell assignments, one per line, safe to `eval`:
 #   NANOFAAS_JAVA_HOME=...           the JDK whose javac was found
 #   NANOFAAS_JAVA_RUNTIME_CP=a.jar:b.jar:...   jars the runtime needs at compile and run time
 #   NANOFAAS_JUNIT_CONSOLE=...       the JUnit 5 console launcher (a self-contained jar); absent with --runtime-only
+#   NANOFAAS_MVN=...                 with --maven: the mvn command
 # Progress and errors go to stderr.
 #
 # Exit codes: 0 ok, 1 something is missing and could not be installed, 2 bad usage.
 set -euo pipefail
 
 runtime_only=0
+maven=0
 case "${1:-}" in
   "") ;;
   --runtime-only) runtime_only=1 ;;
-  -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "java-env.sh: unknown argument '$1' (expected --runtime-only)" >&2; exit 2 ;;
+  --maven) runtime_only=1; maven=1 ;;
+  -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "java-env.sh: unknown argument '$1' (expected --runtime-only or --maven)" >&2; exit 2 ;;
 esac
 
 say() { printf 'java-env: %s\n' "$*" >&2; }
@@ -33,6 +39,8 @@ command -v dpkg-query >/dev/null 2>&1 || die "dpkg-query not found: this script 
 # Debian packages this environment needs.
 packages=(libjackson2-databind-java libjackson2-core-java libjackson2-annotations-java)
 [[ $runtime_only == 1 ]] || packages+=(junit5)
+[[ $maven == 0 ]] || packages+=(maven libmaven-resources-plugin-java libmaven-compiler-plugin-java
+  libmaven-jar-plugin-java libmaven-install-plugin-java libsurefire-java)
 
 # A JDK >= 17: honour JAVA_HOME, else javac on PATH, else install Debian's JDK 17.
 find_javac() {
@@ -96,4 +104,8 @@ printf 'NANOFAAS_JAVA_HOME=%q\n' "$java_home"
 printf 'NANOFAAS_JAVA_RUNTIME_CP=%q\n' "$runtime_cp"
 if [[ $runtime_only == 0 ]]; then
   printf 'NANOFAAS_JUNIT_CONSOLE=%q\n' "$(jar_of junit5 junit-platform-console-standalone)"
+fi
+if [[ $maven == 1 ]]; then
+  mvn_bin=$(command -v mvn) || die "mvn not found after installing maven"
+  printf 'NANOFAAS_MVN=%q\n' "$mvn_bin"
 fi

@@ -4,10 +4,12 @@
 #   scripts/python-env.sh [VENV_DIR]
 #
 # VENV_DIR defaults to $NANOFAAS_VENV, else .venv at the repository root. The runtime package
-# (runtimes/python) is installed editable with its `test` extra. A stamp file inside the venv
-# records a hash of runtimes/python/pyproject.toml and the interpreter version; when it matches,
-# the runtime imports and the pinned versions are the installed ones, pip is not run at all, so
-# a second call takes well under a second.
+# (runtimes/python) is installed editable with its `test` extra, constrained to the exact versions
+# of runtimes/python/constraints.txt (pyproject.toml has version ranges; the constraints make the
+# venv reproducible). A stamp file inside the venv records a hash of pyproject.toml,
+# constraints.txt and the interpreter version; when it matches, the runtime imports and the
+# constrained versions are the installed ones, pip is not run at all, so a second call takes
+# well under a second.
 #
 # Needs python3 >= 3.11 (or python3.11+ on PATH, or $NANOFAAS_PYTHON). On Debian, when the venv
 # module is missing and we run as root, python3-venv is installed with apt-get.
@@ -54,23 +56,33 @@ sys.exit(0 if os.stat(p).st_mode & stat.S_IXOTH else 1)
 PY
 }
 py_version() { "$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'; }
-stamp_of() { { cat "$pkg/pyproject.toml"; echo "python=$1"; echo "pkg=$pkg"; } | sha256sum | cut -d' ' -f1; }
+constraints="$pkg/constraints.txt"
+stamp_of() { { cat "$pkg/pyproject.toml" "$constraints"; echo "python=$1"; echo "pkg=$pkg"; } | sha256sum | cut -d' ' -f1; }
 
 stamp="$venv/.nanofaas-python-env"
 vpy="$venv/bin/python"
 
-# True when the venv imports the runtime and has exactly the versions pinned in pyproject.toml
+# True when the venv imports the runtime and every package of constraints.txt that is installed
+# has exactly its version there, the runtime's direct dependencies and test tools being installed
 # (another tool installing into the same venv may have moved one).
 pins_hold() {
-  "$1" - "$pkg/pyproject.toml" >/dev/null 2>&1 <<'PY'
-import sys, tomllib
-from importlib.metadata import version
+  "$1" - "$constraints" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
 import nanofaas_runtime  # noqa: F401
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-for req in project["dependencies"] + project["optional-dependencies"]["test"]:
-    name, _, pinned = req.partition("==")
-    if pinned and version(name.strip()) != pinned.strip():
-        sys.exit(1)
+required = {"flask", "werkzeug", "gunicorn", "pytest", "mypy"}
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, pinned = line.partition("==")
+    name = name.strip()
+    try:
+        if version(name) != pinned.strip():
+            sys.exit(1)
+    except PackageNotFoundError:
+        if name in required:
+            sys.exit(1)
 PY
 }
 
@@ -130,12 +142,12 @@ fi
 want="$(stamp_of "$(py_version "$vpy")")"
 
 # --- install ---------------------------------------------------------------------------------
-say "installing runtimes/python with its test extra (pinned versions from pyproject.toml)"
-"$vpy" -m pip install --disable-pip-version-check --no-input -q -e "$pkg[test]" \
+say "installing runtimes/python with its test extra (exact versions from runtimes/python/constraints.txt)"
+"$vpy" -m pip install --disable-pip-version-check --no-input -q -c "$constraints" -e "$pkg[test]" \
   || die 1 "pip could not install runtimes/python into $venv (see the messages above)"
 
 pins_hold "$vpy" \
-  || die 1 "the venv at $venv was installed but the runtime does not import or a pinned version differs"
+  || die 1 "the venv at $venv was installed but the runtime does not import or a version differs from constraints.txt"
 
 printf '%s\n' "$want" >"$stamp"
 say "venv $venv is ready"

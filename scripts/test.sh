@@ -23,6 +23,8 @@ tiers_start
 py_venv="${NANOFAAS_VENV:-$PWD/.venv}"
 tier "Python runtime: venv (install)" none scripts/python-env.sh "$py_venv"
 tier "Python runtime (pytest)" pytest "$py_venv/bin/python" -m pytest runtimes/python/tests -q -p no:cacheprovider
+# The runtime's type hints (it ships py.typed), checked with mypy as configured in its pyproject.toml.
+tier "Python runtime: type check (mypy)" none "$py_venv/bin/python" -m mypy --config-file runtimes/python/pyproject.toml runtimes/python/src
 # --- end Python runtime ------------------------------------------------------------------------
 
 # --- The seed plan's own Python runtime tests (runtimes/python/tools/seed_tests.py) ------------
@@ -35,6 +37,11 @@ tier "Python runtime: the seed plan's Task 9 tests" pytest "$py_venv/bin/python"
 # --- Java runtime (runtimes/java) -------------------------------------------------------------
 tier "Java runtime: Debian packages (install)" none scripts/java-env.sh
 tier "Java runtime (JUnit 5)" junit runtimes/java/build.sh test
+# The Java example handler built as Java users build theirs: Maven offline from Debian's Maven
+# repository (installs maven and its plugins' Debian packages as root), compared with the
+# documented javac equivalent; then the Maven build the e2e test deploys (examples/manifest.yaml).
+tier "Java example: Maven build vs the javac equivalent" counts examples/java-hello/build.sh check
+tier "Java example: hello-java built with Maven (offline)" none examples/java-hello/build.sh maven
 # --- end Java runtime --------------------------------------------------------------------------
 
 # --- Docker images (deploy/, scripts/docker-images.sh) -----------------------------------------
@@ -51,7 +58,7 @@ else
 fi
 # --- end Docker images --------------------------------------------------------------------------
 
-# --- Chromium for the headless-browser attack test (crates/cli/tests/browser.rs) -------------
+# --- Chromium for the browser tests (crates/cli/tests/browser.rs, dashboard.rs) --------------
 if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
   tier "Chromium: Debian package for the browser test (install)" none \
     bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'

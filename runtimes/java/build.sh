@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds the nanofaas Java runtime with javac alone (no Maven, no Gradle) into runtimes/java/build/:
+#   build/nanofaas-function-api.jar  the function API handlers compile against (function-api/:
+#                                dev.nanofaas.function, JDK types only), also installed with its
+#                                pom.xml into the Maven repository build/m2 (for handler builds
+#                                with Maven, see the README)
 #   build/nanofaas-runtime.jar   the runtime (Main-Class dev.nanofaas.runtime.Main; its manifest
-#                                Class-Path names the Debian Jackson jars)
+#                                Class-Path names the function API and the Debian Jackson jars)
 #   build/nanofaas-runtime.jsa   AppCDS archive made by a training run, used by bin/nanofaas-java-runtime
 #   build/java                   the java binary the archive belongs to
 #   build/classpath              the dependency jars, for the launcher
@@ -43,6 +47,11 @@ jar_tool=$NANOFAAS_JAVA_HOME/bin/jar
 mkdir -p "$build"
 runtime_jar=$build/nanofaas-runtime.jar
 archive=$build/nanofaas-runtime.jsa
+api_jar=$build/nanofaas-function-api.jar
+# The function API's coordinates, from its pom.xml (the one place they are written).
+api_version=$(sed -n 's:^  <version>\(.*\)</version>$:\1:p' "$here/function-api/pom.xml" | head -n 1)
+[[ -n $api_version ]] || die "no <version> in function-api/pom.xml"
+api_repo_dir=$build/m2/dev/nanofaas/nanofaas-function-api/$api_version
 
 # Fingerprint of everything the jar depends on: source paths and contents, the dependency jars,
 # the JDK and this script. A change anywhere rebuilds; otherwise the build is a no-op.
@@ -50,7 +59,7 @@ fingerprint() {
   {
     printf '%s\n' "$NANOFAAS_JAVA_HOME" "$NANOFAAS_JAVA_RUNTIME_CP"
     "$java" -version 2>&1
-    (cd "$here" && find src/main -type f | LC_ALL=C sort | xargs sha256sum)
+    (cd "$here" && find src/main function-api -type f | LC_ALL=C sort | xargs sha256sum)
     sha256sum "$here/build.sh" "$here/bin/nanofaas-java-runtime"
     IFS=: read -ra deps <<<"$NANOFAAS_JAVA_RUNTIME_CP"
     for d in "${deps[@]}"; do stat -L -c '%n %s %Y' "$d"; done
@@ -58,26 +67,40 @@ fingerprint() {
 }
 
 main_fp=$(fingerprint)
-if [[ -f $runtime_jar && -f $archive && -f $build/java && -f $build/classpath && "$(cat "$build/.main-fingerprint" 2>/dev/null)" == "$main_fp" ]]; then
+if [[ -f $runtime_jar && -f $archive && -f $api_jar && -f $build/java && -f $build/classpath && "$(cat "$build/.main-fingerprint" 2>/dev/null)" == "$main_fp" ]]; then
   say "runtime up to date: $runtime_jar"
 else
   say "compiling the runtime"
-  rm -rf "$build/classes" "$runtime_jar" "$archive" "$build/.main-fingerprint"
+  rm -rf "$build/classes" "$build/api-classes" "$runtime_jar" "$archive" "$api_jar" "$build/m2" "$build/m2-local" "$build/.main-fingerprint"
+  # The function API first: JDK only on its classpath, so it cannot come to depend on Jackson.
+  mkdir -p "$build/api-classes/META-INF/maven/dev.nanofaas/nanofaas-function-api"
+  mapfile -t api_sources < <(find "$here/function-api/src/main/java" -name '*.java' | LC_ALL=C sort)
+  "$javac" --release 17 -Xlint:all -Werror -encoding UTF-8 -d "$build/api-classes" "${api_sources[@]}" \
+    || die "javac (function-api) failed"
+  # What Maven's jar plugin puts in the jar too: the pom and its coordinates.
+  cp "$here/function-api/pom.xml" "$build/api-classes/META-INF/maven/dev.nanofaas/nanofaas-function-api/pom.xml"
+  printf 'groupId=dev.nanofaas\nartifactId=nanofaas-function-api\nversion=%s\n' "$api_version" \
+    >"$build/api-classes/META-INF/maven/dev.nanofaas/nanofaas-function-api/pom.properties"
+  "$jar_tool" --create --file "$api_jar" -C "$build/api-classes" . || die "jar (function-api) failed"
+  # A Maven repository of one artifact, for handler builds (`mvn -o`, see the README).
+  mkdir -p "$api_repo_dir"
+  cp "$api_jar" "$api_repo_dir/nanofaas-function-api-$api_version.jar"
+  cp "$here/function-api/pom.xml" "$api_repo_dir/nanofaas-function-api-$api_version.pom"
   mkdir -p "$build/classes"
   mapfile -t sources < <(find "$here/src/main/java" -name '*.java' | LC_ALL=C sort)
   # -XDstringConcat=inline: plain StringBuilder concatenation instead of invokedynamic, whose
   # bootstrap spins method-handle classes at run time that no CDS archive can hold (~20-40 ms of
   # cold start, measured).
   "$javac" --release 17 -XDstringConcat=inline -Xlint:all -Werror -encoding UTF-8 -d "$build/classes" \
-    -cp "$NANOFAAS_JAVA_RUNTIME_CP" "${sources[@]}" || die "javac failed"
+    -cp "$api_jar:$NANOFAAS_JAVA_RUNTIME_CP" "${sources[@]}" || die "javac failed"
   # Manifest Class-Path entries are space-separated URLs; absolute paths are valid URLs here.
   # (`jar` folds long manifest lines itself.)
-  printf 'Main-Class: dev.nanofaas.runtime.Main\nClass-Path: %s\n' "${NANOFAAS_JAVA_RUNTIME_CP//:/ }" \
+  printf 'Main-Class: dev.nanofaas.runtime.Main\nClass-Path: %s\n' "$api_jar ${NANOFAAS_JAVA_RUNTIME_CP//:/ }" \
     >"$build/manifest.txt"
   "$jar_tool" --create --file "$runtime_jar" --manifest "$build/manifest.txt" -C "$build/classes" . \
     || die "jar failed"
   printf '%s\n' "$java" >"$build/java"
-  printf '%s\n' "$NANOFAAS_JAVA_RUNTIME_CP" >"$build/classpath"
+  printf '%s\n' "$api_jar:$NANOFAAS_JAVA_RUNTIME_CP" >"$build/classpath"
   say "training run for the AppCDS archive"
   JAVA="$java" "$here/bin/nanofaas-java-runtime" --cds-training "$archive" \
     || die "the CDS training run failed"
@@ -102,10 +125,22 @@ else
   printf '%s\n' "$test_fp" >"$build/.test-fingerprint"
 fi
 
+# A handler jar that bundles its own com.fasterxml.jackson classes (a stand-in for another Jackson
+# version), compiled against the function API alone: HandlerIsolation tests run it.
+clash_src=$here/src/test/handlers/jackson-clash
+clash_jar=$build/test-handlers/jackson-clash.jar
+rm -rf "$build/test-handlers"
+mkdir -p "$build/test-handlers/jackson-clash"
+mapfile -t clash_sources < <(find "$clash_src" -name '*.java' | LC_ALL=C sort)
+"$javac" --release 17 -encoding UTF-8 -d "$build/test-handlers/jackson-clash" -cp "$api_jar" "${clash_sources[@]}" \
+  || die "javac (test handler jackson-clash) failed"
+cp -r "$clash_src/META-INF" "$build/test-handlers/jackson-clash/"
+"$jar_tool" --create --file "$clash_jar" -C "$build/test-handlers/jackson-clash" . || die "jar (jackson-clash) failed"
+
 say "running the JUnit 5 tests"
 log=$build/junit.log
 set +e
-"$java" -Dnanofaas.java.dir="$here" -jar "$NANOFAAS_JUNIT_CONSOLE" \
+"$java" -Dnanofaas.java.dir="$here" -Dnanofaas.test.clash-jar="$clash_jar" -jar "$NANOFAAS_JUNIT_CONSOLE" \
   --class-path "$build/test-classes:$runtime_jar" \
   --scan-class-path "$build/test-classes" \
   --disable-banner --disable-ansi-colors --details=tree --fail-if-no-tests 2>&1 | tee "$log"

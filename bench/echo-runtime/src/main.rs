@@ -3,7 +3,9 @@
 //! `GET /health` → 200 `{"status":"ok"}`; `POST /invoke` → 200 with the request body as is.
 //! Env: `PORT` (default 8080), `BIND` (default 127.0.0.1), `ECHO_THREADS` (default 1: a
 //! single-threaded runtime; more: that many worker threads), `NANOFAAS_RUNTIME_SOCKET` (also
-//! serve on this Unix socket, as the watchdog offers; `@name` is an abstract name).
+//! serve on this Unix socket, as the watchdog offers; `@name` is an abstract name),
+//! `ECHO_LOG_LINES` (default 0: print this many lines on stdout per invocation, the "logging
+//! function" of the benchmarks).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -86,12 +88,28 @@ fn main() {
     });
 }
 
+fn log_lines() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| env_or("ECHO_LOG_LINES", 0))
+}
+
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let json = HeaderValue::from_static("application/json");
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => (StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
         (&Method::POST, "/invoke") => match req.into_body().collect().await {
-            Ok(c) => (StatusCode::OK, c.to_bytes()),
+            Ok(c) => {
+                let lines = log_lines();
+                if lines > 0 {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    for i in 0..lines {
+                        let _ = writeln!(out, "echo-runtime: invocation line {i}");
+                    }
+                    let _ = out.flush();
+                }
+                (StatusCode::OK, c.to_bytes())
+            }
             Err(_) => (
                 StatusCode::BAD_REQUEST,
                 Bytes::from_static(b"{\"error\":\"bad body\"}"),

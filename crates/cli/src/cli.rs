@@ -106,6 +106,13 @@ pub enum FnCommand {
     Delete { name: String },
     /// Show a function's instances (state, invocations, PIDs).
     Instances { name: String },
+    /// Show the recent output lines of a function's instances; with --follow, stream them as
+    /// they are written until Ctrl-C (then exit 0).
+    Logs {
+        name: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +127,11 @@ pub enum ExecCommand {
         /// With --watch: give up after this many seconds (exit code 8).
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         timeout: u64,
+    },
+    /// Show what the function wrote while it served an execution.
+    Logs {
+        /// The execution id.
+        id: String,
     },
 }
 
@@ -163,6 +175,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 FnCommand::Instances { name } => {
                     functions::cmd_instances(&client, format, &name).await
                 }
+                FnCommand::Logs { name, follow } => {
+                    crate::logs::cmd_fn_logs(&client, format, &name, follow).await
+                }
             }
         }),
         Command::Invoke(args) => client_command(endpoint, |client| async move {
@@ -176,6 +191,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 exec::cmd_get(&client, format, &id, watch, Duration::from_secs(timeout)).await
             })
         }
+        Command::Exec(ExecCommand::Logs { id }) => client_command(endpoint, |client| async move {
+            crate::logs::cmd_exec_logs(&client, format, &id).await
+        }),
     }
 }
 

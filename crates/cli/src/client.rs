@@ -231,6 +231,53 @@ impl Client {
         self.send(Method::GET, path, &[], None, REQUEST_TIMEOUT)
             .await
     }
+
+    /// A GET whose answer is read as it comes (server-sent events): `Ok(Ok(body))` for a 200,
+    /// `Ok(Err(answer))`, read whole, for any other status.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<Result<hyper::body::Incoming, Response>> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(&url)
+            .header(http::header::ACCEPT, "text/event-stream");
+        if let Some(a) = &self.auth {
+            req = req.header(http::header::AUTHORIZATION, a.clone());
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| err(Exit::Usage, format!("cannot build a request to {url}: {e}")))?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| {
+                err(
+                    Exit::Unreachable,
+                    format!(
+                        "{} did not answer within {} s",
+                        self.base,
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| self.transport(&e))?;
+        let (parts, body) = resp.into_parts();
+        if parts.status == http::StatusCode::OK {
+            return Ok(Ok(body));
+        }
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Ok(Err(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }))
+    }
 }
 
 /// What a failed answer was about, for wording the error.

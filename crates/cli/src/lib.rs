@@ -19,6 +19,7 @@ pub mod exec;
 pub mod exit;
 pub mod functions;
 pub mod invoke;
+pub mod logs;
 pub mod manifest;
 pub mod output;
 pub mod port;

@@ -13,7 +13,40 @@ use hyper::body::Incoming;
 use nanofaas_api::{headers as h, ErrorCode, ExecutionStatus, FunctionSpec};
 use std::sync::Arc;
 
-pub type Resp = Response<Full<Bytes>>;
+/// A response body: whole (every route but the streamed ones) or streamed from a channel
+/// (server-sent events).
+pub type Body = http_body_util::Either<Full<Bytes>, StreamBody>;
+pub type Resp = Response<Body>;
+
+/// A body whose chunks come from a channel; it ends when the sender is dropped. Dropped itself
+/// when the client goes away, which the sender sees as a closed channel.
+pub struct StreamBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl StreamBody {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self { rx }
+    }
+}
+
+impl hyper::body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|c| c.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+fn whole(b: impl Into<Bytes>) -> Body {
+    Body::Left(Full::new(b.into()))
+}
 
 /// What the routes share.
 pub struct AppState {
@@ -25,10 +58,14 @@ pub struct AppState {
     pub callbacks_only: bool,
     /// TLS of this listener, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The dashboard's series and streams (`crate::ui`).
+    pub ui: Arc<crate::ui::Dashboard>,
+    /// What functions printed (per execution, per function, live).
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 fn json(status: u16, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(whole(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -58,7 +95,7 @@ pub fn error_response(e: &ApiError) -> Resp {
 }
 
 fn no_content() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(whole(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }
@@ -132,7 +169,9 @@ fn action_of<'a>(access: &Access, route: &Route<'a>, method: &Method) -> Action<
         }
         // Any token may read an execution at all; the invoker's patterns are checked once
         // the execution's function is known.
-        Route::Execution(_) if *method == Method::GET => Action::Other,
+        Route::Execution(_) | Route::ExecutionLogs(_) if *method == Method::GET => Action::Other,
+        // Like reading its executions.
+        Route::FunctionLogs(name) if *method == Method::GET => Action::ReadExecution(name),
         Route::ExecutionTrace(_) if *method == Method::GET => Action::Other,
         _ => Action::Other,
     }
@@ -150,6 +189,8 @@ enum Route<'a> {
     Execution(&'a str),
     /// `GET /v1/executions/{id}/trace` (`trace.rs`).
     ExecutionTrace(&'a str),
+    ExecutionLogs(&'a str),
+    FunctionLogs(&'a str),
     Complete(&'a str),
 }
 
@@ -164,6 +205,9 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
     if let Some(rest) = path.strip_prefix("/v1/functions/") {
         if let Some(name) = rest.strip_suffix("/instances") {
             return (!name.contains('/')).then_some(Route::Instances(name));
+        }
+        if let Some(name) = rest.strip_suffix("/logs") {
+            return (!name.contains('/')).then_some(Route::FunctionLogs(name));
         }
         if rest.contains('/') {
             return None;
@@ -182,6 +226,9 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
         return (!id.contains('/') && !id.is_empty()).then_some(Route::ExecutionTrace(id));
     }
     if let Some(id) = path.strip_prefix("/v1/executions/") {
+        if let Some(id) = id.strip_suffix("/logs") {
+            return (!id.contains('/') && !id.is_empty()).then_some(Route::ExecutionLogs(id));
+        }
         return (!id.contains('/') && !id.is_empty()).then_some(Route::Execution(id));
     }
     if let Some(rest) = path.strip_prefix("/v1/internal/executions/") {
@@ -254,7 +301,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
         }
         Route::Metrics => {
             allow(&method, &[Method::GET])?;
-            let mut r = Response::new(Full::new(Bytes::from(p.metrics.render())));
+            let mut r = Response::new(whole(p.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -348,6 +395,38 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             access.authorize(who, Action::ReadExecution(&exec.function))?;
             Ok(json_value(200, &crate::trace::view(&exec)))
         }
+        Route::ExecutionLogs(id) => {
+            allow(&method, &[Method::GET])?;
+            let exec = p.store.get(id).ok_or_else(|| {
+                ApiError::NotFound(format!("execution {id:?} does not exist or has expired"))
+            })?;
+            access.authorize(who, Action::ReadExecution(&exec.function))?;
+            let logs = state.logs.execution(id, exec.status().is_final()).await;
+            Ok(json_value(200, &logs))
+        }
+        Route::FunctionLogs(name) => {
+            allow(&method, &[Method::GET])?;
+            check_name(name)?;
+            let follow = match query_param(req.uri().query(), "follow") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => {
+                    return Err(ApiError::invalid(
+                        "follow",
+                        format!("{v:?} is not true or false"),
+                    ))
+                }
+            };
+            if p.registry.get(name).is_none() {
+                return Err(ApiError::NotFound(format!(
+                    "function {name:?} does not exist"
+                )));
+            }
+            if !follow {
+                return Ok(json_value(200, &state.logs.recent(name)));
+            }
+            Ok(follow_response(state.logs.follow(name)))
+        }
         Route::Complete(id) => {
             allow(&method, &[Method::POST])?;
             let token = req
@@ -361,6 +440,51 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             Ok(no_content())
         }
     }
+}
+
+/// The value of `key` in a query string (`a=1&b=2`), undecoded.
+fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// `text/event-stream` of a function's lines, with a comment every 15 s (so a client that is
+/// gone is noticed), until the client goes away or the server stops.
+fn follow_response(mut follower: crate::logs::Follower) -> Resp {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        if tx
+            .send(crate::logs::sse_comment("following"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                e = follower.next_event() => e,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {
+                    Some(crate::logs::sse_comment("keep-alive"))
+                }
+                _ = tx.closed() => None,
+            };
+            let Some(b) = next else { return };
+            if tx.send(b).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(Body::Right(StreamBody::new(rx)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -567,6 +691,27 @@ pub fn invoke_response(id: &str, trace: &str, cold: bool, outcome: &Outcome) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_routes() {
+        assert!(matches!(
+            parse_route("/v1/executions/abc/logs"),
+            Some(Route::ExecutionLogs("abc"))
+        ));
+        assert!(matches!(
+            parse_route("/v1/executions/abc"),
+            Some(Route::Execution("abc"))
+        ));
+        assert!(parse_route("/v1/executions//logs").is_none());
+        assert!(matches!(
+            parse_route("/v1/functions/echo/logs"),
+            Some(Route::FunctionLogs("echo"))
+        ));
+        assert!(parse_route("/v1/functions/a/b/logs").is_none());
+        assert_eq!(query_param(Some("a=1&follow=true"), "follow"), Some("true"));
+        assert_eq!(query_param(Some("follow"), "follow"), Some(""));
+        assert_eq!(query_param(None, "follow"), None);
+    }
 
     #[test]
     fn routes() {

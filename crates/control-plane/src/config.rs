@@ -54,7 +54,7 @@ settings! {
     "dispatch.connect_timeout_ms" = "2000" : "Timeout for opening a connection to an instance or endpoint.",
     "dispatch.idle_connection_timeout_ms" = "60000" : "Idle keep-alive connections to instances are closed after this long.",
     "dispatch.max_idle_connections_per_host" = "256" : "Most idle keep-alive connections kept per instance or endpoint.",
-    "provider.type" = "\"process\"" : "What starts instances of DEPLOYMENT and JOB functions: process (local child processes), docker (containers on a Docker or Podman engine) or none (POOL functions only).",
+    "provider.type" = "\"process\"" : "What starts instances of DEPLOYMENT and JOB functions: process (local child processes), docker (containers on a Docker or Podman engine), kubernetes (pods in a Kubernetes cluster) or none (POOL functions only).",
     "provider.startup_timeout_ms" = "30000" : "How long an instance may take to become ready; a dispatch waits at most this long (or the function's timeout if longer) for one.",
     "provider.stop_grace_ms" = "5000" : "How long a stopping instance may take to finish its invocation before it is killed.",
     "provider.log_lines_per_second" = "100" : "Lines of each instance's output forwarded to the log per second; the rest are counted and dropped.",
@@ -75,6 +75,21 @@ settings! {
     "provider.docker.pull" = "\"missing\"" : "Whether an image the engine does not have is pulled before its first container: missing (pull it) or never (fail the start with STARTUP_ERROR).",
     "provider.docker.api_timeout_ms" = "30000" : "Timeout of one call to the container engine (image pulls excepted: up to 10 minutes).",
     // --- end docker provider ---
+    // --- kubernetes provider (provider/kubernetes/, docs/kubernetes.md) ---
+    "provider.kubernetes.kubeconfig" = "\"\"" : "Kubeconfig file the kubernetes provider uses. Empty: the pod's service account when the control plane runs in a cluster (KUBERNETES_SERVICE_HOST set), else KUBECONFIG, else ~/.kube/config.",
+    "provider.kubernetes.context" = "\"\"" : "Context of the kubeconfig to use. Empty: its current context.",
+    "provider.kubernetes.namespace" = "\"\"" : "Namespace of instance pods. Empty: the service account's namespace in a cluster, else the context's, else default.",
+    "provider.kubernetes.pull_policy" = "\"IfNotPresent\"" : "imagePullPolicy of instance pods: Always, IfNotPresent or Never.",
+    "provider.kubernetes.pull_secrets" = "[]" : "Names of the image pull secrets (in the instances' namespace) every pod gets: a list, or names separated by commas.",
+    "provider.kubernetes.watchdog_port" = "8080" : "Port the watchdog serves on inside instance pods; the control plane reaches a pod at its IP and this port.",
+    "provider.kubernetes.api_qps" = "20.0" : "Requests per second the provider sends to the Kubernetes API at most (a token bucket over every request, watches included); 0 = unlimited.",
+    "provider.kubernetes.api_burst" = "40" : "Requests the provider may send at once above provider.kubernetes.api_qps before it waits (the token bucket's size).",
+    "provider.kubernetes.labels" = "{}" : "Labels added to every instance pod: a table, or KEY=VALUE pairs separated by commas.",
+    "provider.kubernetes.annotations" = "{}" : "Annotations added to every instance pod: a table, or KEY=VALUE pairs separated by commas.",
+    "provider.kubernetes.callback_url" = "\"\"" : "Base URL JOB pods post their result to, such as http://nanofaas.nanofaas.svc:8080 (the control plane's Service); the callback path is appended. Empty: callback_base_url (or the listen address), which a pod can reach only if it is routable from the cluster.",
+    "provider.kubernetes.watch_timeout_s" = "290" : "How long one watch request of the pod watch lasts (its timeoutSeconds, at most 294) before the provider renews it from the last resourceVersion; a version the API server no longer has (410 Gone) makes it list again.",
+    "provider.kubernetes.owner" = "\"\"" : "This control plane's id in the nanofaas.dev/owner label of its pods; at start it deletes every pod of that label it does not know. Empty: POD_NAME (set from the downward API in a cluster), else the host name. Give two control planes sharing a namespace different ids.",
+    // --- end kubernetes provider ---
     // --- API access (access.rs, docs/security.md) ---
     "api.tokens" = "[]" : "Bearer tokens of the API, as SHA-256 hashes with a role (admin, deployer, invoker, viewer) and, for invokers, optional function-name patterns: a list of tables {role, sha256, functions}, or entries ROLE:SHA256[:PATTERN,...] separated by spaces (handy in the environment). `nanofaas token create` makes one. Empty: no authentication, and the API may listen on loopback only.",
     "api.allowed_hosts" = "[]" : "Host names (besides localhost, *.localhost and IP addresses) that requests may name in their Host header; others get 421 (against DNS rebinding). A list, or names separated by commas. \"*\" allows any name (behind a proxy that checks it).",
@@ -218,6 +233,32 @@ fn list_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     })
 }
 
+/// A string map given as a TOML table or as one string of `KEY=VALUE` pairs separated by commas.
+fn map_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum M {
+        One(String),
+        Many(std::collections::BTreeMap<String, String>),
+    }
+    match M::deserialize(d)? {
+        M::Many(m) => Ok(m),
+        M::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(serde::de::Error::custom(format!("{kv:?} is not KEY=VALUE"))),
+            })
+            .collect(),
+    }
+}
+
 fn tokens_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TokenConfig>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -258,6 +299,67 @@ pub struct ProviderConfig {
     pub log_lines_per_second: u32,
     pub process: ProcessConfig,
     pub docker: DockerConfig,
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `provider.kubernetes.*` (see the kubernetes provider).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    pub kubeconfig: String,
+    pub context: String,
+    pub namespace: String,
+    pub pull_policy: PullPolicy,
+    #[serde(deserialize_with = "list_de")]
+    pub pull_secrets: Vec<String>,
+    pub watchdog_port: u16,
+    pub api_qps: f64,
+    pub api_burst: u32,
+    #[serde(deserialize_with = "map_de")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(deserialize_with = "map_de")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub callback_url: String,
+    pub watch_timeout_s: u32,
+    pub owner: String,
+}
+
+/// `provider.kubernetes.pull_policy`: the pods' `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: String::new(),
+            context: String::new(),
+            namespace: String::new(),
+            pull_policy: PullPolicy::IfNotPresent,
+            pull_secrets: Vec::new(),
+            watchdog_port: 8080,
+            api_qps: 20.0,
+            api_burst: 40,
+            labels: Default::default(),
+            annotations: Default::default(),
+            callback_url: String::new(),
+            watch_timeout_s: 290,
+            owner: String::new(),
+        }
+    }
 }
 
 /// `provider.docker.*` (see the docker provider).
@@ -316,6 +418,7 @@ impl Default for ProviderConfig {
             log_lines_per_second: 100,
             process: ProcessConfig::default(),
             docker: DockerConfig::default(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -561,8 +664,38 @@ impl Config {
         if self.dispatch.connect_timeout_ms == 0 {
             return bad("dispatch.connect_timeout_ms", "must be more than 0");
         }
-        if !matches!(self.provider.kind.as_str(), "process" | "docker" | "none") {
-            return bad("provider.type", "must be process, docker or none");
+        if !matches!(
+            self.provider.kind.as_str(),
+            "process" | "docker" | "kubernetes" | "none"
+        ) {
+            return bad(
+                "provider.type",
+                "must be process, docker, kubernetes or none",
+            );
+        }
+        let k = &self.provider.kubernetes;
+        if !(k.api_qps.is_finite() && k.api_qps >= 0.0) {
+            return bad(
+                "provider.kubernetes.api_qps",
+                "must be 0 or a positive number",
+            );
+        }
+        if k.api_qps > 0.0 && k.api_burst == 0 {
+            return bad("provider.kubernetes.api_burst", "must be at least 1");
+        }
+        if !(1..=294).contains(&k.watch_timeout_s) {
+            return bad("provider.kubernetes.watch_timeout_s", "must be 1 to 294");
+        }
+        if k.watchdog_port == 0 {
+            return bad(
+                "provider.kubernetes.watchdog_port",
+                "must be a port (1-65535)",
+            );
+        }
+        if !k.callback_url.is_empty() {
+            if let Err(e) = nanofaas_api::spec::check_http_url(&k.callback_url) {
+                return bad("provider.kubernetes.callback_url", &e);
+            }
         }
         if !matches!(
             self.provider.docker.address.as_str(),

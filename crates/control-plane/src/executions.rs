@@ -439,6 +439,30 @@ impl Execution {
         let st = self.state.lock().unwrap();
         (st.cold_start, st.init_ms)
     }
+
+    /// What a status page shows of this execution, without its input or output.
+    pub fn summary(&self) -> Summary {
+        let st = self.state.lock().unwrap();
+        Summary {
+            status: st.status,
+            attempts: st.attempt,
+            cold_start: st.cold_start,
+            start: st.start,
+            started_at: st.started_at,
+            finished_at: st.finished_at,
+        }
+    }
+}
+
+/// [`Execution::summary`].
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub status: ExecutionStatus,
+    pub attempts: u32,
+    pub cold_start: bool,
+    pub start: Option<crate::dispatch::StartKind>,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
 }
 
 fn retained_bytes(o: &Outcome) -> usize {
@@ -639,6 +663,17 @@ impl ExecutionStore {
 
     pub fn payload_bytes(&self) -> usize {
         self.payload_bytes.load(Relaxed)
+    }
+
+    /// The `n` most recently finished executions still kept, newest first (for status pages;
+    /// reads the eviction queue's tail, so it costs `n` lookups whatever the store's size).
+    pub fn recent_finished(&self, n: usize) -> Vec<Arc<Execution>> {
+        let q = self.finished.lock().unwrap();
+        q.iter()
+            .rev()
+            .take(n)
+            .filter_map(|f| self.get(&f.id))
+            .collect()
     }
 
     /// Every unfinished execution (for shutdown bookkeeping).

@@ -23,6 +23,7 @@
 //! - [`telemetry`]: logging set-up; [`tls`]: optional TLS of the API listener.
 //! - [`trace`]: W3C trace context and the spans of each execution, built from timestamps on its
 //!   record; [`otlp`]: their optional export over OTLP/HTTP.
+//! - [`ui`]: the dashboard at `/ui`, its event stream and its time series.
 
 pub mod access;
 pub mod admission;
@@ -35,6 +36,7 @@ pub mod executions;
 pub mod idempotency;
 pub mod ids;
 pub mod job;
+pub mod logs;
 pub mod managed;
 pub mod metrics;
 pub mod otlp;
@@ -48,6 +50,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod ui;
 
 /// The inline keep-alive HTTP/1.1 client of the dispatch hop (crate `nanofaas-h1`).
 pub use nanofaas_h1 as h1;

@@ -78,6 +78,15 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count.load(Relaxed)
     }
+
+    /// The per-bucket counts (not cumulative) of [`BUCKETS`], and the total count (which also
+    /// counts observations above the last bucket).
+    pub fn snapshot(&self) -> ([u64; BUCKETS.len()], u64) {
+        (
+            std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            self.count.load(Relaxed),
+        )
+    }
 }
 
 /// Metrics of one function.
@@ -362,6 +371,16 @@ impl Metrics {
             .entry(name.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Every function's metrics, by name (for the dashboard's sampler).
+    pub fn functions(&self) -> Vec<(String, Arc<FunctionMetrics>)> {
+        self.functions
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Forgets a deleted function's series.

@@ -130,6 +130,9 @@ struct LineOut<'a> {
     resumed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     start: Option<&'a str>,
+    /// `l`: the execution's logs (see `logs.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logs: Option<&'a RawValue>,
 }
 
 impl<'a> LineOut<'a> {
@@ -151,6 +154,7 @@ impl<'a> LineOut<'a> {
             init: None,
             resumed: None,
             start: None,
+            logs: None,
         }
     }
 
@@ -194,6 +198,8 @@ struct LineIn<'a> {
     resumed: Option<bool>,
     #[serde(default)]
     start: Option<String>,
+    #[serde(default, borrow)]
+    logs: Option<&'a RawValue>,
 }
 
 /// Only what compaction needs of a line.
@@ -280,6 +286,8 @@ pub struct Recovered {
     pub pending: Vec<Pending>,
     /// Finished within the TTL and the record caps, oldest first.
     pub finished: Vec<FinishedRecord>,
+    /// Logs of those executions: (id, function, logs as journaled).
+    pub logs: Vec<(String, String, Vec<u8>)>,
     /// Lines that could not be used.
     pub problems: Vec<String>,
 }
@@ -317,6 +325,7 @@ enum Effect {
     Started,
     Finished { at_ms: u64, payload: usize },
     Dropped,
+    Logs,
 }
 
 enum Op {
@@ -373,6 +382,11 @@ impl Journal {
                     f.finished_at,
                     f.payload_bytes(),
                 );
+                buf.extend_from_slice(&line);
+            }
+            for (id, _, json) in &rec.logs {
+                let line = logs_line(id, json);
+                live.apply(id, line.len(), &Effect::Logs, &settings);
                 buf.extend_from_slice(&line);
             }
             let mut f = File::create(&tmp).map_err(|e| io_err("cannot write", &tmp, e))?;
@@ -478,6 +492,17 @@ impl Journal {
         });
     }
 
+    /// Journals the logs of an execution (not waited for), kept as long as its record, within
+    /// [`MAX_LOG_BYTES`] for all of them (the oldest go first).
+    pub fn logs(&self, id: &str, json: Vec<u8>) {
+        self.send(Op::Write {
+            id: id.into(),
+            line: logs_line(id, &json),
+            effect: Effect::Logs,
+            ack: None,
+        });
+    }
+
     /// Journals that an accepted invocation was refused before it ran: it is forgotten.
     pub fn dropped(&self, id: &str) {
         self.send(Op::Write {
@@ -511,9 +536,23 @@ impl Drop for Journal {
     }
 }
 
+/// Journaled logs of all executions together are kept within this many bytes (the in-memory
+/// cap of `logs.rs`).
+pub const MAX_LOG_BYTES: usize = crate::logs::MAX_TOTAL_BYTES;
+
+fn logs_line(id: &str, json: &[u8]) -> Vec<u8> {
+    let mut l = LineOut::new("l", id);
+    l.logs = Some(raw_or_null(json));
+    l.to_line()
+}
+
 /// What the writer knows of the file: which records are live and how many bytes they take.
 #[derive(Default)]
 struct Live {
+    /// Logs of live records: bytes of their line, and the order they came in.
+    logs: HashMap<Box<str>, usize>,
+    logs_order: VecDeque<Box<str>>,
+    logs_bytes: usize,
     /// Accepted, not finished: bytes of their lines.
     pending: HashMap<Box<str>, usize>,
     /// Finished and kept: bytes of their line.
@@ -548,6 +587,14 @@ impl Live {
             if let Some(b) = self.finished.remove(&id) {
                 self.bytes -= b;
             }
+            self.forget_logs(&id);
+        }
+    }
+
+    fn forget_logs(&mut self, id: &str) {
+        if let Some(b) = self.logs.remove(id) {
+            self.bytes -= b;
+            self.logs_bytes -= b;
         }
     }
 
@@ -574,6 +621,28 @@ impl Live {
                 if let Some(b) = self.pending.remove(id) {
                     self.bytes -= b;
                 }
+                self.forget_logs(id);
+            }
+            Effect::Logs => {
+                if !self.pending.contains_key(id) && !self.finished.contains_key(id) {
+                    return;
+                }
+                self.forget_logs(id);
+                self.logs.insert(id.into(), line);
+                self.logs_order.push_back(id.into());
+                self.bytes += line;
+                self.logs_bytes += line;
+                while self.logs_bytes > MAX_LOG_BYTES {
+                    let Some(old) = self.logs_order.pop_front() else {
+                        break;
+                    };
+                    self.forget_logs(&old);
+                }
+                // Ids whose logs were replaced or forgotten stay in the order until reached.
+                if self.logs_order.len() > 2 * self.logs.len() + 64 {
+                    let logs = &self.logs;
+                    self.logs_order.retain(|i| logs.contains_key(i));
+                }
             }
         }
     }
@@ -582,6 +651,7 @@ impl Live {
         match key.t.as_str() {
             "a" | "s" => self.pending.contains_key(key.id.as_str()),
             "f" => self.finished.contains_key(key.id.as_str()),
+            "l" => self.logs.contains_key(key.id.as_str()),
             _ => false,
         }
     }
@@ -715,6 +785,7 @@ fn read_journal(path: &Path, s: &JournalSettings) -> Result<Recovered, String> {
     let mut order: Vec<String> = Vec::new();
     let mut open: HashMap<String, Pending> = HashMap::new();
     let mut done: HashMap<String, (usize, FinishedRecord)> = HashMap::new();
+    let mut logs: HashMap<String, Vec<u8>> = HashMap::new();
     for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(|e| io_err("cannot read", path, e))?;
         if line.is_empty() {
@@ -793,6 +864,11 @@ fn read_journal(path: &Path, s: &JournalSettings) -> Result<Recovered, String> {
                     ),
                 );
             }
+            "l" => {
+                if let Some(l) = r.logs {
+                    logs.insert(r.id, l.get().as_bytes().to_vec());
+                }
+            }
             other => rec
                 .problems
                 .push(format!("{}: unknown record type {other:?}", at())),
@@ -821,6 +897,18 @@ fn read_journal(path: &Path, s: &JournalSettings) -> Result<Recovered, String> {
     }
     finished.drain(..keep_from);
     rec.finished = finished;
+    let owners = rec
+        .pending
+        .iter()
+        .map(|p| (&p.id, &p.function))
+        .chain(rec.finished.iter().map(|f| (&f.id, &f.function)));
+    let mut kept = Vec::new();
+    for (id, function) in owners {
+        if let Some(l) = logs.remove(id) {
+            kept.push((id.clone(), function.clone(), l));
+        }
+    }
+    rec.logs = kept;
     Ok(rec)
 }
 
@@ -989,6 +1077,50 @@ mod tests {
         assert_eq!(rec.finished.len(), 100);
         assert_eq!(rec.finished.last().unwrap().id, "e19999");
         assert!(rec.pending.is_empty());
+        fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
+    fn logs_are_kept_with_their_records_and_bounded() {
+        let d = tempdir("logs");
+        let mut s = settings();
+        s.max_records = 50;
+        let (j, _) = Journal::open(&d, s.clone()).unwrap();
+        let logs = format!(
+            r#"{{"lines":[[1,"o","{}"]],"dropped":[0,0]}}"#,
+            "y".repeat(2000)
+        );
+        let path = d.join("journal.jsonl");
+        let mut biggest = 0;
+        block_on(async {
+            for i in 0..5000u32 {
+                let id = format!("e{i}");
+                j.accepted(&id, "f", "t", 1, b"{}").await.unwrap();
+                // Sealed before the record ends (the instance said so before it answered).
+                j.logs(&id, logs.clone().into_bytes());
+                j.finished(&finished(&id, crate::executions::now_ms(), "1"));
+                if i % 500 == 499 {
+                    j.flush().await;
+                    biggest = biggest.max(fs::metadata(&path).unwrap().len());
+                }
+            }
+            // Logs of an execution the journal does not know are not kept.
+            j.logs("stranger", logs.clone().into_bytes());
+            j.flush().await;
+        });
+        assert!(
+            biggest < 2 * COMPACT_SLACK_BYTES + (1 << 20),
+            "journal grew to {biggest} bytes"
+        );
+        drop(j);
+        let (_, rec) = Journal::open(&d, s).unwrap();
+        assert_eq!(rec.finished.len(), 50);
+        assert_eq!(rec.logs.len(), 50, "one per kept record");
+        let (id, function, json) = rec.logs.iter().find(|l| l.0 == "e4999").unwrap();
+        assert_eq!((id.as_str(), function.as_str()), ("e4999", "f"));
+        let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+        assert_eq!(v["lines"][0][2].as_str().unwrap().len(), 2000);
+        assert!(!rec.logs.iter().any(|l| l.0 == "stranger"));
         fs::remove_dir_all(d).ok();
     }
 

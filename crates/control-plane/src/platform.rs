@@ -382,6 +382,13 @@ impl Platform {
         }
     }
 
+    /// Journals the logs of an async execution (beside its record; see `logs`).
+    fn journal_logs_of(&self, id: &str, json: Vec<u8>) {
+        if let Some(p) = &self.persistence {
+            p.journal.logs(id, json);
+        }
+    }
+
     fn journal_finished(&self, exec: &Execution) {
         if exec.mode != Mode::Async {
             return;
@@ -910,4 +917,19 @@ pub fn callback_outcome(p: CallbackPayload) -> Outcome {
         _ => FailureKind::Function,
     };
     Outcome::Failure(Failure { error, kind })
+}
+
+impl crate::logs::Lookup for Platform {
+    fn execution(&self, id: &str) -> Option<(Arc<str>, bool, bool)> {
+        let e = self.store.get(id)?;
+        Some((
+            e.function.clone(),
+            e.mode == Mode::Async && self.persistence.is_some(),
+            e.status().is_final(),
+        ))
+    }
+
+    fn journal_logs(&self, id: &str, json: Vec<u8>) {
+        self.journal_logs_of(id, json);
+    }
 }

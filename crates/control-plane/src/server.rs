@@ -3,7 +3,7 @@
 //! instances, close connections).
 
 use crate::access::{is_loopback, Access};
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::auth::CallbackAuth;
 use crate::config::Config;
 use crate::dispatch::{http_client, ClientSettings, HttpClient};
@@ -13,7 +13,6 @@ use crate::metrics::Metrics;
 use crate::persist::{Journal, JournalSettings, SpecStore};
 use crate::platform::{BackendFactory, EndpointFactory, Persistence, Platform, Settings};
 use crate::pool::PoolSettings;
-use crate::provider::process::{find_watchdog, ProcessProvider, ProcessSettings};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -35,6 +34,8 @@ pub struct Context {
     pub callback_base_url: String,
     /// The address the API is bound to.
     pub addr: SocketAddr,
+    /// Where providers hand the lines instances write.
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 /// A running control plane.
@@ -99,49 +100,20 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
 }
 
 /// The backend factory for `provider.type`: `none` serves POOL functions only; `process` also
-/// runs DEPLOYMENT and JOB functions as local processes, `docker` as containers.
+/// runs DEPLOYMENT and JOB functions as local processes, `docker` as containers, `kubernetes`
+/// as pods ([`crate::provider::from_config`] picks the provider).
 pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String> {
     let c = &ctx.config;
-    match c.provider.kind.as_str() {
-        "none" => Ok(Arc::new(EndpointFactory {
+    match crate::provider::from_config(c, &ctx.logs)? {
+        None => Ok(Arc::new(EndpointFactory {
             client: ctx.client.clone(),
         })),
-        "process" => {
-            let watchdog = if c.provider.process.watchdog.is_empty() {
-                find_watchdog().ok_or_else(|| {
-                    "cannot find nanofaas-watchdog next to the nanofaas binary or on PATH (build it with `cargo build -p nanofaas-watchdog`, or set provider.process.watchdog)".to_string()
-                })?
-            } else {
-                std::path::PathBuf::from(&c.provider.process.watchdog)
-            };
-            let provider = ProcessProvider::new(ProcessSettings {
-                watchdog,
-                bind: c
-                    .provider
-                    .process
-                    .bind
-                    .parse()
-                    .map_err(|e| format!("provider.process.bind: {e}"))?,
-                startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
-                stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
-                log_lines_per_second: c.provider.log_lines_per_second,
-                unix_socket: c.provider.process.unix_socket,
-                isolation: isolation_settings(&c.provider.process)?,
-            })?;
-            Ok(Arc::new(ManagedFactory::new(
-                Arc::new(provider),
-                ctx.client.clone(),
-                ctx.metrics.clone(),
-                pool_settings(c),
-            )))
-        }
-        "docker" => Ok(Arc::new(ManagedFactory::new(
-            Arc::new(crate::provider::docker::from_config(&c.provider)?),
+        Some(provider) => Ok(Arc::new(ManagedFactory::new(
+            provider,
             ctx.client.clone(),
             ctx.metrics.clone(),
             pool_settings(c),
         ))),
-        other => Err(format!("provider.type {other:?} is not supported")),
     }
 }
 
@@ -289,6 +261,7 @@ async fn start_inner(
         metrics: metrics.clone(),
         callback_base_url: callback_base_url.clone(),
         addr,
+        logs: crate::logs::Logs::new(),
     };
     let factory = make_factory(&ctx).map_err(StartError::Setup)?;
     factory.prepare().await;
@@ -324,7 +297,12 @@ async fn start_inner(
         }
         (
             Some(Persistence { specs, journal }),
-            Some((stored, recovered.pending, recovered.finished)),
+            Some((
+                stored,
+                recovered.pending,
+                recovered.finished,
+                recovered.logs,
+            )),
         )
     };
     let platform = Platform::new(settings, metrics.clone(), auth, factory, persistence);
@@ -337,7 +315,15 @@ async fn start_inner(
         .map_err(|e| StartError::Setup(format!("telemetry.otlp_endpoint: {e}")))?;
         platform.set_exporter(x);
     }
-    if let Some((stored, pending, finished)) = restored {
+    let logs = ctx.logs.clone();
+    let lookup: Arc<dyn crate::logs::Lookup> = platform.clone();
+    logs.bind(Arc::downgrade(&lookup));
+    if let Some((stored, pending, finished, exec_logs)) = restored {
+        for (id, function, json) in exec_logs {
+            if let Err(e) = logs.restore(&id, &function, &json) {
+                tracing::warn!(problem = %e, "state folder");
+            }
+        }
         platform.restore(stored, pending, finished);
     }
     let housekeeping =
@@ -348,6 +334,7 @@ async fn start_inner(
             "no API tokens configured: every local user and program can use this API; it is served on loopback only (docs/security.md)"
         );
     }
+    let dashboard = crate::ui::Dashboard::start(&platform);
     let callbacks_state = callback_listener.as_ref().map(|_| {
         Arc::new(AppState {
             platform: platform.clone(),
@@ -355,6 +342,8 @@ async fn start_inner(
             access: Access::default(),
             callbacks_only: true,
             tls: None,
+            ui: dashboard.clone(),
+            logs: logs.clone(),
         })
     });
     let state = Arc::new(AppState {
@@ -363,6 +352,8 @@ async fn start_inner(
         access,
         callbacks_only: false,
         tls,
+        ui: dashboard,
+        logs: logs.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -452,7 +443,7 @@ fn serve_conn(
     let st = state.clone();
     let service = service_fn(move |req| {
         let st = st.clone();
-        async move { Ok::<_, Infallible>(api::handle(st, req).await) }
+        async move { Ok::<_, Infallible>(crate::ui::handle(st, req).await) }
     });
     let Some(tls) = &state.tls else {
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
@@ -576,6 +567,8 @@ async fn serve(
     let graceful = accept_loop(listener, state.clone(), stop, feeds).await;
     tracing::info!("shutting down: no new invocations; draining running ones");
     state.platform.shutdown(grace).await;
+    // Followers of functions' logs end, so their connections can close.
+    state.logs.close();
     housekeeping.abort();
     let _ = done.send(true);
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())

@@ -33,6 +33,14 @@ pub struct Request {
 }
 
 impl Request {
+    /// Writes one line on stderr as this invocation's: nanofaas keeps it with the execution
+    /// (`nanofaas exec logs ID`), also when the instance serves several invocations at once
+    /// (`instanceConcurrency` > 1), where a plain `println!` cannot be attributed. See
+    /// [`crate::log_line`].
+    pub fn log(&self, line: impl std::fmt::Display) {
+        crate::log_line(&self.execution_id, line);
+    }
+
     /// The input deserialised as `T` (e.g. a struct deriving `Deserialize`).
     pub fn input_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         T::deserialize(&self.input)

@@ -37,6 +37,19 @@
 
 pub mod callback;
 pub mod config;
+#[cfg(test)]
+mod log_tests {
+    #[test]
+    fn lines_are_tagged_only_when_asked() {
+        assert_eq!(super::tag_with(false, "e1", "hi"), "hi");
+        assert_eq!(super::tag_with(true, "e1", "hi"), "@exec:e1 hi");
+        assert_eq!(
+            super::tag_with(true, "e1", "a\nb"),
+            "@exec:e1 a\n@exec:e1 b"
+        );
+        assert_eq!(super::tag_with(true, "", "hi"), "hi");
+    }
+}
 pub mod handler;
 mod log;
 pub mod server;
@@ -47,6 +60,38 @@ pub use server::{BindError, Server};
 
 use serde::Serialize;
 use std::fmt::Display;
+
+/// The variable nanofaas's providers set to have lines tagged with their execution.
+const ENV_LOG_TAGS: &str = "NANOFAAS_LOG_TAGS";
+
+fn log_tags() -> bool {
+    static TAGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TAGS.get_or_init(|| std::env::var(ENV_LOG_TAGS).is_ok_and(|v| v == "1"))
+}
+
+/// `@exec:<id> <line>` when nanofaas asked for tags (`NANOFAAS_LOG_TAGS=1`), else `line`; each
+/// line of a multi-line text is tagged.
+pub fn tag_line(execution_id: &str, line: &str) -> String {
+    tag_with(log_tags(), execution_id, line)
+}
+
+fn tag_with(tags: bool, execution_id: &str, line: &str) -> String {
+    if !tags || execution_id.is_empty() || execution_id.contains(char::is_whitespace) {
+        return line.to_string();
+    }
+    line.split('\n')
+        .map(|l| format!("@exec:{execution_id} {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Writes `line` on stderr as a line of execution `execution_id` (what [`Request::log`] does;
+/// usable from any thread the handler starts, with a copy of the id).
+pub fn log_line(execution_id: &str, line: impl Display) {
+    use std::io::Write;
+    let text = tag_line(execution_id, &line.to_string());
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
 use std::future::Future;
 use std::process::ExitCode;
 

@@ -19,9 +19,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The variable that offers a runtime a Unix socket to serve on besides its port.
 pub const ENV_RUNTIME_SOCKET: &str = "NANOFAAS_RUNTIME_SOCKET";
 
-/// Spawns the runtime command; its stdout and stderr go to the watchdog's stderr. With `socket`,
-/// the runtime is offered that Unix socket in [`ENV_RUNTIME_SOCKET`].
+/// Spawns the runtime command; its stdout and stderr go to the watchdog's stderr (or, with
+/// `piped`, to pipes the caller reads: see `warm::output`). With `socket`, the runtime is
+/// offered that Unix socket in [`ENV_RUNTIME_SOCKET`].
 pub fn spawn(cfg: &Config, socket: Option<&str>) -> Result<(Child, u32), String> {
+    spawn_with(cfg, socket, false)
+}
+
+pub fn spawn_with(cfg: &Config, socket: Option<&str>, piped: bool) -> Result<(Child, u32), String> {
     let extra: Vec<(&str, std::ffi::OsString)> = socket
         .map(|s| (ENV_RUNTIME_SOCKET, s.into()))
         .into_iter()
@@ -30,9 +35,13 @@ pub fn spawn(cfg: &Config, socket: Option<&str>) -> Result<(Child, u32), String>
     if socket.is_none() {
         cmd.env_remove(ENV_RUNTIME_SOCKET);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(process::to_stderr())
-        .stderr(process::to_stderr());
+    cmd.stdin(Stdio::null());
+    if piped {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    } else {
+        cmd.stdout(process::to_stderr())
+            .stderr(process::to_stderr());
+    }
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", cfg.command[0]))?;

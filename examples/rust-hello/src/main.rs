@@ -3,7 +3,9 @@
 //!
 //! `{"name": "Ada"}` answers `{"greeting": "Hello, Ada!", "runtime": "rust", "pid": ...}`;
 //! `{"fail": "why"}` answers 500 `HANDLER_ERROR` with `failing on purpose: why`;
-//! `{"sleepMs": 200}` waits that long first (to see a slow invocation finish during a stop).
+//! `{"sleepMs": 200}` waits that long first (to see a slow invocation finish during a stop);
+//! `{"print": ["a"]}` prints each text on stdout, `{"log": ["b"]}` writes each with
+//! [`Request::log`] (kept with the execution even when the instance serves several at once).
 
 use nanofaas_runtime::Request;
 use serde::Deserialize;
@@ -17,6 +19,10 @@ struct Input {
     fail: Option<Value>,
     #[serde(default, rename = "sleepMs")]
     sleep_ms: Option<u64>,
+    #[serde(default)]
+    print: Vec<String>,
+    #[serde(default)]
+    log: Vec<String>,
 }
 
 async fn hello(req: Request) -> Result<Value, String> {
@@ -26,6 +32,12 @@ async fn hello(req: Request) -> Result<Value, String> {
         req.input_as()
             .map_err(|e| format!("input must be an object like {{\"name\": \"Ada\"}}: {e}"))?
     };
+    for t in &input.print {
+        println!("{t}");
+    }
+    for t in &input.log {
+        req.log(t);
+    }
     if let Some(ms) = input.sleep_ms {
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
     }

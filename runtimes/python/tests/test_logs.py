@@ -42,3 +42,22 @@ def test_rate_limiter_counts_dropped_and_refills():
     now[0] = 10.0
     assert limiter.allow() == (True, 2)
     assert limiter.allow() == (True, 0)
+
+
+def test_lines_of_an_invocation_are_tagged_when_asked(monkeypatch):
+    from nanofaas_runtime import context, logs
+
+    record = logging.LogRecord("x", logging.INFO, "f.py", 1, "working", None, None)
+    monkeypatch.setattr(logs, "TAGS", False)
+    ids = context.enter("e42", "t1")
+    try:
+        assert JsonFormatter().format(record).startswith("{")
+        monkeypatch.setattr(logs, "TAGS", True)
+        line = JsonFormatter().format(record)
+    finally:
+        context.leave(ids)
+    assert line.startswith("@exec:e42 {")
+    assert json.loads(line[len("@exec:e42 ") :])["msg"] == "working"
+    # Outside an invocation, nothing to tag.
+    assert JsonFormatter().format(record).startswith("{")
+    assert logs.tag("x", None) == "x"

@@ -102,8 +102,8 @@ pub const WATCHDOG_PORT: u16 = 8080;
 pub const RUNTIME_PORT: u16 = 8081;
 
 /// Watchdog exit codes that mean "the command itself cannot run".
-const WATCHDOG_EXIT_CONFIG: i64 = 2;
-const WATCHDOG_EXIT_SPAWN: i64 = 4;
+pub(crate) const WATCHDOG_EXIT_CONFIG: i64 = 2;
+pub(crate) const WATCHDOG_EXIT_SPAWN: i64 = 4;
 /// How long an image pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Health probes back off from 1 ms to this.
@@ -112,14 +112,14 @@ const PROBE_MAX_DELAY: Duration = Duration::from_millis(5);
 const WAIT_ATTEMPTS: u32 = 30;
 /// Largest JOB payload: it travels in `INVOCATION_PAYLOAD`, and Linux caps one environment
 /// string at 128 KiB (`MAX_ARG_STRLEN`, name included).
-const MAX_ENV_PAYLOAD: usize = 128 * 1024 - 64;
+pub(crate) const MAX_ENV_PAYLOAD: usize = 128 * 1024 - 64;
 
 /// The smallest memory limit Docker accepts for a container.
 pub const MIN_MEMORY: u64 = 6 << 20;
 
 /// Whether `image` can be an image reference at all (`[registry[:port]/]path[:tag][@digest]`,
 /// path components in lowercase); the engine would refuse it at the first start otherwise.
-fn check_image_reference(image: &str) -> Result<(), String> {
+pub(crate) fn check_image_reference(image: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("{image:?} is not a valid image reference: {why}"));
     if image.len() > 255 {
         return bad("longer than 255 characters");
@@ -256,6 +256,8 @@ struct Entry {
 type Entries = Arc<Mutex<HashMap<String, Arc<Entry>>>>;
 
 pub struct DockerProvider {
+    /// Where the lines instances write go (see `logs`).
+    logs: std::sync::OnceLock<Arc<crate::logs::Logs>>,
     engine: Engine,
     settings: DockerSettings,
     owner: String,
@@ -387,8 +389,14 @@ fn exit_reason(code: i64, inspect: Option<&ContainerInspect>) -> String {
 }
 
 impl DockerProvider {
+    /// Hands the lines instances write to `logs` (once, before the first instance starts).
+    pub fn set_logs(&self, logs: Arc<crate::logs::Logs>) {
+        let _ = self.logs.set(logs);
+    }
+
     pub fn new(engine: Engine, settings: DockerSettings) -> DockerProvider {
         DockerProvider {
+            logs: std::sync::OnceLock::new(),
             engine,
             settings,
             owner: owner_identity(),
@@ -439,6 +447,7 @@ impl DockerProvider {
         let mut ours = env;
         ours.push(("NANOFAAS_INSTANCE".into(), instance_id.into()));
         ours.push(("NANOFAAS_FUNCTION".into(), spec.name.clone()));
+        ours.push((crate::logs::ENV_LOG_TAGS.into(), "1".into()));
         if let Some(rc) = &spec.runtime_command {
             ours.push(("WATCHDOG_CMD".into(), rc.clone()));
         }
@@ -600,6 +609,7 @@ impl DockerProvider {
             instance_id.to_string(),
             spec.name.clone(),
             self.settings.log_lines_per_second,
+            self.logs.get().cloned(),
         ));
         tokio::spawn(watch_container(
             self.engine.clone(),
@@ -786,22 +796,25 @@ async fn follow_output(
     instance: String,
     function: String,
     per_second: u32,
+    logs: Option<Arc<crate::logs::Logs>>,
 ) {
     let Ok(mut body) = engine.follow_logs(&container).await else {
         return;
     };
     let mut demux = LogDemux::default();
-    let mut out = OutputLog::new(function, instance, per_second);
+    let mut out = OutputLog::new(function.clone(), instance.clone(), per_second);
     let mut emit = |stream: LogStream, line: String| {
-        tail.push(&line);
-        out.line(
-            if stream == LogStream::Stderr {
-                "stderr"
-            } else {
-                "stdout"
-            },
-            &line,
-        );
+        // The watchdog's stderr carries its runtime's lines, tagged (see `logs`).
+        if let Some(l) = &logs {
+            l.instance_line(&function, &instance, &line);
+        }
+        let (s, text) = match crate::logs::display(&line) {
+            Some((s, text)) if stream == LogStream::Stderr => (s, text),
+            Some(_) => ("stdout", line.as_str()),
+            None => return,
+        };
+        tail.push(text);
+        out.line(s, text);
     };
     while let Some(Ok(chunk)) = body.next().await {
         for (s, l) in demux.push(&chunk) {
@@ -810,6 +823,9 @@ async fn follow_output(
     }
     for (s, l) in demux.finish() {
         emit(s, l);
+    }
+    if let Some(l) = &logs {
+        l.instance_ended(&instance);
     }
 }
 
@@ -998,6 +1014,9 @@ impl Provider for DockerProvider {
         Box::pin(async move {
             if self.closed.load(Ordering::SeqCst) {
                 return Err(Self::closed_failure());
+            }
+            if let Some(l) = self.logs.get() {
+                l.job_instance(&req.instance_id, &req.execution_id);
             }
             let spec = &req.spec;
             if req.payload.len() > MAX_ENV_PAYLOAD {

@@ -1,13 +1,17 @@
 //! Providers bring function instances to life: the `process` provider (the embedded default:
-//! watchdog and runtime as local child processes) and the `docker` provider (one container per
-//! instance, through the Docker Engine API; Podman's compatible socket works too). One trait, chosen by
-//! configuration and held as `Arc<dyn Provider>`; pools and jobs never know which one they drive.
+//! watchdog and runtime as local child processes), the `docker` provider (one container per
+//! instance, through the Docker Engine API; Podman's compatible socket works too) and the
+//! `kubernetes` provider (one pod per instance, `kubernetes/`). One trait, chosen by
+//! configuration in [`from_config`] and held as `Arc<dyn Provider>`; pools and jobs never know
+//! which one they drive.
 //!
 //! A provider starts an instance and reports it once it is ready (its watchdog answers on
 //! `invoke_url`), tells when it dies (`exited`), stops it, lists what it owns, and at start-up
 //! removes what a previous run left behind.
 
 pub mod docker;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod lease;
 pub mod process;
 pub mod shared;
@@ -128,4 +132,34 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Stops everything this provider owns (control plane shutdown).
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The provider `provider.type` names: `None` for `none` (POOL functions only).
+pub fn from_config(
+    c: &crate::config::Config,
+    logs: &Arc<crate::logs::Logs>,
+) -> Result<Option<Arc<dyn Provider>>, String> {
+    Ok(Some(match c.provider.kind.as_str() {
+        "none" => return Ok(None),
+        "process" => {
+            let p = process::from_config(c)?;
+            p.set_logs(logs.clone());
+            Arc::new(p)
+        }
+        "docker" => {
+            let d = docker::from_config(&c.provider)?;
+            d.set_logs(logs.clone());
+            Arc::new(d)
+        }
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" => Arc::new(kubernetes::from_config(c)?),
+        #[cfg(not(feature = "kubernetes"))]
+        "kubernetes" => {
+            return Err(
+                "provider.type is kubernetes but this nanofaas was built without the kubernetes feature"
+                    .into(),
+            )
+        }
+        other => return Err(format!("provider.type {other:?} is not supported")),
+    }))
 }

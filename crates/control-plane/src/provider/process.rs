@@ -110,6 +110,8 @@ type Children = Arc<Mutex<HashMap<String, Arc<Entry>>>>;
 const ENDED_OOM_KEPT: usize = 256;
 
 pub struct ProcessProvider {
+    /// Where the lines instances write go (per execution, per function); see `logs`.
+    logs: std::sync::OnceLock<Arc<crate::logs::Logs>>,
     settings: ProcessSettings,
     children: Children,
     owner: String,
@@ -255,6 +257,11 @@ fn free_port(ip: IpAddr) -> Result<u16, StartFailure> {
 }
 
 impl ProcessProvider {
+    /// Hands the lines instances write to `logs` (once, before the first instance starts).
+    pub fn set_logs(&self, logs: Arc<crate::logs::Logs>) {
+        let _ = self.logs.set(logs);
+    }
+
     pub fn new(mut settings: ProcessSettings) -> Result<Self, String> {
         // Instances start in their function's working directory: a relative path to the
         // watchdog would be resolved from there, so make it absolute now.
@@ -293,6 +300,7 @@ impl ProcessProvider {
             }
         }
         Ok(Self {
+            logs: std::sync::OnceLock::new(),
             shared: Arc::new(Shared {
                 env: sandbox::inherited_env(&iso.env_allow),
                 user,
@@ -475,6 +483,7 @@ impl ProcessProvider {
             .env(ENV_OWNER, &self.owner)
             .env("WATCHDOG_CMD", Self::runtime_command(spec)?)
             .env("TIMEOUT_MS", spec.timeout_ms.to_string())
+            .env(crate::logs::ENV_LOG_TAGS, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -557,13 +566,26 @@ impl ProcessProvider {
         if let Some(err) = child.stderr.take() {
             let log = log.clone();
             let (instance, function) = (id.to_string(), spec.name.clone());
-            let mut out = OutputLog::new(function, instance, self.settings.log_lines_per_second);
+            let logs = self.logs.get().cloned();
+            let mut out = OutputLog::new(
+                function.clone(),
+                instance.clone(),
+                self.settings.log_lines_per_second,
+            );
             tokio::spawn(async move {
                 read_lines(err, |line| {
-                    log.push(&line);
-                    out.line("stderr", &line);
+                    if let Some(l) = &logs {
+                        l.instance_line(&function, &instance, &line);
+                    }
+                    if let Some((stream, text)) = crate::logs::display(&line) {
+                        log.push(text);
+                        out.line(stream, text);
+                    }
                 })
                 .await;
+                if let Some(l) = &logs {
+                    l.instance_ended(&instance);
+                }
             });
         }
         let children = self.children.clone();
@@ -803,6 +825,9 @@ impl Provider for ProcessProvider {
                 cmd.env("RUNTIME_URL", format!("http://{ip}:{port}/invoke"))
                     .env("PORT", port.to_string());
             }
+            if let Some(l) = self.logs.get() {
+                l.job_instance(&req.instance_id, &req.execution_id);
+            }
             let (entry, _ready) = self.spawn(&req.instance_id, spec, "job", cmd)?;
             Ok(Job {
                 id: req.instance_id.clone(),
@@ -927,4 +952,30 @@ mod tests {
         let m = oom_message(Some(64 << 20), 1);
         assert!(m.contains("64 Mi") && m.contains("resources.memory"), "{m}");
     }
+}
+
+/// The provider `provider.process.*` describes (the watchdog found next to this binary or on
+/// PATH unless configured).
+pub fn from_config(c: &crate::config::Config) -> Result<ProcessProvider, String> {
+    let watchdog = if c.provider.process.watchdog.is_empty() {
+        find_watchdog().ok_or_else(|| {
+            "cannot find nanofaas-watchdog next to the nanofaas binary or on PATH (build it with `cargo build -p nanofaas-watchdog`, or set provider.process.watchdog)".to_string()
+        })?
+    } else {
+        std::path::PathBuf::from(&c.provider.process.watchdog)
+    };
+    ProcessProvider::new(ProcessSettings {
+        watchdog,
+        bind: c
+            .provider
+            .process
+            .bind
+            .parse()
+            .map_err(|e| format!("provider.process.bind: {e}"))?,
+        startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
+        stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
+        log_lines_per_second: c.provider.log_lines_per_second,
+        unix_socket: c.provider.process.unix_socket,
+        isolation: crate::server::isolation_settings(&c.provider.process)?,
+    })
 }

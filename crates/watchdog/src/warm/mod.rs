@@ -11,6 +11,7 @@
 //! - [`supervisor`]: owns the runtime process and its lifecycle.
 //! - [`server`]: the HTTP handlers and the invocation path.
 
+pub mod output;
 pub mod peer;
 pub mod server;
 pub mod supervisor;

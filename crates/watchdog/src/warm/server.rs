@@ -464,7 +464,15 @@ impl App {
             }
         };
         match self.warm.runtime {
-            RuntimeKind::Http => self.call_runtime(inv, deadline).await,
+            RuntimeKind::Http => {
+                let id = inv.execution_id.to_str().unwrap_or("");
+                let _span = self
+                    .sup
+                    .as_ref()
+                    .and_then(|s| s.output.as_ref())
+                    .map(|o| o.begin(id));
+                self.call_runtime(inv, deadline).await
+            }
             RuntimeKind::Stdio => {
                 let started = Instant::now();
                 let r = exec::run_stdio(self.command_run(inv, deadline), inv.body.clone()).await;

@@ -196,6 +196,8 @@ impl Announcer {
 /// The invocations' side of the supervisor. Cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
+    /// The runtime's output, tagged per invocation (`None` unless the providers asked).
+    pub output: Option<Arc<super::output::Output>>,
     state: watch::Receiver<RtState>,
     cmds: mpsc::Sender<Cmd>,
     max_invocations: u64,
@@ -304,7 +306,10 @@ pub fn start(
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (boot_tx, boot_rx) = oneshot::channel();
     let max_invocations = cfg.warm.as_ref().map_or(0, |w| w.max_invocations);
+    let output = super::output::enabled()
+        .then(|| super::output::Output::new(cfg.warm.as_ref().map_or(1, |w| w.concurrency)));
     let sup = Supervisor {
+        output: output.clone(),
         cfg,
         metrics,
         announcer,
@@ -315,6 +320,7 @@ pub fn start(
     tokio::spawn(sup.run());
     (
         Handle {
+            output,
             state: state_rx,
             cmds: cmd_tx,
             max_invocations,
@@ -324,6 +330,7 @@ pub fn start(
 }
 
 struct Supervisor {
+    output: Option<Arc<super::output::Output>>,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
     announcer: Arc<Announcer>,
@@ -450,7 +457,14 @@ impl Supervisor {
         if let Some(s) = socket.as_deref().filter(|s| !s.starts_with('@')) {
             remove_socket_file(s);
         }
-        let (mut child, pid) = runtime::spawn(&cfg, socket.as_deref()).map_err(BootError::Spawn)?;
+        let (mut child, pid) = runtime::spawn_with(&cfg, socket.as_deref(), self.output.is_some())
+            .map_err(BootError::Spawn)?;
+        if let Some(out) = &self.output {
+            out.attach(
+                child.stdout.take().and_then(|s| s.into_owned_fd().ok()),
+                child.stderr.take().and_then(|s| s.into_owned_fd().ok()),
+            );
+        }
         self.metrics.starts.fetch_add(1, Ordering::Relaxed);
         let http = crate::client::runtime_client(cfg.warm.as_ref().map_or(1, |w| w.concurrency));
         enum Early<T> {
@@ -710,6 +724,7 @@ mod tests {
         let (tx, rx) = watch::channel(RtState::Starting);
         let (cmd_tx, _cmd_rx) = mpsc::channel(1);
         let h = Handle {
+            output: None,
             state: rx,
             cmds: cmd_tx,
             max_invocations: 1,

@@ -25,7 +25,7 @@ Serves a Python handler over the nanofaas runtime contract (GET /health, POST /i
 Configured by environment variables: HANDLER_MODULE, HANDLER_FUNCTION, HANDLER_PATH,
 HOST, PORT, NANOFAAS_PY_SERVER, WORKERS, THREADS, EXECUTION_ID, TRACE_ID, CALLBACK_URL,
 CALLBACK_TOKEN, CALLBACK_ATTEMPTS, CALLBACK_TIMEOUT_MS, CALLBACK_BACKOFF_MS,
-MAX_REQUEST_BYTES, GRACEFUL_TIMEOUT_S, WORKER_TIMEOUT_S, LOG_LEVEL.
+MAX_REQUEST_BYTES, GRACEFUL_TIMEOUT_S, WORKER_TIMEOUT_S, LOG_LEVEL, NANOFAAS_RUNTIME_SOCKET.
 See the package README for defaults.
 
 Exit codes: 0 stopped by a signal, 1 internal error, 2 invalid configuration,
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     handler_ms = (time.perf_counter() - handler_started) * 1000
 
     from .app import create_app
-    from .server import BindError, bind, serve
+    from .server import BindError, bind, bind_offered, serve
 
     app = create_app(settings, handler)
     try:
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except BindError as e:
         logs.startup_failure(str(e), ExitCode.BIND, "STARTUP_ERROR")
         return ExitCode.BIND
+
+    unix = bind_offered(settings)
 
     import logging
 
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "server": settings.server,
             "workers": settings.workers if settings.server == "gunicorn" else 1,
             "threads": settings.threads if settings.server == "gunicorn" else None,
+            "socket": settings.runtime_socket if unix is not None else None,
             "handler": f"{settings.handler_module}:{settings.handler_function}",
             # Time spent in this process before listening: the handler's own import, and
             # everything since main() started (config, handler, Flask import, app, bind).
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "startup_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
-    return serve(app, sock, settings)
+    return serve(app, sock, settings, unix)
 
 
 def run() -> None:

@@ -225,6 +225,7 @@ class _FromEnv:
 
     def _load(self, cur: _Current) -> _Current:
         s = cur.settings
+        assert s is not None  # only called with settings
         spec = (s.handler_module, s.handler_function, s.handler_path)
         handler = self._handlers.get(spec)
         if handler is None:
@@ -240,7 +241,7 @@ class _FromEnv:
     def _log_problem(self, message: str) -> None:
         allowed, dropped = self._load_errors_logged.allow()
         if allowed:
-            extra = {"code": "STARTUP_ERROR"}
+            extra: dict[str, Any] = {"code": "STARTUP_ERROR"}
             if dropped:
                 extra["suppressed"] = dropped
             log.error(message, extra=extra)
@@ -253,6 +254,10 @@ def create_env_app(environ: Mapping[str, str] | None = None) -> Flask:
     app = _build(live.current, Settings.max_request_bytes)
     live.app = app
     return app
+
+
+# The module-level app: not a global until __getattr__ below builds it on first access.
+app: Flask
 
 
 def __getattr__(name: str):
@@ -291,7 +296,7 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
         cur = current()
         settings = cur.settings
         if settings is None:  # the module-level app with a bad setting
-            code, message = cur.problem
+            code, message = cur.problem or ("STARTUP_ERROR", "no settings")
             return Response(_error_body(code, message), 503, mimetype=_JSON)
         headers = request.headers
         execution_id = headers.get("X-Execution-Id") or settings.execution_id
@@ -315,7 +320,7 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
         limit = settings.max_request_bytes
 
         def finish(status: int, body: bytes, callback_body: bytes) -> Response:
-            if callback_url:
+            if callback_url and cur.send_callback is not None:
                 cur.send_callback(
                     callback_url,
                     execution_id,
@@ -327,7 +332,7 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
             return Response(body, status, mimetype=_JSON)
 
         if cur.handler is None:  # the module-level app, and the handler cannot be loaded
-            code, message = cur.problem
+            code, message = cur.problem or ("STARTUP_ERROR", "no handler")
             return finish(503, _error_body(code, message), _callback_body_error(code, message))
 
         try:

@@ -43,7 +43,8 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], timeout_s: float)
     conn_cls = (
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     )
-    conn = conn_cls(parts.hostname, parts.port, timeout=timeout_s)
+    # The URL was checked when configured (callback_url_problem): it has a host.
+    conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout_s)
     try:
         path = parts.path or "/"
         conn.request("POST", path, body=body, headers=headers)

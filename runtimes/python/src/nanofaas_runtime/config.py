@@ -44,6 +44,9 @@ class Settings:
     worker_timeout_s: int = 0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "INFO"
+    # NANOFAAS_RUNTIME_SOCKET: a Unix socket the watchdog offers (a path, or ``@name`` in
+    # Linux's abstract namespace); served besides the port when it can be bound.
+    runtime_socket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +133,7 @@ class Settings:
                 "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1, 1024 * 1024 * 1024
             ),
             log_level=log_level,
+            runtime_socket=get("NANOFAAS_RUNTIME_SOCKET"),
         )
 
 

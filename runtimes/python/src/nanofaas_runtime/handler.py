@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # asyncio is imported only when an async handler runs (cold start)
+    import asyncio
 
 Handler = Callable[[dict], Any]
 
@@ -106,10 +111,9 @@ def _input_only(fn: Callable[[Any], Any]) -> Handler:
     """Adapts a ``@nanofaas_function`` function: the original SDK called it with the request's
     ``input`` only, and so does this."""
     if inspect.iscoroutinefunction(fn):
-        import asyncio
 
         def call(request: dict) -> Any:
-            return asyncio.run(fn(request.get("input")))
+            return EVENT_LOOP.run(fn(request.get("input")))
 
     else:
 
@@ -121,11 +125,59 @@ def _input_only(fn: Callable[[Any], Any]) -> Handler:
 
 
 def _run_coroutine(fn: Callable[[dict], Any]) -> Handler:
-    """Adapts an ``async def`` handler: each call runs it to completion on a fresh loop."""
-    import asyncio
+    """Adapts an ``async def`` handler: each call runs it to completion on the process's one
+    long-lived event loop (``EVENT_LOOP``)."""
 
     def call(request: dict) -> Any:
-        return asyncio.run(fn(request))
+        return EVENT_LOOP.run(fn(request))
 
     call.__wrapped__ = fn  # type: ignore[attr-defined]
     return call
+
+
+class LoopThread:
+    """One asyncio event loop for the whole process, run by a daemon thread of its own.
+
+    ``async def`` handlers run on it, so what they keep between calls (an ``aiohttp`` session,
+    a connection pool, a task) stays bound to a loop that is still running, and no call pays
+    for creating and closing a loop. The thread starts on the first call, not at import: under
+    gunicorn the app is loaded in the master and the workers are forked from it, and a thread
+    does not survive ``fork()``; a forked child that calls starts its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop of this process, started if needed."""
+        import asyncio
+
+        loop = self._loop
+        if loop is not None and self._pid == os.getpid():
+            return loop
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                started = threading.Event()
+                new = asyncio.new_event_loop()
+
+                def run() -> None:
+                    asyncio.set_event_loop(new)
+                    new.call_soon(started.set)
+                    new.run_forever()
+
+                threading.Thread(target=run, name="nanofaas-asyncio", daemon=True).start()
+                started.wait()
+                self._loop = new
+                self._pid = os.getpid()
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Runs ``coro`` on the loop and waits for its result (or exception)."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop()).result()
+
+
+EVENT_LOOP = LoopThread()

@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 
 from . import context
+
+# Set by nanofaas's providers: the watchdog then reads this runtime's output and files each line
+# under the execution it belongs to; a line prefixed ``@exec:<id> `` belongs to ``<id>`` even
+# when the instance serves several invocations at once (WARM_CONCURRENCY > 1).
+TAGS = os.environ.get("NANOFAAS_LOG_TAGS") == "1"
+TAG_PREFIX = "@exec:"
+
+
+def tag(line: str, execution_id: str | None) -> str:
+    """``@exec:<id> <line>`` when tagging is on and ``execution_id`` is known, else ``line``."""
+    if TAGS and execution_id and " " not in execution_id:
+        return f"{TAG_PREFIX}{execution_id} {line}"
+    return line
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is emitted.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()) | {
@@ -49,7 +63,7 @@ class JsonFormatter(logging.Formatter):
                 entry.setdefault("trace_id", trace_id)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return tag(json.dumps(entry, default=str, ensure_ascii=False), execution_id)
 
 
 def configure(level: str = "INFO") -> None:
@@ -63,6 +77,13 @@ def configure(level: str = "INFO") -> None:
     handler._nanofaas = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # What a handler prints reaches the watchdog line by line, before the invocation's answer
+    # (so that it is filed under that invocation), not when a block buffer fills.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
     # Werkzeug logs one INFO line per request; the runtime keeps the request path silent.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 

@@ -4,8 +4,9 @@ Owns the listening socket (bound here for both backends, so a bad HOST/PORT is o
 with its own exit code, and ``PORT=0`` works) and process lifecycle. It must not know anything
 about requests; the app is built before it is called.
 
-- ``gunicorn``: pre-fork, ``WORKERS`` sync workers (default 1; ``THREADS`` > 1 makes them
-  gthread workers with that many threads each), app preloaded in the master,
+- ``gunicorn``: pre-fork, ``WORKERS`` gthread workers (default 1) of ``THREADS`` threads each
+  (default 1), keeping connections alive between requests, serving the port and the Unix
+  socket the watchdog offers (``NANOFAAS_RUNTIME_SOCKET``), app preloaded in the master,
   no access log, worker timeout ``WORKER_TIMEOUT_S`` (0 = none; the watchdog enforces
   invocation timeouts). SIGTERM is gunicorn's graceful stop: stop accepting, let the in-flight
   request finish within ``GRACEFUL_TIMEOUT_S``, exit 0.
@@ -20,6 +21,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import sys
 import threading
 
@@ -53,10 +55,62 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, sock: socket.socket, settings: Settings) -> int:
-    """Runs the chosen backend on ``sock`` until it is told to stop; returns the exit status."""
+def unix_address(name: str) -> str | bytes:
+    """The address of ``NANOFAAS_RUNTIME_SOCKET``: ``@name`` is ``name`` in Linux's abstract
+    namespace (no file), anything else a path."""
+    if name.startswith("@"):
+        return b"\0" + name[1:].encode()
+    return name
+
+
+def bind_unix(name: str) -> socket.socket | None:
+    """A listening Unix socket on the watchdog's offered ``name``, or None (with a warning)
+    when it cannot be bound: the runtime then serves its port only, which the watchdog falls
+    back to. A stale socket file at a path is replaced."""
+    address = unix_address(name)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if isinstance(address, str):
+            try:
+                if stat.S_ISSOCK(os.lstat(address).st_mode):
+                    os.unlink(address)
+            except FileNotFoundError:
+                pass
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except (OSError, ValueError) as e:
+        sock.close()
+        log.warning(
+            "cannot listen on NANOFAAS_RUNTIME_SOCKET; serving on the port only",
+            extra={"socket": name, "reason": getattr(e, "strerror", None) or str(e)},
+        )
+        return None
+    return sock
+
+
+def bind_offered(settings: Settings) -> socket.socket | None:
+    """The Unix socket the watchdog offered, bound, when the backend serves one (gunicorn);
+    None when none was offered, it cannot be bound, or the backend is Werkzeug (port only)."""
+    if not settings.runtime_socket:
+        return None
+    if settings.server != "gunicorn":
+        log.info(
+            "NANOFAAS_PY_SERVER=werkzeug serves the port only, not NANOFAAS_RUNTIME_SOCKET",
+            extra={"socket": settings.runtime_socket},
+        )
+        return None
+    return bind_unix(settings.runtime_socket)
+
+
+def serve(
+    app, sock: socket.socket, settings: Settings, unix: socket.socket | None = None
+) -> int:
+    """Runs the chosen backend on ``sock``, and on ``unix`` (gunicorn only), until it is told
+    to stop; returns the exit status."""
     if settings.server == "gunicorn":
-        return _serve_gunicorn(app, sock, settings)
+        return _serve_gunicorn(app, sock, settings, unix)
+    if unix is not None:
+        unix.close()
     return _serve_werkzeug(app, sock, settings)
 
 
@@ -204,7 +258,9 @@ def _worker_exit(_arbiter, worker) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
+def _serve_gunicorn(
+    app, sock: socket.socket, settings: Settings, unix: socket.socket | None = None
+) -> int:
     from gunicorn.app.base import BaseApplication
     from gunicorn.arbiter import Arbiter
     from gunicorn.glogging import Logger
@@ -223,6 +279,8 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
                 self.error_log.addFilter(_StopIsNotAnError())
 
     class StoppingArbiter(Arbiter):
+        LISTENERS: list  # gunicorn's listening sockets (its own class attribute)
+
         # Marked in the signal handler itself, not later in the main loop: when the whole group
         # is signalled, the worker can die and be reaped (SIGCHLD is handled at once) before the
         # loop gets to the queued SIGTERM.
@@ -233,20 +291,57 @@ def _serve_gunicorn(app, sock: socket.socket, settings: Settings) -> int:
 
         def stop(self, graceful=True):
             _stopping.set()
+            # gunicorn unlinks a Unix listener's path on stop, which fails for an abstract name
+            # (no file; its name starts with a NUL byte): close those here, unlink nothing.
+            keep = []
+            for listener in self.LISTENERS:
+                name = listener.getsockname()
+                if isinstance(name, bytes) and name[:1] == b"\0":
+                    listener.close()
+                else:
+                    keep.append(listener)
+            self.LISTENERS = keep
             super().stop(graceful)
+
+    from concurrent.futures import Future
+
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class Worker(ThreadWorker):
+        """gunicorn's gthread worker (connections kept alive, several listeners), except that with
+        one thread (``THREADS=1``, the default) each request is served on the worker's main
+        thread itself, as the sync worker did, instead of being handed to its one pool thread and
+        back: that hand-off costs two thread wake-ups and the GIL passed between them for every
+        request. The main loop is blocked meanwhile, as a sync worker's is; idle kept-alive
+        connections wait in its poller."""
+
+        def enqueue_req(self, conn):
+            if self.cfg.threads > 1:
+                return super().enqueue_req(conn)
+            conn.init()
+            done: Future = Future()
+            try:
+                done.set_result(self.handle(conn))  # handle() answers what a request raises
+            except Exception as e:  # noqa: BLE001 - finish_request closes the connection
+                done.set_exception(e)
+            done.conn = conn  # type: ignore[attr-defined]
+            self.finish_request(done)
 
     # gunicorn adopts the descriptor and closes it after duplicating it: detach so the
     # Python socket object does not close a number that may be reused.
-    fd = sock.detach()
+    binds = [f"fd://{sock.detach()}"]
+    if unix is not None:
+        binds.append(f"fd://{unix.detach()}")
     options = {
-        "bind": [f"fd://{fd}"],
+        "bind": binds,
         "workers": settings.workers,
-        # sync: one request at a time per worker, the connection closed after each response.
-        # gthread (THREADS > 1): that many concurrent requests per worker, with keep-alive.
-        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        # gthread: THREADS concurrent requests per worker, and connections kept alive between
+        # requests (gunicorn's sync worker closes each connection after its response, so the
+        # watchdog would connect anew for every invocation).
+        "worker_class": Worker,
         "threads": settings.threads,
-        # gthread only: an idle kept-alive connection (the watchdog's pool) stays open this
-        # long; well above any client's idle timeout, so the client closes first.
+        # An idle kept-alive connection (the watchdog's pool) stays open this long; well above
+        # any client's idle timeout, so the client closes first.
         "keepalive": 75,
         "preload_app": True,
         "accesslog": None,

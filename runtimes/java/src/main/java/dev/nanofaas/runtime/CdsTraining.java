@@ -32,7 +32,37 @@ final class CdsTraining {
         }
     }
 
+    /** A function API handler for the training run: the adapter's path, both kinds of output. */
+    public static final class TrainingApiHandler implements dev.nanofaas.function.FunctionHandler {
+        @Override
+        public Object handle(dev.nanofaas.function.Request request) {
+            Map<String, Object> in = request.inputObject();
+            if (in.containsKey("raw")) {
+                return dev.nanofaas.function.Response.json(request.inputJson());
+            }
+            return Map.of("echo", in, "metadata", request.metadata());
+        }
+    }
+
+    /** Loads the function API's classes and the handler class loader's, as a handler's start does. */
+    private static void trainFunctionApi() throws Exception {
+        ClassLoader own = CdsTraining.class.getClassLoader();
+        HandlerClassLoader isolated = new HandlerClassLoader(new java.net.URL[0], own);
+        isolated.loadClass(dev.nanofaas.function.FunctionHandler.class.getName());
+        isolated.loadClass("java.util.LinkedHashMap");
+        ApiHandler api = new ApiHandler(new TrainingApiHandler(), own);
+        String[] inputs = {"{\"n\":1,\"s\":\"x\\u00e9\",\"l\":[1.5,true,null,-2e3]}", "{\"raw\":[1,{}]}"};
+        for (int i = 0; i < 20; i++) {
+            for (String input : inputs) {
+                InvocationRequest request =
+                        new InvocationRequest(Json.MAPPER.readTree(input), Map.of("k", "v"), "t", null);
+                Json.MAPPER.writeValueAsBytes(api.handle(request));
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
+        trainFunctionApi();
         RuntimeServer.configureJdkHttpServer();
         HttpServer sink = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 16);
         sink.createContext(

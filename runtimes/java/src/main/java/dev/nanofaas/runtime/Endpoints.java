@@ -193,6 +193,8 @@ final class Endpoints implements HttpHandler {
         Object output;
         try {
             output = handler.handle(request);
+        } catch (ApiHandler.OutputNotJson e) {
+            return failure(FUNCTION_ERROR, e.getMessage(), target, executionId, traceId);
         } catch (Throwable t) {
             String message = message(t);
             String id = executionId;

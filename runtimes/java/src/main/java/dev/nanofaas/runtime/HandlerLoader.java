@@ -2,31 +2,57 @@ package dev.nanofaas.runtime;
 
 import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Modifier;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.ServiceConfigurationError;
 import java.util.ServiceLoader;
 import java.util.stream.Collectors;
 
 /**
- * Chooses and instantiates the user's handler, once, before the server listens.
+ * Chooses and instantiates the user's handler, once, before the server listens. A handler
+ * implements the function API's {@code dev.nanofaas.function.FunctionHandler} (recommended: JDK
+ * types only, see the function-api jar) or the runtime's older {@code
+ * dev.nanofaas.runtime.FunctionHandler} (Jackson types; still loaded).
  *
  * <ol>
  *   <li>{@code FUNCTION_HANDLER} names a class: that class, whatever else is registered.
- *   <li>Otherwise the providers of {@code FunctionHandler} registered with {@link ServiceLoader}
- *       ({@code META-INF/services/dev.nanofaas.runtime.FunctionHandler}): exactly one must exist.
+ *   <li>Otherwise the providers registered with {@link ServiceLoader} ({@code
+ *       META-INF/services/dev.nanofaas.function.FunctionHandler}, or the older {@code
+ *       META-INF/services/dev.nanofaas.runtime.FunctionHandler}): exactly one must exist in all.
  *       None, or several, is a startup error naming what was found.
  * </ol>
  *
+ * The class and its constructor run with {@code loader} as the thread's context class loader.
  * Every failure is a {@link StartupException} with a one-line message saying what to fix.
  */
 final class HandlerLoader {
 
+    static final String API_SERVICE_FILE =
+            "META-INF/services/" + dev.nanofaas.function.FunctionHandler.class.getName();
     static final String SERVICE_FILE = "META-INF/services/" + FunctionHandler.class.getName();
 
     private HandlerLoader() {}
 
     static FunctionHandler load(String handlerClass, ClassLoader loader) throws StartupException {
-        return handlerClass != null ? loadNamed(handlerClass, loader) : loadRegistered(loader);
+        Thread thread = Thread.currentThread();
+        ClassLoader previous = thread.getContextClassLoader();
+        thread.setContextClassLoader(loader);
+        try {
+            return handlerClass != null ? loadNamed(handlerClass, loader) : loadRegistered(loader);
+        } finally {
+            thread.setContextClassLoader(previous);
+        }
+    }
+
+    /** The handler's own class (not the adapter's), for the logs. */
+    static Class<?> handlerClass(FunctionHandler handler) {
+        return handler instanceof ApiHandler api ? api.targetClass() : handler.getClass();
+    }
+
+    private static FunctionHandler adapt(Object instance, ClassLoader loader) {
+        return instance instanceof dev.nanofaas.function.FunctionHandler api
+                ? new ApiHandler(api, loader)
+                : (FunctionHandler) instance;
     }
 
     private static FunctionHandler loadNamed(String name, ClassLoader loader)
@@ -40,8 +66,15 @@ final class HandlerLoader {
         } catch (LinkageError e) {
             throw failure(what + ": class cannot be loaded: " + describe(e));
         }
-        if (!FunctionHandler.class.isAssignableFrom(type)) {
-            throw failure(what + ": does not implement " + FunctionHandler.class.getName());
+        if (!dev.nanofaas.function.FunctionHandler.class.isAssignableFrom(type)
+                && !FunctionHandler.class.isAssignableFrom(type)) {
+            throw failure(
+                    what
+                            + ": does not implement "
+                            + dev.nanofaas.function.FunctionHandler.class.getName()
+                            + " (nor the older "
+                            + FunctionHandler.class.getName()
+                            + ")");
         }
         if (type.isInterface() || Modifier.isAbstract(type.getModifiers())) {
             throw failure(what + ": is abstract; name a concrete class");
@@ -50,7 +83,7 @@ final class HandlerLoader {
             throw failure(what + ": must be a public class");
         }
         try {
-            return (FunctionHandler) type.getConstructor().newInstance();
+            return adapt(type.getConstructor().newInstance(), loader);
         } catch (NoSuchMethodException e) {
             throw failure(what + ": has no public no-argument constructor");
         } catch (InvocationTargetException e) {
@@ -61,20 +94,22 @@ final class HandlerLoader {
     }
 
     private static FunctionHandler loadRegistered(ClassLoader loader) throws StartupException {
-        List<ServiceLoader.Provider<FunctionHandler>> providers;
+        List<ServiceLoader.Provider<?>> providers = new ArrayList<>();
+        String file = API_SERVICE_FILE;
         try {
-            providers =
-                    ServiceLoader.load(FunctionHandler.class, loader).stream()
-                            .collect(Collectors.toList());
+            ServiceLoader.load(dev.nanofaas.function.FunctionHandler.class, loader).stream()
+                    .forEach(providers::add);
+            file = SERVICE_FILE;
+            ServiceLoader.load(FunctionHandler.class, loader).stream().forEach(providers::add);
         } catch (ServiceConfigurationError e) {
-            throw failure("bad handler registration in " + SERVICE_FILE + ": " + describe(e));
+            throw failure("bad handler registration in " + file + ": " + describe(e));
         }
         if (providers.isEmpty()) {
             throw failure(
                     "no handler found: set FUNCTION_HANDLER to the class implementing "
-                            + FunctionHandler.class.getName()
+                            + dev.nanofaas.function.FunctionHandler.class.getName()
                             + ", or list it in "
-                            + SERVICE_FILE
+                            + API_SERVICE_FILE
                             + " on HANDLER_CLASSPATH");
         }
         if (providers.size() > 1) {
@@ -88,9 +123,9 @@ final class HandlerLoader {
                             + names
                             + "): set FUNCTION_HANDLER to the one to run");
         }
-        ServiceLoader.Provider<FunctionHandler> only = providers.get(0);
+        ServiceLoader.Provider<?> only = providers.get(0);
         try {
-            return only.get();
+            return adapt(only.get(), loader);
         } catch (ServiceConfigurationError e) {
             Throwable cause = e.getCause();
             if (cause instanceof InvocationTargetException ite) {

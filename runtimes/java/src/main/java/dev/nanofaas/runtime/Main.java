@@ -54,7 +54,14 @@ public final class Main {
         warmUp.start();
         RuntimeConfig config = RuntimeConfig.fromEnv(env);
         Log.setLevel(config.logLevel());
-        FunctionHandler handler = HandlerLoader.load(config.handlerClass(), loader);
+        // HANDLER_CLASSPATH: the handler's jars, in a class loader of their own (child-first,
+        // seeing the function API and the JDK only). Without it, the handler is looked up in
+        // `loader` (a handler put on the JVM's own classpath, as tests do).
+        ClassLoader handlerLoader =
+                config.handlerClasspath() == null
+                        ? loader
+                        : HandlerClassLoader.forClasspath(config.handlerClasspath(), loader);
+        FunctionHandler handler = HandlerLoader.load(config.handlerClass(), handlerLoader);
         CallbackClient callbacks =
                 new CallbackClient(
                         config.defaultCallback(),
@@ -67,7 +74,7 @@ public final class Main {
                         + ":"
                         + server.port()
                         + " handler="
-                        + handler.getClass().getName()
+                        + HandlerLoader.handlerClass(handler).getName()
                         + " threads="
                         + config.threads());
         return server;

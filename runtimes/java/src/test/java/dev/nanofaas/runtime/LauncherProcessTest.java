@@ -310,4 +310,46 @@ class LauncherProcessTest {
                     "cannot listen on 127.0.0.1:" + taken.getLocalPort());
         }
     }
+
+    private static Path clashJar() {
+        String j = System.getProperty("nanofaas.test.clash-jar");
+        assertNotNull(j, "run the tests through runtimes/java/build.sh test (sets -Dnanofaas.test.clash-jar)");
+        return Paths.get(j);
+    }
+
+    @Test
+    void aHandlerBundlingItsOwnJacksonRunsWithItsOwnInAClassLoaderOfItsOwn() throws Exception {
+        // The jar's "com.fasterxml.jackson.databind.ObjectMapper" has another API than the
+        // runtime's Jackson: with the runtime's class loaded instead, the handler fails to link.
+        // Found through a `dir/*` entry, registered in META-INF/services/dev.nanofaas.function.FunctionHandler.
+        try (Started rt = launch(Map.of("HANDLER_CLASSPATH", clashJar().getParent() + "/*"))) {
+            int port = rt.awaitPort();
+            for (int i = 0; i < 2; i++) {
+                HttpResponse<String> r =
+                        call("POST", port, "/invoke", "{\"input\": {\"name\": \"Ada\"}}", "X-Execution-Id", "c" + i);
+                assertEquals(200, r.statusCode(), r.body() + " " + rt.stderr());
+                JsonNode out = Json.MAPPER.readTree(r.body());
+                assertEquals("9.9.9-bundled-by-the-handler", out.get("jackson").asText(), r.body());
+                assertEquals("true", out.get("own").asText(), "ObjectMapper from the handler's own loader");
+                assertEquals("true", out.get("contextLoader").asText(), "the call's context class loader");
+                assertEquals("false", out.get("runtimeVisible").asText(), "the runtime's classes are not visible");
+                assertEquals("Ada", out.get("name").asText());
+                assertEquals("{\"name\":\"Ada\"}", out.get("input").asText());
+            }
+            // A Response that is not JSON is the function's error, checked by the runtime.
+            HttpResponse<String> bad =
+                    call("POST", port, "/invoke", "{\"input\": {\"name\": \"bad\"}}", "X-Execution-Id", "b");
+            assertEquals(500, bad.statusCode());
+            assertEquals("FUNCTION_ERROR", Json.MAPPER.readTree(bad.body()).path("error").path("code").asText(), bad.body());
+            assertTrue(rt.stderr().stream().anyMatch(l -> l.contains("handler=com.example.clash.ClashHandler")), rt.stderr().toString());
+        }
+    }
+
+    @Test
+    void aMissingHandlerClasspathEntryIsAStartupError() throws Exception {
+        assertStartupFailure(
+                Map.of("HANDLER_CLASSPATH", dir.resolve("absent.jar") + ":" + clashJar()),
+                StartupException.EXIT_HANDLER,
+                "absent.jar' does not exist");
+    }
 }

@@ -1,0 +1,378 @@
+//! The warm runtime's output, tagged with the execution it belongs to.
+//!
+//! With `NANOFAAS_LOG_TAGS=1` (set by the control plane's providers) the runtime's stdout and
+//! stderr are pipes read here, and every line goes to the watchdog's stderr as
+//! `NANOFAAS_LOG <o|e> <execution id|-> <text>`; once an invocation's lines are all out,
+//! `NANOFAAS_LOG_END <execution id>` follows (only for invocations that wrote something). Without
+//! it the runtime writes straight to the watchdog's stderr, as before.
+//!
+//! Attribution:
+//! - a line a runtime's logger tagged `@exec:<id> <text>` belongs to `<id>` when that invocation
+//!   is in flight here (the tag is stripped);
+//! - with `WARM_CONCURRENCY=1`, every other line written while an invocation is in flight
+//!   belongs to it. Exactly: when an invocation starts and when its answer has arrived, the
+//!   pipes are read until empty (a non-blocking read, not the reactor's readiness, which could
+//!   lag), so what the runtime wrote before answering is attributed before the answer is sent on;
+//! - anything else is `-` (the instance's own log).
+//!
+//! Lines are cut at [`MAX_LINE`] bytes as they are read (the rest is counted, not kept).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use tokio::io::unix::AsyncFd;
+
+/// Longest line forwarded; the rest of a longer one is dropped and counted in a marker.
+pub const MAX_LINE: usize = 16 << 10;
+/// The prefix a runtime's logger puts before a line to name its execution.
+pub const RUNTIME_TAG: &str = "@exec:";
+/// The variable that turns tagging on.
+pub const ENV_LOG_TAGS: &str = "NANOFAAS_LOG_TAGS";
+
+/// Whether the providers asked for tagged output.
+pub fn enabled() -> bool {
+    std::env::var(ENV_LOG_TAGS).is_ok_and(|v| v == "1")
+}
+
+struct Pipe {
+    id: u64,
+    stream: u8,
+    file: std::fs::File,
+    buf: Vec<u8>,
+    cut: u64,
+    eof: bool,
+}
+
+struct InFlight {
+    id: String,
+    wrote: bool,
+}
+
+#[derive(Default)]
+struct State {
+    pipes: Vec<Pipe>,
+    inflight: Vec<InFlight>,
+    next_pipe: u64,
+}
+
+/// Tags and forwards the runtime's output (see the module docs).
+pub struct Output {
+    state: Mutex<State>,
+    /// `WARM_CONCURRENCY=1`: untagged lines belong to the one invocation in flight.
+    exclusive: bool,
+}
+
+/// Ends an invocation's attribution when dropped.
+pub struct Span<'a> {
+    out: &'a Output,
+    id: String,
+}
+
+impl Drop for Span<'_> {
+    fn drop(&mut self) {
+        self.out.end(&self.id);
+    }
+}
+
+impl Output {
+    pub fn new(concurrency: usize) -> Arc<Output> {
+        Arc::new(Output {
+            state: Mutex::new(State::default()),
+            exclusive: concurrency == 1,
+        })
+    }
+
+    /// Reads a new runtime's stdout and stderr (each in a task of its own, until its end).
+    pub fn attach(self: &Arc<Self>, stdout: Option<OwnedFd>, stderr: Option<OwnedFd>) {
+        for (stream, fd) in [(b'o', stdout), (b'e', stderr)] {
+            let Some(fd) = fd else { continue };
+            set_nonblocking(&fd);
+            let Ok(dup) = fd.try_clone() else { continue };
+            let id = {
+                let mut st = self.state.lock().unwrap();
+                st.next_pipe += 1;
+                let id = st.next_pipe;
+                st.pipes.push(Pipe {
+                    id,
+                    stream,
+                    file: std::fs::File::from(fd),
+                    buf: Vec::new(),
+                    cut: 0,
+                    eof: false,
+                });
+                id
+            };
+            // SAFETY: the AsyncFd owns the descriptor, so it stays open while registered.
+            let Ok(afd) =
+                (unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) })
+            else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok(mut guard) = afd.readable().await else {
+                        break;
+                    };
+                    guard.clear_ready();
+                    if !me.drain_pipe(id) {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    /// An invocation starts (holding its slot): lines from now on may be its.
+    pub fn begin(&self, id: &str) -> Span<'_> {
+        let id = if id.is_empty() || id.bytes().any(|b| !b.is_ascii_graphic()) {
+            "-".to_string()
+        } else {
+            id.to_string()
+        };
+        let mut st = self.state.lock().unwrap();
+        self.drain_all(&mut st, false);
+        st.inflight.push(InFlight {
+            id: id.clone(),
+            wrote: false,
+        });
+        Span { out: self, id }
+    }
+
+    fn end(&self, id: &str) {
+        let mut st = self.state.lock().unwrap();
+        self.drain_all(&mut st, self.exclusive);
+        let Some(i) = st.inflight.iter().position(|f| f.id == id) else {
+            return;
+        };
+        let f = st.inflight.swap_remove(i);
+        if f.wrote && f.id != "-" {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "NANOFAAS_LOG_END {}", f.id);
+        }
+    }
+
+    /// Reads one pipe until it is empty; false once it has ended.
+    fn drain_pipe(&self, pipe: u64) -> bool {
+        let mut st = self.state.lock().unwrap();
+        let State {
+            pipes, inflight, ..
+        } = &mut *st;
+        let Some(i) = pipes.iter().position(|p| p.id == pipe) else {
+            return false;
+        };
+        read_pipe(&mut pipes[i], inflight, self.exclusive, false);
+        if pipes[i].eof {
+            pipes.swap_remove(i);
+            return false;
+        }
+        true
+    }
+
+    fn drain_all(&self, st: &mut State, flush_partial: bool) {
+        let State {
+            pipes, inflight, ..
+        } = st;
+        for p in pipes.iter_mut() {
+            read_pipe(p, inflight, self.exclusive, flush_partial);
+        }
+        pipes.retain(|p| !p.eof);
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// Reads what the pipe holds now (non-blocking) and forwards the complete lines; with
+/// `flush_partial`, a last line without its newline too.
+fn read_pipe(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush_partial: bool) {
+    let mut chunk = [0u8; 8192];
+    let mut out = Vec::new();
+    loop {
+        match p.file.read(&mut chunk) {
+            Ok(0) => {
+                p.eof = true;
+                break;
+            }
+            Ok(n) => {
+                let mut data = &chunk[..n];
+                while !data.is_empty() {
+                    let (part, rest, ended) = match data.iter().position(|b| *b == b'\n') {
+                        Some(i) => (&data[..i], &data[i + 1..], true),
+                        None => (data, &data[data.len()..], false),
+                    };
+                    let take = part.len().min(MAX_LINE - p.buf.len());
+                    p.buf.extend_from_slice(&part[..take]);
+                    p.cut += (part.len() - take) as u64;
+                    if ended {
+                        emit(p, inflight, exclusive, &mut out);
+                    }
+                    data = rest;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if (flush_partial || p.eof) && (!p.buf.is_empty() || p.cut > 0) {
+        emit(p, inflight, exclusive, &mut out);
+    }
+    if !out.is_empty() {
+        let _ = std::io::stderr().lock().write_all(&out);
+    }
+}
+
+/// Formats the pipe's current line into `out` and clears it.
+fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, out: &mut Vec<u8>) {
+    if p.cut == 0 && p.buf.last() == Some(&b'\r') {
+        p.buf.pop();
+    }
+    let line = String::from_utf8_lossy(&p.buf);
+    let (tagged, text) = match line
+        .strip_prefix(RUNTIME_TAG)
+        .and_then(|r| r.split_once(' '))
+    {
+        Some((id, text)) if inflight.iter().any(|f| f.id == id) => (Some(id), text),
+        _ => (None, &*line),
+    };
+    let owner = match tagged {
+        Some(id) => inflight.iter_mut().find(|f| f.id == id),
+        None if exclusive && inflight.len() == 1 => inflight.first_mut(),
+        None => None,
+    };
+    let id = match owner {
+        Some(f) => {
+            f.wrote = true;
+            f.id.as_str()
+        }
+        None => "-",
+    };
+    out.extend_from_slice(b"NANOFAAS_LOG ");
+    out.push(p.stream);
+    out.push(b' ');
+    out.extend_from_slice(id.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(text.as_bytes());
+    if p.cut > 0 {
+        out.extend_from_slice(format!(" [... {} bytes cut]", p.cut).as_bytes());
+    }
+    out.push(b'\n');
+    p.buf.clear();
+    p.cut = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe(stream: u8, fd: OwnedFd) -> Pipe {
+        set_nonblocking(&fd);
+        Pipe {
+            id: 1,
+            stream,
+            file: std::fs::File::from(fd),
+            buf: Vec::new(),
+            cut: 0,
+            eof: false,
+        }
+    }
+
+    fn os_pipe() -> (OwnedFd, std::fs::File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills two new descriptors we then own.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            use std::os::fd::FromRawFd;
+            (
+                OwnedFd::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        }
+    }
+
+    fn lines_of(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush: bool) -> String {
+        // `read_pipe` writes to stderr; the formatting is what is checked here.
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = p.file.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            for &b in &chunk[..n] {
+                if b == b'\n' {
+                    emit(p, inflight, exclusive, &mut out);
+                } else if p.buf.len() < MAX_LINE {
+                    p.buf.push(b);
+                } else {
+                    p.cut += 1;
+                }
+            }
+        }
+        if flush && !p.buf.is_empty() {
+            emit(p, inflight, exclusive, &mut out);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lines_are_attributed() {
+        let (r, mut w) = os_pipe();
+        let mut p = pipe(b'o', r);
+        let mut inflight = vec![InFlight {
+            id: "e1".into(),
+            wrote: false,
+        }];
+        w.write_all(b"hello\r\n@exec:e1 tagged\n@exec:zz not ours\npartial")
+            .unwrap();
+        let got = lines_of(&mut p, &mut inflight, true, true);
+        assert_eq!(
+            got,
+            "NANOFAAS_LOG o e1 hello\nNANOFAAS_LOG o e1 tagged\nNANOFAAS_LOG o e1 @exec:zz not ours\nNANOFAAS_LOG o e1 partial\n"
+        );
+        assert!(inflight[0].wrote);
+        // Several in flight: only tagged lines are attributed.
+        let mut inflight = vec![
+            InFlight {
+                id: "a".into(),
+                wrote: false,
+            },
+            InFlight {
+                id: "b".into(),
+                wrote: false,
+            },
+        ];
+        w.write_all(b"@exec:b from b\nuntagged\n").unwrap();
+        let got = lines_of(&mut p, &mut inflight, false, false);
+        assert_eq!(got, "NANOFAAS_LOG o b from b\nNANOFAAS_LOG o - untagged\n");
+        assert!(!inflight[0].wrote && inflight[1].wrote);
+        // Nothing in flight.
+        w.write_all(b"idle\n").unwrap();
+        assert_eq!(
+            lines_of(&mut p, &mut [], true, false),
+            "NANOFAAS_LOG o - idle\n"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_reads_do_not_block() {
+        let (r, mut w) = os_pipe();
+        let mut p = pipe(b'e', r);
+        let big = vec![b'x'; MAX_LINE + 10];
+        w.write_all(&big).unwrap();
+        w.write_all(b"\n").unwrap();
+        // read_pipe returns at once on an empty pipe (non-blocking), with the line out.
+        read_pipe(&mut p, &mut [], true, false);
+        assert!(p.buf.is_empty() && !p.eof);
+        read_pipe(&mut p, &mut [], true, false);
+        drop(w);
+        read_pipe(&mut p, &mut [], true, false);
+        assert!(p.eof);
+    }
+}
