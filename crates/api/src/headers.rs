@@ -25,3 +25,9 @@ pub const START: &str = "x-start";
 /// Set by the watchdog on an answer that waited for its runtime to (re)start: how long the
 /// start took, in milliseconds. The control plane reports such a call as cold.
 pub const RUNTIME_START_MS: &str = "x-runtime-start-ms";
+/// W3C Trace Context, sent with each attempt (its parent is the attempt's dispatch span) and
+/// passed on by the watchdog to the runtime and with callbacks.
+pub const TRACEPARENT: &str = "traceparent";
+/// Set by the watchdog on its answers: how long the runtime took to answer (HTTP runtimes) or
+/// the command took to run (STDIO/FILE), in microseconds; the control plane's `runtime` span.
+pub const RUNTIME_DURATION_US: &str = "x-runtime-duration-us";

@@ -413,6 +413,7 @@ pub const RESERVED_ENV_NAMES: &[&str] = &[
     "EXECUTION_MODE",
     "EXECUTION_ID",
     "TRACE_ID",
+    "TRACEPARENT",
     "DISPATCH_ATTEMPT",
     "TIMEOUT_MS",
     "RUNTIME_URL",

@@ -143,7 +143,7 @@ fn preflight() -> Resp {
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static(
-            "authorization, content-type, idempotency-key, x-timeout-ms, x-trace-id",
+            "authorization, content-type, idempotency-key, x-timeout-ms, x-trace-id, traceparent",
         ),
     );
     h.insert(
@@ -172,6 +172,7 @@ fn action_of<'a>(access: &Access, route: &Route<'a>, method: &Method) -> Action<
         Route::Execution(_) | Route::ExecutionLogs(_) if *method == Method::GET => Action::Other,
         // Like reading its executions.
         Route::FunctionLogs(name) if *method == Method::GET => Action::ReadExecution(name),
+        Route::ExecutionTrace(_) if *method == Method::GET => Action::Other,
         _ => Action::Other,
     }
 }
@@ -186,6 +187,8 @@ enum Route<'a> {
     Invoke(&'a str),
     Enqueue(&'a str),
     Execution(&'a str),
+    /// `GET /v1/executions/{id}/trace` (`trace.rs`).
+    ExecutionTrace(&'a str),
     ExecutionLogs(&'a str),
     FunctionLogs(&'a str),
     Complete(&'a str),
@@ -215,6 +218,12 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
             Some(_) => return None,
             None => Route::Function(rest),
         });
+    }
+    if let Some(id) = path
+        .strip_prefix("/v1/executions/")
+        .and_then(|r| r.strip_suffix("/trace"))
+    {
+        return (!id.contains('/') && !id.is_empty()).then_some(Route::ExecutionTrace(id));
     }
     if let Some(id) = path.strip_prefix("/v1/executions/") {
         if let Some(id) = id.strip_suffix("/logs") {
@@ -378,6 +387,14 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             access.authorize(who, Action::ReadExecution(&exec.function))?;
             Ok(json_value(200, &exec.view()))
         }
+        Route::ExecutionTrace(id) => {
+            allow(&method, &[Method::GET])?;
+            let exec = p.store.get(id).ok_or_else(|| {
+                ApiError::NotFound(format!("execution {id:?} does not exist or has expired"))
+            })?;
+            access.authorize(who, Action::ReadExecution(&exec.function))?;
+            Ok(json_value(200, &crate::trace::view(&exec)))
+        }
         Route::ExecutionLogs(id) => {
             allow(&method, &[Method::GET])?;
             let exec = p.store.get(id).ok_or_else(|| {
@@ -540,6 +557,16 @@ fn invoke_headers(headers: &HeaderMap) -> Result<InvokeInput, ApiError> {
             ));
         }
         input.trace_id = Some(t.to_string());
+    }
+    // W3C trace context: a valid traceparent names the trace (its trace-id becomes the
+    // execution's trace id, over X-Trace-Id); a malformed one is ignored, never refused.
+    if let Some(tp) = headers
+        .get(crate::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::trace::TraceParent::parse(v.trim()))
+    {
+        input.trace_id = Some(crate::trace::trace_id_hex(tp.trace_id));
+        input.traceparent = Some(tp);
     }
     Ok(input)
 }
@@ -710,6 +737,12 @@ mod tests {
             parse_route("/v1/executions/x"),
             Some(Route::Execution("x"))
         ));
+        assert!(matches!(
+            parse_route("/v1/executions/x/trace"),
+            Some(Route::ExecutionTrace("x"))
+        ));
+        assert!(parse_route("/v1/executions//trace").is_none());
+        assert!(parse_route("/v1/executions/x/y/trace").is_none());
         assert!(matches!(
             parse_route("/v1/internal/executions/x:complete"),
             Some(Route::Complete("x"))

@@ -103,6 +103,10 @@ settings! {
     "pool.start_backoff_ms" = "500" : "Delay after an instance fails to start before another start is tried; doubles with each consecutive failure.",
     "pool.start_backoff_max_ms" = "30000" : "Longest delay between start attempts of a function whose instances keep failing.",
     "pool.timeout_grace_ms" = "1000" : "Extra time given to an instance beyond the function's timeout to report the timeout itself (it then restarts its runtime and stays in service).",
+    // --- traces (trace.rs, otlp.rs, docs/observability.md#traces) ---
+    "telemetry.otlp_endpoint" = "\"\"" : "Collector that receives every execution's trace over OTLP/HTTP with JSON encoding: an http:// URL, to which /v1/traces is added when it has no path. Empty: no export (traces are still served by GET /v1/executions/{id}/trace).",
+    "telemetry.otlp_queue" = "4096" : "Finished executions waiting to be exported; when the collector is slow or down and the queue is full, further traces are dropped and counted in traces_dropped_total.",
+    // --- end traces ---
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +129,24 @@ pub struct Config {
     pub provider: ProviderConfig,
     pub pool: PoolConfig,
     pub api: ApiConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `telemetry.*`: export of traces (`otlp.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub otlp_endpoint: String,
+    pub otlp_queue: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            otlp_queue: 4096,
+        }
+    }
 }
 
 /// `api.*`: who may call the API and how it is served (see [`crate::access`]).
@@ -474,6 +496,7 @@ impl Default for Config {
             provider: ProviderConfig::default(),
             pool: PoolConfig::default(),
             api: ApiConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -599,6 +622,14 @@ impl Config {
         }
         if self.max_output_bytes < 1024 {
             return bad("max_output_bytes", "must be at least 1024");
+        }
+        if !self.telemetry.otlp_endpoint.is_empty() {
+            if let Err(e) = nanofaas_api::spec::check_http_url(&self.telemetry.otlp_endpoint) {
+                return bad("telemetry.otlp_endpoint", &e);
+            }
+        }
+        if self.telemetry.otlp_queue == 0 || self.telemetry.otlp_queue > 1 << 20 {
+            return bad("telemetry.otlp_queue", "must be 1 to 1048576");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("log_format", "must be text or json");

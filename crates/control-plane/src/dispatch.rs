@@ -228,10 +228,12 @@ pub async fn invoke_http(
     let attempt = call.attempt.to_string();
     let timeout_ms = (call.timeout.as_millis() as u64).to_string();
     let cb = send_callback.then(|| call.callback());
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(7);
+    let traceparent = call.exec.trace.traceparent(call.attempt);
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8);
     headers.push(("content-type", "application/json"));
     headers.push((h::EXECUTION_ID, &call.exec.id));
     headers.push((h::TRACE_ID, &call.exec.trace_id));
+    headers.push((crate::trace::TRACEPARENT, traceparent.as_str()));
     headers.push((h::DISPATCH_ATTEMPT, &attempt));
     headers.push((h::TIMEOUT_MS, &timeout_ms));
     if let Some(cb) = &cb {
@@ -249,6 +251,9 @@ pub async fn invoke_http(
     let fail = |kind, code, msg: String| Outcome::Failure(Failure::new(kind, code, msg));
     let (outcome, transport) = match sent {
         Ok(r) => {
+            if let Some(us) = r.runtime_duration_us {
+                call.exec.trace.runtime_took(call.attempt, us);
+            }
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let start = r.runtime_start_ms.map(Duration::from_millis);
             return (classify(status, r.body), Transport::Answered, start);

@@ -120,8 +120,19 @@ pub struct Execution {
     pub trace_id: Arc<str>,
     pub created_at: u64,
     pub created: Instant,
+    /// Timestamps and ids of its trace (`trace.rs`).
+    pub trace: crate::trace::Trace,
     state: Mutex<State>,
     changed: Notify,
+}
+
+/// What a trace needs of an execution's state (`trace.rs`).
+pub struct TraceFacts {
+    pub status: ExecutionStatus,
+    pub attempts: u32,
+    pub finished_at: Option<u64>,
+    pub start: Option<crate::dispatch::StartKind>,
+    pub resumed: bool,
 }
 
 impl Execution {
@@ -145,6 +156,7 @@ impl Execution {
         created_at: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
+            trace: crate::trace::Trace::new(&trace_id),
             id,
             function,
             mode,
@@ -205,6 +217,7 @@ impl Execution {
             }),
         };
         Arc::new(Self {
+            trace: crate::trace::Trace::starting(&r.trace_id, 0),
             id: r.id.into(),
             function: r.function.into(),
             mode: Mode::Async,
@@ -352,6 +365,7 @@ impl Execution {
         }
         st.status = outcome.status();
         st.finished_at = Some(now_ms());
+        self.trace.mark_finished();
         st.request = None;
         // The attempt's outcome may share the connection buffer; the final one is an exact copy.
         st.attempt_outcome = None;
@@ -406,6 +420,18 @@ impl Execution {
             mode: self.mode.as_str().to_string(),
             resumed: st.resumed,
             start: st.start.map(|s| s.as_str().to_string()),
+        }
+    }
+
+    /// What the trace's spans say of the execution's state.
+    pub fn trace_facts(&self) -> TraceFacts {
+        let st = self.state.lock().unwrap();
+        TraceFacts {
+            status: st.status,
+            attempts: st.attempt,
+            finished_at: st.finished_at,
+            start: st.start,
+            resumed: st.resumed,
         }
     }
 

@@ -66,6 +66,11 @@ pub fn execution_id() -> String {
     s
 }
 
+/// A random 64-bit number (not secret), e.g. for span ids.
+pub fn random_u64() -> u64 {
+    next_u64()
+}
+
 /// A new trace id: 32 hex digits.
 pub fn trace_id() -> String {
     let mut s = String::with_capacity(32);

@@ -35,6 +35,12 @@ impl Backend for JobBackend {
                 spec: self.spec.clone(),
                 execution_id: call.exec.id.to_string(),
                 trace_id: call.exec.trace_id.to_string(),
+                traceparent: call
+                    .exec
+                    .trace
+                    .traceparent(call.attempt)
+                    .as_str()
+                    .to_string(),
                 attempt: call.attempt,
                 payload: call.body.clone(),
                 timeout: call.timeout,

@@ -21,6 +21,8 @@
 //! - [`auth`]: per-attempt callback tokens.
 //! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
 //! - [`telemetry`]: logging set-up; [`tls`]: optional TLS of the API listener.
+//! - [`trace`]: W3C trace context and the spans of each execution, built from timestamps on its
+//!   record; [`otlp`]: their optional export over OTLP/HTTP.
 //! - [`ui`]: the dashboard at `/ui`, its event stream and its time series.
 
 pub mod access;
@@ -37,6 +39,7 @@ pub mod job;
 pub mod logs;
 pub mod managed;
 pub mod metrics;
+pub mod otlp;
 pub mod persist;
 pub mod platform;
 pub mod pool;
@@ -46,6 +49,7 @@ pub mod registry;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod ui;
 
 /// The inline keep-alive HTTP/1.1 client of the dispatch hop (crate `nanofaas-h1`).

@@ -110,6 +110,7 @@ pub struct FunctionMetrics {
     pub queue_wait: Histogram,
     pub e2e_latency: Histogram,
     pub cold_start_duration: Histogram,
+    pub runtime: Histogram,
 }
 
 pub enum Value<'a> {
@@ -244,6 +245,12 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         Histogram,
         cold_start_duration
     ),
+    fam!(
+        "function_runtime_seconds",
+        "The runtime's own time in one attempt, as the instance's watchdog measured it (warm instances: DEPLOYMENT functions).",
+        Histogram,
+        runtime
+    ),
 ];
 
 /// Process-wide metrics.
@@ -260,6 +267,8 @@ pub struct GlobalMetrics {
     pub instances_stopped: Counter,
     pub instances_failed: Counter,
     pub instances_running: Gauge,
+    pub traces_exported: Counter,
+    pub traces_dropped: Counter,
 }
 
 pub static GLOBAL_FAMILIES: &[Family<GlobalMetrics>] = &[
@@ -328,6 +337,18 @@ pub static GLOBAL_FAMILIES: &[Family<GlobalMetrics>] = &[
         "Function instances currently starting or running.",
         Gauge,
         instances_running
+    ),
+    fam!(
+        "traces_exported_total",
+        "Execution traces delivered to the OTLP collector (telemetry.otlp_endpoint).",
+        Counter,
+        traces_exported
+    ),
+    fam!(
+        "traces_dropped_total",
+        "Execution traces not exported: the export queue was full or the collector failed.",
+        Counter,
+        traces_dropped
     ),
 ];
 

@@ -101,6 +101,8 @@ pub struct InvokeInput {
     /// A validated InvocationRequest, forwarded as is.
     pub body: Bytes,
     pub trace_id: Option<String>,
+    /// A valid `traceparent` the caller sent (its trace id is then `trace_id`).
+    pub traceparent: Option<crate::trace::TraceParent>,
     pub timeout_ms: Option<u64>,
     pub idempotency_key: Option<String>,
 }
@@ -127,6 +129,8 @@ pub struct Platform {
     shutting_down: AtomicBool,
     running: AtomicUsize,
     running_changed: Notify,
+    /// Export of finished executions' traces, when `telemetry.otlp_endpoint` is set.
+    exporter: std::sync::OnceLock<Arc<crate::otlp::Exporter>>,
 }
 
 /// Runs a future inline, in the caller's task; if it is dropped before it finishes (the HTTP
@@ -244,7 +248,13 @@ impl Platform {
             shutting_down: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             running_changed: Notify::new(),
+            exporter: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Exports every finished execution's trace from now on (set once, at start-up).
+    pub fn set_exporter(&self, x: Arc<crate::otlp::Exporter>) {
+        let _ = self.exporter.set(x);
     }
 
     pub fn settings(&self) -> &Settings {
@@ -352,6 +362,7 @@ impl Platform {
             };
             let timeout = Duration::from_millis(f.spec.timeout_ms);
             let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
+            exec.trace.mark_queued();
             let _ = f.admission.submit_accepted(move |permit| match permit {
                 Ok(permit) => {
                     tokio::spawn(async move {
@@ -496,6 +507,9 @@ impl Platform {
                 Mode::Sync => input.body.clone(),
             },
         );
+        if let Some(tp) = &input.traceparent {
+            exec.trace.set_parent(tp);
+        }
         self.store.insert(exec.clone());
         if let Some(key) = &input.idempotency_key {
             match self.idempotency.claim(
@@ -543,6 +557,7 @@ impl Platform {
         let (me, ex) = (self.clone(), exec.clone());
         let task = Detach::new(async move {
             let _running = RunningGuard::new(&me);
+            ex.trace.mark_queued();
             match f.admission.acquire(Instant::now() + timeout).await {
                 Ok(permit) => Ok(me.run(&f, &ex, permit, timeout).await),
                 Err(Reject::Closed) => {
@@ -606,6 +621,7 @@ impl Platform {
         let name = f.name.clone();
         let timeout = Self::timeout_of(&f, &input);
         let (me, func, ex) = (self.clone(), f.clone(), exec.clone());
+        exec.trace.mark_queued();
         let submitted = f.admission.submit(move |permit| match permit {
             Ok(permit) => {
                 tokio::spawn(async move {
@@ -647,6 +663,7 @@ impl Platform {
         timeout: Duration,
     ) -> Outcome {
         let m = &f.metrics;
+        exec.trace.mark_admitted();
         m.queue_wait
             .observe(permit.acquired().saturating_duration_since(exec.created));
         // A resumed execution continues its count; its runs before the restart use up its
@@ -664,6 +681,7 @@ impl Platform {
                 }
             }
             m.dispatch.inc();
+            exec.trace.attempt_started(attempt);
             let call = Call {
                 exec: exec.clone(),
                 spec: f.spec.clone(),
@@ -690,6 +708,16 @@ impl Platform {
                 .into(),
             };
             m.latency.observe(started.elapsed());
+            exec.trace.attempt_ended(
+                attempt,
+                match result.start {
+                    StartKind::Cold { init } => Some(init),
+                    _ => None,
+                },
+            );
+            if let Some(d) = exec.trace.runtime_of(attempt) {
+                m.runtime.observe(d);
+            }
             exec.mark_start(result.start);
             match result.start {
                 StartKind::Cold { init } => {
@@ -722,10 +750,13 @@ impl Platform {
         outcome
     }
 
-    fn finish(&self, f: &Function, exec: &Execution, outcome: Outcome) {
+    fn finish(&self, f: &Function, exec: &Arc<Execution>, outcome: Outcome) {
         let status = outcome.status();
         if !self.store.finish(exec, outcome) {
             return;
+        }
+        if let Some(x) = self.exporter.get() {
+            x.offer(exec);
         }
         self.journal_finished(exec);
         let m = &f.metrics;

@@ -305,7 +305,16 @@ async fn start_inner(
             )),
         )
     };
-    let platform = Platform::new(settings, metrics, auth, factory, persistence);
+    let platform = Platform::new(settings, metrics.clone(), auth, factory, persistence);
+    if !config.telemetry.otlp_endpoint.is_empty() {
+        let (x, _task) = crate::otlp::Exporter::start(
+            &config.telemetry.otlp_endpoint,
+            config.telemetry.otlp_queue,
+            metrics,
+        )
+        .map_err(|e| StartError::Setup(format!("telemetry.otlp_endpoint: {e}")))?;
+        platform.set_exporter(x);
+    }
     let logs = ctx.logs.clone();
     let lookup: Arc<dyn crate::logs::Lookup> = platform.clone();
     logs.bind(Arc::downgrade(&lookup));

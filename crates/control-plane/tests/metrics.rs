@@ -41,6 +41,14 @@ async fn every_declared_metric_is_emitted() {
         .to_string_lossy()
         .into_owned();
     cfg.executions.max_records = 20;
+    // A trace collector whose first answer is a failure: traces dropped, then exported.
+    let collector = nanofaas_testkit::CallbackSink::start_with(nanofaas_testkit::SinkConfig {
+        status: 200,
+        fail_first: 1,
+        ..Default::default()
+    })
+    .await;
+    cfg.telemetry.otlp_endpoint = collector.url();
     let cp = Cp::start(cfg).await;
     let rt = workspace_bin("nanofaas-test-runtime")
         .to_string_lossy()
@@ -213,7 +221,20 @@ async fn every_declared_metric_is_emitted() {
         204
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    record(&mut seen, &cp.metrics().await);
+    collector.wait_for(2, Duration::from_secs(10)).await;
+    // The counters move once the collector's answer is read, just after it recorded the post.
+    for _ in 0..100 {
+        let text = cp.metrics().await;
+        let exported = text.lines().any(|l| {
+            l.strip_prefix("traces_exported_total ")
+                .is_some_and(|v| v != "0")
+        });
+        record(&mut seen, &text);
+        if exported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let declared: Vec<&str> = FUNCTION_FAMILIES
         .iter()

@@ -90,6 +90,8 @@ pub struct Response {
     pub body: Bytes,
     /// `X-Runtime-Start-Ms` (set by the watchdog when the call waited for its runtime to start).
     pub runtime_start_ms: Option<u64>,
+    /// `X-Runtime-Duration-Us` (set by the watchdog: how long its runtime took to answer).
+    pub runtime_duration_us: Option<u64>,
 }
 
 /// A connection over TCP or a Unix socket.
@@ -329,6 +331,7 @@ struct Head {
     framing: Framing,
     close: bool,
     runtime_start_ms: Option<u64>,
+    runtime_duration_us: Option<u64>,
 }
 
 fn lost(m: impl Into<String>) -> Error {
@@ -366,6 +369,7 @@ fn read_head(
     let mut chunked = false;
     let mut close = resp.version == Some(0);
     let mut runtime_start_ms = None;
+    let mut runtime_duration_us = None;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
@@ -386,6 +390,10 @@ fn read_head(
             });
         } else if h.name.eq_ignore_ascii_case("x-runtime-start-ms") {
             runtime_start_ms = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        } else if h.name.eq_ignore_ascii_case("x-runtime-duration-us") {
+            runtime_duration_us = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -424,6 +432,7 @@ fn read_head(
         framing,
         close,
         runtime_start_ms,
+        runtime_duration_us,
     })
 }
 
@@ -724,6 +733,7 @@ impl Client {
             status: head.status,
             body,
             runtime_start_ms: head.runtime_start_ms,
+            runtime_duration_us: head.runtime_duration_us,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The completion callback: `POST {url}/{executionId}:complete` with
-//! `{"success", "output", "error"}`, `X-Trace-Id` and `X-Callback-Token`, retried a few times.
+//! `{"success", "output", "error"}`, `X-Trace-Id`, `traceparent` and `X-Callback-Token`, retried a few times.
 //!
 //! Owns parsing callback URLs, building the target, one HTTP/1.1 exchange per attempt and the
 //! retry policy. It never fails the invocation: the caller logs what [`Sender::send`] reports.
@@ -127,6 +127,7 @@ impl Sender {
         execution_id: &str,
         body: Bytes,
         trace_id: Option<&str>,
+        traceparent: Option<&str>,
         token: Option<&str>,
     ) -> Result<(), String> {
         let path = target.path_for(execution_id);
@@ -137,7 +138,7 @@ impl Sender {
                 tokio::time::sleep(wait).await;
                 wait = wait.saturating_mul(2);
             }
-            let once = post_once(target, &path, body.clone(), trace_id, token);
+            let once = post_once(target, &path, body.clone(), trace_id, traceparent, token);
             match tokio::time::timeout(self.timeout, once).await {
                 Ok(Attempt::Delivered) => return Ok(()),
                 Ok(Attempt::Final(why)) => {
@@ -161,6 +162,7 @@ async fn post_once(
     path: &str,
     body: Bytes,
     trace_id: Option<&str>,
+    traceparent: Option<&str>,
     token: Option<&str>,
 ) -> Attempt {
     let url = format!("http://{}{path}", target.authority);
@@ -188,6 +190,7 @@ async fn post_once(
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (name, value) in [
         (headers::TRACE_ID, trace_id),
+        (headers::TRACEPARENT, traceparent),
         (headers::CALLBACK_TOKEN, token),
     ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -282,7 +285,14 @@ mod tests {
         let sink = CallbackSink::start().await;
         let t = Target::parse(&format!("{}/cb/", sink.url())).unwrap();
         sender(3)
-            .send(&t, "e-1", success_body(b"7"), Some("t-1"), Some("tok"))
+            .send(
+                &t,
+                "e-1",
+                success_body(b"7"),
+                Some("t-1"),
+                None,
+                Some("tok"),
+            )
             .await
             .unwrap();
         let r = sink.requests();
@@ -306,7 +316,7 @@ mod tests {
         .await;
         let t = Target::parse(&sink.url()).unwrap();
         sender(3)
-            .send(&t, "e", success_body(b"1"), None, None)
+            .send(&t, "e", success_body(b"1"), None, None, None)
             .await
             .unwrap();
         assert_eq!(sink.requests().len(), 3);
@@ -320,7 +330,7 @@ mod tests {
         .await;
         let t = Target::parse(&sink.url()).unwrap();
         let e = sender(2)
-            .send(&t, "e", success_body(b"1"), None, None)
+            .send(&t, "e", success_body(b"1"), None, None, None)
             .await
             .unwrap_err();
         assert!(e.contains("2 attempt(s)") && e.contains("429"), "{e}");
@@ -336,7 +346,7 @@ mod tests {
         .await;
         let t = Target::parse(&sink.url()).unwrap();
         let e = sender(3)
-            .send(&t, "e", success_body(b"1"), None, None)
+            .send(&t, "e", success_body(b"1"), None, None, None)
             .await
             .unwrap_err();
         assert!(e.contains("403") && e.contains("not retried"), "{e}");
@@ -348,7 +358,7 @@ mod tests {
         let port = nanofaas_testkit::free_port();
         let t = Target::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let e = sender(2)
-            .send(&t, "e", success_body(b"1"), None, None)
+            .send(&t, "e", success_body(b"1"), None, None, None)
             .await
             .unwrap_err();
         assert!(e.contains("cannot connect"), "{e}");
@@ -365,7 +375,7 @@ mod tests {
             backoff: Duration::from_millis(1),
         };
         let e = s
-            .send(&t, "e", success_body(b"1"), None, None)
+            .send(&t, "e", success_body(b"1"), None, None, None)
             .await
             .unwrap_err();
         assert!(e.contains("no answer within 50 ms"), "{e}");

@@ -19,6 +19,8 @@ pub struct Config {
     pub execution_id: Option<String>,
     /// `TRACE_ID`: the trace id when a request has no `X-Trace-Id`.
     pub trace_id: Option<String>,
+    /// `TRACEPARENT`: the W3C trace context when a request has no `traceparent`.
+    pub traceparent: Option<String>,
     /// `CALLBACK_URL`: callback base URL when a request has no `X-Callback-Url`.
     pub callback_url: Option<String>,
     /// `CALLBACK_TOKEN`: sent as `X-Callback-Token` when a request has none.
@@ -52,6 +54,7 @@ impl Default for Config {
             port: 8080,
             execution_id: None,
             trace_id: None,
+            traceparent: None,
             callback_url: None,
             callback_token: None,
             callback_attempts: 3,
@@ -118,6 +121,7 @@ impl Config {
             port: num("PORT", d.port.into(), 0, 65535)? as u16,
             execution_id: get("EXECUTION_ID"),
             trace_id: get("TRACE_ID"),
+            traceparent: get("TRACEPARENT"),
             callback_url,
             callback_token: get("CALLBACK_TOKEN"),
             callback_attempts: num("CALLBACK_ATTEMPTS", d.callback_attempts.into(), 1, 10)? as u32,

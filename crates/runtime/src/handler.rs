@@ -27,6 +27,9 @@ pub struct Request {
     pub execution_id: String,
     /// `X-Trace-Id`, else the `TRACE_ID` environment variable.
     pub trace_id: Option<String>,
+    /// W3C `traceparent` (its parent is the platform's dispatch span), else the `TRACEPARENT`
+    /// environment variable: give it to outgoing calls to continue the trace.
+    pub traceparent: Option<String>,
 }
 
 impl Request {
@@ -205,6 +208,7 @@ mod tests {
             metadata: BTreeMap::new(),
             execution_id: "e".into(),
             trace_id: None,
+            traceparent: None,
         }
     }
 

@@ -298,6 +298,7 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
         );
     };
     let trace_id = header(headers::TRACE_ID).or_else(|| cfg.trace_id.clone());
+    let traceparent = header(headers::TRACEPARENT).or_else(|| cfg.traceparent.clone());
     let target = match header(headers::CALLBACK_URL) {
         Some(url) => match Target::parse(&url) {
             Ok(t) => Some(t),
@@ -318,7 +319,8 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
         token: header(headers::CALLBACK_TOKEN).or_else(|| cfg.callback_token.clone()),
     });
     let finish = |status: StatusCode, body: Bytes, callback_body: Bytes| {
-        let (execution_id, trace_id) = (execution_id.clone(), trace_id.clone());
+        let (execution_id, trace_id, traceparent) =
+            (execution_id.clone(), trace_id.clone(), traceparent.clone());
         let callback = &callback;
         async move {
             if let Some(cb) = callback {
@@ -329,6 +331,7 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
                         &execution_id,
                         callback_body,
                         trace_id.as_deref(),
+                        traceparent.as_deref(),
                         cb.token.as_deref(),
                     )
                     .await;
@@ -386,6 +389,7 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
         metadata,
         execution_id: execution_id.clone(),
         trace_id: trace_id.clone(),
+        traceparent: traceparent.clone(),
     };
     match app.handler.call(request).await {
         Outcome::Output(out) => {

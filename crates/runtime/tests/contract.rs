@@ -61,6 +61,7 @@ fn echo() -> Handler {
             "metadata": r.metadata,
             "executionId": r.execution_id,
             "traceId": r.trace_id,
+            "traceparent": r.traceparent,
         }))
     })
 }
@@ -122,14 +123,14 @@ async fn invoke_passes_request_and_headers_to_the_handler() {
     assert_eq!(status, 200);
     assert_eq!(
         out,
-        json!({"input": {"name": "Ada"}, "metadata": {"k": "v"}, "executionId": "e-1", "traceId": "t-1"})
+        json!({"input": {"name": "Ada"}, "metadata": {"k": "v"}, "executionId": "e-1", "traceId": "t-1", "traceparent": null})
     );
     // No input, no metadata, no trace id.
     let (status, out) = invoke(&s.base, &[("X-Execution-Id", "e-2")], "{}").await;
     assert_eq!(status, 200);
     assert_eq!(
         out,
-        json!({"input": null, "metadata": {}, "executionId": "e-2", "traceId": null})
+        json!({"input": null, "metadata": {}, "executionId": "e-2", "traceId": null, "traceparent": null})
     );
 }
 
@@ -257,6 +258,10 @@ async fn callback_on_success_and_on_error_with_trace_and_token() {
         vec![
             ("X-Execution-Id", id),
             ("X-Trace-Id", "trace-7"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
             ("X-Callback-Url", url.as_str()),
             ("X-Callback-Token", "tok-7"),
         ]
@@ -270,6 +275,14 @@ async fn callback_on_success_and_on_error_with_trace_and_token() {
     assert_eq!(cb.method, "POST");
     assert_eq!(cb.path, "/v1/internal/executions/ok-1:complete");
     assert_eq!(cb.header("x-trace-id"), Some("trace-7"));
+    assert_eq!(
+        cb.header("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(
+        out["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "the handler sees it"
+    );
     assert_eq!(cb.header("x-callback-token"), Some("tok-7"));
     assert_eq!(cb.header("content-type"), Some("application/json"));
     assert_eq!(

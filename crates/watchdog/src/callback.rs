@@ -16,6 +16,8 @@ pub struct Target {
     pub base: HttpUrl,
     pub execution_id: String,
     pub trace_id: Option<String>,
+    /// The invocation's `traceparent`, sent on with the callback.
+    pub traceparent: Option<String>,
     pub token: Option<String>,
 }
 
@@ -44,9 +46,12 @@ pub async fn deliver(target: &Target, body: Bytes, policy: &CallbackPolicy) -> R
         &encode_segment(&target.execution_id),
     );
     let url = target.base.with_path(&path);
-    let mut hdrs: Vec<(&'static str, &str)> = Vec::with_capacity(2);
+    let mut hdrs: Vec<(&'static str, &str)> = Vec::with_capacity(3);
     if let Some(t) = &target.trace_id {
         hdrs.push((headers::TRACE_ID, t));
+    }
+    if let Some(t) = &target.traceparent {
+        hdrs.push((headers::TRACEPARENT, t));
     }
     if let Some(t) = &target.token {
         hdrs.push((headers::CALLBACK_TOKEN, t));

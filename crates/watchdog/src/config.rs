@@ -178,6 +178,8 @@ pub struct OneShotConfig {
     pub callback_url: HttpUrl,
     pub callback_token: Option<String>,
     pub trace_id: Option<String>,
+    /// `TRACEPARENT`: W3C trace context, passed on to the runtime and the callback.
+    pub traceparent: Option<String>,
     /// `INVOCATION_PAYLOAD`, checked to be JSON, forwarded byte for byte.
     pub payload: Bytes,
     pub input_file: PathBuf,
@@ -461,6 +463,7 @@ impl Config {
             callback_url,
             callback_token: env.var("CALLBACK_TOKEN"),
             trace_id: env.var("TRACE_ID"),
+            traceparent: env.var("TRACEPARENT"),
             payload: Bytes::from(payload),
             input_file: env
                 .var("INPUT_FILE")

@@ -55,6 +55,7 @@ pub async fn run(cfg: &Config) -> ExitCode {
         base: os.callback_url.clone(),
         execution_id: os.execution_id.clone(),
         trace_id: os.trace_id.clone(),
+        traceparent: os.traceparent.clone(),
         token: os.callback_token.clone(),
     };
     match callback::deliver(&target, callback::body(&result), &cfg.callback).await {
@@ -77,6 +78,9 @@ fn command_run<'a>(cfg: &'a Config, os: &OneShotConfig) -> Run<'a> {
         vec![("EXECUTION_ID", os.execution_id.clone().into())];
     if let Some(t) = &os.trace_id {
         env.push(("TRACE_ID", t.into()));
+    }
+    if let Some(t) = &os.traceparent {
+        env.push(("TRACEPARENT", t.into()));
     }
     Run {
         argv: &cfg.command,
@@ -116,6 +120,9 @@ async fn run_http(cfg: &Config, os: &OneShotConfig) -> Result<Bytes, ErrorBody> 
         insert(&mut hdrs, headers::EXECUTION_ID, &os.execution_id)?;
         if let Some(t) = &os.trace_id {
             insert(&mut hdrs, headers::TRACE_ID, t)?;
+        }
+        if let Some(t) = &os.traceparent {
+            insert(&mut hdrs, headers::TRACEPARENT, t)?;
         }
         let call = pool.post(hdrs, os.payload.clone(), tokio::time::Instant::now() + cfg.timeout);
         tokio::select! {

@@ -17,6 +17,10 @@ async fn run_oneshot(sink: &CallbackSink, env: &[(&str, String)]) -> (i32, Vec<R
             format!("{}/v1/internal/executions", sink.url()),
         ),
         ("TRACE_ID", "trace-1".into()),
+        (
+            "TRACEPARENT",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        ),
         ("CALLBACK_TOKEN", "tok-1".into()),
     ];
     for (k, v) in env {
@@ -38,6 +42,10 @@ fn only_callback(code: i32, reqs: &[Recorded], p: &Proc) -> Value {
     assert_eq!(r.method, "POST");
     assert_eq!(r.path, "/v1/internal/executions/exec-1:complete");
     assert_eq!(r.header("x-trace-id"), Some("trace-1"));
+    assert_eq!(
+        r.header("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
     assert_eq!(r.header("x-callback-token"), Some("tok-1"));
     r.json()
 }

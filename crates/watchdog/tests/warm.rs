@@ -72,6 +72,10 @@ async fn header_form_forwards_and_returns_bytes_unchanged() {
         &[
             ("x-execution-id", "e-1"),
             ("x-trace-id", "tr-1"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
             ("x-dispatch-attempt", "2"),
             ("x-timeout-ms", "5000"),
         ],
@@ -80,6 +84,17 @@ async fn header_form_forwards_and_returns_bytes_unchanged() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-execution-id"), Some("e-1"));
+    // The runtime got the trace context; the answer says how long the runtime took.
+    assert_eq!(
+        r.json()["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    let took: u64 = r
+        .header("x-runtime-duration-us")
+        .expect("duration")
+        .parse()
+        .unwrap();
+    assert!(took > 0 && took < 60_000_000, "{took}");
     assert_eq!(r.header("content-type"), Some("application/json"));
     let v = r.json();
     assert_eq!(v["echo"], json!({"k": [1, 2]}));
@@ -268,6 +283,10 @@ async fn callback_only_when_a_url_is_given() {
         &[
             ("x-execution-id", "cb-1"),
             ("x-trace-id", "t-cb"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
             ("x-callback-url", &base),
             ("x-callback-token", "tok"),
         ],
@@ -281,6 +300,10 @@ async fn callback_only_when_a_url_is_given() {
     assert_eq!(cb.method, "POST");
     assert_eq!(cb.path, "/v1/internal/executions/cb-1:complete");
     assert_eq!(cb.header("x-trace-id"), Some("t-cb"));
+    assert_eq!(
+        cb.header("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
     assert_eq!(cb.header("x-callback-token"), Some("tok"));
     let body = cb.json();
     assert_eq!(body["success"], true);

@@ -80,6 +80,7 @@ def test_success_callback_body_and_headers(client, sink):
         headers={
             "X-Execution-Id": "exec-1",
             "X-Trace-Id": "trace-9",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "X-Callback-Url": sink.url + "/",  # a trailing slash is not doubled
             "X-Callback-Token": "tok-abc",
         },
@@ -89,6 +90,7 @@ def test_success_callback_body_and_headers(client, sink):
     assert cb.path == "/v1/internal/executions/exec-1:complete"
     assert cb.headers["content-type"] == "application/json"
     assert cb.headers["x-trace-id"] == "trace-9"
+    assert cb.headers["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert cb.headers["x-callback-token"] == "tok-abc"
     assert cb.json() == {"success": True, "output": {"echo": "HI"}, "error": None}
 
@@ -101,6 +103,7 @@ def test_callback_without_trace_or_token_sends_neither_header(client, sink):
     )
     (cb,) = sink.wait_for(1)
     assert "x-trace-id" not in cb.headers
+    assert "traceparent" not in cb.headers
     assert "x-callback-token" not in cb.headers
 
 

@@ -41,17 +41,19 @@ def test_word_count_gets_the_input_and_its_ids(make_client):
     resp = client.post(
         "/invoke",
         json={"input": {"text": TEXT, "top": 2}, "metadata": {"k": "v"}},
-        headers={"X-Execution-Id": "e-wc-1", "X-Trace-Id": "t-wc-1"},
+        headers={"X-Execution-Id": "e-wc-1", "X-Trace-Id": "t-wc-1", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
     )
     assert resp.status_code == 200, resp.json
     out = resp.json
     assert (out["words"], out["distinct"]) == (8, 5)
     assert out["top"] == [["the", 3], ["and", 2]]
     assert (out["executionId"], out["traceId"]) == ("e-wc-1", "t-wc-1")
+    assert out["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     # A bare string input works too, and the ids follow each call.
     resp = client.post("/invoke", json={"input": "a a b"}, headers={"X-Execution-Id": "e-wc-2"})
     assert resp.json["words"] == 3 and resp.json["executionId"] == "e-wc-2"
     assert resp.json["traceId"] is None
+    assert resp.json["traceparent"] is None
     # Outside an invocation the context is empty again.
     assert rt_context.execution_id.get() is None
 

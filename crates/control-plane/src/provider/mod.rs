@@ -39,6 +39,8 @@ pub struct JobRequest {
     pub spec: Arc<FunctionSpec>,
     pub execution_id: String,
     pub trace_id: String,
+    /// W3C `traceparent` of the attempt (`TRACEPARENT` in the instance's environment).
+    pub traceparent: String,
     pub attempt: u32,
     pub payload: Bytes,
     pub timeout: Duration,

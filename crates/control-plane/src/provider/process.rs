@@ -811,6 +811,7 @@ impl Provider for ProcessProvider {
             cmd.env("EXECUTION_MODE", spec.runtime_mode.as_str())
                 .env("EXECUTION_ID", &req.execution_id)
                 .env("TRACE_ID", &req.trace_id)
+                .env("TRACEPARENT", &req.traceparent)
                 .env("CALLBACK_URL", &req.callback_url)
                 .env("CALLBACK_TOKEN", &req.callback_token)
                 .env(

@@ -6,14 +6,14 @@
 //! - `GET /health` → 200 `{"status":"ok"}`.
 //! - `POST /invoke` with `{"input": ..., "metadata": ...}`: needs `X-Execution-Id` or env
 //!   `EXECUTION_ID`, else 400. Answers 200 `{"echo": <input>, "pid", "executionId", "traceId",
-//!   "attempt", "count"}` where `count` is the number of invocations this process has received.
+//!   "traceparent" (header, else env `TRACEPARENT`), "attempt", "count"}` where `count` is the number of invocations this process has received.
 //!   When the input is an object it may script the call, in this order: `sleepMs` (sleep first),
 //!   `crash: true` (exit(1) without answering), `crashOnAttempt: N` (crash only when
 //!   `X-Dispatch-Attempt` is N), `fail: "msg"` (500 with a `HANDLER_ERROR`), `spawnGrandchild:
 //!   true` (start `sleep 1000` and report its pid as `grandchildPid`), `allocateMb: N` (touch N
 //!   MiB of memory, kept until the process ends, then answer).
 //! - When a callback URL is known (`X-Callback-Url`, else env `CALLBACK_URL`) it posts
-//!   `{success, output, error}` to `{url}/{executionId}:complete` with `X-Trace-Id` and
+//!   `{success, output, error}` to `{url}/{executionId}:complete` with `X-Trace-Id`, `traceparent` and
 //!   `X-Callback-Token` (header, else env `CALLBACK_TOKEN`) *before* answering, as the seed's
 //!   runtimes do.
 //! - Env `FIXTURE_FAIL_START=1`: print an error and exit(3) at once. `FIXTURE_START_DELAY_MS`:
@@ -41,6 +41,7 @@ struct Env {
     execution_id: Option<String>,
     callback_url: Option<String>,
     callback_token: Option<String>,
+    traceparent: Option<String>,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -77,6 +78,7 @@ fn main() {
         execution_id: env_nonempty("EXECUTION_ID"),
         callback_url: env_nonempty("CALLBACK_URL"),
         callback_token: env_nonempty("CALLBACK_TOKEN"),
+        traceparent: env_nonempty("TRACEPARENT"),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -146,6 +148,7 @@ async fn invoke(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
     let count = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
     let execution_id = header(&req, "x-execution-id").or_else(|| env.execution_id.clone());
     let trace_id = header(&req, "x-trace-id");
+    let traceparent = header(&req, "traceparent").or_else(|| env.traceparent.clone());
     let attempt: Option<u64> = header(&req, "x-dispatch-attempt").and_then(|a| a.parse().ok());
     let callback_url = header(&req, "x-callback-url").or_else(|| env.callback_url.clone());
     let callback_token = header(&req, "x-callback-token").or_else(|| env.callback_token.clone());
@@ -219,6 +222,7 @@ async fn invoke(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
                 "pid": std::process::id(),
                 "executionId": execution_id,
                 "traceId": trace_id,
+                "traceparent": traceparent,
                 "attempt": attempt,
                 "count": count,
             });
@@ -234,6 +238,7 @@ async fn invoke(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
             &url,
             &execution_id,
             trace_id.as_deref(),
+            traceparent.as_deref(),
             callback_token.as_deref(),
             callback,
         )
@@ -246,6 +251,7 @@ async fn send_callback(
     base: &str,
     execution_id: &str,
     trace_id: Option<&str>,
+    traceparent: Option<&str>,
     token: Option<&str>,
     body: Value,
 ) {
@@ -256,6 +262,9 @@ async fn send_callback(
         .header(CONTENT_TYPE, "application/json");
     if let Some(t) = trace_id {
         req = req.header("x-trace-id", t);
+    }
+    if let Some(t) = traceparent {
+        req = req.header("traceparent", t);
     }
     if let Some(t) = token {
         req = req.header("x-callback-token", t);

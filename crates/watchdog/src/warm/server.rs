@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 const H_EXECUTION_ID: HeaderName = HeaderName::from_static(headers::EXECUTION_ID);
 const H_TRACE_ID: HeaderName = HeaderName::from_static(headers::TRACE_ID);
+const H_TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
 const H_TIMEOUT_MS: HeaderName = HeaderName::from_static(headers::TIMEOUT_MS);
 const H_CALLBACK_URL: HeaderName = HeaderName::from_static(headers::CALLBACK_URL);
 const H_CALLBACK_TOKEN: HeaderName = HeaderName::from_static(headers::CALLBACK_TOKEN);
@@ -162,6 +163,8 @@ struct Invocation {
     form: Form,
     execution_id: HeaderValue,
     trace_id: Option<HeaderValue>,
+    /// W3C trace context, passed on as it came (the control plane checked it).
+    traceparent: Option<HeaderValue>,
     attempt: Option<HeaderValue>,
     body: Bytes,
     timeout: Duration,
@@ -169,9 +172,21 @@ struct Invocation {
     /// Set when the call waited for the runtime to (re)start: how long the start took, in ms,
     /// plus one (0: it did not wait). Answered as `X-Runtime-Start-Ms`.
     runtime_start: AtomicU64,
+    /// How long the runtime (or command) took, in µs, plus one (0: it was not reached).
+    /// Answered as `X-Runtime-Duration-Us`.
+    runtime_took: AtomicU64,
 }
 
 type Resp = Response<Full<Bytes>>;
+
+impl Invocation {
+    /// Records how long the runtime (or command) took since `started`.
+    fn took(&self, started: Instant) {
+        let us = started.elapsed().as_micros() as u64;
+        self.runtime_took
+            .store(us.saturating_add(1), Ordering::Relaxed);
+    }
+}
 
 impl App {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, sup: Option<Handle>) -> App {
@@ -406,11 +421,13 @@ impl App {
                 form: Form::Header,
                 execution_id: id,
                 trace_id: h.get(H_TRACE_ID).cloned(),
+                traceparent: h.get(H_TRACEPARENT).cloned(),
                 attempt: h.get(H_DISPATCH_ATTEMPT).cloned(),
                 body,
                 timeout,
                 callback,
                 runtime_start: AtomicU64::new(0),
+                runtime_took: AtomicU64::new(0),
             });
         }
         let env = parse_envelope(&body, h.get(H_TRACE_ID), timeout).map_err(bad)?;
@@ -418,11 +435,13 @@ impl App {
             form: Form::Envelope,
             execution_id: env.execution_id,
             trace_id: env.trace_id,
+            traceparent: h.get(H_TRACEPARENT).cloned(),
             attempt: h.get(H_DISPATCH_ATTEMPT).cloned(),
             body: env.payload,
             timeout: env.timeout,
             callback: env.callback,
             runtime_start: AtomicU64::new(0),
+            runtime_took: AtomicU64::new(0),
         })
     }
 
@@ -455,7 +474,9 @@ impl App {
                 self.call_runtime(inv, deadline).await
             }
             RuntimeKind::Stdio => {
+                let started = Instant::now();
                 let r = exec::run_stdio(self.command_run(inv, deadline), inv.body.clone()).await;
+                inv.took(started);
                 self.count_timeout(&r);
                 r
             }
@@ -470,8 +491,10 @@ impl App {
                     dir.path().join("input.json"),
                     dir.path().join("output.json"),
                 );
+                let started = Instant::now();
                 let r = exec::run_file(self.command_run(inv, deadline), &inv.body, &input, &output)
                     .await;
+                inv.took(started);
                 self.count_timeout(&r);
                 r
             }
@@ -490,6 +513,9 @@ impl App {
         if let Some(t) = &inv.trace_id {
             env.push(("TRACE_ID", header_os(t)));
         }
+        if let Some(t) = &inv.traceparent {
+            env.push(("TRACEPARENT", header_os(t)));
+        }
         Run {
             argv: &self.cfg.command,
             env,
@@ -507,16 +533,21 @@ impl App {
             let ms = lease.runtime.start_took.as_millis() as u64;
             inv.runtime_start.store(ms + 1, Ordering::Relaxed);
         }
-        let mut h = HeaderMap::with_capacity(4);
+        let mut h = HeaderMap::with_capacity(5);
         h.insert(CONTENT_TYPE, JSON);
         h.insert(H_EXECUTION_ID, inv.execution_id.clone());
         if let Some(t) = &inv.trace_id {
             h.insert(H_TRACE_ID, t.clone());
         }
+        if let Some(t) = &inv.traceparent {
+            h.insert(H_TRACEPARENT, t.clone());
+        }
         if let Some(a) = &inv.attempt {
             h.insert(H_DISPATCH_ATTEMPT, a.clone());
         }
+        let started = Instant::now();
         let result = lease.runtime.pool.post(h, inv.body.clone(), deadline).await;
+        inv.took(started);
         let gen = lease.runtime.gen;
         let last = self.warm.max_invocations > 0 && lease.index == self.warm.max_invocations;
         drop(lease);
@@ -572,6 +603,11 @@ impl App {
                 HeaderValue::from_str(&(start - 1).to_string()).expect("digits"),
             );
         }
+        let took = inv.runtime_took.load(Ordering::Relaxed);
+        if took > 0 {
+            r.headers_mut()
+                .insert(headers::RUNTIME_DURATION_US, HeaderValue::from(took - 1));
+        }
         r
     }
 
@@ -625,6 +661,10 @@ impl App {
             execution_id: String::from_utf8_lossy(inv.execution_id.as_bytes()).into_owned(),
             trace_id: inv
                 .trace_id
+                .as_ref()
+                .map(|t| String::from_utf8_lossy(t.as_bytes()).into_owned()),
+            traceparent: inv
+                .traceparent
                 .as_ref()
                 .map(|t| String::from_utf8_lossy(t.as_bytes()).into_owned()),
             token,

@@ -27,6 +27,7 @@ const VARS: &[&str] = &[
     "CALLBACK_URL",
     "CALLBACK_TOKEN",
     "TRACE_ID",
+    "TRACEPARENT",
     "INVOCATION_PAYLOAD",
     "INPUT_FILE",
     "OUTPUT_FILE",

@@ -125,9 +125,15 @@ def _sender(settings: Settings) -> CallbackSender:
         backoff_s=settings.callback_backoff_s,
     )
 
-    def send(base, execution_id, body, *, trace_id=None, token=None):
+    def send(base, execution_id, body, *, trace_id=None, token=None, traceparent=None):
         return callback.send(
-            base, execution_id, body, trace_id=trace_id, token=token, policy=policy
+            base,
+            execution_id,
+            body,
+            trace_id=trace_id,
+            token=token,
+            policy=policy,
+            traceparent=traceparent,
         )
 
     return send
@@ -151,6 +157,7 @@ _APP_ENV = (
     "HANDLER_PATH",
     "EXECUTION_ID",
     "TRACE_ID",
+    "TRACEPARENT",
     "CALLBACK_URL",
     "CALLBACK_TOKEN",
     "CALLBACK_ATTEMPTS",
@@ -304,6 +311,10 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
                 mimetype=_JSON,
             )
         trace_id = headers.get("X-Trace-Id") or settings.trace_id
+        # W3C trace context (docs/observability.md#traces): sent on with the callback, and
+        # given to the handler by nanofaas.sdk.context.get_traceparent().
+        traceparent = headers.get("traceparent") or settings.traceparent
+        trace_kw = {"traceparent": traceparent} if traceparent else {}
         callback_url = headers.get("X-Callback-Url") or settings.callback_url
         token = headers.get("X-Callback-Token") or settings.callback_token
         limit = settings.max_request_bytes
@@ -311,7 +322,12 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
         def finish(status: int, body: bytes, callback_body: bytes) -> Response:
             if callback_url and cur.send_callback is not None:
                 cur.send_callback(
-                    callback_url, execution_id, callback_body, trace_id=trace_id, token=token
+                    callback_url,
+                    execution_id,
+                    callback_body,
+                    trace_id=trace_id,
+                    token=token,
+                    **trace_kw,
                 )
             return Response(body, status, mimetype=_JSON)
 
@@ -340,6 +356,7 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
 
         # The ids tag what the handler logs, and answer nanofaas.sdk.context's accessors.
         ids = context.enter(execution_id, trace_id)
+        tp_token = context.traceparent.set(traceparent)
         try:
             output = cur.handler(payload)
         except (Exception, SystemExit) as e:
@@ -351,6 +368,7 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
                 _callback_body_error("HANDLER_ERROR", message),
             )
         finally:
+            context.traceparent.reset(tp_token)
             context.leave(ids)
         try:
             out = json.dumps(output, allow_nan=False, separators=(",", ":")).encode()

@@ -63,6 +63,7 @@ def send(
     trace_id: str | None = None,
     token: str | None = None,
     policy: CallbackPolicy = CallbackPolicy(),
+    traceparent: str | None = None,
     sleep=time.sleep,
 ) -> bool:
     """Posts ``body`` (already JSON) to the callback URL; True when it was accepted (2xx).
@@ -78,6 +79,8 @@ def send(
     headers = {"Content-Type": "application/json"}
     if trace_id:
         headers["X-Trace-Id"] = trace_id
+    if traceparent:
+        headers["traceparent"] = traceparent
     if token:
         headers["X-Callback-Token"] = token
 

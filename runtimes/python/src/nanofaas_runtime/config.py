@@ -29,6 +29,7 @@ class Settings:
     handler_path: str = "."
     execution_id: str | None = None
     trace_id: str | None = None
+    traceparent: str | None = None
     callback_url: str | None = None
     callback_token: str | None = None
     callback_attempts: int = 3
@@ -100,7 +101,7 @@ class Settings:
             if problem:
                 raise ConfigError(f"CALLBACK_URL={callback_url!r}: {problem}")
 
-        for name in ("EXECUTION_ID", "TRACE_ID", "CALLBACK_TOKEN"):
+        for name in ("EXECUTION_ID", "TRACE_ID", "TRACEPARENT", "CALLBACK_TOKEN"):
             value = get(name)
             if value is not None and not value.isprintable():
                 raise ConfigError(f"{name} contains control characters")
@@ -115,6 +116,7 @@ class Settings:
             handler_path=handler_path,
             execution_id=get("EXECUTION_ID"),
             trace_id=get("TRACE_ID"),
+            traceparent=get("TRACEPARENT"),
             callback_url=callback_url,
             callback_token=get("CALLBACK_TOKEN"),
             callback_attempts=integer("CALLBACK_ATTEMPTS", 3, 1, 10),

@@ -17,6 +17,11 @@ trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "nanofaas_trace_id", default=None
 )
 
+# The W3C traceparent of the invocation (its parent is the platform's dispatch span).
+traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "nanofaas_traceparent", default=None
+)
+
 
 def enter(exec_id: str | None, trace: str | None) -> tuple[contextvars.Token, contextvars.Token]:
     """Sets both ids for the current thread or task; pass the result to ``leave``."""

@@ -36,6 +36,7 @@ def handle(input_data):
         "top": [[w, n] for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]],
         "executionId": context.get_execution_id(),
         "traceId": context.get_trace_id(),
+        "traceparent": context.get_traceparent(),
         "pid": os.getpid(),
         "calls": _calls,
     }

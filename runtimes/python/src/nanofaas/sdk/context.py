@@ -21,6 +21,12 @@ def get_trace_id() -> str | None:
     return _ctx.trace_id.get()
 
 
+def get_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the invocation being served, or None: pass it on to outgoing
+    calls to continue the trace."""
+    return _ctx.traceparent.get()
+
+
 def set_context(execution_id: str | None, trace_id: str | None) -> None:
     """Sets both ids for the current thread or task (the runtime does this for each call)."""
     _ctx.execution_id.set(execution_id)
