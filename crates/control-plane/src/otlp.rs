@@ -83,6 +83,8 @@ async fn run(
     let mut queued = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
     let mut failures_logged = 0u32;
+    // One endpoint for the run, so that its kept-alive connection is reused between batches.
+    let endpoint = crate::h1::Endpoint::http(&uri);
     loop {
         queued.clear();
         if rx.recv_many(&mut queued, BATCH).await == 0 {
@@ -102,16 +104,23 @@ async fn run(
         let body = serde_json::to_vec(&encode(&batch)).unwrap_or_default();
         batch.clear();
         let headers = [("content-type", "application/json")];
-        let sent = tokio::time::timeout(
-            POST_TIMEOUT,
-            client.send("POST", &uri, &headers, &body, 1 << 20),
-        )
-        .await;
+        let sent = match &endpoint {
+            Ok(endpoint) => {
+                let deadline = tokio::time::Instant::now() + POST_TIMEOUT;
+                crate::dispatch::send(
+                    &client, endpoint, &uri, "POST", &headers, &body, 1 << 20, deadline,
+                )
+                .await
+            }
+            Err(e) => Err(e.clone()),
+        };
         let problem = match sent {
-            Ok(Ok(r)) if (200..300).contains(&r.status) => None,
-            Ok(Ok(r)) => Some(format!("the collector answered {}", r.status)),
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no answer within {} s", POST_TIMEOUT.as_secs())),
+            Ok(r) if (200..300).contains(&r.status) => None,
+            Ok(r) => Some(format!("the collector answered {}", r.status)),
+            Err(crate::h1::Error::Timeout) => {
+                Some(format!("no answer within {} s", POST_TIMEOUT.as_secs()))
+            }
+            Err(e) => Some(e.to_string()),
         };
         match problem {
             None => {
