@@ -108,7 +108,14 @@ async fn run(
             Ok(endpoint) => {
                 let deadline = tokio::time::Instant::now() + POST_TIMEOUT;
                 crate::dispatch::send(
-                    &client, endpoint, &uri, "POST", &headers, &body, 1 << 20, deadline,
+                    &client,
+                    endpoint,
+                    &uri,
+                    "POST",
+                    &headers,
+                    &body,
+                    1 << 20,
+                    deadline,
                 )
                 .await
             }
