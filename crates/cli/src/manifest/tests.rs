@@ -528,7 +528,19 @@ fn every_manifest_of_the_repository_parses() {
             panic!("{}: {e}", path.display());
         }
     }
-    assert!(manifests >= 1, "no manifest found under {}", root.display());
+    // The manifest of the CLI reference, as the reader copies it.
+    let doc = std::fs::read_to_string(root.join("docs/cli.md")).unwrap();
+    let block = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.lines().any(|l| l.starts_with("functions:")))
+        .expect("docs/cli.md shows a manifest");
+    let env = |_: &str| None;
+    let m = parse(block, Path::new("docs/cli.md"), Path::new("/srv/app"), &env).unwrap();
+    assert_eq!(m.functions[0].name, "hello-python");
+    manifests += 1;
+    assert!(manifests >= 2, "no manifest found under {}", root.display());
 }
 
 fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
