@@ -259,8 +259,8 @@ pub async fn cmd_get(client: &Client, format: Format, name: &str) -> anyhow::Res
         // YAML, as a manifest would hold it, in the spec's field order (name first).
         Format::Table => {
             let yaml = match serde_json::from_value::<FunctionSpec>(v.clone()) {
-                Ok(spec) => serde_yaml::to_string(&spec),
-                Err(_) => serde_yaml::to_string(&v),
+                Ok(spec) => serde_saphyr::to_string(&spec),
+                Err(_) => serde_saphyr::to_string(&v),
             };
             print!("{}", yaml.map_err(|e| err(Exit::Failure, e.to_string()))?)
         }

@@ -270,7 +270,7 @@ fn fn_apply_list_get_instances_delete() {
     // The table form is YAML that reads back as the same spec.
     let yaml = s.cli(&["fn", "get", "echo"]).ok().stdout;
     assert!(yaml.starts_with("name: echo\n"), "{yaml}");
-    let back: FunctionSpec = serde_yaml::from_str(&yaml).unwrap();
+    let back: FunctionSpec = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), spec);
 
     // No instance before the first call; one after, whose processes are alive.

@@ -479,6 +479,9 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         "functions:\n  - &a { name: f, command: ./run }\n  - *a\n",
         "functions: [{name: f, executionMode: POOL, endpointUrl: \"http://127.0.0.1:1/\"}]\n",
         "functions:\n  - name: f\n    command: [\"./a\", \"b\"]\n    workingDir: ../x\n    resources: {memory: 64Mi, cpu: \"0.5\"}\n",
+        // Shapes the YAML limits guard: merge keys, alias fan-out, a second document.
+        "x-d: &d {timeoutMs: 5, env: {A: yes, B: 0755}}\nfunctions:\n  - <<: *d\n    name: f\n    command: x\n",
+        "x-a: &a [l, l, l, l]\nx-b: &b [*a, *a, *a, *a]\nx-c: &c [*b, *b, *b, *b]\nfunctions: []\n---\nfunctions: []\n",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
