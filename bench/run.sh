@@ -486,6 +486,44 @@ print(json.dumps({"cold_ms": colds, "cold_p50_ms": statistics.median(colds), "wa
 PY
 }
 
+# prewarmed_starts <cp url> <spec json with NAME> <n>: like cold_starts, but each copy's first
+# call is made once a prewarmed instance of its kind is ready (GET /v1/prewarmed), and must be
+# answered X-Start: prewarmed. Prints {"pw_ms": [...], "memory_bytes": <idle prewarmed>}.
+prewarmed_starts() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import http.client, json, sys, time, urllib.parse
+base, spec_tpl, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+u = urllib.parse.urlparse(base)
+def call(method, path, body=None):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c.request(method, path, body=body, headers={"content-type": "application/json"})
+    r = c.getresponse(); data = r.read(); c.close()
+    return r.status, r.getheader("x-start"), data
+spec = json.loads(spec_tpl)
+cmd = " ".join(spec["command"]) if isinstance(spec["command"], list) else spec["command"]
+def ready_kind():
+    for _ in range(600):
+        st, _, data = call("GET", "/v1/prewarmed")
+        for k in json.loads(data):
+            if k["command"] == cmd and k["ready"]:
+                return k
+        time.sleep(0.05)
+    raise SystemExit(f"no prewarmed instance of {cmd!r} within 30 s")
+pws, mem = [], []
+for i in range(n):
+    name = f"pw{i}"
+    mem.append(ready_kind().get("memoryBytes"))
+    st, _, data = call("POST", "/v1/functions", spec_tpl.replace("NAME", name))
+    assert st == 201, data
+    body = json.dumps({"input": {"i": i}})
+    t0 = time.perf_counter(); st, start, data = call("POST", f"/v1/functions/{name}:invoke", body); t1 = time.perf_counter()
+    assert st == 200 and start == "prewarmed", (st, start, data)
+    pws.append((t1 - t0) * 1000)
+    call("DELETE", f"/v1/functions/{name}")
+print(json.dumps({"pw_ms": pws, "memory_bytes": mem[-1]}))
+PY
+}
+
 suite_chain() {
   local high="${CONNECTIONS_HIGH:-32}"
   log "== chain suite (control plane -> watchdog -> runtime, process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
@@ -774,7 +812,10 @@ suite_runtimes() {
   log "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
   build_release nanofaas-cli nanofaas-loadgen
   local wd; wd=$("$ROOT/scripts/build-static.sh")
-  start_cp cp-runtimes --set "provider.process.watchdog=$wd"
+  # Cold starts here are full starts: no prewarmed instances (a second control plane below
+  # keeps them, for the prewarmed column).
+  start_cp cp-runtimes --set "provider.process.watchdog=$wd" --set provider.process.prewarm=0
+  local cp_plain=$CP_URL
   # The examples exactly as `nanofaas up` deploys them: the manifest's setup steps (Python venv,
   # Java runtime and handler jar, release build of rust-hello), then every function.
   "$REL/nanofaas" --endpoint "$CP_URL" fn apply --setup -f "$ROOT/examples/manifest.yaml" >&2
@@ -817,12 +858,21 @@ suite_runtimes() {
     specs[$l]=$("$REL/nanofaas" --endpoint "$CP_URL" -o json fn get "hello-$l" \
       | python3 -c 'import json,sys; s=json.load(sys.stdin); s["name"]="NAME"; print(json.dumps(s))')
   done
+  # Prewarmed (Python): the same spec on a control plane that keeps one prewarmed instance per
+  # kind; `python3 -c pass` in the same rounds, the floor of starting any Python at all.
+  start_cp cp-runtimes-pw --set "provider.process.watchdog=$wd" --set provider.process.prewarm=1
+  local cp_pw=$CP_URL
+  CP_URL=$cp_plain
+  curl -fsS -o /dev/null -XPOST "$cp_pw/v1/functions" -H "content-type: application/json" \
+    -d "${specs[python]//NAME/keep-python-kind}"
   for run in $(seq "$cold_runs"); do
     log "cold round $run/$cold_runs"
     for l in "${langs[@]}"; do
       printf '{"label":"cold-%s","result":%s}\n' "$l" "$(cold_starts "$CP_URL" "${specs[$l]}" 1)" >>"$RAW"
       printf '{"label":"alone-%s","result":{"ms":%s}}\n' "$l" "$(runtime_alone "$l" 1)" >>"$RAW"
     done
+    printf '{"label":"pw-python","result":%s}\n' "$(prewarmed_starts "$cp_pw" "${specs[python]}" 1)" >>"$RAW"
+    printf '{"label":"pypass","result":{"ms":%s}}\n' "$(python3 -c 'import subprocess,time,json,sys; t=time.perf_counter(); subprocess.run([sys.argv[1],"-c","pass"]); print(json.dumps([(time.perf_counter()-t)*1000]))' "$py")" >>"$RAW"
   done
   local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
   log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -849,6 +899,16 @@ suite_runtimes() {
       "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-$l']]), 2)")" "${rss[$i]}"
   done
   row "errors (all warm runs)" "$errors" "" "" "" ""
+  log ""
+  local pw="[x for r in R['pw-python'] for x in r['pw_ms']]" pp="[x for r in R['pypass'] for x in r['ms']]"
+  c="[x for r in R['cold-python'] for x in r['cold_ms']]"
+  log "Python first invocation through the chain, $cold_runs rounds: median (min-max), ms"
+  row "python first call" "cold" "prewarmed" "warm p50" "python3 -c pass" "idle prewarmed MiB"
+  row "python" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)")-$(stats "round(max($c), 1)"))" \
+    "$(stats "round(med($pw), 1)") ($(stats "round(min($pw), 1)")-$(stats "round(max($pw), 1)"))" \
+    "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-python']]), 2)")" \
+    "$(stats "round(med($pp), 1)") ($(stats "round(min($pp), 1)")-$(stats "round(max($pp), 1)"))" \
+    "$(stats "round(R['pw-python'][-1]['memory_bytes'] / 1048576, 1)")"
   log ""
   log "per run (p50 us / req/s): $(stats 'perrun()')"
   for l in "${langs[@]}"; do
