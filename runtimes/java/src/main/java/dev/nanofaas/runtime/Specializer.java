@@ -363,7 +363,10 @@ final class Specializer implements RuntimeServer.PrewarmRoutes {
         } catch (StackOverflowError e) {
             throw new BadRequest("invalid JSON body: nested too deeply");
         }
-        if (root == null || !root.isObject()) {
+        if (root == null || root.isMissingNode()) {
+            throw new BadRequest("empty body: expected {\"function\": ..., \"env\": {...}, ...}");
+        }
+        if (!root.isObject()) {
             throw new BadRequest(
                     "the body must be a JSON object {\"function\": ..., \"env\": {...},"
                             + " \"workingDir\": ..., \"timeoutMs\": ...}");
