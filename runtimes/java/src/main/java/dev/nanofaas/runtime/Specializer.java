@@ -48,7 +48,9 @@ import java.util.function.IntConsumer;
  *       {@code {"specialized": true, "loadMs": <ms>}}.
  * </ol>
  *
- * A malformed request (400, 413) changes nothing: the instance stays generic. A configuration or
+ * A malformed request (400, 413) changes nothing: the instance stays generic; so does a function
+ * whose env sets a variable of the launcher's ({@link #LAUNCHER_ENV}, e.g. {@code JAVA_OPTS})
+ * differently from the instance (501 {@code NOT_SPECIALIZABLE}: start it cold). A configuration or
  * handler that a normal start would refuse answers 500 {@code {"error": {"code": "STARTUP_ERROR",
  * "message": ...}}}, prints the normal start's one line on stderr, and the process exits with the
  * normal start's code (2 or 3): a failed instance never serves. Any later specialization is 409.
@@ -60,6 +62,14 @@ final class Specializer implements RuntimeServer.PrewarmRoutes {
     static final String PATH = "/_nanofaas/specialize";
     static final String STARTUP_ERROR = "STARTUP_ERROR";
     static final String ALREADY_SPECIALIZED = "ALREADY_SPECIALIZED";
+    static final String NOT_SPECIALIZABLE = "NOT_SPECIALIZABLE";
+
+    /**
+     * Read by the launcher before the JVM starts (JVM options, which JVM, which build): a
+     * running JVM cannot take another value, so a function that sets one differently from the
+     * instance is answered 501 and must be started cold.
+     */
+    static final List<String> LAUNCHER_ENV = List.of("JAVA_OPTS", "JAVA", "NANOFAAS_JAVA_BUILD_DIR");
 
     /** The process environment that a handler reads ({@link ProcessEnv}; a fake in tests). */
     interface Environment {
@@ -252,6 +262,12 @@ final class Specializer implements RuntimeServer.PrewarmRoutes {
             state.set(State.GENERIC);
             throw e;
         }
+        String mismatch = launcherMismatch(request.env());
+        if (mismatch != null) {
+            state.set(State.GENERIC);
+            respond(exchange, 501, Endpoints.errorBody(NOT_SPECIALIZABLE, mismatch));
+            return 0;
+        }
         long start = System.nanoTime();
         String handlerName;
         try {
@@ -278,6 +294,26 @@ final class Specializer implements RuntimeServer.PrewarmRoutes {
         answer.put("loadMs", loadMs);
         respond(exchange, 200, Json.MAPPER.writeValueAsBytes(answer));
         return 0;
+    }
+
+    /** Why {@code env} cannot be applied to this running JVM, or null when it can. */
+    private String launcherMismatch(Map<String, String> env) {
+        for (String name : LAUNCHER_ENV) {
+            String given = blankToNull(env.get(name));
+            String own = blankToNull(baseEnv.get(name));
+            if (!java.util.Objects.equals(given, own)) {
+                return name
+                        + (given == null ? " unset" : "=" + given)
+                        + " differs from this prewarmed JVM's ("
+                        + (own == null ? "unset" : own)
+                        + "): the launcher reads it before the JVM starts; start this function cold";
+            }
+        }
+        return null;
+    }
+
+    private static String blankToNull(String v) {
+        return v == null || v.isBlank() ? null : v.trim();
     }
 
     private int fail(HttpExchange exchange, String message, int code) throws IOException {

@@ -195,6 +195,25 @@ class SpecializerTest {
     }
 
     @Test
+    void aFunctionWithItsOwnJvmOptionsIsNotSpecializableAndChangesNothing() throws Exception {
+        try (TestRuntime rt = prewarmed()) {
+            TestRuntime.Response r =
+                    specialize(
+                            rt,
+                            body(Map.of("FUNCTION_HANDLER", EchoHandler.class.getName(), "JAVA_OPTS", "-Xmx64m"), null));
+            assertEquals(501, r.status(), String.valueOf(r.json()));
+            assertEquals("NOT_SPECIALIZABLE", r.json().path("error").path("code").asText());
+            assertTrue(r.json().path("error").path("message").asText().contains("JAVA_OPTS=-Xmx64m"), r.json().toString());
+            assertTrue(environment.calls.isEmpty());
+            assertTrue(exit.codes.isEmpty());
+            // A blank JAVA_OPTS is no option at all: the same as the instance's.
+            TestRuntime.Response ok =
+                    specialize(rt, body(Map.of("FUNCTION_HANDLER", EchoHandler.class.getName(), "JAVA_OPTS", " "), null));
+            assertEquals(200, ok.status(), String.valueOf(ok.json()));
+        }
+    }
+
+    @Test
     void aBodyOverMaxBodyBytesIs413AndChangesNothing() throws Exception {
         try (TestRuntime rt = TestRuntime.startPrewarmed(Map.of("MAX_BODY_BYTES", "64"), environment, exit)) {
             TestRuntime.Response r =
