@@ -299,6 +299,9 @@ final class Specializer implements RuntimeServer.PrewarmRoutes {
     /** Why {@code env} cannot be applied to this running JVM, or null when it can. */
     private String launcherMismatch(Map<String, String> env) {
         for (String name : LAUNCHER_ENV) {
+            if (!env.containsKey(name)) {
+                continue; // on top of the instance's environment, as in a normal start
+            }
             String given = blankToNull(env.get(name));
             String own = blankToNull(baseEnv.get(name));
             if (!java.util.Objects.equals(given, own)) {
