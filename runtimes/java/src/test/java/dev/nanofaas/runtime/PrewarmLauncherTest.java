@@ -222,8 +222,8 @@ class PrewarmLauncherTest {
                                 Specializer.WARMUP_ENV, "0",
                                 "JAVA_OPTS", "-Xlog:class+load=info:file=" + log))) {
             rt.awaitPort();
-            rt.process.destroy();
-            rt.awaitExit();
+            rt.process.destroy(); // SIGTERM, still generic
+            assertEquals(143, rt.awaitExit());
         }
         String loaded = Files.readString(log);
         for (String cls :

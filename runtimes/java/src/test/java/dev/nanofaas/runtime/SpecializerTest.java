@@ -312,6 +312,15 @@ class SpecializerTest {
     }
 
     @Test
+    void withoutTheAddOpensTheEnvironmentCannotBeWrittenAndThatIsAStartupError() {
+        // This JVM (the test launcher's) has no --add-opens java.base/java.util: as a prewarmed
+        // runtime started without the launcher, it must refuse to start, not fail later.
+        StartupException e = org.junit.jupiter.api.Assertions.assertThrows(StartupException.class, ProcessEnv::open);
+        assertEquals(StartupException.EXIT_CONFIG, e.exitCode());
+        assertTrue(e.getMessage().contains(ProcessEnv.ADD_OPENS), e.getMessage());
+    }
+
+    @Test
     void prewarmIsRequestedBy1Only() throws Exception {
         assertTrue(Specializer.requested(Map.of(Specializer.PREWARM_ENV, "1")));
         assertFalse(Specializer.requested(Map.of(Specializer.PREWARM_ENV, "0")));
