@@ -8,9 +8,10 @@ Cases, interleaved run by run so that machine noise spreads evenly:
                 NANOFAAS_PREWARM_WARMUP), wait until healthy and idle, then on one kept-alive
                 connection POST /_nanofaas/specialize and POST /invoke: specialize sent → answer
 
-Also reported: the loadMs the runtime answers, the CPU the runtime spent from the specialize
-request to the answer (or from the spawn, cold), the RSS of the idle prewarmed instance, and the
-prewarmed instance's own start (spawn → healthy, in the background on the platform).
+Also reported: the loadMs the runtime answers, the CPU the runtime's threads spent from the
+specialize request to the answer (or from the spawn, cold), the RSS of the idle prewarmed
+instance, and the prewarmed instance's own start (spawn → healthy, and the CPU it took: in the
+background on the platform).
 
 Usage: runtimes/java/bench/prewarm.py [--runs N] [--warmup N ...] [--handler-jar JAR] [--json]
 Default handler: examples/java-hello/build/hello.jar (build it with examples/java-hello/build.sh).
@@ -155,6 +156,7 @@ def prewarmed(jar, warmup):
         ready_ms = (time.monotonic() - t0) * 1000
         wait_idle(proc.pid, time.monotonic() + 10)
         idle_rss = rss_mib(proc.pid)
+        ready_cpu = cpu_ns_threads(proc.pid) / 1e6
         body = json.dumps({"function": "hello-java",
                            "env": {"HANDLER_CLASSPATH": os.path.basename(jar), "GREETING": "hi"},
                            "workingDir": os.path.dirname(jar), "timeoutMs": 10000}).encode()
@@ -172,7 +174,8 @@ def prewarmed(jar, warmup):
         conn.close()
         return {"first_ms": (t3 - t1) * 1000, "specialize_ms": (t2 - t1) * 1000,
                 "invoke_ms": (t3 - t2) * 1000, "load_ms": json.loads(data)["loadMs"],
-                "cpu_ms": cpu, "ready_ms": ready_ms, "idle_rss_mib": idle_rss}
+                "cpu_ms": cpu, "ready_ms": ready_ms, "ready_cpu_ms": ready_cpu,
+                "idle_rss_mib": idle_rss}
     finally:
         stop(proc)
 
@@ -220,8 +223,8 @@ def main():
           "%d cores, load average %.2f before, %.2f after; median [min-max]" % (
               args.runs, os.cpu_count(), load_before[0], load_after[0]))
     print("| case | to the first answer | specialize | its loadMs | then /invoke | runtime CPU "
-          "| instance ready | idle RSS |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| instance ready | its CPU | idle RSS |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 
     def f(row, key, unit="ms"):
         if key not in row:
@@ -230,9 +233,10 @@ def main():
         return "%.1f %s [%.1f-%.1f]" % (s["p50"], unit, s["min"], s["max"])
 
     for r in rows:
-        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["case"], f(r, "first_ms"), f(r, "specialize_ms"), f(r, "load_ms"),
-            f(r, "invoke_ms"), f(r, "cpu_ms"), f(r, "ready_ms"), f(r, "idle_rss_mib", "MiB")))
+            f(r, "invoke_ms"), f(r, "cpu_ms"), f(r, "ready_ms"), f(r, "ready_cpu_ms"),
+            f(r, "idle_rss_mib", "MiB")))
 
 
 if __name__ == "__main__":
