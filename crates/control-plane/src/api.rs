@@ -163,7 +163,7 @@ fn action_of<'a>(access: &Access, route: &Route<'a>, method: &Method) -> Action<
         Route::Functions if *method == Method::POST => Action::Manage,
         Route::Function(_) if *method == Method::GET => Action::Read,
         Route::Function(_) if *method == Method::PUT || *method == Method::DELETE => Action::Manage,
-        Route::Instances(_) if *method == Method::GET => Action::Read,
+        Route::Instances(_) | Route::Prewarmed if *method == Method::GET => Action::Read,
         Route::Invoke(name) | Route::Enqueue(name) if *method == Method::POST => {
             Action::Invoke(name)
         }
@@ -184,6 +184,8 @@ enum Route<'a> {
     Functions,
     Function(&'a str),
     Instances(&'a str),
+    /// `GET /v1/prewarmed`: the prewarmed instances per runtime kind.
+    Prewarmed,
     Invoke(&'a str),
     Enqueue(&'a str),
     Execution(&'a str),
@@ -200,6 +202,7 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
         "/readyz" => return Some(Route::Readyz),
         "/metrics" => return Some(Route::Metrics),
         "/v1/functions" | "/v1/functions/" => return Some(Route::Functions),
+        "/v1/prewarmed" => return Some(Route::Prewarmed),
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/v1/functions/") {
@@ -350,6 +353,10 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
             allow(&method, &[Method::GET])?;
             check_name(name)?;
             Ok(json_value(200, &p.instances(name)?))
+        }
+        Route::Prewarmed => {
+            allow(&method, &[Method::GET])?;
+            Ok(json_value(200, &p.prewarmed()))
         }
         Route::Invoke(name) | Route::Enqueue(name) => {
             allow(&method, &[Method::POST])?;

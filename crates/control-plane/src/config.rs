@@ -68,6 +68,7 @@ settings! {
     "provider.process.max_processes" = "4096" : "Processes and threads per instance: RLIMIT_NPROC (counted per user id, so per instance with users of their own) and, when instances share a user id, their cgroup's pids.max where the pids controller is available; 0 = no limit set.",
     "provider.process.limits" = "\"enforce\"" : "What the process provider does with resources.memory and resources.cpu it cannot enforce (no cgroup access: not root, no delegation): enforce refuses such specs with 400 naming the field; best-effort accepts them, logs a warning and runs them unlimited.",
     "provider.process.cgroup_parent" = "\"\"" : "Folder, relative to each cgroup hierarchy's root, under which instance cgroups are created (<parent>/cp-<pid>-<start>/<instance>). Empty: nanofaas below the control plane's own cgroup (cgroup v2: at the top of the hierarchy when the own cgroup cannot delegate controllers).",
+    "provider.process.prewarm" = "1" : "Prewarmed instances kept per runtime kind (a function's command with runtimeMode HTTP and executionMode DEPLOYMENT): started, healthy and generic, one is taken and specialized for a function by its cold start instead of starting one, and replaced in the background. 0 turns prewarming off; at most 16. A runtime that cannot be specialized (it does not answer POST /_nanofaas/specialize) is started cold as before, and its kind is not prewarmed again.",
     // --- docker provider (provider/docker.rs) ---
     "provider.docker.socket" = "\"\"" : "Container engine API socket: a path or unix:// URL. Empty: DOCKER_HOST when it is a unix:// URL, else /var/run/docker.sock. Podman's Docker-compatible socket works too.",
     "provider.docker.network" = "\"\"" : "Network warm and JOB containers join (e.g. a user-defined bridge). Empty: the engine's default bridge. JOB containers whose callback URL is a loopback address use the host's network instead, so that the URL works as is.",
@@ -398,6 +399,7 @@ pub struct ProcessConfig {
     pub max_processes: u64,
     pub limits: String,
     pub cgroup_parent: String,
+    pub prewarm: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,6 +438,7 @@ impl Default for ProcessConfig {
             max_processes: 4096,
             limits: "enforce".into(),
             cgroup_parent: String::new(),
+            prewarm: 1,
         }
     }
 }
@@ -737,6 +740,9 @@ impl Config {
         }
         if self.provider.process.cgroup_parent.contains("..") {
             return bad("provider.process.cgroup_parent", "must not contain ..");
+        }
+        if self.provider.process.prewarm > 16 {
+            return bad("provider.process.prewarm", "must be at most 16");
         }
         if self.provider.startup_timeout_ms == 0 {
             return bad("provider.startup_timeout_ms", "must be more than 0");

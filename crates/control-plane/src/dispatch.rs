@@ -57,8 +57,7 @@ impl Call {
     }
 }
 
-/// How an attempt got its instance. Every dispatch is exactly one of these (a `Prewarmed` kind
-/// may join them).
+/// How an attempt got its instance. Every dispatch is exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartKind {
@@ -67,6 +66,9 @@ pub enum StartKind {
     /// It waited for a runtime to start, a new instance or a restart of the runtime inside one,
     /// which took `init`.
     Cold { init: Duration },
+    /// It waited for a prewarmed (generic) instance to be specialized for its function, which
+    /// took `init`: a cold start that skipped starting the runtime.
+    Prewarmed { init: Duration },
     /// It reached no instance: the start it waited for failed (or did not finish in time).
     StartFailed,
 }
@@ -76,15 +78,27 @@ impl StartKind {
         match self {
             StartKind::Warm => "warm",
             StartKind::Cold { .. } => "cold",
+            StartKind::Prewarmed { .. } => "prewarmed",
             StartKind::StartFailed => "start_failed",
         }
     }
 
-    /// Reads [`StartKind::as_str`] back (`init_ms` is a cold start's time).
+    /// The start time of a cold or prewarmed start.
+    pub fn init(self) -> Option<Duration> {
+        match self {
+            StartKind::Cold { init } | StartKind::Prewarmed { init } => Some(init),
+            _ => None,
+        }
+    }
+
+    /// Reads [`StartKind::as_str`] back (`init_ms` is a cold or prewarmed start's time).
     pub fn parse(s: Option<&str>, init_ms: Option<u64>) -> Option<StartKind> {
         match s? {
             "warm" => Some(StartKind::Warm),
             "cold" => Some(StartKind::Cold {
+                init: Duration::from_millis(init_ms.unwrap_or(0)),
+            }),
+            "prewarmed" => Some(StartKind::Prewarmed {
                 init: Duration::from_millis(init_ms.unwrap_or(0)),
             }),
             "start_failed" => Some(StartKind::StartFailed),

@@ -346,7 +346,7 @@ impl Execution {
     pub fn mark_start(&self, kind: crate::dispatch::StartKind) {
         let mut st = self.state.lock().unwrap();
         st.start = Some(kind);
-        if let crate::dispatch::StartKind::Cold { init } = kind {
+        if let Some(init) = kind.init() {
             st.cold_start = true;
             st.init_ms = Some(init.as_millis() as u64);
         }

@@ -13,6 +13,8 @@
 //!   inline keep-alive HTTP/1.1 client of that hop).
 //! - [`managed`]: builds the backend of each function: endpoint, warm [`pool`] or [`job`].
 //! - [`pool`]: warm instances of a DEPLOYMENT function: leasing, scaling, recycling, health.
+//! - [`prewarm`]: generic (prewarmed) instances per runtime kind, taken and specialized by a
+//!   cold start.
 //! - [`job`]: one one-shot instance per attempt, completed by callback (JOB).
 //! - [`provider`]: the `Provider` trait, the `process` provider (local processes, the default)
 //!   and the `docker` provider (containers through the Docker Engine API).
@@ -43,6 +45,7 @@ pub mod otlp;
 pub mod persist;
 pub mod platform;
 pub mod pool;
+pub mod prewarm;
 pub mod provider;
 pub mod ratelimit;
 pub mod registry;

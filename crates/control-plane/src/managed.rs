@@ -82,6 +82,10 @@ impl BackendFactory for ManagedFactory {
         }
     }
 
+    fn prewarmed(&self) -> serde_json::Value {
+        serde_json::to_value(self.provider.prewarmed()).unwrap_or_else(|_| serde_json::json!([]))
+    }
+
     fn instances(&self, name: &str) -> Option<serde_json::Value> {
         let pool = self.pool(name)?;
         let mut list = serde_json::to_value(pool.instances()).ok()?;

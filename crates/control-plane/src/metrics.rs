@@ -110,6 +110,8 @@ pub struct FunctionMetrics {
     pub queue_wait: Histogram,
     pub e2e_latency: Histogram,
     pub cold_start_duration: Histogram,
+    pub prewarmed_start: Counter,
+    pub prewarmed_start_duration: Histogram,
     pub runtime: Histogram,
 }
 
@@ -204,6 +206,12 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         cold_start
     ),
     fam!(
+        "function_prewarmed_start_total",
+        "Dispatches that waited for a prewarmed instance to be specialized for the function.",
+        Counter,
+        prewarmed_start
+    ),
+    fam!(
         "function_warm_start_total",
         "Dispatches served by an already running instance.",
         Counter,
@@ -244,6 +252,12 @@ pub static FUNCTION_FAMILIES: &[Family<FunctionMetrics>] = &[
         "Time from asking for a new instance to it being ready.",
         Histogram,
         cold_start_duration
+    ),
+    fam!(
+        "function_prewarmed_start_seconds",
+        "Time from taking a prewarmed instance to it being specialized (its function's code loaded).",
+        Histogram,
+        prewarmed_start_duration
     ),
     fam!(
         "function_runtime_seconds",

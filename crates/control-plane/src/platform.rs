@@ -52,6 +52,11 @@ pub trait BackendFactory: Send + Sync + 'static {
     fn instances(&self, _name: &str) -> Option<serde_json::Value> {
         None
     }
+
+    /// The prewarmed instances per runtime kind (`GET /v1/prewarmed`).
+    fn prewarmed(&self) -> serde_json::Value {
+        serde_json::json!([])
+    }
 }
 
 /// Serves `POOL` functions only.
@@ -708,13 +713,7 @@ impl Platform {
                 .into(),
             };
             m.latency.observe(started.elapsed());
-            exec.trace.attempt_ended(
-                attempt,
-                match result.start {
-                    StartKind::Cold { init } => Some(init),
-                    _ => None,
-                },
-            );
+            exec.trace.attempt_ended(attempt, result.start.init());
             if let Some(d) = exec.trace.runtime_of(attempt) {
                 m.runtime.observe(d);
             }
@@ -723,6 +722,10 @@ impl Platform {
                 StartKind::Cold { init } => {
                     m.cold_start.inc();
                     m.cold_start_duration.observe(init);
+                }
+                StartKind::Prewarmed { init } => {
+                    m.prewarmed_start.inc();
+                    m.prewarmed_start_duration.observe(init);
                 }
                 StartKind::StartFailed => m.start_failed.inc(),
                 _ => m.warm_start.inc(),
@@ -784,6 +787,11 @@ impl Platform {
             duration_us = e2e.as_micros() as u64,
             "execution finished"
         );
+    }
+
+    /// `GET /v1/prewarmed`.
+    pub fn prewarmed(&self) -> serde_json::Value {
+        self.factory.prewarmed()
     }
 
     /// `GET /v1/functions/{name}/instances`.

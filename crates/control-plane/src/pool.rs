@@ -74,6 +74,8 @@ struct Slot {
     last_used: Instant,
     asked_at: Instant,
     ready_after: Option<Duration>,
+    /// A prewarmed instance specialized for this function (not a full start).
+    prewarmed: bool,
 }
 
 struct Waiter {
@@ -113,6 +115,8 @@ pub struct Lease {
     pub conn: Arc<Conn>,
     /// `Some(start time)` when this dispatch waited for the instance to start.
     pub cold: Option<Duration>,
+    /// That start specialized a prewarmed instance (`cold` is then its specialization time).
+    pub prewarmed: bool,
     broken: Option<String>,
 }
 
@@ -180,6 +184,7 @@ impl Pool {
             changed: Notify::new(),
             me: me.clone(),
         });
+        pool.provider.prewarm_register(&pool.spec);
         pool.ensure_min();
         let weak = Arc::downgrade(&pool);
         tokio::spawn(reaper(weak.clone()));
@@ -239,6 +244,7 @@ impl Pool {
     }
 
     fn lease_slot(&self, slot: &mut Slot, cold: Option<Duration>) -> Lease {
+        let prewarmed = cold.is_some() && slot.prewarmed;
         slot.inflight += 1;
         slot.invocations += 1;
         slot.last_used = Instant::now();
@@ -250,6 +256,7 @@ impl Pool {
             seq: slot.seq,
             conn: slot.conn.clone().expect("ready slot has a connection"),
             cold,
+            prewarmed,
             broken: None,
         }
     }
@@ -270,6 +277,7 @@ impl Pool {
             last_used: now,
             asked_at: now,
             ready_after: None,
+            prewarmed: false,
         });
         self.metrics.global.instances_running.inc();
         let pool = self.arc();
@@ -278,12 +286,33 @@ impl Pool {
                 instance_id: id,
                 spec: pool.spec.clone(),
             };
-            let result = pool.provider.start(req).await;
-            pool.started(seq, result);
+            // A prewarmed instance of the function's kind, specialized, if the provider keeps
+            // one ready; else (or if that cannot be used) a full start.
+            let prewarmed = match pool.provider.start_prewarmed(&req) {
+                None => None,
+                Some(fut) => match fut.await {
+                    Ok(inst) => Some(Ok(inst)),
+                    Err(crate::provider::PrewarmError::Failed(f)) => Some(Err(f)),
+                    Err(crate::provider::PrewarmError::Fallback(why)) => {
+                        tracing::info!(function = %pool.name, reason = %why, "prewarmed instance not usable; starting one cold");
+                        None
+                    }
+                },
+            };
+            let (result, prewarmed) = match prewarmed {
+                Some(r) => (r, true),
+                None => (pool.provider.start(req).await, false),
+            };
+            pool.started(seq, result, prewarmed);
         });
     }
 
-    fn started(&self, seq: u64, result: Result<Instance, crate::provider::StartFailure>) {
+    fn started(
+        &self,
+        seq: u64,
+        result: Result<Instance, crate::provider::StartFailure>,
+        prewarmed: bool,
+    ) {
         let mut st = self.state.lock().unwrap();
         let Some(idx) = st.slots.iter().position(|s| s.seq == seq) else {
             return;
@@ -315,6 +344,9 @@ impl Pool {
                 st.permanent_error = false;
                 let slot = &mut st.slots[idx];
                 let startup = slot.asked_at.elapsed();
+                // A specialized prewarmed instance has the provider's id, not the one asked for.
+                slot.id = inst.id.clone();
+                slot.prewarmed = prewarmed;
                 slot.state = InstanceState::Ready;
                 slot.ready_after = Some(startup);
                 slot.last_used = Instant::now();
@@ -324,7 +356,7 @@ impl Pool {
                     health: inst.health_url,
                     endpoint,
                 }));
-                tracing::info!(function = %self.name, instance = %inst.id, startup_ms = startup.as_millis() as u64, "instance ready");
+                tracing::info!(function = %self.name, instance = %inst.id, startup_ms = startup.as_millis() as u64, prewarmed, "instance ready");
                 tokio::spawn(watch_exit(self.me.clone(), seq, inst.exited));
                 self.hand_over(&mut st, idx, Some(startup));
             }
@@ -640,6 +672,9 @@ impl Pool {
     pub async fn close(&self) {
         let (ids, waiters) = {
             let mut st = self.state.lock().unwrap();
+            if !st.closed {
+                self.provider.prewarm_unregister(&self.spec);
+            }
             st.closed = true;
             let ids: Vec<String> = st
                 .slots
@@ -815,7 +850,7 @@ impl Backend for PoolBackend {
                 Ok(l) => l,
                 Err(f) => return DispatchResult::start_failed(Outcome::Failure(f)),
             };
-            let cold = lease.cold;
+            let (cold, prewarmed) = (lease.cold, lease.prewarmed);
             let (outcome, transport, runtime_start) = invoke_http(
                 &pool.client,
                 &lease.conn.invoke,
@@ -842,9 +877,10 @@ impl Backend for PoolBackend {
                 outcome,
                 // A call that waited for the instance, or for a restart of the runtime inside it
                 // (after a timeout or a crash killed the previous one), paid a start.
-                start: match cold.or(runtime_start) {
-                    Some(init) => StartKind::Cold { init },
-                    None => StartKind::Warm,
+                start: match (cold, runtime_start) {
+                    (Some(init), _) if prewarmed => StartKind::Prewarmed { init },
+                    (Some(init), _) | (None, Some(init)) => StartKind::Cold { init },
+                    (None, None) => StartKind::Warm,
                 },
             }
         })

@@ -229,6 +229,9 @@ async fn orphan_cleanup_finds_escaped_processes_of_a_dead_owner_by_their_environ
         log_lines_per_second: 10,
         unix_socket: true,
         isolation: Default::default(),
+        prewarm: 0,
+        prewarm_backoff: Duration::from_millis(500),
+        prewarm_backoff_max: Duration::from_secs(30),
     })
     .unwrap();
     assert!(

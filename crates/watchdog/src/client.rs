@@ -184,6 +184,46 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// `POST` to another path of the runtime (`/_nanofaas/specialize`), on the same endpoint
+    /// and connections as the invocations; not the hot path.
+    pub async fn post_path(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), std::str::from_utf8(v.as_bytes()).unwrap_or("")))
+            .collect();
+        let resp = self
+            .client
+            .send_to(
+                &self.endpoint,
+                &self.host,
+                "POST",
+                path,
+                &pairs,
+                &body,
+                self.max_body,
+                deadline,
+            )
+            .await
+            .map_err(|e| match e {
+                nanofaas_h1::Error::Connect(m) => CallError::Connect(io::Error::other(m)),
+                nanofaas_h1::Error::TooLarge(n) => CallError::TooLarge(n),
+                nanofaas_h1::Error::Timeout => CallError::Timeout,
+                other => CallError::Lost(other.to_string()),
+            })?;
+        Ok((
+            StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            resp.body,
+        ))
+    }
+}
+
 /// One `GET` of a health URL's path at `endpoint` over `client`, answered within `timeout`:
 /// `Ok` when it answers 2xx (the connection then stays open in the endpoint for the next
 /// request).

@@ -208,6 +208,9 @@ pub struct WarmConfig {
     /// `WARM_LEASE_MS`: serve only while a control plane holds the lease (see `lease`);
     /// `None`: no lease.
     pub lease: Option<Duration>,
+    /// `WARM_PREWARM`: start the HTTP runtime generic (`NANOFAAS_PREWARM=1`, no handler) and
+    /// wait for `POST /specialize` before serving (see `warm::specialize`).
+    pub prewarm: bool,
 }
 
 /// Everything the watchdog needs, validated.
@@ -558,6 +561,22 @@ impl Config {
                 kind
             }
         };
+        let prewarm = match env.var("WARM_PREWARM") {
+            None => false,
+            Some(v) => parse_switch(v.trim()).ok_or_else(|| ConfigError {
+                var: "WARM_PREWARM",
+                message: format!("{v:?} is not a switch (true/false, 1/0, yes/no, on/off)"),
+            })?,
+        };
+        if prewarm && runtime != RuntimeKind::Http {
+            return Err(ConfigError {
+                var: "WARM_PREWARM",
+                message: format!(
+                    "only an HTTP runtime can be prewarmed and specialized later; this one is {}",
+                    runtime.name()
+                ),
+            });
+        }
         if runtime == RuntimeKind::Http
             && port != 0
             && port == runtime_url.port
@@ -583,6 +602,7 @@ impl Config {
             concurrency,
             runtime,
             lease: (lease > 0).then(|| Duration::from_millis(lease)),
+            prewarm,
         })
     }
 }
@@ -811,6 +831,28 @@ mod tests {
         assert_eq!((w.port, w.idle_timeout, w.max_invocations), (0, None, 3));
         assert_eq!(w.lease, None);
         assert_eq!((w.concurrency, w.runtime), (8, RuntimeKind::Stdio));
+        assert!(!w.prewarm);
+    }
+
+    #[test]
+    fn prewarm_is_a_switch_for_http_runtimes_only() {
+        let w = parse_owned(&warm(&[("WARM_PREWARM", "1")]))
+            .unwrap()
+            .warm
+            .unwrap();
+        assert!(w.prewarm);
+        let w = parse_owned(&warm(&[("WARM_PREWARM", "off")]))
+            .unwrap()
+            .warm
+            .unwrap();
+        assert!(!w.prewarm);
+        for bad in [
+            &[("WARM_PREWARM", "maybe")][..],
+            &[("WARM_PREWARM", "true"), ("WARM_RUNTIME_MODE", "STDIO")],
+        ] {
+            let e = parse_owned(&warm(bad)).unwrap_err();
+            assert_eq!(e.var, "WARM_PREWARM", "{}", e.message);
+        }
     }
 
     #[test]

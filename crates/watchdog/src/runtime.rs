@@ -7,6 +7,7 @@
 use crate::client;
 use crate::config::Config;
 use crate::process;
+use crate::warm::specialize::{Launch, ENV_PREWARM};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,6 +28,17 @@ pub fn spawn(cfg: &Config, socket: Option<&str>) -> Result<(Child, u32), String>
 }
 
 pub fn spawn_with(cfg: &Config, socket: Option<&str>, piped: bool) -> Result<(Child, u32), String> {
+    spawn_launch(cfg, socket, piped, Launch::Normal)
+}
+
+/// [`spawn_with`], started generic (`NANOFAAS_PREWARM=1`) or as the function a prewarmed
+/// watchdog was specialized for (its variables and working directory, no `NANOFAAS_PREWARM`).
+pub fn spawn_launch(
+    cfg: &Config,
+    socket: Option<&str>,
+    piped: bool,
+    launch: Launch<'_>,
+) -> Result<(Child, u32), String> {
     let extra: Vec<(&str, std::ffi::OsString)> = socket
         .map(|s| (ENV_RUNTIME_SOCKET, s.into()))
         .into_iter()
@@ -34,6 +46,19 @@ pub fn spawn_with(cfg: &Config, socket: Option<&str>, piped: bool) -> Result<(Ch
     let mut cmd = process::command(&cfg.command, &extra);
     if socket.is_none() {
         cmd.env_remove(ENV_RUNTIME_SOCKET);
+    }
+    match launch {
+        Launch::Normal => {}
+        Launch::Generic => {
+            cmd.env(ENV_PREWARM, "1");
+        }
+        Launch::Specialized(s) => {
+            cmd.env_remove(ENV_PREWARM);
+            cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
+            if let Some(d) = &s.working_dir {
+                cmd.current_dir(d);
+            }
+        }
     }
     cmd.stdin(Stdio::null());
     if piped {

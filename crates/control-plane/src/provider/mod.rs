@@ -132,6 +132,38 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Stops everything this provider owns (control plane shutdown).
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+
+    /// Prewarmed instances (see `prewarm`): a function that may use them was registered. The
+    /// default, for providers without them, does nothing.
+    fn prewarm_register(&self, _spec: &FunctionSpec) {}
+
+    /// The function registered with [`Provider::prewarm_register`] is gone.
+    fn prewarm_unregister(&self, _spec: &FunctionSpec) {}
+
+    /// A prewarmed instance specialized for `req.spec` (limits applied, then its code loaded),
+    /// or `None` when none is ready for its kind (the caller starts one with [`Provider::start`]).
+    fn start_prewarmed(
+        &self,
+        _req: &StartRequest,
+    ) -> Option<BoxFuture<'_, Result<Instance, PrewarmError>>> {
+        None
+    }
+
+    /// The prewarmed instances per kind, for status pages.
+    fn prewarmed(&self) -> Vec<crate::prewarm::KindStatus> {
+        Vec::new()
+    }
+}
+
+/// Why a prewarmed instance could not be used for a function.
+#[derive(Debug, Clone)]
+pub enum PrewarmError {
+    /// The function's code failed to load in it (`STARTUP_ERROR` with the import error): the
+    /// start failed as a cold start with that error would have.
+    Failed(StartFailure),
+    /// Not this time (its limits could not be applied, the runtime cannot be specialized, it
+    /// broke): the instance was stopped; start one cold instead.
+    Fallback(String),
 }
 
 /// The provider `provider.type` names: `None` for `none` (POOL functions only).
@@ -142,9 +174,10 @@ pub fn from_config(
     Ok(Some(match c.provider.kind.as_str() {
         "none" => return Ok(None),
         "process" => {
-            let p = process::from_config(c)?;
+            let p = Arc::new(process::from_config(c)?);
             p.set_logs(logs.clone());
-            Arc::new(p)
+            p.attach_prewarm();
+            p
         }
         "docker" => {
             let d = docker::from_config(&c.provider)?;

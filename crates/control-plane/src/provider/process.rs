@@ -26,9 +26,11 @@ pub mod sandbox;
 
 use super::shared::{identity_alive, join_all, process_identity, read_lines, LogTail, OutputLog};
 use super::{
-    ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
+    ExitWatch, Instance, InstanceInfo, Job, JobRequest, PrewarmError, Provider, StartFailure,
+    StartRequest,
 };
 use crate::dispatch::BoxFuture;
+use crate::prewarm::{Kind, PrewarmPool, PrewarmSettings, Stems};
 use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
@@ -63,6 +65,11 @@ pub struct ProcessSettings {
     pub unix_socket: bool,
     /// Environment, user, cgroups and rlimits of instances.
     pub isolation: sandbox::IsolationSettings,
+    /// Generic instances kept per runtime kind (0: none).
+    pub prewarm: usize,
+    /// First delay after a prewarmed instance failed to start (doubling, capped).
+    pub prewarm_backoff: Duration,
+    pub prewarm_backoff_max: Duration,
 }
 
 /// Finds `nanofaas-watchdog`: next to the running executable, else on `PATH`.
@@ -84,8 +91,10 @@ pub fn find_watchdog() -> Option<PathBuf> {
 }
 
 struct Entry {
-    function: String,
-    kind: &'static str,
+    /// The function it serves (a prewarmed instance: `(prewarmed)` until it is specialized).
+    function: Mutex<Arc<str>>,
+    /// `warm`, `job` or `prewarmed`.
+    kind: Mutex<&'static str>,
     pid: u32,
     runtime_pid: Mutex<Option<u32>>,
     exited: ExitWatch,
@@ -112,6 +121,10 @@ const ENDED_OOM_KEPT: usize = 256;
 pub struct ProcessProvider {
     /// Where the lines instances write go (per execution, per function); see `logs`.
     logs: std::sync::OnceLock<Arc<crate::logs::Logs>>,
+    /// Generic instances per runtime kind (`provider.process.prewarm`).
+    prewarm: PrewarmPool,
+    /// Sends `POST /specialize` to prewarmed instances.
+    client: crate::dispatch::HttpClient,
     settings: ProcessSettings,
     children: Children,
     owner: String,
@@ -262,6 +275,13 @@ impl ProcessProvider {
         let _ = self.logs.set(logs);
     }
 
+    /// Lets the prewarm pool start and stop generic instances through this provider (once it
+    /// sits in its `Arc`).
+    pub fn attach_prewarm(self: &Arc<Self>) {
+        let me: std::sync::Weak<dyn Stems> = Arc::downgrade(self) as std::sync::Weak<dyn Stems>;
+        self.prewarm.attach(me);
+    }
+
     pub fn new(mut settings: ProcessSettings) -> Result<Self, String> {
         // Instances start in their function's working directory: a relative path to the
         // watchdog would be resolved from there, so make it absolute now.
@@ -299,7 +319,18 @@ impl ProcessProvider {
                 ));
             }
         }
+        let prewarm = PrewarmPool::new(PrewarmSettings {
+            count: settings.prewarm,
+            backoff: settings.prewarm_backoff,
+            backoff_max: settings.prewarm_backoff_max,
+        });
         Ok(Self {
+            prewarm,
+            client: crate::dispatch::http_client(&crate::dispatch::ClientSettings {
+                connect_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(5),
+                max_idle_per_host: 1,
+            }),
             logs: std::sync::OnceLock::new(),
             shared: Arc::new(Shared {
                 env: sandbox::inherited_env(&iso.env_allow),
@@ -376,6 +407,7 @@ impl ProcessProvider {
         id: &str,
         spec: &FunctionSpec,
         private: bool,
+        stem: bool,
         cmd: &mut Command,
     ) -> Result<Confined, StartFailure> {
         let iso = &self.settings.isolation;
@@ -404,11 +436,14 @@ impl ProcessProvider {
         }
         // Joining a cgroup costs a few milliseconds of start-up per hierarchy (the kernel waits
         // for an RCU grace period): only the ones a limit needs.
+        // A prewarmed instance joins the memory and cpu hierarchies with no limit yet: its
+        // function's limits are set there before its code is loaded (`specialize`).
         let wants_cgroup = limits.memory_bytes.is_some()
             || limits.cpu_millis.is_some()
-            || limits.max_processes.is_some();
+            || limits.max_processes.is_some()
+            || stem;
         let cg = if wants_cgroup && self.shared.cgroups.version.is_some() {
-            match self.shared.cgroups.create(id, &limits) {
+            match self.shared.cgroups.create(id, &limits, stem) {
                 Ok(cg) => Some(cg),
                 Err(e) if limits.memory_bytes.is_some() || limits.cpu_millis.is_some() => {
                     if let Some(u) = confined.dynamic_uid {
@@ -502,7 +537,25 @@ impl ProcessProvider {
         mut cmd: Command,
     ) -> Result<(Arc<Entry>, oneshot::Receiver<Ready>), StartFailure> {
         let private = kind == "job" && spec.runtime_mode == RuntimeMode::File;
-        let confined = self.confine(id, spec, private, &mut cmd)?;
+        let stem = kind == "prewarmed";
+        let mut confined = self.confine(id, spec, private, stem, &mut cmd)?;
+        if stem {
+            // An empty folder of its own to wait in (none of a function's files).
+            match stem_dir(id, confined.uid) {
+                Ok(d) => {
+                    cmd.current_dir(&d);
+                    confined.private_dir = Some(d);
+                }
+                Err(e) => {
+                    let shared = self.shared.clone();
+                    tokio::task::spawn_blocking(move || release(&shared, confined));
+                    return Err(StartFailure {
+                        message: format!("cannot make the folder of a prewarmed instance: {e}"),
+                        permanent: false,
+                    });
+                }
+            }
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -521,8 +574,8 @@ impl ProcessProvider {
         let (exit_tx, exited) = watch::channel(None);
         let log = Arc::new(LogTail::default());
         let entry = Arc::new(Entry {
-            function: spec.name.clone(),
-            kind,
+            function: Mutex::new(spec.name.as_str().into()),
+            kind: Mutex::new(kind),
             pid,
             runtime_pid: Mutex::new(None),
             exited,
@@ -565,15 +618,23 @@ impl ProcessProvider {
         }
         if let Some(err) = child.stderr.take() {
             let log = log.clone();
-            let (instance, function) = (id.to_string(), spec.name.clone());
+            let instance = id.to_string();
+            let mut function: Arc<str> = spec.name.as_str().into();
             let logs = self.logs.get().cloned();
-            let mut out = OutputLog::new(
-                function.clone(),
-                instance.clone(),
-                self.settings.log_lines_per_second,
-            );
+            let per_second = self.settings.log_lines_per_second;
+            let mut out = OutputLog::new(function.to_string(), instance.clone(), per_second);
+            let entry = entry.clone();
             tokio::spawn(async move {
                 read_lines(err, |line| {
+                    // A prewarmed instance's lines belong to its function once specialized.
+                    if stem {
+                        let now = entry.function.lock().unwrap().clone();
+                        if now != function {
+                            function = now;
+                            out =
+                                OutputLog::new(function.to_string(), instance.clone(), per_second);
+                        }
+                    }
                     if let Some(l) = &logs {
                         l.instance_line(&function, &instance, &line);
                     }
@@ -669,6 +730,257 @@ fn exit_code_of(why: &str) -> Option<i32> {
         .ok()
 }
 
+impl ProcessProvider {
+    /// Starts a warm instance of `req.spec`, or (`stem`) a generic one of its kind.
+    async fn start_warm(&self, req: StartRequest, stem: bool) -> Result<Instance, StartFailure> {
+        {
+            let spec = &req.spec;
+            let ip = self.settings.bind;
+            let runtime_port = free_port(ip)?;
+            let mut cmd = self.base_command(&req.instance_id, spec)?;
+            if stem {
+                cmd.env("WARM_PREWARM", "1").env_remove(ENV_FUNCTION);
+            }
+            cmd.env("EXECUTION_MODE", "WARM")
+                .env("WARM_PORT", "0")
+                .env("WARM_BIND", ip.to_string())
+                .env("RUNTIME_URL", format!("http://{ip}:{runtime_port}/invoke"))
+                .env("PORT", runtime_port.to_string())
+                .env("WARM_IDLE_TIMEOUT_MS", "0")
+                .env("WARM_MAX_INVOCATIONS", "0")
+                .env("WARM_CONCURRENCY", spec.instance_concurrency.to_string())
+                .env("WARM_RUNTIME_MODE", spec.runtime_mode.as_str())
+                .env(
+                    "WARM_STARTUP_TIMEOUT_MS",
+                    self.settings.startup_timeout.as_millis().to_string(),
+                )
+                .env(
+                    "WARM_STOP_GRACE_MS",
+                    self.settings.stop_grace.as_millis().to_string(),
+                )
+                // Only the control plane's user may connect to the watchdog.
+                // SAFETY: no arguments, cannot fail.
+                .env("WARM_PEER_UID", unsafe { libc::geteuid() }.to_string());
+            if spec.runtime_mode != RuntimeMode::Http {
+                cmd.env_remove("RUNTIME_URL");
+            }
+            if self.settings.unix_socket {
+                // Abstract names vanish with the process: nothing to clean up after a crash.
+                // Ids are the function name (at most 63 bytes) and 13 more: well within 107.
+                cmd.env("WARM_SOCKET", format!("@nanofaas/{}", req.instance_id));
+                // Runtimes that support it (the Rust SDK) are reached over a socket too.
+                cmd.env(
+                    "WARM_RUNTIME_SOCKET",
+                    format!("@nanofaas/{}/rt", req.instance_id),
+                );
+            } else {
+                cmd.env_remove("WARM_SOCKET");
+                cmd.env_remove("WARM_RUNTIME_SOCKET");
+            }
+            let kind = if stem { "prewarmed" } else { "warm" };
+            let (entry, ready) = self.spawn(&req.instance_id, spec, kind, cmd)?;
+            let mut exited = entry.exited.clone();
+            let limit = self.settings.startup_timeout + Duration::from_secs(1);
+            let failure = tokio::select! {
+                ready = ready => match ready {
+                    Ok(Ready { port, socket }) => {
+                        let base = format!("http://{ip}:{port}");
+                        return Ok(Instance {
+                            id: req.instance_id.clone(),
+                            invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
+                            health_url: format!("{base}/health").parse().expect("valid URL"),
+                            socket,
+                            exited: entry.exited.clone(),
+                        });
+                    }
+                    Err(_) => None,
+                },
+                _ = wait_exit(&mut exited) => None,
+                _ = tokio::time::sleep(limit) => Some(format!("the instance was not ready within {} ms", limit.as_millis())),
+            };
+            // Not ready: make sure it is gone, then say why with what it printed.
+            self.stop_entry(&req.instance_id, entry.clone()).await;
+            let why = failure
+                .or_else(|| entry.exited.borrow().clone())
+                .unwrap_or_else(|| "the watchdog stopped".into());
+            let permanent = matches!(
+                exit_code_of(&why),
+                Some(WATCHDOG_EXIT_SPAWN | WATCHDOG_EXIT_CONFIG)
+            );
+            Err(StartFailure {
+                message: format!(
+                    "instance of {:?} failed to start: {why}; its last output:\n{}",
+                    spec.name,
+                    entry.log.render("(the instance wrote nothing)")
+                ),
+                permanent,
+            })
+        }
+    }
+
+    /// Makes the generic instance `stem` one of `req.spec`'s: its limits on its cgroup, then
+    /// `POST /specialize` (the function's variables and folder; the runtime imports its code).
+    async fn specialize(
+        &self,
+        stem: Instance,
+        kind: Kind,
+        req: StartRequest,
+    ) -> Result<Instance, PrewarmError> {
+        let spec = &req.spec;
+        let Some(entry) = self.children.lock().unwrap().get(&stem.id).cloned() else {
+            return Err(PrewarmError::Fallback(
+                "the prewarmed instance is gone".into(),
+            ));
+        };
+        let stem_id = stem.id.clone();
+        let fallback = |why: String| async move {
+            self.stop(&stem_id).await;
+            Err(PrewarmError::Fallback(why))
+        };
+        // Limits first: no code of the function runs without them.
+        let mut limits = self.limits_of(spec);
+        limits.max_processes = None; // set at the start, the same for every instance
+        if limits.memory_bytes.is_some() || limits.cpu_millis.is_some() {
+            let set = match entry.confined.lock().unwrap().cgroup.as_mut() {
+                Some(cg) => cg.set_limits(&limits),
+                None if self.settings.isolation.best_effort => Ok(()),
+                None => Err("it has no cgroup".into()),
+            };
+            if let Err(e) = set {
+                return fallback(format!("cannot apply the limits of {:?}: {e}", spec.name)).await;
+            }
+        }
+        *entry.function.lock().unwrap() = spec.name.as_str().into();
+        let mut env = spec.env.clone();
+        env.insert(ENV_FUNCTION.into(), spec.name.clone());
+        // Where a cold start of it would run: its folder, else the control plane's.
+        let dir = spec.working_dir.clone().or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string())
+        });
+        let body = serde_json::json!({
+            "function": spec.name,
+            "env": env,
+            "workingDir": dir,
+            "timeoutMs": self.settings.startup_timeout.as_millis() as u64,
+        })
+        .to_string();
+        let endpoint =
+            match crate::dispatch::instance_endpoint(&stem.invoke_url, stem.socket.as_deref()) {
+                Ok(e) => e,
+                Err(e) => {
+                    return fallback(format!("cannot reach the prewarmed instance: {e}")).await
+                }
+            };
+        let uri: http::Uri = stem
+            .invoke_url
+            .to_string()
+            .replace("/invoke", "/specialize")
+            .parse()
+            .expect("valid URL");
+        let deadline =
+            tokio::time::Instant::now() + self.settings.startup_timeout + Duration::from_secs(1);
+        let r = crate::dispatch::send(
+            &self.client,
+            &endpoint,
+            &uri,
+            "POST",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+            64 * 1024,
+            deadline,
+        )
+        .await;
+        match r {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                *entry.kind.lock().unwrap() = "warm";
+                Ok(stem)
+            }
+            Ok(resp) if resp.status == 501 => {
+                let e = nanofaas_api::invocation::error_from_response(501, &resp.body);
+                self.prewarm.disable(&kind, &e.message);
+                fallback(e.message).await
+            }
+            Ok(resp) if resp.status == 500 => {
+                let e = nanofaas_api::invocation::error_from_response(500, &resp.body);
+                self.stop(&stem.id).await;
+                Err(PrewarmError::Failed(StartFailure {
+                    message: format!(
+                        "instance of {:?} failed to start: {}; its last output:\n{}",
+                        spec.name,
+                        e.message,
+                        entry.log.render("(the instance wrote nothing)")
+                    ),
+                    permanent: false,
+                }))
+            }
+            Ok(resp) => {
+                let e = nanofaas_api::invocation::error_from_response(resp.status, &resp.body);
+                fallback(format!("the prewarmed instance refused: {}", e.message)).await
+            }
+            Err(e) => fallback(format!("the prewarmed instance did not answer: {e}")).await,
+        }
+    }
+}
+
+impl Stems for ProcessProvider {
+    fn start_stem(&self, kind: &Kind, id: String) -> BoxFuture<'_, Result<Instance, StartFailure>> {
+        let spec: FunctionSpec = match serde_json::from_value(serde_json::json!({
+            "name": "(prewarmed)",
+            "command": kind.command,
+            "instanceConcurrency": kind.concurrency,
+            "timeoutMs": kind.timeout_ms,
+        })) {
+            Ok(s) => s,
+            Err(e) => {
+                return Box::pin(async move {
+                    Err(StartFailure {
+                        message: format!("bad kind: {e}"),
+                        permanent: true,
+                    })
+                })
+            }
+        };
+        Box::pin(self.start_warm(
+            StartRequest {
+                instance_id: id,
+                spec: Arc::new(spec),
+            },
+            true,
+        ))
+    }
+
+    fn stop_stem(&self, id: String) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.stop(&id).await })
+    }
+}
+
+/// Resident memory of a process, in bytes (0 when gone).
+fn rss_bytes(pid: u32) -> u64 {
+    let pages = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: no arguments, cannot fail.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// The empty folder a prewarmed instance waits in, owned by its user.
+fn stem_dir(id: &str, uid: Option<u32>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let d = std::env::temp_dir().join(format!("nanofaas-{id}"));
+    std::fs::DirBuilder::new().mode(0o700).create(&d)?;
+    if let Some(u) = uid {
+        std::os::unix::fs::chown(&d, Some(u), Some(u))?;
+    }
+    Ok(d)
+}
+
 impl Provider for ProcessProvider {
     fn name(&self) -> &'static str {
         "process"
@@ -722,85 +1034,51 @@ impl Provider for ProcessProvider {
     }
 
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<Instance, StartFailure>> {
-        Box::pin(async move {
-            let spec = &req.spec;
-            let ip = self.settings.bind;
-            let runtime_port = free_port(ip)?;
-            let mut cmd = self.base_command(&req.instance_id, spec)?;
-            cmd.env("EXECUTION_MODE", "WARM")
-                .env("WARM_PORT", "0")
-                .env("WARM_BIND", ip.to_string())
-                .env("RUNTIME_URL", format!("http://{ip}:{runtime_port}/invoke"))
-                .env("PORT", runtime_port.to_string())
-                .env("WARM_IDLE_TIMEOUT_MS", "0")
-                .env("WARM_MAX_INVOCATIONS", "0")
-                .env("WARM_CONCURRENCY", spec.instance_concurrency.to_string())
-                .env("WARM_RUNTIME_MODE", spec.runtime_mode.as_str())
-                .env(
-                    "WARM_STARTUP_TIMEOUT_MS",
-                    self.settings.startup_timeout.as_millis().to_string(),
-                )
-                .env(
-                    "WARM_STOP_GRACE_MS",
-                    self.settings.stop_grace.as_millis().to_string(),
-                )
-                // Only the control plane's user may connect to the watchdog.
-                // SAFETY: no arguments, cannot fail.
-                .env("WARM_PEER_UID", unsafe { libc::geteuid() }.to_string());
-            if spec.runtime_mode != RuntimeMode::Http {
-                cmd.env_remove("RUNTIME_URL");
+        Box::pin(self.start_warm(req, false))
+    }
+
+    fn prewarm_register(&self, spec: &FunctionSpec) {
+        if let Some(k) = Kind::of(spec) {
+            self.prewarm.register(k);
+        }
+    }
+
+    fn prewarm_unregister(&self, spec: &FunctionSpec) {
+        if let Some(k) = Kind::of(spec) {
+            self.prewarm.unregister(&k);
+        }
+    }
+
+    fn start_prewarmed(
+        &self,
+        req: &StartRequest,
+    ) -> Option<BoxFuture<'_, Result<Instance, PrewarmError>>> {
+        let kind = Kind::of(&req.spec)?;
+        let stem = self.prewarm.take(&kind)?;
+        let req = req.clone();
+        Some(Box::pin(
+            async move { self.specialize(stem, kind, req).await },
+        ))
+    }
+
+    fn prewarmed(&self) -> Vec<crate::prewarm::KindStatus> {
+        let mut v = self.prewarm.status();
+        let children = self.children.lock().unwrap();
+        for k in &mut v {
+            let mut sum = 0;
+            for id in &k.ready {
+                if let Some(e) = children.get(id) {
+                    let rt = *e.runtime_pid.lock().unwrap();
+                    sum += [Some(e.pid), rt]
+                        .into_iter()
+                        .flatten()
+                        .map(rss_bytes)
+                        .sum::<u64>();
+                }
             }
-            if self.settings.unix_socket {
-                // Abstract names vanish with the process: nothing to clean up after a crash.
-                // Ids are the function name (at most 63 bytes) and 13 more: well within 107.
-                cmd.env("WARM_SOCKET", format!("@nanofaas/{}", req.instance_id));
-                // Runtimes that support it (the Rust SDK) are reached over a socket too.
-                cmd.env(
-                    "WARM_RUNTIME_SOCKET",
-                    format!("@nanofaas/{}/rt", req.instance_id),
-                );
-            } else {
-                cmd.env_remove("WARM_SOCKET");
-                cmd.env_remove("WARM_RUNTIME_SOCKET");
-            }
-            let (entry, ready) = self.spawn(&req.instance_id, spec, "warm", cmd)?;
-            let mut exited = entry.exited.clone();
-            let limit = self.settings.startup_timeout + Duration::from_secs(1);
-            let failure = tokio::select! {
-                ready = ready => match ready {
-                    Ok(Ready { port, socket }) => {
-                        let base = format!("http://{ip}:{port}");
-                        return Ok(Instance {
-                            id: req.instance_id.clone(),
-                            invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
-                            health_url: format!("{base}/health").parse().expect("valid URL"),
-                            socket,
-                            exited: entry.exited.clone(),
-                        });
-                    }
-                    Err(_) => None,
-                },
-                _ = wait_exit(&mut exited) => None,
-                _ = tokio::time::sleep(limit) => Some(format!("the instance was not ready within {} ms", limit.as_millis())),
-            };
-            // Not ready: make sure it is gone, then say why with what it printed.
-            self.stop_entry(&req.instance_id, entry.clone()).await;
-            let why = failure
-                .or_else(|| entry.exited.borrow().clone())
-                .unwrap_or_else(|| "the watchdog stopped".into());
-            let permanent = matches!(
-                exit_code_of(&why),
-                Some(WATCHDOG_EXIT_SPAWN | WATCHDOG_EXIT_CONFIG)
-            );
-            Err(StartFailure {
-                message: format!(
-                    "instance of {:?} failed to start: {why}; its last output:\n{}",
-                    spec.name,
-                    entry.log.render("(the instance wrote nothing)")
-                ),
-                permanent,
-            })
-        })
+            k.memory_bytes = Some(sum);
+        }
+        v
     }
 
     fn start_job(&self, req: JobRequest) -> BoxFuture<'_, Result<Job, StartFailure>> {
@@ -872,8 +1150,8 @@ impl Provider for ProcessProvider {
             .iter()
             .map(|(id, e)| InstanceInfo {
                 id: id.clone(),
-                function: e.function.clone(),
-                kind: e.kind,
+                function: e.function.lock().unwrap().to_string(),
+                kind: *e.kind.lock().unwrap(),
                 pid: Some(e.pid),
                 runtime_pid: *e.runtime_pid.lock().unwrap(),
                 container: None,
@@ -913,6 +1191,8 @@ impl Provider for ProcessProvider {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // No more prewarmed starts; those waiting or starting are children like any other.
+            let _ = self.prewarm.close();
             let all: Vec<(String, Arc<Entry>)> = self
                 .children
                 .lock()
@@ -977,5 +1257,8 @@ pub fn from_config(c: &crate::config::Config) -> Result<ProcessProvider, String>
         log_lines_per_second: c.provider.log_lines_per_second,
         unix_socket: c.provider.process.unix_socket,
         isolation: crate::server::isolation_settings(&c.provider.process)?,
+        prewarm: c.provider.process.prewarm as usize,
+        prewarm_backoff: Duration::from_millis(c.pool.start_backoff_ms),
+        prewarm_backoff_max: Duration::from_millis(c.pool.start_backoff_max_ms),
     })
 }

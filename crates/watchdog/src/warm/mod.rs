@@ -10,10 +10,12 @@
 //!
 //! - [`supervisor`]: owns the runtime process and its lifecycle.
 //! - [`server`]: the HTTP handlers and the invocation path.
+//! - [`specialize`]: prewarmed (generic) runtimes and `POST /specialize`.
 
 pub mod output;
 pub mod peer;
 pub mod server;
+pub mod specialize;
 pub mod supervisor;
 
 use crate::config::{Config, RuntimeKind};

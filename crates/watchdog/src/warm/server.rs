@@ -213,7 +213,13 @@ impl App {
 
     pub async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
         match (req.method(), req.uri().path()) {
-            (&Method::POST, "/invoke") => self.invoke(req).await,
+            (&Method::POST, "/invoke") => match self.not_specialized(&req) {
+                Some(r) => r,
+                None => self.invoke(req).await,
+            },
+            (&Method::POST, "/specialize") => {
+                super::specialize::handle(self.sup.as_ref(), &self.cfg, req).await
+            }
             (&Method::GET, "/health") => self.health(),
             (&Method::POST, "/lease") => match &self.lease {
                 Some(l) => {
@@ -239,7 +245,7 @@ impl App {
                 );
                 r
             }
-            (_, "/invoke" | "/health" | "/metrics" | "/lease") => error_response(
+            (_, "/invoke" | "/health" | "/metrics" | "/lease" | "/specialize") => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &ErrorBody::new(
                     ErrorCode::MethodNotAllowed,
@@ -259,6 +265,13 @@ impl App {
                 None,
             ),
         }
+    }
+
+    /// A prewarmed watchdog that is not specialized yet answers `/invoke` with why.
+    fn not_specialized(&self, req: &Request<Incoming>) -> Option<Resp> {
+        let e = self.sup.as_ref()?.prewarm.as_ref()?.not_ready()?;
+        let id = req.headers().get(H_EXECUTION_ID).cloned();
+        Some(self.reject(StatusCode::SERVICE_UNAVAILABLE, e, id))
     }
 
     fn health(&self) -> Resp {

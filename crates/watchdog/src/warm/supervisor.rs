@@ -201,6 +201,8 @@ pub struct Handle {
     state: watch::Receiver<RtState>,
     cmds: mpsc::Sender<Cmd>,
     max_invocations: u64,
+    /// `WARM_PREWARM`: the specialization the runtime waits for, then is restarted with.
+    pub prewarm: Option<Arc<super::specialize::Prewarm>>,
 }
 
 impl Handle {
@@ -308,7 +310,13 @@ pub fn start(
     let max_invocations = cfg.warm.as_ref().map_or(0, |w| w.max_invocations);
     let output = super::output::enabled()
         .then(|| super::output::Output::new(cfg.warm.as_ref().map_or(1, |w| w.concurrency)));
+    let prewarm = cfg
+        .warm
+        .as_ref()
+        .is_some_and(|w| w.prewarm)
+        .then(|| Arc::new(super::specialize::Prewarm::default()));
     let sup = Supervisor {
+        prewarm: prewarm.clone(),
         output: output.clone(),
         cfg,
         metrics,
@@ -324,12 +332,14 @@ pub fn start(
             state: state_rx,
             cmds: cmd_tx,
             max_invocations,
+            prewarm,
         },
         boot_rx,
     )
 }
 
 struct Supervisor {
+    prewarm: Option<Arc<super::specialize::Prewarm>>,
     output: Option<Arc<super::output::Output>>,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
@@ -457,8 +467,13 @@ impl Supervisor {
         if let Some(s) = socket.as_deref().filter(|s| !s.starts_with('@')) {
             remove_socket_file(s);
         }
-        let (mut child, pid) = runtime::spawn_with(&cfg, socket.as_deref(), self.output.is_some())
-            .map_err(BootError::Spawn)?;
+        let launch = self
+            .prewarm
+            .as_deref()
+            .map_or(super::specialize::Launch::Normal, |p| p.launch());
+        let (mut child, pid) =
+            runtime::spawn_launch(&cfg, socket.as_deref(), self.output.is_some(), launch)
+                .map_err(BootError::Spawn)?;
         if let Some(out) = &self.output {
             out.attach(
                 child.stdout.take().and_then(|s| s.into_owned_fd().ok()),
@@ -733,6 +748,7 @@ mod tests {
             state: rx,
             cmds: cmd_tx,
             max_invocations: 1,
+            prewarm: None,
         };
         // Starting past the deadline: TIMEOUT.
         let e = h

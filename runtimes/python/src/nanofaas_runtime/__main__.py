@@ -25,7 +25,8 @@ Serves a Python handler over the nanofaas runtime contract (GET /health, POST /i
 Configured by environment variables: HANDLER_MODULE, HANDLER_FUNCTION, HANDLER_PATH,
 HOST, PORT, NANOFAAS_PY_SERVER, WORKERS, THREADS, EXECUTION_ID, TRACE_ID, CALLBACK_URL,
 CALLBACK_TOKEN, CALLBACK_ATTEMPTS, CALLBACK_TIMEOUT_MS, CALLBACK_BACKOFF_MS,
-MAX_REQUEST_BYTES, GRACEFUL_TIMEOUT_S, WORKER_TIMEOUT_S, LOG_LEVEL, NANOFAAS_RUNTIME_SOCKET.
+MAX_REQUEST_BYTES, GRACEFUL_TIMEOUT_S, WORKER_TIMEOUT_S, LOG_LEVEL, NANOFAAS_RUNTIME_SOCKET,
+NANOFAAS_PREWARM, NANOFAAS_PREWARM_IMPORTS.
 See the package README for defaults.
 
 Exit codes: 0 stopped by a signal, 1 internal error, 2 invalid configuration,
@@ -64,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             "STARTUP_ERROR",
         )
         return ExitCode.CONFIG
+
+    from . import prewarm
+
+    if prewarm.enabled():
+        # A generic runtime: no handler until POST /_nanofaas/specialize (see prewarm).
+        return prewarm.main(started)
 
     try:
         settings = Settings.from_env()

@@ -291,6 +291,15 @@ def _build(current: Callable[[], _Current], max_request_bytes: int) -> Flask:
     def health() -> Response:
         return Response(_HEALTH, 200, mimetype=_JSON)
 
+    @app.post("/_nanofaas/specialize")
+    def specialize_again() -> Response:
+        # A prewarmed runtime is specialized once (prewarm.py); a running app already is.
+        return Response(
+            _error_body("INVALID_REQUEST", "this runtime already serves a function"),
+            409,
+            mimetype=_JSON,
+        )
+
     @app.post("/invoke")
     def invoke() -> Response:
         cur = current()

@@ -258,6 +258,15 @@ def _worker_exit(_arbiter, worker) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _post_fork(_arbiter, _worker) -> None:
+    """gunicorn's ``post_fork`` hook, run in each new worker: its ``random`` must not replay the
+    sequence of the process it was forked from (the zygote of a prewarmed runtime, or the
+    master that preloaded the app) nor of its sibling workers."""
+    import random
+
+    random.seed()
+
+
 def _serve_gunicorn(
     app, sock: socket.socket, settings: Settings, unix: socket.socket | None = None
 ) -> int:
@@ -353,6 +362,7 @@ def _serve_gunicorn(
         "backlog": LISTEN_BACKLOG,
         "proc_name": "nanofaas-python-runtime",
         "worker_exit": _worker_exit,
+        "post_fork": _post_fork,
     }
 
     class Embedded(BaseApplication):

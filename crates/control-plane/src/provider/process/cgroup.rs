@@ -53,6 +53,7 @@ pub struct InstanceCgroup {
     /// `cgroup.procs` of each folder, for the child to join before it runs anything.
     procs: Vec<CString>,
     memory_dir: Option<PathBuf>,
+    cpu_dir: Option<PathBuf>,
     pub memory_limit: Option<u64>,
 }
 
@@ -298,21 +299,37 @@ impl Cgroups {
         )
     }
 
-    /// Creates the cgroup(s) of `instance` with `limits`, in the hierarchies the limits need.
-    pub fn create(&self, instance: &str, limits: &Limits) -> Result<InstanceCgroup, String> {
+    /// Creates the cgroup(s) of `instance` with `limits`, in the hierarchies the limits need;
+    /// `open`: in the memory and cpu hierarchies too where they are available, with no limit
+    /// yet, for [`InstanceCgroup::set_limits`] later (a prewarmed instance).
+    pub fn create(
+        &self,
+        instance: &str,
+        limits: &Limits,
+        open: bool,
+    ) -> Result<InstanceCgroup, String> {
         let version = self.version.ok_or("no cgroups")?;
         let mut cg = InstanceCgroup {
             version,
             dirs: Vec::new(),
             procs: Vec::new(),
             memory_dir: None,
+            cpu_dir: None,
             memory_limit: limits.memory_bytes,
         };
         let result = (|| -> Result<(), String> {
             let mut seen: Vec<PathBuf> = Vec::new();
             for (ctl, base, needed) in [
-                ("memory", &self.memory, limits.memory_bytes.is_some()),
-                ("cpu", &self.cpu, limits.cpu_millis.is_some()),
+                (
+                    "memory",
+                    &self.memory,
+                    limits.memory_bytes.is_some() || (open && self.memory.is_ok()),
+                ),
+                (
+                    "cpu",
+                    &self.cpu,
+                    limits.cpu_millis.is_some() || (open && self.cpu.is_ok()),
+                ),
                 ("pids", &self.pids, limits.max_processes.is_some()),
             ] {
                 if !needed {
@@ -337,21 +354,10 @@ impl Cgroups {
                             set_memory(version, &dir, b)?;
                         }
                     }
-                    ("cpu", Version::V1) => {
+                    ("cpu", _) => {
+                        cg.cpu_dir = Some(dir.clone());
                         if let Some(m) = limits.cpu_millis {
-                            write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                            write(
-                                &dir.join("cpu.cfs_quota_us"),
-                                &(m * CPU_PERIOD_US / 1000).to_string(),
-                            )?;
-                        }
-                    }
-                    ("cpu", Version::V2) => {
-                        if let Some(m) = limits.cpu_millis {
-                            write(
-                                &dir.join("cpu.max"),
-                                &format!("{} {CPU_PERIOD_US}", m * CPU_PERIOD_US / 1000),
-                            )?;
+                            set_cpu(version, &dir, m)?;
                         }
                     }
                     ("pids", _) => {
@@ -406,6 +412,22 @@ impl Cgroups {
             }
         }
         n
+    }
+}
+
+fn set_cpu(version: Version, dir: &Path, millis: u64) -> Result<(), String> {
+    match version {
+        Version::V1 => {
+            write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            write(
+                &dir.join("cpu.cfs_quota_us"),
+                &(millis * CPU_PERIOD_US / 1000).to_string(),
+            )
+        }
+        Version::V2 => write(
+            &dir.join("cpu.max"),
+            &format!("{} {CPU_PERIOD_US}", millis * CPU_PERIOD_US / 1000),
+        ),
     }
 }
 
@@ -499,6 +521,22 @@ impl InstanceCgroup {
         }
     }
 
+    /// Sets memory and cpu limits on a cgroup made `open` (a prewarmed instance being
+    /// specialized): fails when a hierarchy a limit needs was not joined, or the kernel refuses
+    /// (a memory limit below what the instance already uses).
+    pub fn set_limits(&mut self, limits: &Limits) -> Result<(), String> {
+        if let Some(b) = limits.memory_bytes {
+            let dir = self.memory_dir.as_ref().ok_or("no memory cgroup")?;
+            set_memory(self.version, dir, b)?;
+            self.memory_limit = Some(b);
+        }
+        if let Some(m) = limits.cpu_millis {
+            let dir = self.cpu_dir.as_ref().ok_or("no cpu cgroup")?;
+            set_cpu(self.version, dir, m)?;
+        }
+        Ok(())
+    }
+
     /// Kills what is left in the cgroup and removes its folders.
     pub fn remove(&self) {
         for d in self.dirs.iter().rev() {
@@ -544,6 +582,7 @@ mod tests {
                     memory_bytes: Some(1 << 20),
                     ..Default::default()
                 },
+                false,
             )
             .unwrap_err();
         assert!(e.contains("no cgroups"), "{e}");
