@@ -65,11 +65,18 @@ final class Specializer implements RuntimeServer.PrewarmRoutes {
     static final String NOT_SPECIALIZABLE = "NOT_SPECIALIZABLE";
 
     /**
-     * Read by the launcher before the JVM starts (JVM options, which JVM, which build): a
-     * running JVM cannot take another value, so a function that sets one differently from the
-     * instance is answered 501 and must be started cold.
+     * Read before the JVM runs any code (by the launcher: JVM options, which JVM, which build; by
+     * the {@code java} launcher and the JVM themselves: their option variables): a running JVM
+     * cannot take another value, so a function that sets one differently from the instance is
+     * answered 501 and must be started cold.
      */
-    static final List<String> LAUNCHER_ENV = List.of("JAVA_OPTS", "JAVA", "NANOFAAS_JAVA_BUILD_DIR");
+    static final List<String> LAUNCHER_ENV =
+            List.of(
+                    "JAVA_OPTS",
+                    "JAVA",
+                    "NANOFAAS_JAVA_BUILD_DIR",
+                    "JDK_JAVA_OPTIONS",
+                    "JAVA_TOOL_OPTIONS");
 
     /** The process environment that a handler reads ({@link ProcessEnv}; a fake in tests). */
     interface Environment {
@@ -309,7 +316,7 @@ final class Specializer implements RuntimeServer.PrewarmRoutes {
                         + (given == null ? " unset" : "=" + given)
                         + " differs from this prewarmed JVM's ("
                         + (own == null ? "unset" : own)
-                        + "): the launcher reads it before the JVM starts; start this function cold";
+                        + "): it is read before the JVM runs any code; start this function cold";
             }
         }
         return null;
