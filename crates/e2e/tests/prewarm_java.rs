@@ -8,7 +8,7 @@
 //!   `pid` is that generic instance's runtime), recorded as a `prewarmed` start, `x-cold-start:
 //!   true`; the next call is warm on the same process;
 //! - the pool is refilled after the take (another ready generic instance, not the one taken);
-//! - a function of the kind whose handler cannot be loaded fails its call with
+//! - a function of the kind whose handler cannot be loaded fails its call (503) with
 //!   `STARTUP_ERROR` naming the class, and the next prewarmed instance is not poisoned: a
 //!   further function of the kind specializes and serves.
 //!
@@ -178,12 +178,21 @@ async fn a_java_cold_start_takes_a_prewarmed_jvm_and_specializes_it() {
     assert_eq!(b1["output"]["greeting"], "Hello, Ada!", "{b1}");
     assert_eq!(r1.header("x-cold-start"), Some("true"), "{b1}");
     let exec = execution(&cp, b1["executionId"].as_str().expect("executionId")).await;
-    assert_eq!(exec["start"], "prewarmed", "the record tells a prewarmed start: {exec}");
-    eprintln!("hello-java-2: first call through a prewarmed JVM answered in {first_ms:.1} ms: {exec}");
+    assert_eq!(
+        exec["start"], "prewarmed",
+        "the record tells a prewarmed start: {exec}"
+    );
+    eprintln!(
+        "hello-java-2: first call through a prewarmed JVM answered in {first_ms:.1} ms: {exec}"
+    );
 
     let list = instances(&cp, "hello-java-2").await;
     assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["id"], stem.as_str(), "the generic instance became the function's: {list:?}");
+    assert_eq!(
+        list[0]["id"],
+        stem.as_str(),
+        "the generic instance became the function's: {list:?}"
+    );
     let runtime = list[0]["runtimePid"].as_u64().expect("runtimePid") as u32;
     let pid1 = b1["output"]["pid"].as_u64().expect("pid") as u32;
     assert!(
@@ -194,7 +203,11 @@ async fn a_java_cold_start_takes_a_prewarmed_jvm_and_specializes_it() {
     let r2 = invoke(&cp, "hello-java-2", json!({"name": "Bo"})).await;
     assert_eq!(r2.status, 200, "{}", r2.text());
     assert_eq!(r2.header("x-cold-start"), Some("false"));
-    assert_eq!(r2.json()["output"]["pid"].as_u64(), Some(pid1 as u64), "warm on the same JVM");
+    assert_eq!(
+        r2.json()["output"]["pid"].as_u64(),
+        Some(pid1 as u64),
+        "warm on the same JVM"
+    );
 
     // Refilled after the take: another generic instance, never the one taken.
     let next = ready_stem(&cp, Some(&stem)).await;
@@ -203,7 +216,8 @@ async fn a_java_cold_start_takes_a_prewarmed_jvm_and_specializes_it() {
     // A handler that cannot be loaded: STARTUP_ERROR naming it...
     register(&cp, &spec("hello-java-broken", Some("com.example.Missing"))).await;
     let bad = invoke(&cp, "hello-java-broken", json!({})).await;
-    assert_eq!(bad.status, 500, "{}", bad.text());
+    // The platform answers a start that failed 503 (the instance never served).
+    assert_eq!(bad.status, 503, "{}", bad.text());
     let err = bad.json();
     assert_eq!(err["error"]["code"], "STARTUP_ERROR", "{err}");
     assert!(
