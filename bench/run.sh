@@ -13,8 +13,7 @@
 #   bench/run.sh auth           CPU per request of the API's access checks with a bearer token vs
 #                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
-#                               runtime alone: warm latency, cold start (prewarming off), the
-#                               Java example's prewarmed start, where Python's goes
+#                               runtime alone: warm latency, cold start, where Python's goes
 #   bench/run.sh kubernetes     the kubernetes provider against nanofaas-kube-fake with K8S_PODS
 #                               (default 1,000) fake pods: its watch's lag behind a reference
 #                               watcher, RSS per watched pod, the API request rate during
@@ -487,6 +486,44 @@ print(json.dumps({"cold_ms": colds, "cold_p50_ms": statistics.median(colds), "wa
 PY
 }
 
+# prewarmed_starts <cp url> <spec json with NAME> <n>: like cold_starts, but each copy's first
+# call is made once a prewarmed instance of its kind is ready (GET /v1/prewarmed), and must be
+# answered X-Start: prewarmed. Prints {"pw_ms": [...], "memory_bytes": <idle prewarmed>}.
+prewarmed_starts() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import http.client, json, sys, time, urllib.parse
+base, spec_tpl, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+u = urllib.parse.urlparse(base)
+def call(method, path, body=None):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c.request(method, path, body=body, headers={"content-type": "application/json"})
+    r = c.getresponse(); data = r.read(); c.close()
+    return r.status, r.getheader("x-start"), data
+spec = json.loads(spec_tpl)
+cmd = " ".join(spec["command"]) if isinstance(spec["command"], list) else spec["command"]
+def ready_kind():
+    for _ in range(600):
+        st, _, data = call("GET", "/v1/prewarmed")
+        for k in json.loads(data):
+            if k["command"] == cmd and k["ready"]:
+                return k
+        time.sleep(0.05)
+    raise SystemExit(f"no prewarmed instance of {cmd!r} within 30 s")
+pws, mem = [], []
+for i in range(n):
+    name = f"pw{i}"
+    mem.append(ready_kind().get("memoryBytes"))
+    st, _, data = call("POST", "/v1/functions", spec_tpl.replace("NAME", name))
+    assert st == 201, data
+    body = json.dumps({"input": {"i": i}})
+    t0 = time.perf_counter(); st, start, data = call("POST", f"/v1/functions/{name}:invoke", body); t1 = time.perf_counter()
+    assert st == 200 and start == "prewarmed", (st, start, data)
+    pws.append((t1 - t0) * 1000)
+    call("DELETE", f"/v1/functions/{name}")
+print(json.dumps({"pw_ms": pws, "memory_bytes": mem[-1]}))
+PY
+}
+
 suite_chain() {
   local high="${CONNECTIONS_HIGH:-32}"
   log "== chain suite (control plane -> watchdog -> runtime, process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
@@ -769,63 +806,16 @@ runtime_alone() {
   esac
 }
 
-# prewarmed_starts <cp url> <json spec with NAME> <n>: n times, waits (bounded) until the control
-# plane has a ready prewarmed instance of the spec's command (GET /v1/prewarmed), registers a
-# fresh copy of the function, times its first invocation (which must be a `prewarmed` start),
-# deletes it. Prints {"prewarmed_ms": [...], "idle_rss_bytes": [...]} (the memory of a ready
-# generic instance as the control plane reports it, when it does).
-prewarmed_starts() {
-  python3 - "$1" "$2" "$3" <<'PY'
-import http.client, json, shlex, sys, time, urllib.parse
-base, spec_tpl, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-u = urllib.parse.urlparse(base)
-argv = json.loads(spec_tpl.replace("NAME", "x"))["command"]
-argv = argv if isinstance(argv, list) else shlex.split(argv)
-def call(method, path, body=None):
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    c.request(method, path, body=body, headers={"content-type": "application/json"})
-    r = c.getresponse(); data = r.read(); c.close()
-    return r.status, r.getheader("x-cold-start"), data
-def ready():
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        st, _, data = call("GET", "/v1/prewarmed")
-        assert st == 200, data
-        for k in json.loads(data):
-            if shlex.split(k["command"]) == argv:
-                assert not k.get("disabled"), k
-                if k["ready"]:
-                    return k
-        time.sleep(0.05)  # polled: the pool has no change feed; bounded by the deadline
-    raise SystemExit(f"no prewarmed instance of {argv!r} within 120 s")
-out, rss = [], []
-for i in range(n):
-    k = ready()
-    if k.get("memoryBytes"):
-        rss.append(k["memoryBytes"] / len(k["ready"]))
-    name = f"prewarmed{i}"
-    st, _, data = call("POST", "/v1/functions", spec_tpl.replace("NAME", name))
-    assert st == 201, data
-    body = json.dumps({"input": {"i": i}})
-    t0 = time.perf_counter(); st, cold, data = call("POST", f"/v1/functions/{name}:invoke", body); t1 = time.perf_counter()
-    assert st == 200 and cold == "true", (st, cold, data)
-    st, _, rec = call("GET", "/v1/executions/" + json.loads(data)["executionId"])
-    assert json.loads(rec).get("start") == "prewarmed", rec
-    out.append((t1 - t0) * 1000)
-    call("DELETE", f"/v1/functions/{name}")
-print(json.dumps({"prewarmed_ms": out, "idle_rss_bytes": rss}))
-PY
-}
-
 suite_runtimes() {
   local cold_runs="${COLD_RUNS:-15}"
   log "== runtimes suite (the Python, Java and Rust examples through control plane -> watchdog -> runtime, process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s COLD_RUNS=$cold_runs"
   log "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
   build_release nanofaas-cli nanofaas-loadgen
   local wd; wd=$("$ROOT/scripts/build-static.sh")
-  # Prewarming off here, so that "cold" is a full start; the prewarmed starts have their own
-  # control plane below.
+  # Cold starts here are full starts: no prewarmed instances (a second control plane below
+  # keeps them, for the prewarmed column).
   start_cp cp-runtimes --set "provider.process.watchdog=$wd" --set provider.process.prewarm=0
+  local cp_plain=$CP_URL
   # The examples exactly as `nanofaas up` deploys them: the manifest's setup steps (Python venv,
   # Java runtime and handler jar, release build of rust-hello), then every function.
   "$REL/nanofaas" --endpoint "$CP_URL" fn apply --setup -f "$ROOT/examples/manifest.yaml" >&2
@@ -868,28 +858,28 @@ suite_runtimes() {
     specs[$l]=$("$REL/nanofaas" --endpoint "$CP_URL" -o json fn get "hello-$l" \
       | python3 -c 'import json,sys; s=json.load(sys.stdin); s["name"]="NAME"; print(json.dumps(s))')
   done
+  # Prewarmed (Python): the same spec on a control plane that keeps one prewarmed instance per
+  # kind; `python3 -c pass` in the same rounds, the floor of starting any Python at all.
+  start_cp cp-runtimes-pw --set "provider.process.watchdog=$wd" --set provider.process.prewarm=1
+  local cp_pw=$CP_URL
+  CP_URL=$cp_plain
+  # The Java example prewarmed too (a generic JVM specialized with the handler's jar).
+  local pw_langs=(python java)
+  for l in "${pw_langs[@]}"; do
+    curl -fsS -o /dev/null -XPOST "$cp_pw/v1/functions" -H "content-type: application/json" \
+      -d "${specs[$l]//NAME/keep-$l-kind}"
+  done
   for run in $(seq "$cold_runs"); do
     log "cold round $run/$cold_runs"
     for l in "${langs[@]}"; do
       printf '{"label":"cold-%s","result":%s}\n' "$l" "$(cold_starts "$CP_URL" "${specs[$l]}" 1)" >>"$RAW"
       printf '{"label":"alone-%s","result":{"ms":%s}}\n' "$l" "$(runtime_alone "$l" 1)" >>"$RAW"
     done
-  done
-  # Prewarmed: a control plane that keeps one generic instance per kind (the default), taught
-  # the kind by the example itself; each round a fresh copy takes the ready instance.
-  local cp_main=$CP_URL pw_langs=(java)
-  start_cp cp-prewarm --set "provider.process.watchdog=$wd" --set provider.process.prewarm=1
-  local cp_prewarm=$CP_URL
-  for l in "${pw_langs[@]}"; do
-    register "$cp_prewarm" "${specs[$l]//\"NAME\"/\"hello-$l\"}"
-  done
-  for run in $(seq "$cold_runs"); do
-    log "prewarmed round $run/$cold_runs"
     for l in "${pw_langs[@]}"; do
-      printf '{"label":"prewarmed-%s","result":%s}\n' "$l" "$(prewarmed_starts "$cp_prewarm" "${specs[$l]}" 1)" >>"$RAW"
+      printf '{"label":"pw-%s","result":%s}\n' "$l" "$(prewarmed_starts "$cp_pw" "${specs[$l]}" 1)" >>"$RAW"
     done
+    printf '{"label":"pypass","result":{"ms":%s}}\n' "$(python3 -c 'import subprocess,time,json,sys; t=time.perf_counter(); subprocess.run([sys.argv[1],"-c","pass"]); print(json.dumps([(time.perf_counter()-t)*1000]))' "$py")" >>"$RAW"
   done
-  CP_URL=$cp_main
   local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
   log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -914,21 +904,29 @@ suite_runtimes() {
       "$(stats "round(med($c) - med($a), 1)")" \
       "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-$l']]), 2)")" "${rss[$i]}"
   done
-  for l in "${pw_langs[@]}"; do
-    c="[x for r in R['prewarmed-$l'] for x in r['prewarmed_ms']]"
-    a="[x for r in R['prewarmed-$l'] for x in r['idle_rss_bytes']]"
-    row "$l prewarmed" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)"))" "" "" "" \
-      "$(stats "round(med($a) / 1024) if $a else 'n/a'") (idle prewarmed)"
-  done
   row "errors (all warm runs)" "$errors" "" "" "" ""
+  log ""
+  local pw="[x for r in R['pw-python'] for x in r['pw_ms']]" pp="[x for r in R['pypass'] for x in r['ms']]"
+  c="[x for r in R['cold-python'] for x in r['cold_ms']]"
+  log "Python and Java first invocation through the chain, $cold_runs rounds: median (min-max), ms"
+  row "python first call" "cold" "prewarmed" "warm p50" "python3 -c pass" "idle prewarmed MiB"
+  row "python" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)")-$(stats "round(max($c), 1)"))" \
+    "$(stats "round(med($pw), 1)") ($(stats "round(min($pw), 1)")-$(stats "round(max($pw), 1)"))" \
+    "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-python']]), 2)")" \
+    "$(stats "round(med($pp), 1)") ($(stats "round(min($pp), 1)")-$(stats "round(max($pp), 1)"))" \
+    "$(stats "round(R['pw-python'][-1]['memory_bytes'] / 1048576, 1)")"
+  # Java: the same columns (its cold start's floor is the JVM's own start, runtimes/java/README.md).
+  pw="[x for r in R['pw-java'] for x in r['pw_ms']]"
+  c="[x for r in R['cold-java'] for x in r['cold_ms']]"
+  row "java" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)")-$(stats "round(max($c), 1)"))" \
+    "$(stats "round(med($pw), 1)") ($(stats "round(min($pw), 1)")-$(stats "round(max($pw), 1)"))" \
+    "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-java']]), 2)")" "" \
+    "$(stats "round((R['pw-java'][-1]['memory_bytes'] or 0) / 1048576, 1)")"
   log ""
   log "per run (p50 us / req/s): $(stats 'perrun()')"
   for l in "${langs[@]}"; do
     log "cold $l (ms): $(stats "sorted(round(x, 1) for r in R['cold-$l'] for x in r['cold_ms'])")"
     log "alone $l (ms): $(stats "sorted(round(x, 1) for r in R['alone-$l'] for x in r['ms'])")"
-  done
-  for l in "${pw_langs[@]}"; do
-    log "prewarmed $l (ms): $(stats "sorted(round(x, 1) for r in R['prewarmed-$l'] for x in r['prewarmed_ms'])")"
   done
   log ""
   log "where Python's cold start goes (runtimes/python/tools/coldstart.py --runs $cold_runs):"

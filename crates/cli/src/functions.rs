@@ -342,7 +342,55 @@ pub async fn cmd_instances(client: &Client, format: Format, name: &str) -> anyho
             }
             head.extend(["PID", "RUNTIME-PID", "ENDPOINT"]);
             print!("{}", output::table(&head, &rows));
+            prewarmed_note(client, name).await;
         }
     }
     Ok(())
+}
+
+/// Says how many prewarmed instances wait for the function's runtime kind (its command), so a
+/// reader knows whether its next cold start will be a prewarmed one. Quiet when the server
+/// keeps none (or is older and has no `/v1/prewarmed`).
+async fn prewarmed_note(client: &Client, name: &str) {
+    let (Ok(f), Ok(p)) = (
+        client.get(&format!("/v1/functions/{name}")).await,
+        client.get("/v1/prewarmed").await,
+    ) else {
+        return;
+    };
+    if f.status != 200 || p.status != 200 {
+        return;
+    }
+    let (Ok(f), Ok(p)) = (f.json(), p.json()) else {
+        return;
+    };
+    let Some(cmd) = f["command"].as_array().map(|c| {
+        let argv: Vec<String> = c
+            .iter()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        nanofaas_api::command::join(&argv)
+    }) else {
+        return;
+    };
+    let empty = Vec::new();
+    for k in p.as_array().unwrap_or(&empty) {
+        if k["command"].as_str() != Some(cmd.as_str()) {
+            continue;
+        }
+        let ready = k["ready"].as_array().map_or(0, Vec::len);
+        let mem = k["memoryBytes"]
+            .as_u64()
+            .map(|b| format!(", holding {} MiB", b >> 20))
+            .unwrap_or_default();
+        match k["disabled"].as_str() {
+            Some(why) => note(format!(
+                "prewarmed instances of its kind ({cmd}): off ({why})"
+            )),
+            None => note(format!(
+                "prewarmed instances of its kind ({cmd}): {ready} ready, {} starting{mem}",
+                k["starting"]
+            )),
+        }
+    }
 }

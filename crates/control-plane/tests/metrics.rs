@@ -114,6 +114,42 @@ async fn every_declared_metric_is_emitted() {
     let r = post("/v1/functions/m:enqueue", json!({"input": {"fail": "x"}})).await;
     let id = r.json()["executionId"].as_str().unwrap().to_string();
     wait_status(&cp, &id, "error", Duration::from_secs(10)).await;
+    // A prewarmed start: a generic instance of a kind that speaks the prewarm protocol
+    // (the test runtime with `--prewarmable`) taken and specialized.
+    let r = cp
+        .post(
+            "/v1/functions",
+            json!({"name": "pw", "command": [rt.as_str(), "--prewarmable"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut ready = false;
+    for _ in 0..300 {
+        let v = common::http("GET", &cp.url("/v1/prewarmed"), &[], String::new())
+            .await
+            .unwrap()
+            .json();
+        let kind = v.as_array().and_then(|ks| {
+            ks.iter().find(|k| {
+                k["command"]
+                    .as_str()
+                    .is_some_and(|c| c.ends_with("--prewarmable"))
+            })
+        });
+        if kind.is_some_and(|k| k["ready"].as_array().is_some_and(|a| !a.is_empty())) {
+            ready = true;
+            break;
+        }
+        // Polled: the pool has no change feed; bounded by the loop.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ready,
+        "no prewarmed instance of the test runtime within 15 s"
+    );
+    let r = post("/v1/functions/pw:invoke", json!({"input": 1})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-start"), Some("prewarmed"), "{}", r.text());
     // An instance that reports its runtime killed for memory: a function failure, tried once.
     let oom = common::Endpoint::start(|_, _| {
         common::Reply::Json(

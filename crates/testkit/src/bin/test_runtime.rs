@@ -127,9 +127,39 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Started with `--prewarmable` and `NANOFAAS_PREWARM=1`: a generic runtime waiting for
+/// `POST /_nanofaas/specialize` (the prewarm protocol); `/invoke` is 503 until then.
+static SPECIALIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn prewarmable() -> bool {
+    std::env::args().any(|a| a == "--prewarmable")
+}
+
+fn waiting_generic() -> bool {
+    prewarmable()
+        && env_nonempty("NANOFAAS_PREWARM").as_deref() == Some("1")
+        && !SPECIALIZED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => Ok(reply(StatusCode::OK, json!({"status": "ok"}))),
+        (&Method::POST, "/_nanofaas/specialize") if prewarmable() => {
+            if SPECIALIZED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Ok(reply(
+                    StatusCode::CONFLICT,
+                    json!({"error": {"code": "INVALID_REQUEST", "message": "already specialized"}}),
+                ));
+            }
+            Ok(reply(
+                StatusCode::OK,
+                json!({"specialized": true, "loadMs": 0}),
+            ))
+        }
+        (&Method::POST, "/invoke") if waiting_generic() => Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": {"code": "STARTUP_ERROR", "message": "not specialized"}}),
+        )),
         (&Method::POST, "/invoke") => invoke(req).await,
         _ => Ok(reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))),
     }

@@ -36,6 +36,7 @@ import selectors
 import socket
 import sys
 import time
+from typing import Any
 
 from .config import ConfigError, Settings
 
@@ -220,7 +221,7 @@ class Zygote:
             pass
         c.sock.close()
 
-    def wait(self, specialize) -> object:
+    def wait(self, specialize) -> Any:
         """Serves until ``specialize(body)`` returns a value (answered 200); returns it."""
         while True:
             events = self.sel.select(timeout=5.0)
@@ -387,11 +388,12 @@ def main(started: float) -> int:
         return (settings, handler), answer
 
     try:
-        settings, handler = zygote.wait(specialize)  # type: ignore[misc]
+        specialized = zygote.wait(specialize)
     except SystemExit as e:
         return int(e.code) if isinstance(e.code, int) else ExitCode.HANDLER
     zygote.close_connections()
     sys.stdout.flush()
+    settings, handler = specialized
 
     from .app import create_app
     from .server import serve
