@@ -863,15 +863,21 @@ suite_runtimes() {
   start_cp cp-runtimes-pw --set "provider.process.watchdog=$wd" --set provider.process.prewarm=1
   local cp_pw=$CP_URL
   CP_URL=$cp_plain
-  curl -fsS -o /dev/null -XPOST "$cp_pw/v1/functions" -H "content-type: application/json" \
-    -d "${specs[python]//NAME/keep-python-kind}"
+  # The Java example prewarmed too (a generic JVM specialized with the handler's jar).
+  local pw_langs=(python java)
+  for l in "${pw_langs[@]}"; do
+    curl -fsS -o /dev/null -XPOST "$cp_pw/v1/functions" -H "content-type: application/json" \
+      -d "${specs[$l]//NAME/keep-$l-kind}"
+  done
   for run in $(seq "$cold_runs"); do
     log "cold round $run/$cold_runs"
     for l in "${langs[@]}"; do
       printf '{"label":"cold-%s","result":%s}\n' "$l" "$(cold_starts "$CP_URL" "${specs[$l]}" 1)" >>"$RAW"
       printf '{"label":"alone-%s","result":{"ms":%s}}\n' "$l" "$(runtime_alone "$l" 1)" >>"$RAW"
     done
-    printf '{"label":"pw-python","result":%s}\n' "$(prewarmed_starts "$cp_pw" "${specs[python]}" 1)" >>"$RAW"
+    for l in "${pw_langs[@]}"; do
+      printf '{"label":"pw-%s","result":%s}\n' "$l" "$(prewarmed_starts "$cp_pw" "${specs[$l]}" 1)" >>"$RAW"
+    done
     printf '{"label":"pypass","result":{"ms":%s}}\n' "$(python3 -c 'import subprocess,time,json,sys; t=time.perf_counter(); subprocess.run([sys.argv[1],"-c","pass"]); print(json.dumps([(time.perf_counter()-t)*1000]))' "$py")" >>"$RAW"
   done
   local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
@@ -902,13 +908,20 @@ suite_runtimes() {
   log ""
   local pw="[x for r in R['pw-python'] for x in r['pw_ms']]" pp="[x for r in R['pypass'] for x in r['ms']]"
   c="[x for r in R['cold-python'] for x in r['cold_ms']]"
-  log "Python first invocation through the chain, $cold_runs rounds: median (min-max), ms"
+  log "Python and Java first invocation through the chain, $cold_runs rounds: median (min-max), ms"
   row "python first call" "cold" "prewarmed" "warm p50" "python3 -c pass" "idle prewarmed MiB"
   row "python" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)")-$(stats "round(max($c), 1)"))" \
     "$(stats "round(med($pw), 1)") ($(stats "round(min($pw), 1)")-$(stats "round(max($pw), 1)"))" \
     "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-python']]), 2)")" \
     "$(stats "round(med($pp), 1)") ($(stats "round(min($pp), 1)")-$(stats "round(max($pp), 1)"))" \
     "$(stats "round(R['pw-python'][-1]['memory_bytes'] / 1048576, 1)")"
+  # Java: the same columns (its cold start's floor is the JVM's own start, runtimes/java/README.md).
+  pw="[x for r in R['pw-java'] for x in r['pw_ms']]"
+  c="[x for r in R['cold-java'] for x in r['cold_ms']]"
+  row "java" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)")-$(stats "round(max($c), 1)"))" \
+    "$(stats "round(med($pw), 1)") ($(stats "round(min($pw), 1)")-$(stats "round(max($pw), 1)"))" \
+    "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-java']]), 2)")" "" \
+    "$(stats "round((R['pw-java'][-1]['memory_bytes'] or 0) / 1048576, 1)")"
   log ""
   log "per run (p50 us / req/s): $(stats 'perrun()')"
   for l in "${langs[@]}"; do

@@ -61,6 +61,68 @@ final class CdsTraining {
         }
     }
 
+    /**
+     * A prewarmed instance's path: its warm-up (whose first uses of the JDK then load from the
+     * archive too, also for handlers of normal starts), then a specialization and invocations.
+     * Its environment is a map here: the JVM's own needs --add-opens, which the training run does
+     * not have (only the reflective step is not archived).
+     */
+    private static void trainPrewarm(HttpClient client) throws Exception {
+        try {
+            ProcessEnv.open();
+        } catch (StartupException expected) {
+            // no --add-opens here
+        }
+        Map<String, String> written = new HashMap<>();
+        Specializer.Environment environment =
+                new Specializer.Environment() {
+                    @Override
+                    public void set(Map<String, String> vars) {
+                        written.putAll(vars);
+                    }
+
+                    @Override
+                    public void unset(String name) {
+                        written.remove(name);
+                    }
+                };
+        Map<String, String> env = new HashMap<>();
+        env.put("PORT", "0");
+        env.put("LOG_LEVEL", "error");
+        env.put(Specializer.PREWARM_ENV, "1");
+        env.put(Specializer.WARMUP_ENV, "200");
+        RuntimeServer server =
+                Main.startPrewarmed(env, CdsTraining.class.getClassLoader(), environment, code -> {});
+        String previousUserDir = System.getProperty("user.dir");
+        try {
+            String base = "http://127.0.0.1:" + server.port();
+            send(client, HttpRequest.newBuilder(URI.create(base + "/health")).GET());
+            send(
+                    client,
+                    HttpRequest.newBuilder(URI.create(base + "/invoke"))
+                            .POST(HttpRequest.BodyPublishers.ofString("{}")));
+            String body =
+                    Specializer.body(
+                            "training",
+                            Map.of("FUNCTION_HANDLER", TrainingApiHandler.class.getName()),
+                            previousUserDir);
+            send(
+                    client,
+                    HttpRequest.newBuilder(URI.create(base + Specializer.PATH))
+                            .POST(HttpRequest.BodyPublishers.ofString(body)));
+            for (int i = 0; i < 20; i++) {
+                send(
+                        client,
+                        HttpRequest.newBuilder(URI.create(base + "/invoke"))
+                                .header("X-Execution-Id", "prewarm-" + i)
+                                .POST(HttpRequest.BodyPublishers.ofString("{\"input\":{\"n\":1}}")));
+            }
+        } finally {
+            server.shutdown();
+            System.setProperty("user.dir", previousUserDir);
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         trainFunctionApi();
         RuntimeServer.configureJdkHttpServer();
@@ -112,6 +174,7 @@ final class CdsTraining {
                 send(client, HttpRequest.newBuilder(URI.create(base + "/invoke")).GET());
             }
             server.awaitCallbacks(10_000);
+            trainPrewarm(client);
         } finally {
             server.shutdown();
             sink.stop(0);

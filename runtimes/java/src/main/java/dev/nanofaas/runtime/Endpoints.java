@@ -6,7 +6,6 @@ import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.sun.net.httpserver.Headers;
 import com.sun.net.httpserver.HttpExchange;
-import com.sun.net.httpserver.HttpHandler;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -29,7 +28,7 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <p>Client mistakes answer 4xx {@code {"error": "<what is wrong>"}} before the handler runs.
  */
-final class Endpoints implements HttpHandler {
+final class Endpoints implements RuntimeServer.Routes {
 
     static final String EXECUTION_ID_HEADER = "X-Execution-Id";
     static final String TRACE_ID_HEADER = "X-Trace-Id";
@@ -66,7 +65,7 @@ final class Endpoints implements HttpHandler {
     }
 
     /** Requests that reached this handler so far; shutdown watches it to see when all is quiet. */
-    long requestsSeen() {
+    public long requestsSeen() {
         return requestsSeen.get();
     }
 

@@ -57,6 +57,15 @@ final class HandlerClassLoader extends URLClassLoader {
      */
     static HandlerClassLoader forClasspath(String classpath, ClassLoader runtime)
             throws StartupException {
+        return forClasspath(classpath, null, runtime);
+    }
+
+    /**
+     * The same, relative entries resolved against {@code base} (a specialized prewarmed runtime's
+     * {@code workingDir}; null: the process's working directory).
+     */
+    static HandlerClassLoader forClasspath(String classpath, Path base, ClassLoader runtime)
+            throws StartupException {
         List<URL> urls = new ArrayList<>();
         for (String entry : classpath.split(":")) {
             if (entry.isBlank()) {
@@ -64,7 +73,7 @@ final class HandlerClassLoader extends URLClassLoader {
             }
             try {
                 if (entry.endsWith("/*") || entry.equals("*")) {
-                    Path dir = Paths.get(entry.substring(0, entry.length() - 1));
+                    Path dir = resolve(base, entry.substring(0, entry.length() - 1));
                     if (!Files.isDirectory(dir)) {
                         throw missing(entry);
                     }
@@ -77,7 +86,7 @@ final class HandlerClassLoader extends URLClassLoader {
                         urls.add(jar.toAbsolutePath().toUri().toURL());
                     }
                 } else {
-                    Path p = Paths.get(entry);
+                    Path p = resolve(base, entry);
                     if (!Files.exists(p)) {
                         throw missing(entry);
                     }
@@ -90,6 +99,11 @@ final class HandlerClassLoader extends URLClassLoader {
             }
         }
         return new HandlerClassLoader(urls.toArray(new URL[0]), runtime);
+    }
+
+    private static Path resolve(Path base, String entry) {
+        Path p = Paths.get(entry);
+        return base == null ? p : base.resolve(p);
     }
 
     private static StartupException missing(String entry) {

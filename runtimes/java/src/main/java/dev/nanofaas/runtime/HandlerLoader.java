@@ -144,6 +144,10 @@ final class HandlerLoader {
 
     /** {@code Type: message}, on one line. */
     static String describe(Throwable t) {
+        if (t instanceof ExceptionInInitializerError && t.getCause() != null) {
+            // A static initializer threw: its exception is the cause worth naming.
+            return "ExceptionInInitializerError: " + describe(t.getCause());
+        }
         String message = t.getMessage();
         String text =
                 message == null || message.isBlank()

@@ -1,6 +1,7 @@
 package dev.nanofaas.runtime;
 
 import java.util.Map;
+import java.util.function.IntConsumer;
 
 /**
  * Entry point: reads the configuration from the environment, selects and instantiates the handler,
@@ -12,6 +13,9 @@ import java.util.Map;
  *   <li>{@value StartupException#EXIT_HANDLER}: no usable handler
  *   <li>{@value StartupException#EXIT_LISTEN}: cannot listen on HOST:PORT
  * </ul>
+ *
+ * <p>With {@code NANOFAAS_PREWARM=1} it starts a generic, prewarmed instance instead: no handler
+ * until {@code POST /_nanofaas/specialize} (see {@link Specializer}).
  */
 public final class Main {
 
@@ -46,6 +50,10 @@ public final class Main {
                             + args[0]
                             + "': configure the runtime with environment variables (see README)");
         }
+        if (Specializer.requested(env)) {
+            RuntimeConfig.fromEnv(env); // the instance's own configuration first
+            return startPrewarmed(env, loader, ProcessEnv.open(), Main::exitSoon);
+        }
         // Jackson takes tens of milliseconds to initialise: do it on the second core while the
         // handler loads and the server binds. A first invocation arriving earlier simply waits
         // for the class initialisation to finish.
@@ -78,5 +86,78 @@ public final class Main {
                         + " threads="
                         + config.threads());
         return server;
+    }
+
+    /**
+     * A prewarmed instance: warms its own code paths ({@link PrewarmWarmUp}), then listens
+     * without a handler; {@code environment} is where a specialization writes the function's
+     * variables, {@code exit} ends the process after a failed one.
+     */
+    static RuntimeServer startPrewarmed(
+            Map<String, String> env,
+            ClassLoader loader,
+            Specializer.Environment environment,
+            IntConsumer exit)
+            throws StartupException {
+        RuntimeConfig config = RuntimeConfig.fromEnv(env);
+        Log.setLevel(config.logLevel());
+        int requests = warmUpRequests(env);
+        long start = System.nanoTime();
+        int answered = PrewarmWarmUp.run(requests, loader);
+        long warmUpMs = (System.nanoTime() - start) / 1_000_000L;
+        Specializer routes =
+                new Specializer(
+                        config,
+                        env,
+                        loader,
+                        environment,
+                        c ->
+                                new CallbackClient(
+                                        c.defaultCallback(),
+                                        c.callbackAttempts(),
+                                        c.callbackTimeout()),
+                        exit);
+        RuntimeServer server = RuntimeServer.startPrewarmed(config, routes);
+        Log.info(
+                "listening on "
+                        + config.host()
+                        + ":"
+                        + server.port()
+                        + " prewarmed: no handler until POST "
+                        + Specializer.PATH
+                        + " (warm-up: "
+                        + answered
+                        + "/"
+                        + requests
+                        + " invocations in "
+                        + warmUpMs
+                        + " ms) threads="
+                        + config.threads());
+        return server;
+    }
+
+    /** {@code NANOFAAS_PREWARM_WARMUP}: invocations of the warm-up, 0-100000. */
+    static int warmUpRequests(Map<String, String> env) throws StartupException {
+        String v = env.get(Specializer.WARMUP_ENV);
+        if (v == null || v.isBlank()) {
+            return PrewarmWarmUp.DEFAULT_REQUESTS;
+        }
+        try {
+            int n = Integer.parseInt(v.trim());
+            if (n >= 0 && n <= 100_000) {
+                return n;
+            }
+        } catch (NumberFormatException e) {
+            // below
+        }
+        throw new StartupException(
+                StartupException.EXIT_CONFIG,
+                Specializer.WARMUP_ENV + "=" + v + ": expected an integer between 0 and 100000");
+    }
+
+    /** Ends the process with {@code code} from another thread (the caller may be the server's). */
+    private static void exitSoon(int code) {
+        Thread t = new Thread(() -> System.exit(code), "nanofaas-specialize-failed");
+        t.start();
     }
 }

@@ -1,5 +1,6 @@
 package dev.nanofaas.runtime;
 
+import com.sun.net.httpserver.HttpHandler;
 import com.sun.net.httpserver.HttpServer;
 import java.io.IOException;
 import java.net.InetSocketAddress;
@@ -8,6 +9,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executor;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadFactory;
@@ -65,11 +67,46 @@ final class RuntimeServer {
         }
     }
 
-    private final RuntimeConfig config;
+    /** The request handler of a runtime server: its routes, and how many requests it has seen. */
+    interface Routes extends HttpHandler {
+        /** Requests that reached the routes so far; shutdown watches it to see when all is quiet. */
+        long requestsSeen();
+    }
+
+    /**
+     * The request handler of a prewarmed runtime: made once the server's callback thread and
+     * in-flight counter exist, told about the server before it starts serving.
+     */
+    interface PrewarmRoutes extends Routes {
+        void attach(RuntimeServer server, Executor callbackExecutor, InFlight inFlight);
+    }
+
+    /**
+     * A prewarmed runtime's executor: the dispatcher thread (inline, as the JDK's default
+     * executor does) or a pool, switched when specialization changes {@code THREADS}.
+     */
+    private static final class SwitchableExecutor implements Executor {
+        volatile ThreadPoolExecutor pool;
+
+        @Override
+        public void execute(Runnable task) {
+            ThreadPoolExecutor p = pool;
+            if (p == null) {
+                task.run();
+            } else {
+                p.execute(task);
+            }
+        }
+    }
+
+    /** Volatile: a prewarmed runtime's specialization replaces it (see {@link #specialized}). */
+    private volatile RuntimeConfig config;
     private final HttpServer server;
     /** The invocation pool, or null when the dispatcher thread serves (THREADS=1). */
-    private final ThreadPoolExecutor invokers;
-    private final Endpoints endpoints;
+    private volatile ThreadPoolExecutor invokers;
+    /** Prewarmed runtimes only: the server's executor; null otherwise. */
+    private final SwitchableExecutor switchable;
+    private final Routes endpoints;
     private final ThreadPoolExecutor callbackExecutor;
     private final InFlight inFlight;
     private final Object stopLock = new Object();
@@ -81,13 +118,15 @@ final class RuntimeServer {
             InFlight inFlight,
             ThreadPoolExecutor invokers,
             ThreadPoolExecutor callbackExecutor,
-            Endpoints endpoints) {
+            Routes endpoints,
+            SwitchableExecutor switchable) {
         this.config = config;
         this.server = server;
         this.inFlight = inFlight;
         this.invokers = invokers;
         this.endpoints = endpoints;
         this.callbackExecutor = callbackExecutor;
+        this.switchable = switchable;
     }
 
     /**
@@ -98,6 +137,68 @@ final class RuntimeServer {
     static RuntimeServer start(
             RuntimeConfig config, FunctionHandler handler, CallbackClient callbacks)
             throws StartupException {
+        HttpServer server = bind(config);
+        ThreadPoolExecutor invokers = invokerPool(config.threads());
+        ThreadPoolExecutor callbackExecutor = callbackThread();
+        InFlight inFlight = new InFlight();
+        Endpoints endpoints = new Endpoints(config, handler, callbacks, callbackExecutor, inFlight);
+        RuntimeServer runtime =
+                new RuntimeServer(
+                        config, server, inFlight, invokers, callbackExecutor, endpoints, null);
+        server.createContext("/", endpoints);
+        // null: the JDK's default, which runs each exchange on the dispatcher thread.
+        server.setExecutor(invokers);
+        server.start();
+        return runtime;
+    }
+
+    /**
+     * Binds HOST:PORT and serves {@code routes}, a prewarmed runtime's (see {@link Specializer}),
+     * whose specialization may later change the configuration and {@code THREADS}.
+     *
+     * @throws StartupException with {@link StartupException#EXIT_LISTEN} when it cannot listen
+     */
+    static RuntimeServer startPrewarmed(RuntimeConfig config, PrewarmRoutes routes)
+            throws StartupException {
+        HttpServer server = bind(config);
+        ThreadPoolExecutor invokers = invokerPool(config.threads());
+        ThreadPoolExecutor callbackExecutor = callbackThread();
+        InFlight inFlight = new InFlight();
+        SwitchableExecutor switchable = new SwitchableExecutor();
+        switchable.pool = invokers;
+        RuntimeServer runtime =
+                new RuntimeServer(
+                        config, server, inFlight, invokers, callbackExecutor, routes, switchable);
+        routes.attach(runtime, callbackExecutor, inFlight);
+        server.createContext("/", routes);
+        server.setExecutor(switchable);
+        server.start();
+        return runtime;
+    }
+
+    /**
+     * A prewarmed runtime was specialized: from now on {@code specialized} is its configuration
+     * (shutdown grace) and its {@code THREADS} serve requests. HOST and PORT stay those bound.
+     */
+    void specialized(RuntimeConfig specialized) {
+        if (switchable == null) {
+            throw new IllegalStateException("not a prewarmed runtime");
+        }
+        RuntimeConfig before = config;
+        config = specialized;
+        if (specialized.threads() != before.threads()) {
+            ThreadPoolExecutor old = invokers;
+            ThreadPoolExecutor pool = invokerPool(specialized.threads());
+            invokers = pool;
+            switchable.pool = pool;
+            if (old != null) {
+                // The specialization request itself may be running on it: let it finish.
+                old.shutdown();
+            }
+        }
+    }
+
+    private static HttpServer bind(RuntimeConfig config) throws StartupException {
         InetSocketAddress address = new InetSocketAddress(config.host(), config.port());
         if (address.isUnresolved()) {
             throw new StartupException(
@@ -117,33 +218,30 @@ final class RuntimeServer {
                             + ": "
                             + HandlerLoader.describe(e));
         }
-        ThreadPoolExecutor invokers =
-                config.threads() == 1
-                        ? null
-                        : new ThreadPoolExecutor(
-                                config.threads(),
-                                config.threads(),
-                                0,
-                                TimeUnit.MILLISECONDS,
-                                new LinkedBlockingQueue<>(),
-                                daemonThreads("nanofaas-invoke-"));
-        ThreadPoolExecutor callbackExecutor =
-                new ThreadPoolExecutor(
-                        1,
-                        1,
+        return server;
+    }
+
+    /** The invocation pool of {@code threads}, or null for 1 (the dispatcher thread serves). */
+    private static ThreadPoolExecutor invokerPool(int threads) {
+        return threads == 1
+                ? null
+                : new ThreadPoolExecutor(
+                        threads,
+                        threads,
                         0,
                         TimeUnit.MILLISECONDS,
-                        new ArrayBlockingQueue<>(CALLBACK_QUEUE),
-                        daemonThreads("nanofaas-callback-"));
-        InFlight inFlight = new InFlight();
-        Endpoints endpoints = new Endpoints(config, handler, callbacks, callbackExecutor, inFlight);
-        RuntimeServer runtime =
-                new RuntimeServer(config, server, inFlight, invokers, callbackExecutor, endpoints);
-        server.createContext("/", endpoints);
-        // null: the JDK's default, which runs each exchange on the dispatcher thread.
-        server.setExecutor(invokers);
-        server.start();
-        return runtime;
+                        new LinkedBlockingQueue<>(),
+                        daemonThreads("nanofaas-invoke-"));
+    }
+
+    private static ThreadPoolExecutor callbackThread() {
+        return new ThreadPoolExecutor(
+                1,
+                1,
+                0,
+                TimeUnit.MILLISECONDS,
+                new ArrayBlockingQueue<>(CALLBACK_QUEUE),
+                daemonThreads("nanofaas-callback-"));
     }
 
     /** The bound port (useful with PORT=0). */
@@ -181,6 +279,7 @@ final class RuntimeServer {
             }
             stopped = true;
         }
+        ThreadPoolExecutor invokers = this.invokers;
         long grace = config.shutdownGrace().toMillis();
         long deadline = System.nanoTime() + grace * 1_000_000L;
         boolean drained = inFlight.drain(grace);
@@ -191,7 +290,7 @@ final class RuntimeServer {
                             + " invocation(s) still running after SHUTDOWN_GRACE_MS="
                             + grace);
         }
-        quiesce(deadline);
+        quiesce(deadline, invokers);
         if (drained || invokers != null) {
             server.stop(0);
         }
@@ -219,7 +318,7 @@ final class RuntimeServer {
      * dispatcher thread, until no request has come in for {@value #QUIET_MILLIS} ms. Bounded by
      * {@code deadline}.
      */
-    private void quiesce(long deadline) {
+    private void quiesce(long deadline, ThreadPoolExecutor invokers) {
         long seen = -1;
         while (System.nanoTime() < deadline) {
             if (invokers != null) {

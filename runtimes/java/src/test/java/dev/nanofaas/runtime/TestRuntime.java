@@ -59,6 +59,25 @@ final class TestRuntime implements AutoCloseable {
         return new TestRuntime(RuntimeServer.start(config, handler, callbacks));
     }
 
+    /**
+     * Starts a prewarmed runtime ({@link Main#startPrewarmed}) with {@code env} (PORT defaults to
+     * 0, LOG_LEVEL to error, NANOFAAS_PREWARM to 1, NANOFAAS_PREWARM_WARMUP to 0), writing the
+     * specialization's variables to {@code environment} and its exit code to {@code exit}.
+     */
+    static TestRuntime startPrewarmed(
+            Map<String, String> env,
+            Specializer.Environment environment,
+            java.util.function.IntConsumer exit)
+            throws StartupException {
+        Map<String, String> all = new HashMap<>(env);
+        all.putIfAbsent("PORT", "0");
+        all.putIfAbsent("LOG_LEVEL", "error");
+        all.putIfAbsent(Specializer.PREWARM_ENV, "1");
+        all.putIfAbsent(Specializer.WARMUP_ENV, "0");
+        return new TestRuntime(
+                Main.startPrewarmed(all, TestRuntime.class.getClassLoader(), environment, exit));
+    }
+
     String url(String path) {
         return "http://127.0.0.1:" + server.port() + path;
     }
