@@ -41,7 +41,8 @@ pub struct Kind {
 }
 
 /// Variables a function's `env` may not set for its instance to be a specialized generic one:
-/// they configure the watchdog or the runtime's address, fixed when the generic one started.
+/// they configure the watchdog, the runtime's address or the JVM's options, fixed when the
+/// generic one started. A name ending in `_` is a prefix; the others are exact names.
 const FIXED_AT_START: &[&str] = &[
     "WARM_",
     "EXECUTION_MODE",
@@ -51,7 +52,21 @@ const FIXED_AT_START: &[&str] = &[
     "HOST",
     "NANOFAAS_",
     "TIMEOUT_MS",
+    "JAVA",
+    "JAVA_OPTS",
+    "JAVA_TOOL_OPTIONS",
+    "JDK_JAVA_OPTIONS",
 ];
+
+fn fixed_at_start(name: &str) -> bool {
+    FIXED_AT_START.iter().any(|p| {
+        if p.ends_with('_') {
+            name.starts_with(p)
+        } else {
+            name == *p
+        }
+    })
+}
 
 impl Kind {
     /// The kind of `spec`, if a generic instance can become one of its instances.
@@ -61,11 +76,7 @@ impl Kind {
         {
             return None;
         }
-        if spec
-            .env
-            .keys()
-            .any(|k| FIXED_AT_START.iter().any(|p| k.starts_with(p)))
-        {
+        if spec.env.keys().any(|k| fixed_at_start(k)) {
             return None;
         }
         Some(Kind {
@@ -693,8 +704,18 @@ mod tests {
             serde_json::json!({"name": "f", "command": ["c"], "executionMode": "JOB"}),
             serde_json::json!({"name": "f", "command": ["c"], "env": {"WARM_LEASE_MS": "1"}}),
             serde_json::json!({"name": "f", "command": ["c"], "env": {"PORT": "1"}}),
+            serde_json::json!({"name": "f", "command": ["c"], "env": {"JAVA_OPTS": "-Xmx1g"}}),
+            serde_json::json!({"name": "f", "command": ["c"], "env": {"JDK_JAVA_OPTIONS": "x"}}),
         ] {
             assert_eq!(Kind::of(&spec(not.clone())), None, "{not}");
+        }
+        // Exact names are not prefixes: a function's own PORTAL_URL or JAVA_HOME is its env.
+        for env in [
+            serde_json::json!({"PORTAL_URL": "u"}),
+            serde_json::json!({"JAVA_HOME": "/j"}),
+        ] {
+            let s = serde_json::json!({"name": "f", "command": ["c"], "env": env});
+            assert!(Kind::of(&spec(s.clone())).is_some(), "{s}");
         }
     }
 }
