@@ -268,6 +268,108 @@ fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, out: &mut Vec<
     p.cut = 0;
 }
 
+/// The output of a command run once per invocation (`STDIO` and `FILE` runtimes, warm): every
+/// line is that invocation's, whatever else runs beside it, so it is tagged with its id as it is
+/// read, and [`Tagger::end`] says when all of it is out.
+pub struct Tagger {
+    stream: u8,
+    id: Arc<str>,
+    buf: Vec<u8>,
+    cut: u64,
+    wrote: bool,
+}
+
+impl Tagger {
+    /// A tagger for `stream` (`b'o'` or `b'e'`) of invocation `id`; `None` when `id` cannot be
+    /// written on a line (empty, or not visible ASCII).
+    pub fn new(stream: u8, id: &str) -> Option<Tagger> {
+        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic())).then(|| Tagger {
+            stream,
+            id: id.into(),
+            buf: Vec::new(),
+            cut: 0,
+            wrote: false,
+        })
+    }
+
+    /// Tags the complete lines of `data` and writes them to stderr (one write).
+    pub fn push(&mut self, data: &[u8]) {
+        let mut out = Vec::new();
+        self.push_into(data, &mut out);
+        write_err(&out);
+    }
+
+    fn push_into(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        while !data.is_empty() {
+            let (part, rest, ended) = match memchr(data) {
+                Some(i) => (&data[..i], &data[i + 1..], true),
+                None => (data, &data[data.len()..], false),
+            };
+            let take = part.len().min(MAX_LINE - self.buf.len());
+            self.buf.extend_from_slice(&part[..take]);
+            self.cut += (part.len() - take) as u64;
+            if ended {
+                self.line(out);
+            }
+            data = rest;
+        }
+    }
+
+    fn line(&mut self, out: &mut Vec<u8>) {
+        if self.cut == 0 && self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        format_line(out, self.stream, &self.id, &self.buf, self.cut);
+        self.buf.clear();
+        self.cut = 0;
+        self.wrote = true;
+    }
+
+    /// The stream ended: writes a last line without its newline, if any; whether anything was
+    /// written for the invocation.
+    pub fn finish(&mut self) -> bool {
+        if !self.buf.is_empty() || self.cut > 0 {
+            let mut out = Vec::new();
+            self.line(&mut out);
+            write_err(&out);
+        }
+        self.wrote
+    }
+
+    /// `NANOFAAS_LOG_END <id>`: all of the invocation's output is out.
+    pub fn end(id: &str) {
+        write_err(format!("NANOFAAS_LOG_END {id}\n").as_bytes());
+    }
+}
+
+/// The first newline in `data`.
+fn memchr(data: &[u8]) -> Option<usize> {
+    data.iter().position(|b| *b == b'\n')
+}
+
+fn write_err(out: &[u8]) {
+    if !out.is_empty() {
+        let _ = std::io::stderr().lock().write_all(out);
+    }
+}
+
+/// `NANOFAAS_LOG <stream> <id> <text>[ [... N bytes cut]]\n` (the text made valid UTF-8).
+fn format_line(out: &mut Vec<u8>, stream: u8, id: &str, text: &[u8], cut: u64) {
+    out.extend_from_slice(b"NANOFAAS_LOG ");
+    out.push(stream);
+    out.push(b' ');
+    out.extend_from_slice(id.as_bytes());
+    out.push(b' ');
+    match std::str::from_utf8(text) {
+        Ok(t) => out.extend_from_slice(t.as_bytes()),
+        Err(_) => out.extend_from_slice(String::from_utf8_lossy(text).as_bytes()),
+    }
+    if cut > 0 {
+        let _ = write!(out, " [... {cut} bytes cut]");
+    }
+    out.push(b'\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +476,27 @@ mod tests {
         drop(w);
         read_pipe(&mut p, &mut [], true, false);
         assert!(p.eof);
+    }
+
+    #[test]
+    fn a_one_shot_command_output_is_all_its_invocation() {
+        assert!(Tagger::new(b'o', "").is_none());
+        assert!(Tagger::new(b'o', "a b").is_none());
+        let mut t = Tagger::new(b'e', "x1").unwrap();
+        let mut out = Vec::new();
+        t.push_into(b"one\r\ntw", &mut out);
+        t.push_into(b"o\n\xff\n", &mut out);
+        let big = vec![b'y'; MAX_LINE + 3];
+        t.push_into(&big, &mut out);
+        t.push_into(b"\n", &mut out);
+        let got = String::from_utf8(out).unwrap();
+        let want = format!(
+            "NANOFAAS_LOG e x1 one\nNANOFAAS_LOG e x1 two\nNANOFAAS_LOG e x1 \u{fffd}\nNANOFAAS_LOG e x1 {} [... 3 bytes cut]\n",
+            "y".repeat(MAX_LINE)
+        );
+        assert_eq!(got, want);
+        assert!(t.wrote);
+        let mut quiet = Tagger::new(b'o', "x2").unwrap();
+        assert!(!quiet.finish());
     }
 }
