@@ -557,7 +557,7 @@ impl ProcessProvider {
                             *entry.runtime_pid.lock().unwrap() = Some(r);
                         }
                     } else {
-                        log.push(&line);
+                        log.push(line);
                     }
                 })
                 .await;
@@ -566,25 +566,21 @@ impl ProcessProvider {
         if let Some(err) = child.stderr.take() {
             let log = log.clone();
             let (instance, function) = (id.to_string(), spec.name.clone());
-            let logs = self.logs.get().cloned();
-            let mut out = OutputLog::new(
-                function.clone(),
-                instance.clone(),
-                self.settings.log_lines_per_second,
-            );
+            let logs = self.logs.get().map(|l| l.instance(&function, &instance));
+            let mut out = OutputLog::new(function, instance, self.settings.log_lines_per_second);
             tokio::spawn(async move {
                 read_lines(err, |line| {
                     if let Some(l) = &logs {
-                        l.instance_line(&function, &instance, &line);
+                        l.line(line);
                     }
-                    if let Some((stream, text)) = crate::logs::display(&line) {
+                    if let Some((stream, text)) = crate::logs::display(line) {
                         log.push(text);
                         out.line(stream, text);
                     }
                 })
                 .await;
                 if let Some(l) = &logs {
-                    l.instance_ended(&instance);
+                    l.ended();
                 }
             });
         }
