@@ -235,7 +235,7 @@ impl Output {
 /// Writes `owned` after what is pending (keeping their order), in one write; with `all` or
 /// when enough is pending, the pending lines even when `owned` is empty.
 fn flush(pending: &mut Vec<u8>, owned: &[u8], all: bool) {
-    if owned.is_empty() && !(all && !pending.is_empty()) && pending.len() < PENDING_MAX {
+    if owned.is_empty() && (!all || pending.is_empty()) && pending.len() < PENDING_MAX {
         return;
     }
     if pending.is_empty() {
