@@ -5,12 +5,15 @@ Input ``{"name": "Ada"}`` (optional) answers
 Input ``{"fail": "why"}`` raises, which the runtime answers ``500 HANDLER_ERROR`` with ``why``.
 ``{"print": ["a"]}`` prints each text on stdout; ``{"log": ["b"]}`` logs each through ``logging``
 (tagged with the execution, so kept with it even when the instance serves several at once);
-``{"spam": N}`` prints N long lines (at most a million: to see a chatty function's logs cut).
+``{"spam": N}`` prints N long lines (at most a million: to see a chatty function's logs cut);
+``{"trace": true}`` adds the W3C ``traceparent`` the invocation came with to the answer.
 """
 
 import logging
 import os
 import time
+
+from nanofaas.sdk import context
 
 log = logging.getLogger("hello")
 
@@ -30,4 +33,7 @@ def handle(request: dict):
     if "fail" in data:
         raise RuntimeError(f"failing on purpose: {data['fail']}")
     name = data.get("name") or "world"
-    return {"greeting": f"Hello, {name}!", "runtime": "python", "pid": os.getpid()}
+    out = {"greeting": f"Hello, {name}!", "runtime": "python", "pid": os.getpid()}
+    if data.get("trace"):
+        out["traceparent"] = context.get_traceparent()
+    return out

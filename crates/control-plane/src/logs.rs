@@ -72,7 +72,8 @@ impl Stream {
 pub struct Line {
     pub ts_ms: u64,
     pub stream: Stream,
-    pub text: Box<str>,
+    /// Shared with the function's recent lines (one allocation per line).
+    pub text: Arc<str>,
 }
 
 /// One line, as the API shows it.
@@ -145,6 +146,8 @@ impl Event {
 /// The logs of one execution.
 #[derive(Debug, Default)]
 struct ExecBuf {
+    /// Its id, shared by the events that name it.
+    id: Arc<str>,
     function: Arc<str>,
     lines: Vec<Line>,
     bytes: usize,
@@ -268,61 +271,92 @@ impl Logs {
         self.lookup.get().and_then(Weak::upgrade)
     }
 
-    /// One line an instance of `function` wrote (see the module docs for its forms).
+    /// One line an instance of `function` wrote (see the module docs for its forms). Providers
+    /// use an [`InstanceLog`], which names the instance once for all its lines.
     pub fn instance_line(&self, function: &str, instance: &str, raw: &str) {
-        self.instance_line_at(function, instance, raw, crate::executions::now_ms())
+        self.line_at(
+            &function.into(),
+            &instance.into(),
+            raw,
+            crate::executions::now_ms(),
+        )
     }
 
-    fn instance_line_at(&self, function: &str, instance: &str, raw: &str, ts_ms: u64) {
+    /// The handle through which a provider files the lines of one instance.
+    pub fn instance(self: &Arc<Self>, function: &str, instance: &str) -> InstanceLog {
+        InstanceLog {
+            logs: self.clone(),
+            function: function.into(),
+            instance: instance.into(),
+        }
+    }
+
+    /// Files one line, under one lock on the common path; only the first line of an execution
+    /// asks the platform about it (outside the lock).
+    fn line_at(&self, function: &Arc<str>, instance: &Arc<str>, raw: &str, ts_ms: u64) {
         if let Some(id) = raw.strip_prefix(TAG_END) {
             self.seal(id.trim());
             return;
         }
-        let job = {
-            let g = self.inner.lock().unwrap();
-            (!g.jobs.is_empty())
-                .then(|| g.jobs.get(instance).cloned())
-                .flatten()
-        };
-        let (stream, exec, text) = match parse_tagged(raw) {
-            Some((s, None, text)) => (s, job.as_deref(), text),
+        let (stream, tagged, text) = match parse_tagged(raw) {
             Some(t) => t,
-            None => (Stream::Stderr, job.as_deref(), raw),
+            None => (Stream::Stderr, None, raw),
         };
-        // Trust an execution id only when it is one of this function's executions.
-        let exec = exec.and_then(|id| self.accept(function, instance, id));
         let mut g = self.inner.lock().unwrap();
+        // A one-shot instance's untagged lines are its execution's.
+        let job: Option<Box<str>> = match tagged {
+            None if !g.jobs.is_empty() => g.jobs.get(&**instance).cloned(),
+            _ => None,
+        };
+        let named = tagged.or(job.as_deref());
+        let mut exec = None;
+        if let Some(id) = named {
+            match g.execs.get(id) {
+                // Trust an execution id only when it is one of this function's executions.
+                Some(buf) if buf.function != *function => {}
+                Some(buf) if !buf.sealed => exec = Some(buf.id.clone()),
+                // Unknown, or sealed (only a retry, a new attempt of an unfinished execution,
+                // reopens it): ask the platform, without holding the lock.
+                _ => {
+                    drop(g);
+                    exec = self.accept(function, instance, id);
+                    g = self.inner.lock().unwrap();
+                }
+            }
+        }
         let inner = &mut *g;
+        let text: Arc<str> = text.into();
         if let Some(id) = &exec {
             if let Some(buf) = inner.execs.get_mut(&**id) {
                 let before = buf.bytes;
                 buf.push(Line {
                     ts_ms,
                     stream,
-                    text: text.into(),
+                    text: text.clone(),
                 });
                 inner.total_bytes += buf.bytes - before;
             }
         }
-        let f = match inner.functions.get_mut(function) {
+        let f = match inner.functions.get_mut(&**function) {
             Some(f) => f,
-            None => inner.functions.entry(function.into()).or_default(),
+            None => inner.functions.entry(function.clone()).or_default(),
         };
-        let ev = Event {
-            ts_ms,
-            stream,
-            text: text.into(),
-            execution: exec,
-            instance: instance.into(),
-        };
+        let len = text.len();
         while f.recent.len() >= RECENT_LINES
-            || (f.bytes + text.len() > RECENT_BYTES && !f.recent.is_empty())
+            || (f.bytes + len > RECENT_BYTES && !f.recent.is_empty())
         {
             if let Some(old) = f.recent.pop_front() {
                 f.bytes -= old.text.len();
             }
         }
-        f.bytes += text.len();
+        f.bytes += len;
+        let ev = Event {
+            ts_ms,
+            stream,
+            text,
+            execution: exec,
+            instance: instance.clone(),
+        };
         if let Some(tx) = &f.tx {
             if tx.receiver_count() > 0 {
                 let _ = tx.send(ev.clone());
@@ -331,47 +365,42 @@ impl Logs {
             }
         }
         f.recent.push_back(ev);
-        drop(g);
-        self.evict();
+        if inner.total_bytes > MAX_TOTAL_BYTES {
+            evict_locked(inner);
+        }
     }
 
     /// The execution `id` as named by an instance of `function`, if it is one of that
-    /// function's; opens its logs on first sight.
-    fn accept(&self, function: &str, instance: &str, id: &str) -> Option<Arc<str>> {
-        {
-            let g = self.inner.lock().unwrap();
-            if let Some(buf) = g.execs.get(id) {
-                if &*buf.function != function {
-                    return None;
-                }
-                if !buf.sealed {
-                    return Some(id.into());
-                }
-                // Sealed: only a retry (a new attempt of an unfinished execution) reopens it.
-            }
-        }
+    /// function's and has not finished; opens (or reopens) its logs.
+    fn accept(&self, function: &Arc<str>, instance: &Arc<str>, id: &str) -> Option<Arc<str>> {
         let (f, journal, finished) = self.lookup()?.execution(id)?;
-        if &*f != function || finished {
+        if f != *function || finished {
             return None;
         }
         let mut g = self.inner.lock().unwrap();
         let key: Box<str> = id.into();
-        match g.execs.get_mut(id) {
-            Some(buf) => buf.sealed = false,
+        let shared = match g.execs.get_mut(id) {
+            Some(buf) => {
+                buf.sealed = false;
+                buf.id.clone()
+            }
             None => {
+                let shared: Arc<str> = id.into();
                 g.execs.insert(
                     key.clone(),
                     ExecBuf {
+                        id: shared.clone(),
                         function: f,
                         journal,
                         ..Default::default()
                     },
                 );
                 g.order.push_back(key.clone());
+                shared
             }
-        }
-        g.open.insert(key, instance.into());
-        Some(id.into())
+        };
+        g.open.insert(key, instance.clone());
+        Some(shared)
     }
 
     /// Ends every follower (the server stops); later ones end at once.
@@ -431,21 +460,7 @@ impl Logs {
     }
 
     fn evict(&self) {
-        let mut g = self.inner.lock().unwrap();
-        while g.total_bytes > MAX_TOTAL_BYTES {
-            let Some(id) = g.order.pop_front() else { break };
-            if g.open.contains_key(&id) {
-                // Still being written: keep it, look again later.
-                g.order.push_back(id);
-                if g.order.len() == g.open.len() {
-                    break;
-                }
-                continue;
-            }
-            if let Some(b) = g.execs.remove(&id) {
-                g.total_bytes -= b.bytes;
-            }
-        }
+        evict_locked(&mut self.inner.lock().unwrap());
     }
 
     /// The logs of execution `id` (empty when it printed nothing). When they are still open and
@@ -514,6 +529,7 @@ impl Logs {
         let j: JournalLogs =
             serde_json::from_slice(json).map_err(|e| format!("logs of {id}: {e}"))?;
         let mut buf = ExecBuf {
+            id: id.into(),
             function: function.into(),
             sealed: true,
             dropped_lines: j.dropped.0,
@@ -576,6 +592,49 @@ fn journal_json(buf: &ExecBuf) -> Vec<u8> {
         dropped: (buf.dropped_lines, buf.dropped_bytes),
     })
     .unwrap_or_default()
+}
+
+/// Drops the oldest finished executions' logs while the total is over [`MAX_TOTAL_BYTES`].
+fn evict_locked(g: &mut Inner) {
+    while g.total_bytes > MAX_TOTAL_BYTES {
+        let Some(id) = g.order.pop_front() else { break };
+        if g.open.contains_key(&id) {
+            // Still being written: keep it, look again later.
+            g.order.push_back(id);
+            if g.order.len() == g.open.len() {
+                break;
+            }
+            continue;
+        }
+        if let Some(b) = g.execs.remove(&id) {
+            g.total_bytes -= b.bytes;
+        }
+    }
+}
+
+/// What a provider holds for one instance's output (see [`Logs::instance`]): its function and
+/// instance names are made once, not per line.
+pub struct InstanceLog {
+    logs: Arc<Logs>,
+    function: Arc<str>,
+    instance: Arc<str>,
+}
+
+impl InstanceLog {
+    /// One line the instance wrote (see [`Logs::instance_line`]).
+    pub fn line(&self, raw: &str) {
+        self.logs.line_at(
+            &self.function,
+            &self.instance,
+            raw,
+            crate::executions::now_ms(),
+        );
+    }
+
+    /// The instance's output ended (see [`Logs::instance_ended`]).
+    pub fn ended(&self) {
+        self.logs.instance_ended(&self.instance);
+    }
 }
 
 /// `NANOFAAS_LOG <o|e> <id|-> <text>` → (stream, execution, text).

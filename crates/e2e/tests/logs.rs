@@ -9,7 +9,10 @@
 //!   instance's log (`GET /v1/functions/{name}/logs`, `executionId: null`);
 //! - a function printing more than the bound is cut at it, with `truncated: true` and a marker;
 //! - `nanofaas fn logs NAME --follow` shows lines while invocations run and exits 0 on SIGINT;
-//! - the logs of async executions come back after a restart of the control plane.
+//! - the logs of async executions come back after a restart of the control plane, for
+//!   functions serving one call at a time and several at once;
+//! - STDIO and FILE functions (one process per call): every line the call's process writes is
+//!   that execution's, even when calls overlap.
 
 use nanofaas_api::FunctionSpec;
 use nanofaas_e2e::{repo_root, run_setup, ControlPlane, TempDir};
@@ -203,6 +206,11 @@ async fn concurrent(cp: &ControlPlane, name: &str) {
         })
         .unwrap();
     assert_eq!(logged["executionId"], ids[0].as_str(), "{logged}");
+    // The same through the CLI.
+    let (code, out, all) = cli(cp, &["exec", "logs", &ids[0]]);
+    assert_eq!(code, 0, "{all}");
+    assert!(has(&out, &format!("{name}-clog-0-")), "{all}");
+    assert!(!has(&out, &format!("{name}-clog-1-")), "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +254,20 @@ async fn what_functions_print_is_kept_per_execution_in_every_runtime() {
         assert_eq!(v["status"], "success", "{v}");
         let t = texts(&exec_logs(&cp, &id).await);
         assert!(has(&t, &format!("{name}-async-line")), "{name}: {t:?}");
-        kept.push((name, id));
+        kept.push((name.to_string(), id));
+        // And one on the instance serving several at once (a line of its logger).
+        let conc = format!("{name}-conc");
+        let (id, v) = cp
+            .enqueue_and_wait(
+                &conc,
+                &json!({"input": {"log": [format!("{conc}-async-line")]}}),
+                &conc,
+            )
+            .await;
+        assert_eq!(v["status"], "success", "{v}");
+        let t = texts(&exec_logs(&cp, &id).await);
+        assert!(has(&t, &format!("{conc}-async-line")), "{conc}: {t:?}");
+        kept.push((conc, id));
     }
 
     // A function printing far more than the bound: cut there, and said so.
@@ -302,6 +323,11 @@ async fn what_functions_print_is_kept_per_execution_in_every_runtime() {
         .await
         .unwrap_or_else(|| panic!("--follow did not stop on SIGINT: {}", follow.output()));
     assert_eq!(st.code(), Some(0), "{}", follow.output());
+    let errs = follow.lines(Stream::Stderr);
+    assert!(
+        errs.iter().all(|l| !l.to_lowercase().contains("error")),
+        "an error line on stopping: {errs:?}"
+    );
 
     // A restart: the async executions' logs come back with their records.
     cp.proc.signal(libc::SIGTERM).unwrap();
@@ -330,4 +356,104 @@ async fn what_functions_print_is_kept_per_execution_in_every_runtime() {
         .unwrap();
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "NOT_FOUND", "{}", r.text());
+}
+
+/// Registers a one-process-per-call function (`mode`: STDIO or FILE) running `script` with `sh`.
+async fn register_script(
+    cp: &ControlPlane,
+    dir: &std::path::Path,
+    name: &str,
+    mode: &str,
+    script: &str,
+) {
+    let path = dir.join(format!("{name}.sh"));
+    std::fs::write(&path, script).unwrap();
+    let spec = json!({
+        "name": name,
+        "command": ["/bin/sh", path.to_str().unwrap()],
+        "runtimeMode": mode,
+        "instanceConcurrency": 4,
+        "concurrency": 8,
+        "maxInstances": 1,
+        "timeoutMs": 10000,
+    });
+    let r = http("POST", &cp.url("/v1/functions"), &[], spec.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{name}: {}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_or_file_call_keeps_all_its_process_wrote() {
+    let state = TempDir::new("logs-oneproc");
+    let scripts = TempDir::new("logs-scripts");
+    let cp = ControlPlane::start(state.path(), &[]).await;
+    // Both print a line before and after a pause, so that overlapping calls interleave.
+    register_script(
+        &cp,
+        scripts.path(),
+        "stdio-logs",
+        "STDIO",
+        "cat >/dev/null\necho \"stdio-err-a $EXECUTION_ID\" >&2\nsleep 0.3\necho \"stdio-err-b $EXECUTION_ID\" >&2\nprintf 'no newline at the end' >&2\necho '{\"ok\": true}'\n",
+    )
+    .await;
+    register_script(
+        &cp,
+        scripts.path(),
+        "file-logs",
+        "FILE",
+        "echo \"file-out-a $EXECUTION_ID\"\nsleep 0.3\necho \"file-err-b $EXECUTION_ID\" >&2\necho '{\"ok\": true}' >\"$OUTPUT_FILE\"\n",
+    )
+    .await;
+    for (name, want) in [
+        (
+            "stdio-logs",
+            vec![
+                ("stderr", "stdio-err-a"),
+                ("stderr", "stdio-err-b"),
+                ("stderr", "no newline at the end"),
+            ],
+        ),
+        (
+            "file-logs",
+            vec![("stdout", "file-out-a"), ("stderr", "file-err-b")],
+        ),
+    ] {
+        let calls: Vec<_> = (0..4)
+            .map(|i| {
+                let base = cp.base.clone();
+                tokio::spawn(async move { invoke_at(&base, name, json!({ "i": i })).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for c in calls {
+            ids.push(c.await.unwrap());
+        }
+        for id in &ids {
+            let logs = exec_logs(&cp, id).await;
+            let lines = logs["lines"].as_array().unwrap();
+            let got: Vec<(String, String)> = lines
+                .iter()
+                .map(|l| {
+                    (
+                        l["stream"].as_str().unwrap().to_string(),
+                        l["text"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(got.len(), want.len(), "{name} {id}: {logs}");
+            for ((stream, text), (ws, wt)) in got.iter().zip(&want) {
+                assert_eq!(stream, ws, "{name} {id}: {logs}");
+                assert!(text.starts_with(wt), "{name} {id}: {logs}");
+                // Each line is its own execution's, none of the overlapping calls'.
+                if !wt.starts_with("no newline") {
+                    assert_eq!(text, &format!("{wt} {id}"), "{name}: {logs}");
+                }
+            }
+        }
+        let (code, out, all) = cli(&cp, &["exec", "logs", &ids[0]]);
+        assert_eq!(code, 0, "{all}");
+        assert!(has(&out, &format!("{} {}", want[0].1, ids[0])), "{all}");
+        assert!(!has(&out, &ids[1]), "{all}");
+    }
 }

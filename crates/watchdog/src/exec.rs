@@ -8,8 +8,13 @@
 //! the trimmed text; empty output is `null`. A non-zero exit is `FUNCTION_ERROR` with the exit
 //! code and the tail of stderr; the deadline kills the command's whole process group
 //! (`TIMEOUT`). Once the command exits, anything left in its process group is killed.
+//!
+//! With [`Run::tag`] (warm, when the providers asked for tagged output), every line the command
+//! writes on stderr (and, in FILE mode, stdout) is its invocation's and is written tagged with it,
+//! then `NANOFAAS_LOG_END` (see `warm::output`).
 
 use crate::process;
+use crate::warm::output::Tagger;
 use bytes::Bytes;
 use nanofaas_api::{ErrorBody, ErrorCode};
 use std::ffi::OsString;
@@ -34,6 +39,25 @@ pub struct Run<'a> {
     pub timeout: Duration,
     /// Largest output accepted.
     pub max_output: usize,
+    /// The invocation whose output this is, to tag its lines with (see the module docs).
+    pub tag: Option<String>,
+}
+
+impl Run<'_> {
+    fn tagger(&self, stream: u8) -> Option<Tagger> {
+        self.tag.as_deref().and_then(|id| Tagger::new(stream, id))
+    }
+
+    /// All of the command's output is out (tagged runs only).
+    fn end(&self) {
+        if let Some(id) = self
+            .tag
+            .as_deref()
+            .filter(|id| Tagger::new(b'e', id).is_some())
+        {
+            Tagger::end(id);
+        }
+    }
 }
 
 /// STDIO: `input` on stdin, stdout is the output.
@@ -61,7 +85,7 @@ pub async fn run_stdio(run: Run<'_>, input: Bytes) -> Result<Bytes, ErrorBody> {
             None => Ok(Vec::new()),
         }
     });
-    let err_task = tokio::spawn(tee_tail(stderr));
+    let err_task = tokio::spawn(tee_tail(stderr, run.tagger(b'e')));
 
     let status = match tokio::time::timeout_at(run.deadline, child.wait()).await {
         Ok(st) => st,
@@ -70,6 +94,7 @@ pub async fn run_stdio(run: Run<'_>, input: Bytes) -> Result<Bytes, ErrorBody> {
             writer.abort();
             out_task.abort();
             err_task.abort();
+            run.end();
             return Err(timeout_error(run.timeout));
         }
     };
@@ -78,6 +103,7 @@ pub async fn run_stdio(run: Run<'_>, input: Bytes) -> Result<Bytes, ErrorBody> {
     writer.abort();
     let out = out_task.await.unwrap_or_else(|_| Ok(Vec::new()));
     let tail = err_task.await.unwrap_or_default();
+    run.end();
     // Too much output first: the reader stopped reading, so the command may have died of
     // SIGPIPE, which is a consequence, not the cause.
     let out = out.map_err(too_large)?;
@@ -114,22 +140,33 @@ pub async fn run_file(
     run.env.push(("INPUT_FILE", input_file.into()));
     run.env.push(("OUTPUT_FILE", output_file.into()));
     let mut cmd = process::command(run.argv, &run.env);
+    // Stdout is logs: through the watchdog's stderr as is, or read to be tagged.
+    let out_tag = run.tagger(b'o');
     cmd.stdin(Stdio::null())
-        .stdout(process::to_stderr())
+        .stdout(if out_tag.is_some() {
+            Stdio::piped()
+        } else {
+            process::to_stderr()
+        })
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| spawn_error(run.argv, e))?;
     let pid = child.id().unwrap_or(0);
-    let err_task = tokio::spawn(tee_tail(child.stderr.take()));
+    let err_task = tokio::spawn(tee_tail(child.stderr.take(), run.tagger(b'e')));
+    let out_task = tokio::spawn(tee_tail(child.stdout.take(), out_tag));
     let status = match tokio::time::timeout_at(run.deadline, child.wait()).await {
         Ok(st) => st,
         Err(_) => {
             process::kill(&mut child, pid).await;
             err_task.abort();
+            out_task.abort();
+            run.end();
             return Err(timeout_error(run.timeout));
         }
     };
     process::signal_group(pid, libc::SIGKILL);
     let tail = err_task.await.unwrap_or_default();
+    let _ = out_task.await;
+    run.end();
     let status = status.map_err(|e| internal(format!("waiting for the command: {e}")))?;
     if !status.success() {
         return Err(exit_error(run.argv, &status, &tail));
@@ -218,8 +255,9 @@ async fn read_limited(mut r: impl AsyncRead + Unpin, max: usize) -> Result<Vec<u
     }
 }
 
-/// Copies a stream to the watchdog's stderr and keeps its last [`STDERR_TAIL`] bytes.
-async fn tee_tail(r: Option<impl AsyncRead + Unpin>) -> String {
+/// Copies a stream to the watchdog's stderr (tagged line by line with a [`Tagger`]) and keeps its
+/// last [`STDERR_TAIL`] bytes.
+async fn tee_tail(r: Option<impl AsyncRead + Unpin>, mut tagger: Option<Tagger>) -> String {
     let Some(mut r) = r else {
         return String::new();
     };
@@ -229,13 +267,21 @@ async fn tee_tail(r: Option<impl AsyncRead + Unpin>) -> String {
         match r.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let _ = std::io::stderr().write_all(&chunk[..n]);
+                match tagger.as_mut() {
+                    Some(t) => t.push(&chunk[..n]),
+                    None => {
+                        let _ = std::io::stderr().write_all(&chunk[..n]);
+                    }
+                }
                 tail.extend_from_slice(&chunk[..n]);
                 if tail.len() > STDERR_TAIL {
                     tail.drain(..tail.len() - STDERR_TAIL);
                 }
             }
         }
+    }
+    if let Some(t) = tagger.as_mut() {
+        t.finish();
     }
     String::from_utf8_lossy(&tail).trim().to_string()
 }
@@ -298,6 +344,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_millis(ms),
             timeout: Duration::from_millis(ms),
             max_output: 1024,
+            tag: None,
         }
     }
 

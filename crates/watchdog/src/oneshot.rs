@@ -88,6 +88,8 @@ fn command_run<'a>(cfg: &'a Config, os: &OneShotConfig) -> Run<'a> {
         deadline: Instant::now() + cfg.timeout,
         timeout: cfg.timeout,
         max_output: cfg.max_payload_bytes,
+        // One-shot: the control plane knows the instance runs one execution (all its lines).
+        tag: None,
     }
 }
 

@@ -5,7 +5,8 @@
 //! `{"fail": "why"}` answers 500 `HANDLER_ERROR` with `failing on purpose: why`;
 //! `{"sleepMs": 200}` waits that long first (to see a slow invocation finish during a stop);
 //! `{"print": ["a"]}` prints each text on stdout, `{"log": ["b"]}` writes each with
-//! [`Request::log`] (kept with the execution even when the instance serves several at once).
+//! [`Request::log`] (kept with the execution even when the instance serves several at once);
+//! `{"trace": true}` adds the W3C `traceparent` the invocation came with to the answer.
 
 use nanofaas_runtime::Request;
 use serde::Deserialize;
@@ -23,6 +24,8 @@ struct Input {
     print: Vec<String>,
     #[serde(default)]
     log: Vec<String>,
+    #[serde(default)]
+    trace: bool,
 }
 
 async fn hello(req: Request) -> Result<Value, String> {
@@ -49,11 +52,15 @@ async fn hello(req: Request) -> Result<Value, String> {
         .name
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "world".into());
-    Ok(json!({
+    let mut out = json!({
         "greeting": format!("Hello, {name}!"),
         "runtime": "rust",
         "pid": std::process::id(),
-    }))
+    });
+    if input.trace {
+        out["traceparent"] = json!(req.traceparent);
+    }
+    Ok(out)
 }
 
 fn main() -> std::process::ExitCode {

@@ -802,11 +802,12 @@ async fn follow_output(
         return;
     };
     let mut demux = LogDemux::default();
-    let mut out = OutputLog::new(function.clone(), instance.clone(), per_second);
+    let logs = logs.map(|l| l.instance(&function, &instance));
+    let mut out = OutputLog::new(function, instance, per_second);
     let mut emit = |stream: LogStream, line: String| {
         // The watchdog's stderr carries its runtime's lines, tagged (see `logs`).
         if let Some(l) = &logs {
-            l.instance_line(&function, &instance, &line);
+            l.line(&line);
         }
         let (s, text) = match crate::logs::display(&line) {
             Some((s, text)) if stream == LogStream::Stderr => (s, text),
@@ -825,7 +826,7 @@ async fn follow_output(
         emit(s, l);
     }
     if let Some(l) = &logs {
-        l.instance_ended(&instance);
+        l.ended();
     }
 }
 

@@ -610,7 +610,7 @@ impl ProcessProvider {
                             *entry.runtime_pid.lock().unwrap() = Some(r);
                         }
                     } else {
-                        log.push(&line);
+                        log.push(line);
                     }
                 })
                 .await;
@@ -620,7 +620,8 @@ impl ProcessProvider {
             let log = log.clone();
             let instance = id.to_string();
             let mut function: Arc<str> = spec.name.as_str().into();
-            let logs = self.logs.get().cloned();
+            let hub = self.logs.get().cloned();
+            let mut logs = hub.as_ref().map(|l| l.instance(&function, &instance));
             let per_second = self.settings.log_lines_per_second;
             let mut out = OutputLog::new(function.to_string(), instance.clone(), per_second);
             let entry = entry.clone();
@@ -631,21 +632,22 @@ impl ProcessProvider {
                         let now = entry.function.lock().unwrap().clone();
                         if now != function {
                             function = now;
+                            logs = hub.as_ref().map(|l| l.instance(&function, &instance));
                             out =
                                 OutputLog::new(function.to_string(), instance.clone(), per_second);
                         }
                     }
                     if let Some(l) = &logs {
-                        l.instance_line(&function, &instance, &line);
+                        l.line(line);
                     }
-                    if let Some((stream, text)) = crate::logs::display(&line) {
+                    if let Some((stream, text)) = crate::logs::display(line) {
                         log.push(text);
                         out.line(stream, text);
                     }
                 })
                 .await;
                 if let Some(l) = &logs {
-                    l.instance_ended(&instance);
+                    l.ended();
                 }
             });
         }

@@ -30,18 +30,33 @@ pub struct LineCutter {
 
 impl LineCutter {
     /// Feeds `data`; calls `emit` with each line it completes (without its `\n` or `\r\n`).
-    pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(String)) {
+    pub fn push(&mut self, data: &[u8], emit: &mut impl FnMut(String)) {
+        self.push_str(data, &mut |l: &str| emit(l.to_string()));
+    }
+
+    /// Like [`LineCutter::push`], lending each line: a line that arrived whole in `data` (valid
+    /// UTF-8, not cut) is not copied at all.
+    pub fn push_str(&mut self, mut data: &[u8], emit: &mut impl FnMut(&str)) {
         while !data.is_empty() {
             let (part, rest, ended) = match data.iter().position(|b| *b == b'\n') {
                 Some(i) => (&data[..i], &data[i + 1..], true),
                 None => (data, &data[data.len()..], false),
             };
+            if ended && self.buf.is_empty() && self.cut == 0 && part.len() <= MAX_LINE_BYTES {
+                let part = part.strip_suffix(b"\r").unwrap_or(part);
+                match std::str::from_utf8(part) {
+                    Ok(line) => emit(line),
+                    Err(_) => emit(&String::from_utf8_lossy(part)),
+                }
+                data = rest;
+                continue;
+            }
             let room = MAX_LINE_BYTES - self.buf.len();
             let take = part.len().min(room);
             self.buf.extend_from_slice(&part[..take]);
             self.cut += (part.len() - take) as u64;
             if ended {
-                emit(self.take_line());
+                emit(&self.take_line());
             }
             data = rest;
         }
@@ -66,19 +81,19 @@ impl LineCutter {
     }
 }
 
-/// Reads `r` to its end as bounded lines (see [`LineCutter`]).
-pub async fn read_lines(mut r: impl tokio::io::AsyncRead + Unpin, mut emit: impl FnMut(String)) {
+/// Reads `r` to its end as bounded lines (see [`LineCutter`]), lent to `emit` one by one.
+pub async fn read_lines(mut r: impl tokio::io::AsyncRead + Unpin, mut emit: impl FnMut(&str)) {
     use tokio::io::AsyncReadExt;
     let mut cutter = LineCutter::default();
     let mut chunk = vec![0u8; 8 << 10];
     loop {
         match r.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => cutter.push(&chunk[..n], &mut emit),
+            Ok(n) => cutter.push_str(&chunk[..n], &mut emit),
         }
     }
     if let Some(l) = cutter.finish() {
-        emit(l);
+        emit(&l);
     }
 }
 
@@ -91,17 +106,25 @@ pub struct LogTail {
 impl LogTail {
     pub fn push(&self, line: &str) {
         let mut l = self.lines.lock().unwrap();
-        if l.len() == TAIL_LINES {
-            l.pop_front();
-        }
-        let mut s = line.to_string();
-        if s.len() > MAX_LINE {
+        // Once full, the oldest line's buffer is reused: no allocation per line.
+        let mut s = if l.len() == TAIL_LINES {
+            l.pop_front().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        s.clear();
+        if line.len() > MAX_LINE {
             let mut cut = MAX_LINE;
-            while !s.is_char_boundary(cut) {
+            while !line.is_char_boundary(cut) {
                 cut -= 1;
             }
-            s.truncate(cut);
+            s.push_str(&line[..cut]);
             s.push_str(" [...]");
+        } else {
+            s.push_str(line);
+        }
+        if s.capacity() > 4 * MAX_LINE {
+            s.shrink_to(MAX_LINE + 8);
         }
         l.push_back(s);
     }
@@ -363,10 +386,23 @@ mod tests {
 
     #[tokio::test]
     async fn read_lines_reads_to_the_end() {
-        let data: &[u8] = b"a\nb\n\nc";
+        let data: &[u8] = b"a\nb\r\n\n\xffz\nc";
         let mut got = Vec::new();
-        read_lines(data, |l| got.push(l)).await;
-        assert_eq!(got, ["a", "b", "", "c"]);
+        read_lines(data, |l| got.push(l.to_string())).await;
+        assert_eq!(got, ["a", "b", "", "\u{fffd}z", "c"]);
+        // Lent lines: whole ones straight from the chunk, split and long ones through the buffer.
+        let mut c = LineCutter::default();
+        let mut got = Vec::new();
+        c.push_str(b"one\ntw", &mut |l| got.push(l.to_string()));
+        c.push_str(b"o\nthree\n", &mut |l| got.push(l.to_string()));
+        let long = vec![b'q'; MAX_LINE_BYTES + 1];
+        c.push_str(&long, &mut |l| got.push(l.to_string()));
+        c.push_str(b"\n", &mut |l| got.push(l.to_string()));
+        assert_eq!(got[..3], ["one", "two", "three"]);
+        assert_eq!(
+            got[3],
+            format!("{} [... 1 bytes cut]", "q".repeat(MAX_LINE_BYTES))
+        );
     }
 
     #[test]

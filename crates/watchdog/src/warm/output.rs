@@ -16,6 +16,14 @@
 //! - anything else is `-` (the instance's own log).
 //!
 //! Lines are cut at [`MAX_LINE`] bytes as they are read (the rest is counted, not kept).
+//!
+//! Cost: what a call reads is read on its own path (the drains above, one non-blocking read per
+//! pipe when there is nothing), and the lines it owns go out in one write with its end marker.
+//! Lines of no invocation wait (at most [`COALESCE`], or [`PENDING_MAX`] bytes) to go out with
+//! the next write; the task that follows each pipe wakes at most once per [`COALESCE`], so a
+//! busy instance's output costs a few writes and wake-ups per [`COALESCE`], not per line. With
+//! several invocations at once, untagged lines cannot be anyone's: the start of a call does not
+//! read the pipes then.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -28,6 +36,12 @@ pub const MAX_LINE: usize = 16 << 10;
 pub const RUNTIME_TAG: &str = "@exec:";
 /// The variable that turns tagging on.
 pub const ENV_LOG_TAGS: &str = "NANOFAAS_LOG_TAGS";
+
+/// How long the task following a pipe waits after a read before it looks again (lines that
+/// belong to no invocation are forwarded within this).
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
+/// Lines of no invocation held back at most (then written at once).
+pub const PENDING_MAX: usize = 32 << 10;
 
 /// Whether the providers asked for tagged output.
 pub fn enabled() -> bool {
@@ -53,6 +67,15 @@ struct State {
     pipes: Vec<Pipe>,
     inflight: Vec<InFlight>,
     next_pipe: u64,
+    /// Formatted lines of no invocation, not yet written (see the module docs).
+    pending: Vec<u8>,
+}
+
+/// Where [`emit`] puts lines: those of an invocation (written before its end marker) and the
+/// rest (may wait).
+struct Sink<'a> {
+    owned: &'a mut Vec<u8>,
+    pending: &'a mut Vec<u8>,
 }
 
 /// Tags and forwards the runtime's output (see the module docs).
@@ -115,9 +138,12 @@ impl Output {
                         break;
                     };
                     guard.clear_ready();
+                    drop(guard);
                     if !me.drain_pipe(id) {
                         break;
                     }
+                    // Readiness that comes meanwhile is kept: the next wait returns at once.
+                    tokio::time::sleep(COALESCE).await;
                 }
             });
         }
@@ -131,7 +157,10 @@ impl Output {
             id.to_string()
         };
         let mut st = self.state.lock().unwrap();
-        self.drain_all(&mut st, false);
+        if self.exclusive {
+            // What is in the pipes now was written before this call: not its.
+            self.drain_all(&mut st, false, None);
+        }
         st.inflight.push(InFlight {
             id: id.clone(),
             wrote: false,
@@ -141,42 +170,83 @@ impl Output {
 
     fn end(&self, id: &str) {
         let mut st = self.state.lock().unwrap();
-        self.drain_all(&mut st, self.exclusive);
         let Some(i) = st.inflight.iter().position(|f| f.id == id) else {
             return;
         };
+        let mut owned = Vec::new();
+        self.drain_all(&mut st, self.exclusive, Some(&mut owned));
         let f = st.inflight.swap_remove(i);
         if f.wrote && f.id != "-" {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "NANOFAAS_LOG_END {}", f.id);
+            owned.extend_from_slice(b"NANOFAAS_LOG_END ");
+            owned.extend_from_slice(f.id.as_bytes());
+            owned.push(b'\n');
         }
+        flush(&mut st.pending, &owned, false);
     }
 
-    /// Reads one pipe until it is empty; false once it has ended.
+    /// Reads one pipe until it is empty and writes all that waits; false once it has ended.
     fn drain_pipe(&self, pipe: u64) -> bool {
         let mut st = self.state.lock().unwrap();
         let State {
-            pipes, inflight, ..
+            pipes,
+            inflight,
+            pending,
+            ..
         } = &mut *st;
         let Some(i) = pipes.iter().position(|p| p.id == pipe) else {
             return false;
         };
-        read_pipe(&mut pipes[i], inflight, self.exclusive, false);
-        if pipes[i].eof {
+        let mut owned = Vec::new();
+        let mut sink = Sink {
+            owned: &mut owned,
+            pending,
+        };
+        read_pipe(&mut pipes[i], inflight, self.exclusive, false, &mut sink);
+        let open = !pipes[i].eof;
+        if !open {
             pipes.swap_remove(i);
-            return false;
         }
-        true
+        flush(pending, &owned, true);
+        open
     }
 
-    fn drain_all(&self, st: &mut State, flush_partial: bool) {
+    /// Reads every pipe until empty: an invocation's lines into `owned` (written by the caller;
+    /// `None`: at once), the rest held back.
+    fn drain_all(&self, st: &mut State, flush_partial: bool, owned: Option<&mut Vec<u8>>) {
         let State {
-            pipes, inflight, ..
+            pipes,
+            inflight,
+            pending,
+            ..
         } = st;
+        let mut own = Vec::new();
+        let owned = owned.unwrap_or(&mut own);
+        let mut sink = Sink { owned, pending };
         for p in pipes.iter_mut() {
-            read_pipe(p, inflight, self.exclusive, flush_partial);
+            read_pipe(p, inflight, self.exclusive, flush_partial, &mut sink);
         }
         pipes.retain(|p| !p.eof);
+        if !own.is_empty() {
+            flush(pending, &own, false);
+        }
+    }
+}
+
+/// Writes `owned` after what is pending (keeping their order), in one write; with `all` or
+/// when enough is pending, the pending lines even when `owned` is empty.
+fn flush(pending: &mut Vec<u8>, owned: &[u8], all: bool) {
+    if owned.is_empty() && (!all || pending.is_empty()) && pending.len() < PENDING_MAX {
+        return;
+    }
+    if pending.is_empty() {
+        write_err(owned);
+        return;
+    }
+    pending.extend_from_slice(owned);
+    write_err(pending);
+    pending.clear();
+    if pending.capacity() > 2 * PENDING_MAX {
+        pending.shrink_to(PENDING_MAX);
     }
 }
 
@@ -190,11 +260,16 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// Reads what the pipe holds now (non-blocking) and forwards the complete lines; with
-/// `flush_partial`, a last line without its newline too.
-fn read_pipe(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush_partial: bool) {
+/// Reads what the pipe holds now (non-blocking) and formats the complete lines into `sink`;
+/// with `flush_partial`, a last line without its newline too.
+fn read_pipe(
+    p: &mut Pipe,
+    inflight: &mut [InFlight],
+    exclusive: bool,
+    flush_partial: bool,
+    sink: &mut Sink<'_>,
+) {
     let mut chunk = [0u8; 8192];
-    let mut out = Vec::new();
     loop {
         match p.file.read(&mut chunk) {
             Ok(0) => {
@@ -204,7 +279,7 @@ fn read_pipe(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush_par
             Ok(n) => {
                 let mut data = &chunk[..n];
                 while !data.is_empty() {
-                    let (part, rest, ended) = match data.iter().position(|b| *b == b'\n') {
+                    let (part, rest, ended) = match memchr(data) {
                         Some(i) => (&data[..i], &data[i + 1..], true),
                         None => (data, &data[data.len()..], false),
                     };
@@ -212,9 +287,13 @@ fn read_pipe(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush_par
                     p.buf.extend_from_slice(&part[..take]);
                     p.cut += (part.len() - take) as u64;
                     if ended {
-                        emit(p, inflight, exclusive, &mut out);
+                        emit(p, inflight, exclusive, sink);
                     }
                     data = rest;
+                }
+                if n < chunk.len() {
+                    // A short read: the pipe is empty now (saves the read that would say so).
+                    break;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -222,15 +301,12 @@ fn read_pipe(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush_par
         }
     }
     if (flush_partial || p.eof) && (!p.buf.is_empty() || p.cut > 0) {
-        emit(p, inflight, exclusive, &mut out);
-    }
-    if !out.is_empty() {
-        let _ = std::io::stderr().lock().write_all(&out);
+        emit(p, inflight, exclusive, sink);
     }
 }
 
-/// Formats the pipe's current line into `out` and clears it.
-fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, out: &mut Vec<u8>) {
+/// Formats the pipe's current line into `sink` and clears it.
+fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, sink: &mut Sink<'_>) {
     if p.cut == 0 && p.buf.last() == Some(&b'\r') {
         p.buf.pop();
     }
@@ -247,25 +323,117 @@ fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, out: &mut Vec<
         None if exclusive && inflight.len() == 1 => inflight.first_mut(),
         None => None,
     };
-    let id = match owner {
-        Some(f) => {
+    match owner {
+        Some(f) if f.id != "-" => {
             f.wrote = true;
-            f.id.as_str()
+            format_line(sink.owned, p.stream, &f.id, text.as_bytes(), p.cut);
         }
-        None => "-",
-    };
+        _ => format_line(sink.pending, p.stream, "-", text.as_bytes(), p.cut),
+    }
+    p.buf.clear();
+    p.cut = 0;
+}
+
+/// The output of a command run once per invocation (`STDIO` and `FILE` runtimes, warm): every
+/// line is that invocation's, whatever else runs beside it, so it is tagged with its id as it is
+/// read, and [`Tagger::end`] says when all of it is out.
+pub struct Tagger {
+    stream: u8,
+    id: Arc<str>,
+    buf: Vec<u8>,
+    cut: u64,
+    wrote: bool,
+}
+
+impl Tagger {
+    /// A tagger for `stream` (`b'o'` or `b'e'`) of invocation `id`; `None` when `id` cannot be
+    /// written on a line (empty, or not visible ASCII).
+    pub fn new(stream: u8, id: &str) -> Option<Tagger> {
+        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic())).then(|| Tagger {
+            stream,
+            id: id.into(),
+            buf: Vec::new(),
+            cut: 0,
+            wrote: false,
+        })
+    }
+
+    /// Tags the complete lines of `data` and writes them to stderr (one write).
+    pub fn push(&mut self, data: &[u8]) {
+        let mut out = Vec::new();
+        self.push_into(data, &mut out);
+        write_err(&out);
+    }
+
+    fn push_into(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        while !data.is_empty() {
+            let (part, rest, ended) = match memchr(data) {
+                Some(i) => (&data[..i], &data[i + 1..], true),
+                None => (data, &data[data.len()..], false),
+            };
+            let take = part.len().min(MAX_LINE - self.buf.len());
+            self.buf.extend_from_slice(&part[..take]);
+            self.cut += (part.len() - take) as u64;
+            if ended {
+                self.line(out);
+            }
+            data = rest;
+        }
+    }
+
+    fn line(&mut self, out: &mut Vec<u8>) {
+        if self.cut == 0 && self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        format_line(out, self.stream, &self.id, &self.buf, self.cut);
+        self.buf.clear();
+        self.cut = 0;
+        self.wrote = true;
+    }
+
+    /// The stream ended: writes a last line without its newline, if any; whether anything was
+    /// written for the invocation.
+    pub fn finish(&mut self) -> bool {
+        if !self.buf.is_empty() || self.cut > 0 {
+            let mut out = Vec::new();
+            self.line(&mut out);
+            write_err(&out);
+        }
+        self.wrote
+    }
+
+    /// `NANOFAAS_LOG_END <id>`: all of the invocation's output is out.
+    pub fn end(id: &str) {
+        write_err(format!("NANOFAAS_LOG_END {id}\n").as_bytes());
+    }
+}
+
+/// The first newline in `data`.
+fn memchr(data: &[u8]) -> Option<usize> {
+    data.iter().position(|b| *b == b'\n')
+}
+
+fn write_err(out: &[u8]) {
+    if !out.is_empty() {
+        let _ = std::io::stderr().lock().write_all(out);
+    }
+}
+
+/// `NANOFAAS_LOG <stream> <id> <text>[ [... N bytes cut]]\n` (the text made valid UTF-8).
+fn format_line(out: &mut Vec<u8>, stream: u8, id: &str, text: &[u8], cut: u64) {
     out.extend_from_slice(b"NANOFAAS_LOG ");
-    out.push(p.stream);
+    out.push(stream);
     out.push(b' ');
     out.extend_from_slice(id.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(text.as_bytes());
-    if p.cut > 0 {
-        out.extend_from_slice(format!(" [... {} bytes cut]", p.cut).as_bytes());
+    match std::str::from_utf8(text) {
+        Ok(t) => out.extend_from_slice(t.as_bytes()),
+        Err(_) => out.extend_from_slice(String::from_utf8_lossy(text).as_bytes()),
+    }
+    if cut > 0 {
+        let _ = write!(out, " [... {cut} bytes cut]");
     }
     out.push(b'\n');
-    p.buf.clear();
-    p.cut = 0;
 }
 
 #[cfg(test)]
@@ -298,27 +466,14 @@ mod tests {
     }
 
     fn lines_of(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush: bool) -> String {
-        // `read_pipe` writes to stderr; the formatting is what is checked here.
-        let mut out = Vec::new();
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = p.file.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            for &b in &chunk[..n] {
-                if b == b'\n' {
-                    emit(p, inflight, exclusive, &mut out);
-                } else if p.buf.len() < MAX_LINE {
-                    p.buf.push(b);
-                } else {
-                    p.cut += 1;
-                }
-            }
-        }
-        if flush && !p.buf.is_empty() {
-            emit(p, inflight, exclusive, &mut out);
-        }
-        String::from_utf8(out).unwrap()
+        let (mut owned, mut pending) = (Vec::new(), Vec::new());
+        let mut sink = Sink {
+            owned: &mut owned,
+            pending: &mut pending,
+        };
+        read_pipe(p, inflight, exclusive, flush, &mut sink);
+        owned.extend_from_slice(&pending);
+        String::from_utf8(owned).unwrap()
     }
 
     #[test]
@@ -368,11 +523,61 @@ mod tests {
         w.write_all(&big).unwrap();
         w.write_all(b"\n").unwrap();
         // read_pipe returns at once on an empty pipe (non-blocking), with the line out.
-        read_pipe(&mut p, &mut [], true, false);
+        let got = lines_of(&mut p, &mut [], true, false);
+        assert_eq!(
+            got.len(),
+            "NANOFAAS_LOG e - ".len() + MAX_LINE + " [... 10 bytes cut]\n".len()
+        );
+        assert!(
+            got.ends_with(" [... 10 bytes cut]\n"),
+            "{}",
+            &got[got.len() - 40..]
+        );
         assert!(p.buf.is_empty() && !p.eof);
-        read_pipe(&mut p, &mut [], true, false);
+        assert_eq!(lines_of(&mut p, &mut [], true, false), "");
         drop(w);
-        read_pipe(&mut p, &mut [], true, false);
+        assert_eq!(lines_of(&mut p, &mut [], true, false), "");
         assert!(p.eof);
+    }
+
+    #[test]
+    fn a_one_shot_command_output_is_all_its_invocation() {
+        assert!(Tagger::new(b'o', "").is_none());
+        assert!(Tagger::new(b'o', "a b").is_none());
+        let mut t = Tagger::new(b'e', "x1").unwrap();
+        let mut out = Vec::new();
+        t.push_into(b"one\r\ntw", &mut out);
+        t.push_into(b"o\n\xff\n", &mut out);
+        let big = vec![b'y'; MAX_LINE + 3];
+        t.push_into(&big, &mut out);
+        t.push_into(b"\n", &mut out);
+        let got = String::from_utf8(out).unwrap();
+        let want = format!(
+            "NANOFAAS_LOG e x1 one\nNANOFAAS_LOG e x1 two\nNANOFAAS_LOG e x1 \u{fffd}\nNANOFAAS_LOG e x1 {} [... 3 bytes cut]\n",
+            "y".repeat(MAX_LINE)
+        );
+        assert_eq!(got, want);
+        assert!(t.wrote);
+        let mut quiet = Tagger::new(b'o', "x2").unwrap();
+        assert!(!quiet.finish());
+    }
+
+    #[test]
+    fn lines_of_no_invocation_wait_for_the_next_write() {
+        let mut pending = b"NANOFAAS_LOG o - idle\n".to_vec();
+        // Nothing owned and not asked for all: held back.
+        flush(&mut pending, b"", false);
+        assert!(!pending.is_empty());
+        // Written (after what waits) with an invocation's lines...
+        flush(
+            &mut pending,
+            b"NANOFAAS_LOG o e1 x\nNANOFAAS_LOG_END e1\n",
+            false,
+        );
+        assert!(pending.is_empty());
+        // ...or when too much waits.
+        let mut big = vec![b'z'; PENDING_MAX];
+        flush(&mut big, b"", false);
+        assert!(big.is_empty());
     }
 }

@@ -535,6 +535,10 @@ impl App {
             deadline,
             timeout: inv.timeout,
             max_output: self.cfg.max_payload_bytes,
+            // One process per call: all its output is this invocation's.
+            tag: crate::warm::output::enabled()
+                .then(|| inv.execution_id.to_str().ok().map(str::to_string))
+                .flatten(),
         }
     }
 

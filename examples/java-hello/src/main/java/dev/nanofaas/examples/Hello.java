@@ -12,7 +12,8 @@ import java.util.Map;
  * "pid": ...}}; {@code {"fail": "why"}} throws, which the runtime answers 500 HANDLER_ERROR.
  * {@code {"print": ["a"]}} prints each text on stdout, {@code {"log": ["b"]}} writes each through
  * {@link FunctionLog} (kept with the execution even when the instance serves several at once);
- * {@code {"sleepMs": n}} sleeps first (at most a minute).
+ * {@code {"sleepMs": n}} sleeps first (at most a minute); {@code {"trace": true}} adds the W3C
+ * {@code traceparent} the invocation came with to the answer.
  *
  * <p>Written against the function API only (JDK types): built with Maven from this folder's
  * pom.xml, see README.md.
@@ -55,6 +56,9 @@ public final class Hello implements FunctionHandler {
         out.put("greeting", "Hello, " + name + "!");
         out.put("runtime", "java");
         out.put("pid", PID);
+        if (Boolean.TRUE.equals(in.get("trace"))) {
+            out.put("traceparent", request.traceparent());
+        }
         return out;
     }
 }

@@ -43,7 +43,8 @@ final class ApiHandler implements FunctionHandler {
                         request.input().toString(),
                         request.metadata(),
                         request.executionId(),
-                        request.traceId());
+                        request.traceId(),
+                        request.traceparent());
         Thread thread = Thread.currentThread();
         ClassLoader previous = thread.getContextClassLoader();
         thread.setContextClassLoader(loader);

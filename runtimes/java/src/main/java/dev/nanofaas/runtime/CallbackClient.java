@@ -31,6 +31,7 @@ public class CallbackClient {
 
     static final String TRACE_ID_HEADER = "X-Trace-Id";
     static final String TOKEN_HEADER = "X-Callback-Token";
+    static final String TRACEPARENT_HEADER = "traceparent";
 
     private final Target defaultTarget;
     private final int attempts;
@@ -77,6 +78,19 @@ public class CallbackClient {
     /** Like {@link #sendResult(String, InvocationResult, String)} with an explicit target. */
     public boolean sendResult(
             Target target, String executionId, InvocationResult result, String traceId) {
+        return sendResult(target, executionId, result, traceId, null);
+    }
+
+    /**
+     * Like {@link #sendResult(Target, String, InvocationResult, String)}, with the invocation's
+     * W3C {@code traceparent} (sent as is when not null; it was checked on the way in).
+     */
+    public boolean sendResult(
+            Target target,
+            String executionId,
+            InvocationResult result,
+            String traceId,
+            String traceparent) {
         URI uri;
         byte[] body;
         try {
@@ -93,6 +107,9 @@ public class CallbackClient {
                         .POST(HttpRequest.BodyPublishers.ofByteArray(body));
         if (traceId != null) {
             request.header(TRACE_ID_HEADER, traceId);
+        }
+        if (traceparent != null) {
+            request.header(TRACEPARENT_HEADER, traceparent);
         }
         if (target.token() != null) {
             request.header(TOKEN_HEADER, target.token());

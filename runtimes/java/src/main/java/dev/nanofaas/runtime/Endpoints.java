@@ -32,6 +32,7 @@ final class Endpoints implements RuntimeServer.Routes {
 
     static final String EXECUTION_ID_HEADER = "X-Execution-Id";
     static final String TRACE_ID_HEADER = "X-Trace-Id";
+    static final String TRACEPARENT_HEADER = "traceparent";
     static final String CALLBACK_URL_HEADER = "X-Callback-Url";
     static final String CALLBACK_TOKEN_HEADER = "X-Callback-Token";
 
@@ -160,6 +161,7 @@ final class Endpoints implements RuntimeServer.Routes {
                                     + " header or set EXECUTION_ID"));
         }
         String traceId = header(headers, TRACE_ID_HEADER);
+        String traceparent = traceparent(header(headers, TRACEPARENT_HEADER));
         String callbackUrl = header(headers, CALLBACK_URL_HEADER);
         if (callbackUrl != null) {
             String problem = CallbackClient.checkCallbackUrl(callbackUrl);
@@ -184,7 +186,7 @@ final class Endpoints implements RuntimeServer.Routes {
         }
         InvocationRequest request;
         try {
-            request = parse(body, executionId, traceId);
+            request = parse(body, executionId, traceId, traceparent);
         } catch (BadRequest e) {
             return Outcome.reject(400, simpleError(e.getMessage()));
         }
@@ -193,12 +195,12 @@ final class Endpoints implements RuntimeServer.Routes {
         try {
             output = handler.handle(request);
         } catch (ApiHandler.OutputNotJson e) {
-            return failure(FUNCTION_ERROR, e.getMessage(), target, executionId, traceId);
+            return failure(FUNCTION_ERROR, e.getMessage(), target, executionId, traceId, traceparent);
         } catch (Throwable t) {
             String message = message(t);
             String id = executionId;
             handlerErrorLog.warn(() -> "handler failed for execution " + id + ": " + message, t);
-            return failure(HANDLER_ERROR, message, target, executionId, traceId);
+            return failure(HANDLER_ERROR, message, target, executionId, traceId, traceparent);
         }
         byte[] json;
         try {
@@ -209,13 +211,13 @@ final class Endpoints implements RuntimeServer.Routes {
                             + output.getClass().getName()
                             + ") cannot be serialised as JSON: "
                             + HandlerLoader.describe(e);
-            return failure(FUNCTION_ERROR, message, target, executionId, traceId);
+            return failure(FUNCTION_ERROR, message, target, executionId, traceId, traceparent);
         }
         InvocationResult result =
                 target == null
                         ? null
                         : InvocationResult.successRawJson(new String(json, StandardCharsets.UTF_8));
-        return new Outcome(200, json, callbackFor(target, executionId, result, traceId));
+        return new Outcome(200, json, callbackFor(target, executionId, result, traceId, traceparent));
     }
 
     private Outcome failure(
@@ -223,21 +225,70 @@ final class Endpoints implements RuntimeServer.Routes {
             String message,
             CallbackClient.Target target,
             String executionId,
-            String traceId) {
+            String traceId,
+            String traceparent) {
         InvocationResult result = InvocationResult.error(code, message);
         return new Outcome(
-                500, errorBody(code, message), callbackFor(target, executionId, result, traceId));
+                500,
+                errorBody(code, message),
+                callbackFor(target, executionId, result, traceId, traceparent));
     }
 
     private Runnable callbackFor(
             CallbackClient.Target target,
             String executionId,
             InvocationResult result,
-            String traceId) {
+            String traceId,
+            String traceparent) {
         if (target == null) {
             return null;
         }
-        return () -> callbacks.sendResult(target, executionId, result, traceId);
+        return () -> callbacks.sendResult(target, executionId, result, traceId, traceparent);
+    }
+
+    /**
+     * A W3C {@code traceparent} as received, or {@code null} when absent or malformed (then the
+     * invocation has no parent, as the W3C rules say: it is not an error of the call).
+     */
+    static String traceparent(String value) {
+        if (value == null || value.length() < 55 || value.length() > 512) {
+            return null;
+        }
+        // version "-" trace-id "-" parent-id "-" flags, lowercase hex; later versions may add
+        // "-..." fields after these.
+        if (value.charAt(2) != '-' || value.charAt(35) != '-' || value.charAt(52) != '-') {
+            return null;
+        }
+        if (value.length() > 55 && value.charAt(55) != '-') {
+            return null;
+        }
+        if (value.startsWith("ff") || (value.startsWith("00") && value.length() != 55)) {
+            return null;
+        }
+        boolean traceNonZero = false;
+        boolean parentNonZero = false;
+        for (int i = 0; i < value.length(); i++) {
+            char c = value.charAt(i);
+            if (i >= 55) {
+                if (c < 0x21 || c > 0x7e) {
+                    return null;
+                }
+                continue;
+            }
+            if (i == 2 || i == 35 || i == 52) {
+                continue;
+            }
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+                return null;
+            }
+            if (c != '0' && i > 2 && i < 35) {
+                traceNonZero = true;
+            }
+            if (c != '0' && i > 35 && i < 52) {
+                parentNonZero = true;
+            }
+        }
+        return traceNonZero && parentNonZero ? value : null;
     }
 
     /** The body, or null when it is larger than MAX_BODY_BYTES. */
@@ -254,6 +305,12 @@ final class Endpoints implements RuntimeServer.Routes {
 
     /** {@code {"input": any, "metadata": {string: string}}}; an empty body is {@code {}}. */
     static InvocationRequest parse(byte[] body, String executionId, String traceId)
+            throws BadRequest {
+        return parse(body, executionId, traceId, null);
+    }
+
+    static InvocationRequest parse(
+            byte[] body, String executionId, String traceId, String traceparent)
             throws BadRequest {
         JsonNode root;
         if (isBlank(body)) {
@@ -292,7 +349,8 @@ final class Endpoints implements RuntimeServer.Routes {
                 metadata.put(field.getKey(), field.getValue().textValue());
             }
         }
-        return new InvocationRequest(object.get("input"), metadata, executionId, traceId);
+        return new InvocationRequest(
+                object.get("input"), metadata, executionId, traceId, traceparent);
     }
 
     /** A client mistake in the request body. */

@@ -17,6 +17,7 @@ public final class InvocationRequest {
     private final Map<String, String> metadata;
     private final String executionId;
     private final String traceId;
+    private final String traceparent;
 
     /** A request with no execution or trace id, e.g. for a handler's own unit tests. */
     public InvocationRequest(JsonNode input, Map<String, String> metadata) {
@@ -25,6 +26,16 @@ public final class InvocationRequest {
 
     public InvocationRequest(
             JsonNode input, Map<String, String> metadata, String executionId, String traceId) {
+        this(input, metadata, executionId, traceId, null);
+    }
+
+    /** With the W3C {@code traceparent} the invocation came with ({@code null}: none). */
+    public InvocationRequest(
+            JsonNode input,
+            Map<String, String> metadata,
+            String executionId,
+            String traceId,
+            String traceparent) {
         this.input = input == null ? NullNode.getInstance() : input;
         this.metadata =
                 metadata == null || metadata.isEmpty()
@@ -32,6 +43,7 @@ public final class InvocationRequest {
                         : Collections.unmodifiableMap(new LinkedHashMap<>(metadata));
         this.executionId = executionId;
         this.traceId = traceId;
+        this.traceparent = traceparent;
     }
 
     /** The {@code input} field; a {@code NullNode} (never {@code null}) when it was absent. */
@@ -57,6 +69,14 @@ public final class InvocationRequest {
     /** The {@code X-Trace-Id} the invocation came with, or {@code null}. */
     public String traceId() {
         return traceId;
+    }
+
+    /**
+     * The W3C {@code traceparent} the invocation came with (its parent is the platform's dispatch
+     * span), or {@code null}: send it on outgoing calls to join the execution's trace.
+     */
+    public String traceparent() {
+        return traceparent;
     }
 
     @Override

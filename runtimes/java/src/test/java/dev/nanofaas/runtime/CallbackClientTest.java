@@ -52,6 +52,15 @@ class CallbackClientTest {
             assertEquals("tok", r.header("X-Callback-Token"));
             assertEquals("tr", r.header("X-Trace-Id"));
             assertEquals("out", r.body().get("output").asText());
+            assertNull(r.header("traceparent"));
+            String tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            assertTrue(
+                    client.sendResult(
+                            client.defaultTarget(), "e2", InvocationResult.success(1), null, tp));
+            CallbackSink.Received r2 = sink.awaitRequests(2, Duration.ofSeconds(10)).get(1);
+            assertEquals("/v1/internal/executions/e2:complete", r2.path());
+            assertEquals(tp, r2.header("traceparent"));
+            assertNull(r2.header("X-Trace-Id"));
         }
     }
 

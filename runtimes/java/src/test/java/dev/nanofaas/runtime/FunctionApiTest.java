@@ -52,7 +52,8 @@ class FunctionApiTest {
     @Test
     void theAdapterPassesTheInputAsJsonTextAndChecksAResponse() throws Exception {
         JsonNode input = Json.MAPPER.readTree("{\"name\":\"Ada\",\"n\":[1,2]}");
-        InvocationRequest req = new InvocationRequest(input, Map.of("k", "v"), "e1", "t1");
+        String tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        InvocationRequest req = new InvocationRequest(input, Map.of("k", "v"), "e1", "t1", tp);
         Request[] seen = new Request[1];
         ApiHandler echo =
                 new ApiHandler(
@@ -66,6 +67,8 @@ class FunctionApiTest {
         assertEquals(Map.of("k", "v"), seen[0].metadata());
         assertEquals("e1", seen[0].executionId());
         assertEquals("t1", seen[0].traceId());
+        assertEquals(tp, seen[0].traceparent());
+        assertNull(Request.of("1").traceparent());
 
         ApiHandler raw = new ApiHandler(r -> Response.json("{\"a\": [1, 2]}"), getClass().getClassLoader());
         assertEquals(Json.MAPPER.readTree("{\"a\":[1,2]}"), raw.handle(req));

@@ -24,7 +24,12 @@ class InvokeEndpointTest {
 
     /** Records every callback the runtime asks for, without sending anything. */
     static final class RecordingCallbacks extends CallbackClient {
-        record Call(Target target, String executionId, InvocationResult result, String traceId) {}
+        record Call(
+                Target target,
+                String executionId,
+                InvocationResult result,
+                String traceId,
+                String traceparent) {}
 
         final List<Call> calls = Collections.synchronizedList(new ArrayList<>());
 
@@ -34,8 +39,12 @@ class InvokeEndpointTest {
 
         @Override
         public boolean sendResult(
-                Target target, String executionId, InvocationResult result, String traceId) {
-            calls.add(new Call(target, executionId, result, traceId));
+                Target target,
+                String executionId,
+                InvocationResult result,
+                String traceId,
+                String traceparent) {
+            calls.add(new Call(target, executionId, result, traceId, traceparent));
             return true;
         }
     }
@@ -79,6 +88,60 @@ class InvokeEndpointTest {
             CallbackSink.Received cb = sink.awaitRequests(1, WAIT).get(0);
             assertEquals("/v1/internal/executions/exec-123:complete", cb.path());
             assertEquals("trace-456", cb.header("X-Trace-Id"));
+        }
+    }
+
+    @Test
+    void traceparentReachesTheHandlerAndTheCallback() throws Exception {
+        String tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        try (CallbackSink sink = new CallbackSink();
+                TestRuntime rt =
+                        TestRuntime.start(Map.of("CALLBACK_URL", sink.url()), new EchoHandler())) {
+            TestRuntime.Response r = rt.invoke(BODY, "X-Execution-Id", "e-tp", "traceparent", tp);
+            assertEquals(200, r.status());
+            assertEquals(tp, r.json().get("traceparent").asText());
+            CallbackSink.Received cb = sink.awaitRequests(1, WAIT).get(0);
+            assertEquals("/v1/internal/executions/e-tp:complete", cb.path());
+            assertEquals(tp, cb.header("traceparent"));
+            // A failing handler's callback carries it too.
+            TestRuntime.Response f =
+                    rt.invoke(
+                            "{\"input\": {\"fail\": \"x\"}}",
+                            "X-Execution-Id",
+                            "e-tp2",
+                            "traceparent",
+                            tp);
+            assertEquals(500, f.status());
+            assertEquals(tp, sink.awaitRequests(2, WAIT).get(1).header("traceparent"));
+        }
+    }
+
+    @Test
+    void aMalformedTraceparentIsDropped() throws Exception {
+        String tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (String bad :
+                List.of(
+                        tp.toUpperCase(java.util.Locale.ROOT),
+                        tp + "-",
+                        "ff" + tp.substring(2),
+                        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                        tp.substring(1),
+                        "garbage")) {
+            assertNull(Endpoints.traceparent(bad), bad);
+        }
+        assertEquals(tp, Endpoints.traceparent(tp));
+        // A later version may carry more fields.
+        String v1 = "01" + tp.substring(2) + "-extra";
+        assertEquals(v1, Endpoints.traceparent(v1));
+        try (CallbackSink sink = new CallbackSink();
+                TestRuntime rt =
+                        TestRuntime.start(Map.of("CALLBACK_URL", sink.url()), new EchoHandler())) {
+            TestRuntime.Response r =
+                    rt.invoke(BODY, "X-Execution-Id", "e-bad", "traceparent", tp + "-");
+            assertEquals(200, r.status());
+            assertTrue(r.json().get("traceparent").isNull(), r.json().toString());
+            assertNull(sink.awaitRequests(1, WAIT).get(0).header("traceparent"));
         }
     }
 

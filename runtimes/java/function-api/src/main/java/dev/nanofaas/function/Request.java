@@ -17,6 +17,7 @@ public final class Request {
     private final Map<String, String> metadata;
     private final String executionId;
     private final String traceId;
+    private final String traceparent;
     private volatile Object input;
     private volatile boolean parsed;
 
@@ -30,6 +31,16 @@ public final class Request {
      */
     public Request(
             String inputJson, Map<String, String> metadata, String executionId, String traceId) {
+        this(inputJson, metadata, executionId, traceId, null);
+    }
+
+    /** With the W3C {@code traceparent} of the invocation ({@code null}: none). */
+    public Request(
+            String inputJson,
+            Map<String, String> metadata,
+            String executionId,
+            String traceId,
+            String traceparent) {
         this.inputJson = inputJson == null ? "null" : inputJson;
         this.metadata =
                 metadata == null || metadata.isEmpty()
@@ -37,6 +48,7 @@ public final class Request {
                         : Collections.unmodifiableMap(new LinkedHashMap<>(metadata));
         this.executionId = executionId;
         this.traceId = traceId;
+        this.traceparent = traceparent;
     }
 
     /** A request with this input only (no metadata, no ids): for a handler's own tests. */
@@ -92,18 +104,27 @@ public final class Request {
         return traceId;
     }
 
+    /**
+     * The W3C {@code traceparent} the invocation came with (its parent is the platform's dispatch
+     * span), or {@code null}: send it on outgoing calls to join the execution's trace.
+     */
+    public String traceparent() {
+        return traceparent;
+    }
+
     @Override
     public boolean equals(Object o) {
         return o instanceof Request r
                 && inputJson.equals(r.inputJson)
                 && metadata.equals(r.metadata)
                 && Objects.equals(executionId, r.executionId)
-                && Objects.equals(traceId, r.traceId);
+                && Objects.equals(traceId, r.traceId)
+                && Objects.equals(traceparent, r.traceparent);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(inputJson, metadata, executionId, traceId);
+        return Objects.hash(inputJson, metadata, executionId, traceId, traceparent);
     }
 
     @Override
