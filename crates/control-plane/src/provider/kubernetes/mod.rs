@@ -242,8 +242,10 @@ async fn follow_pod_log(
     instance: String,
     exited: ExitWatch,
     logs: Arc<crate::logs::Logs>,
+    opened: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     use futures_util::io::AsyncReadExt;
+    let mut opened = opened;
     let mut attempt = 0u32;
     loop {
         let lp = LogParams {
@@ -255,11 +257,15 @@ async fn follow_pod_log(
         // The first request is made even when the instance has ended: a terminated
         // container's log is served whole while its pod exists (a quick JOB).
         let mut exited_now = exited.clone();
-        let opened = tokio::select! {
+        let stream = tokio::select! {
             r = pods.log_stream(&name, &lp) => Some(r),
             _ = exited_now.wait_for(|e| e.is_some()), if attempt > 0 => None,
         };
-        match opened {
+        // The start waits for this (bounded): lines written from now on are followed live.
+        if let Some(tx) = opened.take() {
+            let _ = tx.send(());
+        }
+        match stream {
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(pod = %name, error = %e, "cannot follow the pod's log");
@@ -410,6 +416,7 @@ impl KubernetesProvider {
         function: &str,
         instance: &str,
         entry: &Entry,
+        opened: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let logs = self.logs.get().filter(|_| self.settings.follow_logs)?;
         Some(follow_pod_log(
@@ -419,13 +426,18 @@ impl KubernetesProvider {
             instance.to_string(),
             entry.exited(),
             logs.clone(),
+            opened,
         ))
     }
 
-    /// Starts following the pod's log, if configured.
-    fn follow(&self, conn: &Conn, name: &str, function: &str, instance: &str, entry: &Entry) {
-        if let Some(f) = self.follower(conn, name, function, instance, entry) {
+    /// Starts following the pod's log, if configured, and waits (at most [`DETAIL_TIMEOUT`])
+    /// for its stream to be open, so that what the instance prints during its first call is
+    /// read as it is written.
+    async fn follow(&self, conn: &Conn, name: &str, function: &str, instance: &str, entry: &Entry) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(f) = self.follower(conn, name, function, instance, entry, Some(tx)) {
             tokio::spawn(f);
+            let _ = tokio::time::timeout(DETAIL_TIMEOUT, rx).await;
         }
     }
 
@@ -866,7 +878,7 @@ impl Provider for KubernetesProvider {
                     .await;
                 return Err(Self::closed_failure());
             }
-            self.follow(conn, &name, &spec.name, id, &entry);
+            self.follow(conn, &name, &spec.name, id, &entry).await;
             // Ready means the kubelet's probe of the watchdog's /health passed: the pod is
             // used as Kubernetes' own Services would use it, with no probe of our own.
             let addr = SocketAddr::new(ip, self.settings.pod.watchdog_port);
@@ -952,7 +964,7 @@ impl Provider for KubernetesProvider {
                 entry.deleting.store(true, Ordering::SeqCst);
                 let pods = conn.pods.clone();
                 let n = name.clone();
-                let log = self.follower(conn, &name, &spec.name, &req.instance_id, &entry);
+                let log = self.follower(conn, &name, &spec.name, &req.instance_id, &entry, None);
                 tokio::spawn(async move {
                     if let Some(log) = log {
                         let _ = tokio::time::timeout(DETAIL_TIMEOUT * 2, log).await;
@@ -977,7 +989,8 @@ impl Provider for KubernetesProvider {
                     exited: entry.exited(),
                 }),
                 _ => {
-                    self.follow(conn, &name, &spec.name, &req.instance_id, &entry);
+                    self.follow(conn, &name, &spec.name, &req.instance_id, &entry)
+                        .await;
                     Ok(Job {
                         id: req.instance_id.clone(),
                         exited: entry.exited(),
