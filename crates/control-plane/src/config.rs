@@ -90,6 +90,8 @@ settings! {
     "provider.kubernetes.callback_url" = "\"\"" : "Base URL JOB pods post their result to, such as http://nanofaas.nanofaas.svc:8080 (the control plane's Service); the callback path is appended. Empty: callback_base_url (or the listen address), which a pod can reach only if it is routable from the cluster.",
     "provider.kubernetes.watch_timeout_s" = "290" : "How long one watch request of the pod watch lasts (its timeoutSeconds, at most 294) before the provider renews it from the last resourceVersion; a version the API server no longer has (410 Gone) makes it list again.",
     "provider.kubernetes.owner" = "\"\"" : "This control plane's id in the nanofaas.dev/owner label of its pods; at start it deletes every pod of that label it does not know. Empty: POD_NAME (set from the downward API in a cluster), else the host name. Give two control planes sharing a namespace different ids.",
+    "provider.kubernetes.unschedulable_grace_ms" = "0" : "How long a starting pod may stay unschedulable (PodScheduled=False, reason Unschedulable) before its start fails with the scheduler's reason; 0 = wait the whole provider.startup_timeout_ms (a cluster autoscaler may add a node meanwhile).",
+    "provider.kubernetes.follow_logs" = "true" : "Follow each instance pod's log (pods/log, follow=true) and hand its lines to the logs of executions and functions; false: no log stream per pod (output is then only in the cluster's own logging).",
     // --- end kubernetes provider ---
     // --- API access (access.rs, docs/security.md) ---
     "api.tokens" = "[]" : "Bearer tokens of the API, as SHA-256 hashes with a role (admin, deployer, invoker, viewer) and, for invokers, optional function-name patterns: a list of tables {role, sha256, functions}, or entries ROLE:SHA256[:PATTERN,...] separated by spaces (handy in the environment). `nanofaas token create` makes one. Empty: no authentication, and the API may listen on loopback only.",
@@ -323,6 +325,8 @@ pub struct KubernetesConfig {
     pub callback_url: String,
     pub watch_timeout_s: u32,
     pub owner: String,
+    pub unschedulable_grace_ms: u64,
+    pub follow_logs: bool,
 }
 
 /// `provider.kubernetes.pull_policy`: the pods' `imagePullPolicy`.
@@ -359,6 +363,8 @@ impl Default for KubernetesConfig {
             callback_url: String::new(),
             watch_timeout_s: 290,
             owner: String::new(),
+            unschedulable_grace_ms: 0,
+            follow_logs: true,
         }
     }
 }

@@ -50,9 +50,9 @@ const NS: &str = "nanofaas-fns";
 const TEST_IMAGE: &str = "nanofaas/test-python-k8s:latest";
 
 /// Who served the call (pod host name, nanofaas instance, process), how many calls that
-/// process served, and an optional sleep.
+/// process served, an optional sleep, and optional lines printed on stdout and stderr.
 const HANDLER: &str = r#"
-import os, socket, time
+import os, socket, sys, time
 
 _calls = 0
 
@@ -62,6 +62,9 @@ def handle(request):
     data = request.get("input") or {}
     if isinstance(data, dict) and data.get("sleepMs"):
         time.sleep(int(data["sleepMs"]) / 1000)
+    if isinstance(data, dict) and data.get("say"):
+        print("out: " + str(data["say"]), flush=True)
+        print("err: " + str(data["say"]), file=sys.stderr, flush=True)
     return {"pid": os.getpid(), "host": socket.gethostname(), "calls": _calls, "echo": data,
             "instance": os.environ.get("NANOFAAS_INSTANCE"), "uid": os.getuid()}
 "#;
@@ -800,6 +803,247 @@ async fn a_watch_that_expires_lists_again_and_keeps_tracking_pods() {
     k.finish().await;
 }
 
+#[tokio::test]
+async fn an_unschedulable_pod_fails_its_start_after_the_grace_naming_the_schedulers_reason() {
+    let Some(k) = cluster("unsched", options()).await else {
+        return;
+    };
+    let owner = format!("cp-{}", k.tag);
+    let cp = k
+        .serve(&owner, &["provider.kubernetes.unschedulable_grace_ms=1500"])
+        .await;
+    cp.deploy("nowhere", json!({})).await;
+    k.control(
+        "scheduling",
+        json!({"refuse": true, "message": "0/3 nodes are available: 3 Insufficient memory."}),
+    )
+    .await;
+    let t = Instant::now();
+    let r = cp.invoke("nowhere", json!({})).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    let err = &r.json()["error"];
+    assert_eq!(err["code"], "STARTUP_ERROR", "{err}");
+    let msg = err["message"].as_str().unwrap();
+    for part in [
+        "PodScheduled=False",
+        "Unschedulable",
+        "0/3 nodes are available: 3 Insufficient memory.",
+        "unschedulable_grace_ms",
+        "FailedScheduling",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing from: {msg}");
+    }
+    // After the grace (1.5 s), well before the start timeout (30 s).
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    k.wait_pods(&owner, Duration::from_secs(10), |p| p.is_empty())
+        .await;
+    // Schedulable again: a pod starts once the pool's start back-off (50 ms, doubling; while
+    // it lasts calls fail at once with the last reason) has passed.
+    k.control("scheduling", json!({"refuse": false})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = cp.invoke("nowhere", json!({})).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.json()["error"]["code"], "STARTUP_ERROR", "{}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "never started again: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cp.stop().await;
+    assert!(k.owned(&owner).await.is_empty());
+    k.finish().await;
+}
+
+#[tokio::test]
+async fn an_unschedulable_pod_without_a_grace_fails_at_the_start_timeout_naming_the_reason() {
+    let Some(k) = cluster("unsched-to", options()).await else {
+        return;
+    };
+    let owner = format!("cp-{}", k.tag);
+    let cp = k.serve(&owner, &["provider.startup_timeout_ms=2500"]).await;
+    cp.deploy("stuck", json!({})).await;
+    k.control("scheduling", json!({"refuse": true})).await;
+    let t = Instant::now();
+    let r = cp.invoke("stuck", json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("could not be scheduled within 2500 ms: PodScheduled=False, Unschedulable: 0/3 nodes are available"),
+        "{msg}"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(2500));
+    k.wait_pods(&owner, Duration::from_secs(10), |p| p.is_empty())
+        .await;
+    k.control("scheduling", json!({"refuse": false})).await;
+    cp.stop().await;
+    k.finish().await;
+}
+
+#[tokio::test]
+async fn a_container_that_crashes_at_start_is_a_startup_error_with_its_output_every_time() {
+    let Some(k) = cluster("crash", options()).await else {
+        return;
+    };
+    let owner = format!("cp-{}", k.tag);
+    let cp = k.serve(&owner, &[]).await;
+    cp.deploy(
+        "crashy",
+        json!({"runtimeCommand": "python3 -c \"import sys; print('boom: no handler here', file=sys.stderr); sys.exit(3)\""}),
+    )
+    .await;
+    // Each call's start fails the same way (the pool's restarts are a crash loop): every
+    // answer names the reason, within the start timeout.
+    for _ in 0..2 {
+        let t = Instant::now();
+        let r = cp.invoke("crashy", json!({})).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        let err = &r.json()["error"];
+        assert_eq!(err["code"], "STARTUP_ERROR", "{err}");
+        let msg = err["message"].as_str().unwrap();
+        assert!(msg.contains("failed to start"), "{msg}");
+        assert!(msg.contains("boom: no handler here"), "{msg}");
+        assert!(msg.contains("exit code"), "{msg}");
+        assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
+    }
+    k.wait_pods(&owner, Duration::from_secs(10), |p| p.is_empty())
+        .await;
+    cp.stop().await;
+    k.finish().await;
+}
+
+/// The pod's log stream reaches the logs hub: what the function prints (stdout and stderr) is
+/// in `GET /v1/functions/{name}/logs`, with its instance.
+#[tokio::test]
+async fn what_a_function_prints_in_its_pod_is_in_its_functions_logs() {
+    let Some(k) = cluster("flogs", options()).await else {
+        return;
+    };
+    let owner = format!("cp-{}", k.tag);
+    let cp = k.serve(&owner, &[]).await;
+    cp.deploy("talkative", json!({"instanceConcurrency": 1}))
+        .await;
+    let r = cp.invoke("talkative", json!({"say": "hello-logs"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = http(
+            "GET",
+            &format!("{}/v1/functions/talkative/logs", cp.base),
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(f.status, 200, "{}", f.text());
+        let v = f.json();
+        let has = |stream: &str, text: &str| {
+            v["lines"].as_array().is_some_and(|ls| {
+                ls.iter().any(|l| {
+                    l["stream"] == stream
+                        && l["text"] == text
+                        && l["instanceId"].as_str().is_some_and(|i| !i.is_empty())
+                })
+            })
+        };
+        if has("stdout", "out: hello-logs") && has("stderr", "err: hello-logs") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lines never arrived: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cp.stop().await;
+    k.finish().await;
+}
+
+/// NOT PASSING YET (ignored): the lines reach the hub through the pod's log stream after the
+/// call has answered (kubelet and API server latency; here `docker logs --follow` through the
+/// fake), and the logs hub does not attribute a line to an execution that has already finished
+/// (`logs.rs`, `accept`), so the execution's own logs stay empty. Needs the hub to accept an
+/// instance's lines for its execution until the watchdog's end marker arrives.
+#[tokio::test]
+#[ignore]
+async fn what_a_function_prints_in_its_pod_is_in_its_executions_logs() {
+    let Some(k) = cluster("logs", options()).await else {
+        return;
+    };
+    let owner = format!("cp-{}", k.tag);
+    let cp = k.serve(&owner, &[]).await;
+    cp.deploy("talker", json!({"instanceConcurrency": 1})).await;
+    let mut seen = Vec::new();
+    for word in ["first-call", "second-call"] {
+        let r = cp.invoke("talker", json!({"say": word})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let id = r.json()["executionId"].as_str().unwrap().to_string();
+        // The lines travel the pod's log stream (kubelet, API server), which may deliver them
+        // after the call's answer: read until the execution's logs are sealed by the
+        // watchdog's end marker, bounded.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let logs = loop {
+            let r = http(
+                "GET",
+                &format!("{}/v1/executions/{id}/logs", cp.base),
+                &[],
+                "",
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            let logs = r.json();
+            if logs["lines"].as_array().is_some_and(|l| l.len() >= 2) {
+                break logs;
+            }
+            if Instant::now() >= deadline {
+                let f = http(
+                    "GET",
+                    &format!("{}/v1/functions/talker/logs", cp.base),
+                    &[],
+                    "",
+                )
+                .await
+                .unwrap();
+                panic!("no lines for {id}: {logs}; the function's: {}", f.text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let lines: Vec<(String, String)> = logs["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["stream"].as_str().unwrap_or("").to_string(),
+                    l["text"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            lines.contains(&("stdout".into(), format!("out: {word}"))),
+            "{logs}"
+        );
+        assert!(
+            lines.contains(&("stderr".into(), format!("err: {word}"))),
+            "{logs}"
+        );
+        // Only this call's lines.
+        assert!(
+            lines
+                .iter()
+                .all(|(_, t)| seen.iter().all(|w: &String| !t.contains(w.as_str()))),
+            "{logs}"
+        );
+        seen.push(word.to_string());
+    }
+    cp.stop().await;
+    k.finish().await;
+}
+
 /// The provider's own cost of a cold start, printed for `bench/run.sh kubernetes` (run with
 /// `--ignored`; `NANOFAAS_K8S_BENCH_STARTS` starts, default 50): the provider alone against
 /// the fake in fake-containers mode with no start delay, so the time from `start` to a ready
@@ -842,6 +1086,8 @@ async fn bench_provider_cold_start_overhead() {
         callback_url: String::new(),
         own_namespace: None,
         watch_timeout_s: 290,
+        unschedulable_grace: None,
+        follow_logs: false,
         pod: PodSettings {
             pull_policy: nanofaas_control_plane::config::PullPolicy::IfNotPresent,
             pull_secrets: vec![],
@@ -852,6 +1098,7 @@ async fn bench_provider_cold_start_overhead() {
             owner_ref: None,
             startup_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(1),
+            log_tags: false,
         },
     });
     p.cleanup_orphans().await;
@@ -888,4 +1135,128 @@ async fn bench_provider_cold_start_overhead() {
     );
     fake.shutdown().await;
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The fake's watch stream under load, line by line, as `kube` reads it: 1,000 pods created at
+/// once (fake containers: no engine needed), then all deleted with a grace; every line of a
+/// watch over them must parse as a `WatchEvent<Pod>`, as every line of the real API does.
+/// kube's watcher turns a line that does not into a watch error (`Status` with code 0) and
+/// loses that event; the fake once wrote `startedAt: ""` in the terminated state of a stopped
+/// fake container, which is not a Time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_of_a_busy_watch_parses_as_a_pod_event() {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::core::WatchEvent;
+    const N: usize = 1000;
+    let fake = FakeApi::start(Options {
+        containers: nanofaas_kube_fake::Containers::Fake,
+        history_window: 100_000,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let url = format!(
+        "{}/api/v1/namespaces/{NS}/pods?watch=true&allowWatchBookmarks=true&timeoutSeconds=120&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnanofaas",
+        fake.url()
+    );
+    let client: Client<_, http_body_util::Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let resp = client.get(url.parse().unwrap()).await.expect("watch");
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(async move {
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        let (mut ready, mut bad, mut lines) = (std::collections::HashSet::new(), Vec::new(), 0);
+        let mut deleted = 0;
+        while deleted < N {
+            let Some(frame) = body.frame().await else {
+                break;
+            };
+            let Ok(data) = frame.expect("watch body").into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                lines += 1;
+                match serde_json::from_str::<WatchEvent<Pod>>(&line) {
+                    Ok(WatchEvent::Added(p)) | Ok(WatchEvent::Modified(p)) => {
+                        let st = p.status.unwrap_or_default();
+                        let is_ready = st
+                            .conditions
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True");
+                        if is_ready && st.pod_ip.is_some() {
+                            ready.insert(p.metadata.name.unwrap_or_default());
+                        }
+                    }
+                    Ok(WatchEvent::Deleted(_)) => deleted += 1,
+                    Ok(WatchEvent::Error(s)) => bad.push(format!("ERROR event {s:?}")),
+                    Ok(_) => {}
+                    Err(e) => bad.push(format!("{e}: {line}")),
+                }
+            }
+        }
+        (ready.len(), deleted, bad, lines)
+    });
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let sem = sem.clone();
+        let url = format!("{}/api/v1/namespaces/{NS}/pods", fake.url());
+        creates.spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let pod = json!({"metadata": {"name": format!("nf-busy-{i}"),
+                    "labels": {"app.kubernetes.io/managed-by": "nanofaas", "nanofaas.dev/owner": "busy"}},
+                "spec": {"restartPolicy": "Always", "containers": [{"name": "function", "image": "bench/echo:1",
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1},
+                    "securityContext": {"runAsNonRoot": true, "allowPrivilegeEscalation": false,
+                        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}}]}});
+            let r = http("POST", &url, &[], pod.to_string()).await.unwrap();
+            assert_eq!(r.status, 201, "{}", r.text());
+        });
+    }
+    while let Some(r) = creates.join_next().await {
+        r.unwrap();
+    }
+    // Once all are running: a graceful delete stops each container (terminated, Succeeded),
+    // then the pod goes.
+    let list = format!(
+        "{}/api/v1/namespaces/{NS}/pods?labelSelector=nanofaas.dev%2Fowner%3Dbusy",
+        fake.url()
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = http("GET", &list, &[], "").await.unwrap();
+        let items = r.json()["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == N && items.iter().all(|p| p["status"]["phase"] == "Running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pods never all ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http("DELETE", &list, &[], "").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (ready, deleted, bad, lines) = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .expect("every pod's readiness and deletion on the watch within 2 minutes")
+        .unwrap();
+    assert_eq!(deleted, N);
+    assert!(
+        bad.is_empty(),
+        "{} of {lines} watch lines are not pod events, first ones:\n{}",
+        bad.len(),
+        bad.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(ready, N);
+    fake.shutdown().await;
 }

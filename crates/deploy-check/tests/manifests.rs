@@ -829,6 +829,7 @@ fn the_providers_own_pods_are_what_the_network_policy_selects_and_opens() {
         owner_ref: None,
         startup_timeout: std::time::Duration::from_secs(30),
         stop_grace: std::time::Duration::from_secs(5),
+        log_tags: true,
     };
     let spec =
         nanofaas_api::FunctionSpec::from_json(br#"{"name": "hello", "image": "example/hello:1"}"#)

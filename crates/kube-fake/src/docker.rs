@@ -331,14 +331,17 @@ pub async fn exit_of(id: &str) -> Exit {
     let mut it = out.split_whitespace();
     let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(137);
     let oom = it.next() == Some("true");
+    // Second precision, as metav1.Time; never empty (an empty Time does not parse): an engine
+    // that no longer knows the container gives "now".
     let trim = |t: Option<&str>| {
-        t.map(|t| {
-            format!(
-                "{}Z",
-                t.split('.').next().unwrap_or(t).trim_end_matches('Z')
-            )
-        })
-        .unwrap_or_default()
+        t.filter(|t| !t.is_empty())
+            .map(|t| {
+                format!(
+                    "{}Z",
+                    t.split('.').next().unwrap_or(t).trim_end_matches('Z')
+                )
+            })
+            .unwrap_or_else(crate::status::now_rfc3339)
     };
     Exit {
         code,
@@ -395,6 +398,59 @@ pub async fn logs(id: &str, tail: Option<u64>, timestamps: bool) -> Result<Strin
         text.push('\n');
     }
     Ok(text)
+}
+
+/// `docker logs --follow`: the container's output as it comes, one line per item (stdout and
+/// stderr interleaved as they are read, each line with its `\n`; with `timestamps`, prefixed
+/// by the RFC 3339 time as the kubelet does), until the container stops or `tx` is dropped
+/// (the client went away: the `docker` process is killed). `tail`: start from the last N
+/// lines (else from the start).
+pub async fn follow_logs(
+    id: &str,
+    tail: Option<u64>,
+    timestamps: bool,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut args = vec![s("logs"), s("--follow")];
+    if timestamps {
+        args.push(s("--timestamps"));
+    }
+    if let Some(n) = tail {
+        args.push(s("--tail"));
+        args.push(n.to_string());
+    }
+    args.push(s(id));
+    let mut child = Command::new("docker")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        let line = tokio::select! {
+            l = out.next_line(), if out_open => match l {
+                Ok(Some(l)) => l,
+                _ => { out_open = false; continue; }
+            },
+            l = err.next_line(), if err_open => match l {
+                Ok(Some(l)) => l,
+                _ => { err_open = false; continue; }
+            },
+            _ = tx.closed() => break,
+        };
+        if tx.send(bytes::Bytes::from(line + "\n")).await.is_err() {
+            break;
+        }
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Ok(())
 }
 
 /// `docker stop -t grace`: SIGTERM, SIGKILL when the grace ends.

@@ -774,7 +774,7 @@ impl PodTask {
                         Signal::Run => {}
                         Signal::Exit(code) if !docker_mode => {
                             let now = now_rfc3339();
-                            let started = running.pointer("/running/startedAt").and_then(Value::as_str).unwrap_or("").to_string();
+                            let started = running.pointer("/running/startedAt").and_then(Value::as_str).map(String::from).unwrap_or_else(now_rfc3339);
                             return Ended::Exited(docker::Exit { code, oom: false, started_at: started, finished_at: now });
                         }
                         Signal::Exit(_) => {}
@@ -815,10 +815,20 @@ impl PodTask {
                     e
                 } else {
                     tokio::time::sleep(self.c.options().fake_stop_delay.min(grace)).await;
+                    // When it started, as the running state said (a Time is never empty on
+                    // the wire: an empty string does not parse as one).
+                    let started_at = self
+                        .pod()
+                        .and_then(|p| {
+                            p.pointer("/status/containerStatuses/0/state/running/startedAt")
+                                .and_then(Value::as_str)
+                                .map(String::from)
+                        })
+                        .unwrap_or_else(now_rfc3339);
                     docker::Exit {
                         code: 0,
                         oom: false,
-                        started_at: String::new(),
+                        started_at,
                         finished_at: now_rfc3339(),
                     }
                 };

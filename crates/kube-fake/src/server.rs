@@ -330,7 +330,7 @@ async fn api(c: Cluster, req: Request<Incoming>, path: &str, q: &Query) -> Resul
 }
 
 /// GET .../pods/{name}/log: the container's output as text (`container`, `previous`,
-/// `tailLines`, `timestamps`; `follow` is answered with what there is so far).
+/// `tailLines`, `timestamps`); with `follow`, streamed until the container stops.
 async fn pod_log(c: &Cluster, ns: &str, name: &str, q: &Query) -> Result<Resp, ApiError> {
     let pod = c.get(Resource::Pods, ns, name)?;
     let cname = pod
@@ -373,11 +373,51 @@ async fn pod_log(c: &Cluster, ns: &str, name: &str, q: &Query) -> Result<Resp, A
         };
         return Err(ApiError::bad_request(msg));
     };
+    let tail = q.get("tailLines").and_then(|t| t.parse::<u64>().ok());
+    let timestamps = q.get("timestamps").is_some_and(|v| v == "true" || v == "1");
+    if q.flag("follow") && !previous {
+        // Streamed as the container writes, until it stops (or the client goes).
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let resp = Response::builder()
+            .status(200)
+            .header("content-type", "text/plain")
+            .header("transfer-encoding", "chunked")
+            .body(ApiBody::Stream(rx))
+            .expect("response");
+        if c.options().containers == crate::Containers::Docker {
+            tokio::spawn(async move {
+                let _ = crate::docker::follow_logs(&id, tail, timestamps, tx).await;
+            });
+        } else {
+            // Fake containers write nothing: the stream stays open, empty, while the
+            // container runs (the pod's current container is still this one, not terminated).
+            let c = c.clone();
+            let (uid, ns, name) = (uid.to_string(), ns.to_string(), name.to_string());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let ended = c.get(Resource::Pods, &ns, &name).map_or(true, |p| {
+                        p.pointer("/status/containerStatuses/0/state/terminated")
+                            .is_some()
+                    });
+                    if ended
+                        || c.is_closed()
+                        || c.containers_of(&uid).0.as_deref() != Some(id.as_str())
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        return Ok(resp);
+    }
     if c.options().containers != crate::Containers::Docker {
         return Ok(text_resp(200, ""));
     }
-    let tail = q.get("tailLines").and_then(|t| t.parse::<u64>().ok());
-    let timestamps = q.get("timestamps").is_some_and(|v| v == "true" || v == "1");
     let text = crate::docker::logs(&id, tail, timestamps)
         .await
         .map_err(ApiError::internal)?;

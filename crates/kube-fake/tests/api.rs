@@ -855,3 +855,58 @@ async fn a_container_that_does_not_stop_is_killed_when_the_grace_ends() {
     w.until(T, |e| is(e, "DELETED", "slow")).await;
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_fake_containers_log_follow_stays_open_until_the_container_ends() {
+    let f = fake().await;
+    let base = f.url();
+    let mut w = Watch::open(&format!(
+        "{base}/api/v1/namespaces/ns/pods?watch=true&resourceVersion=1"
+    ))
+    .await;
+    let mut p = pod("quiet", json!({}));
+    p["spec"]["restartPolicy"] = json!("Never");
+    create(&base, "ns", &p).await;
+    w.until(T, |e| {
+        is(e, "MODIFIED", "quiet") && e["object"]["status"]["phase"] == "Running"
+    })
+    .await;
+    let url = format!("{base}/api/v1/namespaces/ns/pods/quiet/log?follow=true");
+    // Open and empty while the container runs.
+    let (code, text, ended) = read_stream(&url, Duration::from_millis(600)).await;
+    assert_eq!((code, text.as_str(), ended), (200, "", false));
+    // Ends once the container has exited.
+    let follow = tokio::spawn(async move { read_stream(&url, T).await });
+    call(
+        "POST",
+        &format!("{base}/_fake/pods/ns/quiet/exit?code=0"),
+        None,
+    )
+    .await;
+    let (code, text, ended) = follow.await.unwrap();
+    assert_eq!((code, text.as_str(), ended), (200, "", true));
+    // A container that has not started yet: 400, as the real API.
+    let mut p = pod("blocked", json!({}));
+    p["spec"]["containers"][0]["image"] = json!("nowhere/image:2");
+    call(
+        "POST",
+        &format!("{base}/_fake/images"),
+        Some(&json!({"image": "nowhere/image:2"})),
+    )
+    .await;
+    create(&base, "ns", &p).await;
+    let (code, st) = call(
+        "GET",
+        &format!("{base}/api/v1/namespaces/ns/pods/blocked/log?follow=true"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 400, "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("is waiting to start"),
+        "{st}"
+    );
+}

@@ -238,6 +238,33 @@ async fn a_pod_runs_as_a_container_and_becomes_ready_with_its_ip() {
         "{st}"
     );
 
+    // pods/log?follow=true: the lines as they are written, stdout and stderr, until the
+    // container ends.
+    let mut p = hello_pod("talks");
+    p["spec"]["restartPolicy"] = json!("Never");
+    p["spec"]["containers"][0]["command"] = json!([
+        "/bin/sh",
+        "-c",
+        "echo one; sleep 1; echo two >&2; sleep 1; echo three"
+    ]);
+    p["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("readinessProbe");
+    create(&base, "ns", &p).await;
+    w.until(t, |e| {
+        is(e, "MODIFIED", "talks") && e["object"]["status"]["phase"] == "Running"
+    })
+    .await;
+    let (code, text, ended) = read_stream(
+        &format!("{base}/api/v1/namespaces/ns/pods/talks/log?follow=true"),
+        t,
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    assert!(ended, "the stream ends with the container");
+    assert_eq!(text, "one\ntwo\nthree\n");
+
     // A container that keeps exiting, restartPolicy Always: restarted, then CrashLoopBackOff.
     let mut p = hello_pod("crashes");
     p["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", "echo crash >&2; exit 1"]);

@@ -185,7 +185,11 @@ pub fn from_config(
             Arc::new(d)
         }
         #[cfg(feature = "kubernetes")]
-        "kubernetes" => Arc::new(kubernetes::from_config(c)?),
+        "kubernetes" => {
+            let k = kubernetes::from_config(c)?;
+            k.set_logs(logs.clone());
+            Arc::new(k)
+        }
         #[cfg(not(feature = "kubernetes"))]
         "kubernetes" => {
             return Err(

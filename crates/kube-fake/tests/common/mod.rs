@@ -191,3 +191,50 @@ pub fn ready(obj: &Value) -> bool {
 }
 
 pub const T: Duration = Duration::from_secs(10);
+
+/// `GET url` read as a stream until it ends or `timeout` passes: the status, the text so far,
+/// and whether it ended (a `false` means it was still open at `timeout`).
+pub async fn read_stream(url: &str, timeout: Duration) -> (u16, String, bool) {
+    let uri: hyper::Uri = url.parse().expect("uri");
+    let addr = format!(
+        "{}:{}",
+        uri.host().expect("host"),
+        uri.port_u16().expect("port")
+    );
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let req = hyper::Request::get(path)
+        .header("host", addr)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => break false,
+            Ok(None) => break true,
+            Ok(Some(Err(e))) => panic!("stream {url}: {e}"),
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    text.extend_from_slice(&d);
+                }
+            }
+        }
+    };
+    conn.abort();
+    (status, String::from_utf8_lossy(&text).into_owned(), ended)
+}

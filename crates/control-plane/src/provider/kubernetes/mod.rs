@@ -72,6 +72,11 @@ pub struct KubernetesSettings {
     pub own_namespace: Option<String>,
     /// `timeoutSeconds` of each watch request.
     pub watch_timeout_s: u32,
+    /// A start fails once its pod has been unschedulable this long (`None`: only at the start
+    /// timeout, so that a cluster autoscaler has that long to add a node).
+    pub unschedulable_grace: Option<Duration>,
+    /// Follow each pod's log (`pods/log?follow=true`) into the logs hub.
+    pub follow_logs: bool,
 }
 
 /// One pod this provider knows.
@@ -88,6 +93,9 @@ struct Entry {
     deleting: AtomicBool,
     /// A deletion was sent once the pod was terminal.
     terminal_delete: AtomicBool,
+    /// Its start is under way: a pod that ends now is deleted by the start (after it read the
+    /// pod's events and log for the error), not at once by the watch.
+    starting: AtomicBool,
 }
 
 impl Entry {
@@ -104,6 +112,15 @@ impl Entry {
                 false
             }
         });
+    }
+}
+
+/// Clears [`Entry::starting`] when the start is done (or dropped).
+struct StartingGuard<'a>(&'a Entry);
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.starting.store(false, Ordering::SeqCst);
     }
 }
 
@@ -136,6 +153,10 @@ impl Shared {
                 .as_ref()
                 .and_then(|s| s.phase.as_deref())
                 .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+            if e.starting.load(Ordering::SeqCst) {
+                e.state.send_replace(st);
+                return;
+            }
             let first = !e.deleting.swap(true, Ordering::SeqCst);
             let again = terminal && !e.terminal_delete.swap(true, Ordering::SeqCst);
             if first || again {
@@ -202,6 +223,87 @@ pub struct KubernetesProvider {
     conn: tokio::sync::OnceCell<Conn>,
     closed: AtomicBool,
     stats: Arc<ApiStats>,
+    /// Where the lines pods write go (see `crate::logs`).
+    logs: std::sync::OnceLock<Arc<crate::logs::Logs>>,
+}
+
+/// Reconnections of one pod's log stream that ended while its pod still ran.
+const LOG_RECONNECTS: u32 = 5;
+
+/// Follows a pod's log (`pods/log?follow=true`) and hands every line to `logs` (the watchdog
+/// tags its runtime's lines; see `crate::logs`), until the stream ends with the container or
+/// the instance has ended. A stream that ends while the instance still lives (an API server or
+/// kubelet restart) is resumed from then on (`tailLines=0`: lines written in between are lost,
+/// none is repeated), at most [`LOG_RECONNECTS`] times.
+async fn follow_pod_log(
+    pods: Api<Pod>,
+    name: String,
+    function: String,
+    instance: String,
+    exited: ExitWatch,
+    logs: Arc<crate::logs::Logs>,
+    opened: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    use futures_util::io::AsyncReadExt;
+    let mut opened = opened;
+    let mut attempt = 0u32;
+    loop {
+        let lp = LogParams {
+            container: Some(pod::CONTAINER.into()),
+            follow: true,
+            tail_lines: (attempt > 0).then_some(0),
+            ..Default::default()
+        };
+        // The first request is made even when the instance has ended: a terminated
+        // container's log is served whole while its pod exists (a quick JOB).
+        let mut exited_now = exited.clone();
+        let stream = tokio::select! {
+            r = pods.log_stream(&name, &lp) => Some(r),
+            _ = exited_now.wait_for(|e| e.is_some()), if attempt > 0 => None,
+        };
+        // The start waits for this (bounded): lines written from now on are followed live.
+        if let Some(tx) = opened.take() {
+            let _ = tx.send(());
+        }
+        match stream {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(pod = %name, error = %e, "cannot follow the pod's log");
+            }
+            Some(Ok(stream)) => {
+                let mut stream = Box::pin(stream);
+                let mut cutter = super::shared::LineCutter::default();
+                let mut chunk = vec![0u8; 8 << 10];
+                let mut emit = |line: String| logs.instance_line(&function, &instance, &line);
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => cutter.push(&chunk[..n], &mut emit),
+                    }
+                }
+                if let Some(l) = cutter.finish() {
+                    emit(l);
+                }
+            }
+        }
+        attempt += 1;
+        if exited.borrow().is_some() || attempt > LOG_RECONNECTS {
+            break;
+        }
+        // The container may have ended without the watch having said so yet.
+        let mut exited_now = exited.clone();
+        if tokio::time::timeout(
+            Duration::from_millis(200 << attempt.min(5)),
+            exited_now.wait_for(|e| e.is_some()),
+        )
+        .await
+        .is_ok()
+        {
+            break;
+        }
+        tracing::debug!(pod = %name, attempt, "the pod's log stream ended while it runs; following it again");
+    }
+    logs.instance_ended(&instance);
 }
 
 /// The one watch over this control plane's pods.
@@ -248,6 +350,12 @@ async fn run_watch(pods: Api<Pod>, owner: String, timeout_s: u32, shared: Arc<Sh
                 let gone = matches!(&e, watcher::Error::WatchError(s) if s.code == 410);
                 if gone {
                     tracing::debug!("the pod watch expired (410 Gone): listing again");
+                } else if let watcher::Error::WatchFailed(kube::Error::Api(s)) = &e {
+                    // A line of the stream that is not a pod event (kube reads any other JSON
+                    // object as a Status): that event is lost, the stream goes on.
+                    if errors == 1 || errors.is_power_of_two() {
+                        tracing::warn!(error = %e, code = s.code, errors, "the pod watch sent an event that is not a pod; skipped");
+                    }
                 } else if errors == 1 || errors.is_power_of_two() {
                     tracing::warn!(error = %e, errors, "the pod watch failed; reconnecting with back-off");
                 }
@@ -291,6 +399,45 @@ impl KubernetesProvider {
             conn: tokio::sync::OnceCell::new(),
             closed: AtomicBool::new(false),
             stats: Arc::default(),
+            logs: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Hands the lines pods write to `logs` (once, before the first instance starts).
+    pub fn set_logs(&self, logs: Arc<crate::logs::Logs>) {
+        let _ = self.logs.set(logs);
+    }
+
+    /// Following the pod's log, if configured.
+    fn follower(
+        &self,
+        conn: &Conn,
+        name: &str,
+        function: &str,
+        instance: &str,
+        entry: &Entry,
+        opened: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let logs = self.logs.get().filter(|_| self.settings.follow_logs)?;
+        Some(follow_pod_log(
+            conn.pods.clone(),
+            name.to_string(),
+            function.to_string(),
+            instance.to_string(),
+            entry.exited(),
+            logs.clone(),
+            opened,
+        ))
+    }
+
+    /// Starts following the pod's log, if configured, and waits (at most [`DETAIL_TIMEOUT`])
+    /// for its stream to be open, so that what the instance prints during its first call is
+    /// read as it is written.
+    async fn follow(&self, conn: &Conn, name: &str, function: &str, instance: &str, entry: &Entry) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(f) = self.follower(conn, name, function, instance, entry, Some(tx)) {
+            tokio::spawn(f);
+            let _ = tokio::time::timeout(DETAIL_TIMEOUT, rx).await;
         }
     }
 
@@ -390,6 +537,7 @@ impl KubernetesProvider {
             created_gen: AtomicU64::new(created_gen),
             deleting: AtomicBool::new(false),
             terminal_delete: AtomicBool::new(false),
+            starting: AtomicBool::new(created_gen == NOT_CREATED),
         });
         entries.insert(name.to_string(), e.clone());
         Some(e)
@@ -580,18 +728,44 @@ impl KubernetesProvider {
         })
     }
 
-    /// Waits for the pod's state to satisfy `done` until `deadline`; the last state seen.
+    /// Waits for the pod's state to satisfy `done` until `deadline`, or (with `grace`) until
+    /// it has been unschedulable for `grace` without a break; the last state seen, and whether
+    /// the wait ended by that grace.
     async fn wait_state(
         entry: &Entry,
         deadline: Instant,
+        grace: Option<Duration>,
         done: impl Fn(&PodState) -> bool,
     ) -> (PodState, bool) {
         let mut rx = entry.state.subscribe();
-        let ok = tokio::time::timeout_at(deadline, rx.wait_for(|s| done(s)))
-            .await
-            .is_ok();
-        let st = rx.borrow().clone();
-        (st, ok)
+        let mut unschedulable_since: Option<Instant> = None;
+        loop {
+            let st = rx.borrow_and_update().clone();
+            if done(&st) {
+                return (st, false);
+            }
+            if matches!(st, PodState::Unschedulable { .. }) {
+                unschedulable_since.get_or_insert_with(Instant::now);
+            } else {
+                unschedulable_since = None;
+            }
+            let by_grace = grace
+                .zip(unschedulable_since)
+                .map(|(g, since)| since + g)
+                .filter(|t| *t < deadline);
+            let until = by_grace.unwrap_or(deadline);
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                // The entry is gone (its sender dropped): nothing more will come.
+                Ok(Err(_)) => return (st, false),
+                Err(_) => {
+                    let st = rx.borrow().clone();
+                    let by_grace =
+                        by_grace.is_some() && matches!(st, PodState::Unschedulable { .. });
+                    return (st, by_grace);
+                }
+            }
+        }
     }
 
     fn permanent_exit(code: Option<i32>) -> bool {
@@ -601,12 +775,23 @@ impl KubernetesProvider {
         )
     }
 
-    /// Why a start that saw `st` last ended at its deadline.
-    fn timeout_reason(&self, st: &PodState) -> String {
+    /// Why a start that saw `st` last ended at its deadline (or, `by_grace`, once it had been
+    /// unschedulable for `unschedulable_grace`).
+    fn timeout_reason(&self, st: &PodState, by_grace: bool) -> String {
         let ms = self.settings.pod.startup_timeout.as_millis();
         match st {
+            PodState::Unschedulable { message } if by_grace => {
+                let g = self
+                    .settings
+                    .unschedulable_grace
+                    .unwrap_or_default()
+                    .as_millis();
+                format!("the pod stayed unschedulable for {g} ms (provider.kubernetes.unschedulable_grace_ms): PodScheduled=False, {message}")
+            }
             PodState::Unschedulable { message } => {
-                format!("the pod could not be scheduled within {ms} ms ({message})")
+                format!(
+                    "the pod could not be scheduled within {ms} ms: PodScheduled=False, {message}"
+                )
             }
             PodState::Waiting {
                 reason: Some(r), ..
@@ -650,10 +835,12 @@ impl Provider for KubernetesProvider {
             };
             let pod = pod::warm_pod(&conn.pod, spec, id);
             let asked = Instant::now();
+            let starting = StartingGuard(&entry);
             self.create(conn, &name, &entry, &pod).await?;
             let created = Instant::now();
             let deadline = created + self.settings.pod.startup_timeout;
-            let (st, _) = Self::wait_state(&entry, deadline, |s| {
+            let grace = self.settings.unschedulable_grace;
+            let (st, by_grace) = Self::wait_state(&entry, deadline, grace, |s| {
                 matches!(
                     s,
                     PodState::Ready { .. } | PodState::StartError { .. } | PodState::Ended { .. }
@@ -661,6 +848,11 @@ impl Provider for KubernetesProvider {
             })
             .await;
             let ready_at = Instant::now();
+            drop(starting);
+            if !matches!(st, PodState::Ready { .. }) {
+                // The watch left the deletion to this start (see `Entry::starting`).
+                entry.deleting.store(true, Ordering::SeqCst);
+            }
             let ip = match st {
                 PodState::Ready { ip } => ip,
                 PodState::StartError { reason, permanent } => {
@@ -675,7 +867,7 @@ impl Provider for KubernetesProvider {
                         .await);
                 }
                 other => {
-                    let why = self.timeout_reason(&other);
+                    let why = self.timeout_reason(&other, by_grace);
                     return Err(self
                         .fail_start(conn, &name, spec, entry, why, false, false)
                         .await);
@@ -686,6 +878,7 @@ impl Provider for KubernetesProvider {
                     .await;
                 return Err(Self::closed_failure());
             }
+            self.follow(conn, &name, &spec.name, id, &entry).await;
             // Ready means the kubelet's probe of the watchdog's /health passed: the pod is
             // used as Kubernetes' own Services would use it, with no probe of our own.
             let addr = SocketAddr::new(ip, self.settings.pod.watchdog_port);
@@ -730,6 +923,9 @@ impl Provider for KubernetesProvider {
             }
             let conn = self.connected().await?;
             let spec = &req.spec;
+            if let Some(l) = self.logs.get() {
+                l.job_instance(&req.instance_id, &req.execution_id);
+            }
             let Some((name, entry)) = self.register(&req.instance_id, &spec.name, "job") else {
                 return Err(StartFailure {
                     message: format!("instance {} is already running", req.instance_id),
@@ -747,31 +943,59 @@ impl Provider for KubernetesProvider {
                 callback_token: &req.callback_token,
             };
             let pod = pod::job_pod(&conn.pod, spec, &req.instance_id, &params);
+            let starting = StartingGuard(&entry);
             self.create(conn, &name, &entry, &pod).await?;
             // Until its container runs (or it ended: a quick job): a pod that cannot start is a
             // failed start, not a job that never reports.
             let deadline = Instant::now() + self.settings.pod.startup_timeout;
-            let (st, _) = Self::wait_state(&entry, deadline, |s| {
+            let grace = self.settings.unschedulable_grace;
+            let (st, by_grace) = Self::wait_state(&entry, deadline, grace, |s| {
                 !matches!(
                     s,
                     PodState::Waiting { started: false, .. } | PodState::Unschedulable { .. }
                 )
             })
             .await;
+            drop(starting);
+            if let PodState::Ended { reason, .. } = &st {
+                // A quick job: ended before this start looked. Its log is read whole, then its
+                // pod goes as the watch would have deleted it.
+                entry.end(reason);
+                entry.deleting.store(true, Ordering::SeqCst);
+                let pods = conn.pods.clone();
+                let n = name.clone();
+                let log = self.follower(conn, &name, &spec.name, &req.instance_id, &entry, None);
+                tokio::spawn(async move {
+                    if let Some(log) = log {
+                        let _ = tokio::time::timeout(DETAIL_TIMEOUT * 2, log).await;
+                    }
+                    let _ = pods
+                        .delete(&n, &DeleteParams::default().grace_period(0))
+                        .await;
+                });
+            }
             match st {
                 PodState::StartError { reason, permanent } => Err(self
                     .fail_start(conn, &name, spec, entry, reason, permanent, false)
                     .await),
                 PodState::Waiting { started: false, .. } | PodState::Unschedulable { .. } => {
-                    let why = self.timeout_reason(&st);
+                    let why = self.timeout_reason(&st, by_grace);
                     Err(self
                         .fail_start(conn, &name, spec, entry, why, false, false)
                         .await)
                 }
-                _ => Ok(Job {
+                PodState::Ended { .. } => Ok(Job {
                     id: req.instance_id.clone(),
                     exited: entry.exited(),
                 }),
+                _ => {
+                    self.follow(conn, &name, &spec.name, &req.instance_id, &entry)
+                        .await;
+                    Ok(Job {
+                        id: req.instance_id.clone(),
+                        exited: entry.exited(),
+                    })
+                }
             }
         })
     }
@@ -869,6 +1093,9 @@ pub fn from_config(c: &crate::config::Config) -> Result<KubernetesProvider, Stri
         callback_url: k.callback_url.clone(),
         own_namespace: env("POD_NAMESPACE"),
         watch_timeout_s: k.watch_timeout_s,
+        unschedulable_grace: (k.unschedulable_grace_ms > 0)
+            .then(|| Duration::from_millis(k.unschedulable_grace_ms)),
+        follow_logs: k.follow_logs,
         pod: PodSettings {
             pull_policy: k.pull_policy,
             pull_secrets: k.pull_secrets.clone(),
@@ -879,6 +1106,7 @@ pub fn from_config(c: &crate::config::Config) -> Result<KubernetesProvider, Stri
             owner_ref: pod::owner_reference(pod_name.as_deref(), env("POD_UID").as_deref()),
             startup_timeout: Duration::from_millis(c.provider.startup_timeout_ms),
             stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
+            log_tags: k.follow_logs,
         },
     }))
 }
@@ -911,6 +1139,7 @@ mod tests {
             created_gen: AtomicU64::new(created_gen),
             deleting: AtomicBool::new(false),
             terminal_delete: AtomicBool::new(false),
+            starting: AtomicBool::new(false),
         })
     }
 

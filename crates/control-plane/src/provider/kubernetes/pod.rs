@@ -58,6 +58,9 @@ pub struct PodSettings {
     pub owner_ref: Option<OwnerReference>,
     pub startup_timeout: Duration,
     pub stop_grace: Duration,
+    /// Ask the watchdog to tag its runtime's lines (`crate::logs::ENV_LOG_TAGS`): on when the
+    /// provider follows the pods' logs.
+    pub log_tags: bool,
 }
 
 /// The pod name of an instance: `nf-` and the instance id in DNS-label form (lowercase letters,
@@ -251,6 +254,9 @@ fn base_pod(
     let mut ours = ours;
     ours.push(("NANOFAAS_INSTANCE".into(), instance_id.into()));
     ours.push(("NANOFAAS_FUNCTION".into(), spec.name.clone()));
+    if s.log_tags {
+        ours.push((crate::logs::ENV_LOG_TAGS.into(), "1".into()));
+    }
     if let Some(rc) = &spec.runtime_command {
         ours.push(("WATCHDOG_CMD".into(), rc.clone()));
     }
@@ -384,6 +390,7 @@ mod tests {
             owner_ref: owner_reference(Some("cp-pod"), Some("uid-1")),
             startup_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_millis(2500),
+            log_tags: true,
         }
     }
 
