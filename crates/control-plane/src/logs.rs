@@ -50,6 +50,10 @@ pub const FOLLOW_BUFFER: usize = 1024;
 /// How long `GET /v1/executions/{id}/logs` waits for the logs of a finished execution whose
 /// instance has not yet said "no more lines".
 pub const SEAL_WAIT: Duration = Duration::from_secs(1);
+/// How long after its end an execution still takes its first lines, until its instance's end
+/// marker: a provider that reads output through an API (the kubernetes provider follows
+/// `pods/log`) may hand them over after the call has answered.
+pub const LATE_LINES_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -221,9 +225,10 @@ struct Inner {
 }
 
 /// What the logs need to know of an execution: its function, whether its record is journaled
-/// (async), and whether it has finished. Answered by the platform.
+/// (async), and when it finished (ms since the epoch; `None` while it runs). Answered by the
+/// platform.
 pub trait Lookup: Send + Sync {
-    fn execution(&self, id: &str) -> Option<(Arc<str>, bool, bool)>;
+    fn execution(&self, id: &str) -> Option<(Arc<str>, bool, Option<u64>)>;
     /// Journals the logs of an async execution (`json`: see [`Logs::journal_json`]).
     fn journal_logs(&self, id: &str, json: Vec<u8>);
 }
@@ -371,15 +376,24 @@ impl Logs {
     }
 
     /// The execution `id` as named by an instance of `function`, if it is one of that
-    /// function's and has not finished; opens (or reopens) its logs.
+    /// function's and has not finished, or finished less than [`LATE_LINES_MS`] ago and its
+    /// logs were never sealed; opens (or, for a retry of an unfinished one, reopens) its logs.
     fn accept(&self, function: &Arc<str>, instance: &Arc<str>, id: &str) -> Option<Arc<str>> {
-        let (f, journal, finished) = self.lookup()?.execution(id)?;
-        if f != *function || finished {
+        let (f, journal, finished_at) = self.lookup()?.execution(id)?;
+        if f != *function {
             return None;
+        }
+        let finished = finished_at.is_some();
+        if let Some(t) = finished_at {
+            if crate::executions::now_ms().saturating_sub(t) > LATE_LINES_MS {
+                return None;
+            }
         }
         let mut g = self.inner.lock().unwrap();
         let key: Box<str> = id.into();
         let shared = match g.execs.get_mut(id) {
+            // After its end marker, a finished execution takes nothing more.
+            Some(buf) if finished && buf.sealed => return None,
             Some(buf) => {
                 buf.sealed = false;
                 buf.id.clone()
@@ -717,13 +731,22 @@ mod tests {
     struct Fake {
         execs: Mutex<HashMap<String, (Arc<str>, bool)>>,
         finished: Mutex<Vec<String>>,
+        finished_now: Mutex<Vec<String>>,
         journaled: Mutex<Vec<(String, Vec<u8>)>>,
     }
 
     impl Lookup for Fake {
-        fn execution(&self, id: &str) -> Option<(Arc<str>, bool, bool)> {
+        fn execution(&self, id: &str) -> Option<(Arc<str>, bool, Option<u64>)> {
             let e = self.execs.lock().unwrap().get(id).cloned()?;
-            let done = self.finished.lock().unwrap().iter().any(|f| f == id);
+            let now = crate::executions::now_ms();
+            let done = if self.finished_now.lock().unwrap().iter().any(|f| f == id) {
+                Some(now)
+            } else if self.finished.lock().unwrap().iter().any(|f| f == id) {
+                // Long enough ago for late lines to be refused.
+                Some(now - LATE_LINES_MS - 1)
+            } else {
+                None
+            };
             Some((e.0, e.1, done))
         }
         fn journal_logs(&self, id: &str, json: Vec<u8>) {
@@ -740,6 +763,7 @@ mod tests {
             ])),
             journaled: Mutex::default(),
             finished: Mutex::default(),
+            finished_now: Mutex::default(),
         });
         let logs = Logs::new();
         let weak: Weak<dyn Lookup> = Arc::downgrade(&(fake.clone() as Arc<dyn Lookup>));
@@ -787,6 +811,25 @@ mod tests {
         let back = Logs::new();
         back.restore("e1", "f", &j[0].1).unwrap();
         assert_eq!(back.execution("e1", true).await.lines, e.lines);
+    }
+
+    #[tokio::test]
+    async fn lines_that_come_after_the_answer_are_kept_until_the_end_marker() {
+        let (logs, fake) = hub();
+        // e2 has just finished; its instance's lines arrive only now (a log stream read
+        // through an API), then its end marker; anything later is refused.
+        fake.finished_now.lock().unwrap().push("e2".into());
+        logs.instance_line("f", "i1", "NANOFAAS_LOG o e2 late but its own");
+        logs.instance_line("f", "i1", "NANOFAAS_LOG o e2 second");
+        logs.instance_line("f", "i1", "NANOFAAS_LOG_END e2");
+        logs.instance_line("f", "i1", "NANOFAAS_LOG o e2 after the end");
+        let e = logs.execution("e2", true).await;
+        let texts: Vec<_> = e.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["late but its own", "second"]);
+        // Long after its end, an execution takes no first line either.
+        fake.finished.lock().unwrap().push("e1".into());
+        logs.instance_line("f", "i1", "NANOFAAS_LOG o e1 much too late");
+        assert!(logs.execution("e1", true).await.lines.is_empty());
     }
 
     #[tokio::test]

@@ -928,12 +928,16 @@ pub fn callback_outcome(p: CallbackPayload) -> Outcome {
 }
 
 impl crate::logs::Lookup for Platform {
-    fn execution(&self, id: &str) -> Option<(Arc<str>, bool, bool)> {
+    fn execution(&self, id: &str) -> Option<(Arc<str>, bool, Option<u64>)> {
         let e = self.store.get(id)?;
+        let finished_at = match e.status().is_final() {
+            true => Some(e.trace_facts().finished_at.unwrap_or(0)),
+            false => None,
+        };
         Some((
             e.function.clone(),
             e.mode == Mode::Async && self.persistence.is_some(),
-            e.status().is_final(),
+            finished_at,
         ))
     }
 

@@ -962,13 +962,10 @@ async fn what_a_function_prints_in_its_pod_is_in_its_functions_logs() {
     k.finish().await;
 }
 
-/// NOT PASSING YET (ignored): the lines reach the hub through the pod's log stream after the
-/// call has answered (kubelet and API server latency; here `docker logs --follow` through the
-/// fake), and the logs hub does not attribute a line to an execution that has already finished
-/// (`logs.rs`, `accept`), so the execution's own logs stay empty. Needs the hub to accept an
-/// instance's lines for its execution until the watchdog's end marker arrives.
+/// The lines reach the hub through the pod's log stream, possibly after the call has answered
+/// (kubelet and API server latency; here `docker logs --follow` through the fake): the hub
+/// keeps an execution's late lines until the watchdog's end marker (`logs::LATE_LINES_MS`).
 #[tokio::test]
-#[ignore]
 async fn what_a_function_prints_in_its_pod_is_in_its_executions_logs() {
     let Some(k) = cluster("logs", options()).await else {
         return;
