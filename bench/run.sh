@@ -209,6 +209,13 @@ BASE_REL=
 BASE_WD=
 ab_prepare() {
   [[ -n "${BASE_REF:-}" ]] || return 0
+  # BASE_BIN=<dir>: the base's binaries already built there (nanofaas, nanofaas-watchdog);
+  # BASE_REF then only names them in the report.
+  if [[ -n "${BASE_BIN:-}" ]]; then
+    log "A/B: base $BASE_REF = the binaries in $BASE_BIN, as they are (BASE_BIN)"
+    BASE_REL="$BASE_BIN"; BASE_WD="$BASE_BIN/nanofaas-watchdog"
+    return 0
+  fi
   local sha; sha=$(git -C "$ROOT" rev-parse --verify "$BASE_REF^{commit}")
   local src="$TARGET_DIR/ab/src-$sha" tgt="$TARGET_DIR/ab/target"
   if [[ ! -f "$src/Cargo.toml" ]]; then
@@ -219,6 +226,17 @@ ab_prepare() {
   (cd "$src" && CARGO_TARGET_DIR="$tgt" cargo build --release -p nanofaas-cli -p nanofaas-echo-runtime -p nanofaas-loadgen >&2)
   BASE_WD=$(cd "$src" && CARGO_TARGET_DIR="$tgt" ./scripts/build-static.sh)
   BASE_REL="$tgt/release"
+}
+
+# chain_watchdog: the watchdog the chain suites start: $WATCHDOG when set (a binary built
+# elsewhere, e.g. with debug info for a profiler), else this tree's static build.
+chain_watchdog() {
+  if [[ -n "${WATCHDOG:-}" ]]; then
+    log "WATCHDOG: using $WATCHDOG as it is"
+    echo "$WATCHDOG"
+  else
+    "$ROOT/scripts/build-static.sh"
+  fi
 }
 
 # ab_rows <ours label> <base label> <what>: the A/B lines of one measurement (p50, req/s, CPU per
@@ -528,7 +546,7 @@ suite_chain() {
   local high="${CONNECTIONS_HIGH:-32}"
   log "== chain suite (control plane -> watchdog -> runtime, process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
   build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
-  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  local wd; wd=$(chain_watchdog)
   ab_prepare
   local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
   local echo_port; echo_port=$(free_port)
@@ -947,7 +965,7 @@ suite_python_warm() {
   log "== python-warm suite (the Python example warm, direct vs control plane -> watchdog -> runtime, 1 connection): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
   log "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
   build_release nanofaas-cli nanofaas-loadgen
-  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  local wd; wd=$(chain_watchdog)
   local venv="$ROOT/.nanofaas/python"
   "$ROOT/scripts/python-env.sh" "$venv" >&2
   local sides=(this) srcs=("$ROOT/runtimes/python/src")
@@ -1043,7 +1061,7 @@ suite_chain_cpu() {
   local high="${CONNECTIONS_HIGH:-32}"
   log "== chain-cpu suite (CPU per invocation, Unix-socket hops vs loopback TCP): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
   build_release nanofaas-cli nanofaas-echo-runtime nanofaas-loadgen
-  local wd; wd=$("$ROOT/scripts/build-static.sh")
+  local wd; wd=$(chain_watchdog)
   local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
   for run in $(seq "$RUNS"); do
     log "run $run/$RUNS (cpu idle before: $(wait_quiet)%)"

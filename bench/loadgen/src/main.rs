@@ -6,8 +6,12 @@
 //! (transport failures and non-2xx answers).
 //!
 //! ```text
-//! loadgen [-c N] [-d SECS] [-w SECS] [-m METHOD] [-b BODY] [-H 'Name: value']... [-t THREADS] [--json] URL
+//! loadgen [-c N] [-d SECS] [-w SECS] [-n REQUESTS] [-m METHOD] [-b BODY] [-H 'Name: value']... [-t THREADS] [--json] URL
 //! ```
+//!
+//! With `-n`, the measured window ends once that many requests have been sent (all connections
+//! together), or at `-d` if that comes first (no limit unless `-d` is given): a fixed amount of
+//! work, for instruction counts under `valgrind --tool=callgrind`.
 //!
 //! Exit codes: 0 done, 1 no request succeeded, 2 bad arguments.
 
@@ -22,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-const USAGE: &str = "usage: loadgen [-c CONNECTIONS] [-d SECONDS] [-w WARMUP_SECONDS] [-m METHOD] \
+const USAGE: &str =
+    "usage: loadgen [-c CONNECTIONS] [-d SECONDS] [-w WARMUP_SECONDS] [-n REQUESTS] [-m METHOD] \
 [-b BODY] [-H 'Name: value']... [-t THREADS] [--json] URL";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +41,8 @@ struct Args {
     headers: Vec<(String, String)>,
     threads: usize,
     json: bool,
+    /// Requests to send after the warm-up (`-n`), all connections together.
+    requests: Option<u64>,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -49,8 +56,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         headers: Vec::new(),
         threads: 1,
         json: false,
+        requests: None,
     };
     let mut method: Option<Method> = None;
+    let mut duration_given = false;
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -62,7 +71,11 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "-c" | "--connections" => {
                 a.connections = positive(&value(arg)?, arg)?;
             }
-            "-d" | "--duration" => a.duration = seconds(&value(arg)?, arg)?,
+            "-d" | "--duration" => {
+                a.duration = seconds(&value(arg)?, arg)?;
+                duration_given = true;
+            }
+            "-n" | "--requests" => a.requests = Some(positive(&value(arg)?, arg)? as u64),
             "-w" | "--warmup" => a.warmup = seconds(&value(arg)?, arg)?,
             "-t" | "--threads" => a.threads = positive(&value(arg)?, arg)?,
             "-m" | "--method" => {
@@ -96,6 +109,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if a.duration.is_zero() {
         return Err("the duration must be positive".into());
+    }
+    if a.requests.is_some() && !duration_given {
+        // Bounded all the same: a day.
+        a.duration = Duration::from_secs(86_399);
     }
     a.method = method.unwrap_or(if a.body.is_empty() {
         Method::GET
@@ -141,6 +158,21 @@ impl Template {
 struct Stats {
     latencies_us: Vec<u32>,
     errors: u64,
+    /// When the last measured request was answered.
+    last: Option<Instant>,
+}
+
+/// What `-n` leaves to send, shared by the connections.
+struct Budget(std::sync::atomic::AtomicU64);
+
+impl Budget {
+    /// Takes one request; false once none is left.
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// Latency summary over sorted samples (nearest rank).
@@ -185,7 +217,14 @@ async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
 }
 
 /// One closed-loop connection until `end`; measures requests started after `measure_from`.
-async fn drive(addr: SocketAddr, t: Arc<Template>, measure_from: Instant, end: Instant) -> Stats {
+/// With a budget, stops once it is used up (requests of the warm-up do not count).
+async fn drive(
+    addr: SocketAddr,
+    t: Arc<Template>,
+    measure_from: Instant,
+    end: Instant,
+    budget: Option<Arc<Budget>>,
+) -> Stats {
     let mut stats = Stats::default();
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     while Instant::now() < end {
@@ -207,6 +246,9 @@ async fn drive(addr: SocketAddr, t: Arc<Template>, measure_from: Instant, end: I
             continue;
         }
         let t0 = Instant::now();
+        if t0 >= measure_from && budget.as_ref().is_some_and(|b| !b.take()) {
+            break;
+        }
         let ok = match s.send_request(t.request()).await {
             Ok(resp) => {
                 let success = resp.status().is_success();
@@ -219,6 +261,7 @@ async fn drive(addr: SocketAddr, t: Arc<Template>, measure_from: Instant, end: I
         };
         let t1 = Instant::now();
         if t0 >= measure_from && t1 <= end {
+            stats.last = Some(t1);
             match ok {
                 Some(true) => stats
                     .latencies_us
@@ -308,15 +351,27 @@ fn main() {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
+    let budget = args
+        .requests
+        .map(|n| Arc::new(Budget(std::sync::atomic::AtomicU64::new(n))));
     let all = rt.block_on(async {
         let tasks: Vec<_> = (0..args.connections)
-            .map(|_| tokio::spawn(drive(addr, template.clone(), measure_from, end)))
+            .map(|_| {
+                tokio::spawn(drive(
+                    addr,
+                    template.clone(),
+                    measure_from,
+                    end,
+                    budget.clone(),
+                ))
+            })
             .collect();
         let mut all = Stats::default();
         for t in tasks {
             if let Ok(s) = t.await {
                 all.latencies_us.extend(s.latencies_us);
                 all.errors += s.errors;
+                all.last = all.last.max(s.last);
             }
         }
         all
@@ -324,7 +379,11 @@ fn main() {
     let mut lat = all.latencies_us;
     lat.sort_unstable();
     let s = summarize(&lat);
-    let secs = args.duration.as_secs_f64();
+    // With -n the window is as long as the requests took.
+    let secs = match (args.requests, all.last) {
+        (Some(_), Some(last)) => last.saturating_duration_since(measure_from).as_secs_f64(),
+        _ => args.duration.as_secs_f64(),
+    };
     let rps = s.requests as f64 / secs;
     if args.json {
         println!(
@@ -374,9 +433,21 @@ mod tests {
         assert_eq!(a.method, Method::POST, "a body implies POST");
         assert_eq!(a.headers, [("X-Execution-Id".to_string(), "b".to_string())]);
         assert!(a.json);
+        assert_eq!(a.requests, None);
         assert_eq!(args(&["http://h/"]).unwrap().method, Method::GET);
+        let n = args(&["-n", "500", "http://h/"]).unwrap();
+        assert_eq!(n.requests, Some(500));
+        assert!(
+            n.duration > Duration::from_secs(3600),
+            "-n alone: no time limit"
+        );
+        let nd = args(&["-n", "5", "-d", "2", "http://h/"]).unwrap();
+        assert_eq!(nd.duration, Duration::from_secs(2), "-d still caps -n");
+        let b = Budget(std::sync::atomic::AtomicU64::new(2));
+        assert!(b.take() && b.take() && !b.take() && !b.take());
         for bad in [
             &["-c", "0", "http://h/"][..],
+            &["-n", "0", "http://h/"],
             &["-d", "x", "http://h/"],
             &["-H", "nocolon", "http://h/"],
             &[],

@@ -275,3 +275,149 @@ async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A blocking peer on a Unix socket, on its own thread. Connection 1 answers one request, then
+/// shuts down its reading side while staying open: the client's idle connection still looks open
+/// (nothing to read, no end of stream), but the next write on it fails with `EPIPE` before a
+/// byte goes out. Every later connection answers every request. `ready` is sent once connection 1
+/// has shut its reading side; `seen` counts the complete requests read on each connection.
+fn unix_peer_refusing_writes_after_one(
+    path: &std::path::Path,
+) -> (mpsc::Receiver<()>, Arc<Mutex<Vec<usize>>>) {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        // Held open until the peer thread ends (with the test process).
+        let mut kept = Vec::new();
+        for (c, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { return };
+            s2.lock().unwrap().push(0);
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 4096];
+            loop {
+                // One request: a head and its 2-byte body (`{}`).
+                let complete = loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        if buf.len() >= end + 4 + 2 {
+                            buf.drain(..end + 6);
+                            break true;
+                        }
+                    }
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => break false,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                };
+                if !complete {
+                    break;
+                }
+                s2.lock().unwrap()[c] += 1;
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    break;
+                }
+                if c == 0 {
+                    s.shutdown(std::net::Shutdown::Read).unwrap();
+                    kept.push(s);
+                    ready_tx.send(()).unwrap();
+                    break;
+                }
+            }
+        }
+    });
+    (ready_rx, seen)
+}
+
+/// A reused idle connection whose peer no longer reads: the write fails before one byte of the
+/// request is written, so the client sends it once more on a new connection, and the peer sees
+/// it exactly once (on that new connection).
+#[tokio::test]
+async fn a_request_unwritten_on_a_dead_reused_connection_is_sent_once_on_a_new_one() {
+    let dir = tempdir();
+    let path = dir.join("peer.sock");
+    let (ready, seen) = unix_peer_refusing_writes_after_one(&path);
+    let c = client();
+    let e = Endpoint::unix(path.to_str().unwrap());
+    assert_eq!(post(&c, &e).await.unwrap().status, 200);
+    ready.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        e.idle_count(),
+        1,
+        "the first connection is idle, to be reused"
+    );
+    let r = post(&c, &e).await;
+    assert_eq!(r.unwrap().status, 200, "sent again on a new connection");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [1, 1],
+        "two connections; the second send reached the peer once, on the new one"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A request whose write fails part-way (the peer read the head and some of the body, then
+/// closed) is lost, not sent again: only one connection was ever opened.
+#[tokio::test]
+async fn a_request_written_in_part_is_lost_and_never_sent_again() {
+    use std::io::Read;
+    let dir = tempdir();
+    let path = dir.join("peer.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (read_tx, read_rx) = mpsc::channel::<usize>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // Some of the request (at least its head), then close with the rest unread.
+        let mut got = 0;
+        let mut tmp = [0u8; 64 * 1024];
+        while got < 64 * 1024 {
+            match s.read(&mut tmp) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        drop(s);
+        read_tx.send(got).unwrap();
+        // Once the client has given up, a second connection it made would wait in the
+        // listener's backlog.
+        done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listener.accept().is_ok()
+    });
+    let c = client();
+    let e = Endpoint::unix(path.to_str().unwrap());
+    // Far more than the socket buffers hold: the write is still going when the peer closes.
+    let body = vec![b'x'; 32 * 1024 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let r = c
+        .send_to(&e, "peer", "POST", "/invoke", &[], &body, 1024, deadline)
+        .await;
+    assert!(matches!(r, Err(Error::Lost(_))), "{r:?}");
+    done_tx.send(()).unwrap();
+    let got = read_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        got > 0 && got < body.len(),
+        "the peer read part of the request: {got}"
+    );
+    assert!(
+        !peer.join().unwrap(),
+        "no second connection: the request was not sent again"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh folder under the system's temporary folder.
+fn tempdir() -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "h1-faults-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
