@@ -82,7 +82,27 @@ impl Captured {
     fn snapshot(&self) -> Vec<String> {
         self.lines.lock().unwrap().0.clone()
     }
+
+    fn is_closed(&self) -> bool {
+        self.lines.lock().unwrap().1
+    }
+
+    /// Blocks until the stream has ended (its reader saw EOF) or `until`.
+    fn wait_closed(&self, until: Instant) {
+        let mut g = self.lines.lock().unwrap();
+        while !g.1 {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            g = self.cond.wait_timeout(g, until - now).unwrap().0;
+        }
+    }
 }
+
+/// How long, once a process has exited, [`Proc::wait_exit`] waits for its output to be read to
+/// the end (a child it left behind may hold the pipes open: then the wait ends here).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// A spawned child process in its own process group.
 ///
@@ -211,6 +231,11 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_exit() {
+                // What it wrote just before exiting may still be in the pipes: read it all,
+                // so that `lines` right after this sees every line.
+                let until = Instant::now() + OUTPUT_DRAIN;
+                self.out.wait_closed(until);
+                self.err.wait_closed(until);
                 return Some(s);
             }
             if Instant::now() >= deadline {
@@ -225,6 +250,11 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_exit() {
+                // As in `wait_exit`: the output up to its end, bounded.
+                let until = Instant::now() + OUTPUT_DRAIN;
+                while !(self.out.is_closed() && self.err.is_closed()) && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 return Some(s);
             }
             if Instant::now() >= deadline {
