@@ -259,6 +259,15 @@ fn kill_instance_processes(id: &str) -> usize {
     n
 }
 
+/// Starts tried again when the runtime's port was taken between [`free_port`] and its bind.
+const PORT_TAKEN_RETRIES: u32 = 2;
+
+/// Whether a failed start failed because its runtime's port was in use (the runtime's last
+/// output says so).
+fn port_was_taken(f: &StartFailure) -> bool {
+    !f.permanent && f.message.contains("Address already in use")
+}
+
 fn free_port(ip: IpAddr) -> Result<u16, StartFailure> {
     TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
@@ -734,7 +743,28 @@ fn exit_code_of(why: &str) -> Option<i32> {
 
 impl ProcessProvider {
     /// Starts a warm instance of `req.spec`, or (`stem`) a generic one of its kind.
+    ///
+    /// The runtime's port is found free here and bound by the runtime a moment later: another
+    /// process may take it in between. A start that failed on a port in use is tried again,
+    /// with another port, up to [`PORT_TAKEN_RETRIES`] times (logged).
     async fn start_warm(&self, req: StartRequest, stem: bool) -> Result<Instance, StartFailure> {
+        let mut retries = 0;
+        loop {
+            match self.start_warm_once(req.clone(), stem).await {
+                Err(f) if retries < PORT_TAKEN_RETRIES && port_was_taken(&f) => {
+                    retries += 1;
+                    tracing::info!(instance = %req.instance_id, retries, "the runtime's port was taken before it could bind it; starting again with another port");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn start_warm_once(
+        &self,
+        req: StartRequest,
+        stem: bool,
+    ) -> Result<Instance, StartFailure> {
         {
             let spec = &req.spec;
             let ip = self.settings.bind;
