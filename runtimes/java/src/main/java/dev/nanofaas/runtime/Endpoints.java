@@ -433,7 +433,7 @@ final class Endpoints implements RuntimeServer.Routes {
         }
     }
 
-    private static void respond(HttpExchange exchange, int status, byte[] body) throws IOException {
+    static void respond(HttpExchange exchange, int status, byte[] body) throws IOException {
         exchange.getResponseHeaders().set("Content-Type", "application/json");
         if ("HEAD".equals(exchange.getRequestMethod())) {
             exchange.sendResponseHeaders(status, -1);
