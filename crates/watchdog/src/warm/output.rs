@@ -18,7 +18,9 @@
 //! Lines are cut at [`MAX_LINE`] bytes as they are read (the rest is counted, not kept).
 //!
 //! Cost: what a call reads is read on its own path (the drains above, one non-blocking read per
-//! pipe when there is nothing), and the lines it owns go out in one write with its end marker.
+//! pipe when there is nothing), and the lines it owns go out in one write with its end marker:
+//! lines of a call in flight that the pipe task reads are held with the call (up to
+//! [`PENDING_MAX`] bytes, then written), so the control plane's reader wakes once per call.
 //! Lines of no invocation wait (at most [`COALESCE`], or [`PENDING_MAX`] bytes) to go out with
 //! the next write; the task that follows each pipe wakes at most once per [`COALESCE`], so a
 //! busy instance's output costs a few writes and wake-ups per [`COALESCE`], not per line. With
@@ -60,6 +62,8 @@ struct Pipe {
 struct InFlight {
     id: String,
     wrote: bool,
+    /// Its formatted lines not yet written (they go out with its end marker).
+    buf: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -69,13 +73,6 @@ struct State {
     next_pipe: u64,
     /// Formatted lines of no invocation, not yet written (see the module docs).
     pending: Vec<u8>,
-}
-
-/// Where [`emit`] puts lines: those of an invocation (written before its end marker) and the
-/// rest (may wait).
-struct Sink<'a> {
-    owned: &'a mut Vec<u8>,
-    pending: &'a mut Vec<u8>,
 }
 
 /// Tags and forwards the runtime's output (see the module docs).
@@ -159,11 +156,12 @@ impl Output {
         let mut st = self.state.lock().unwrap();
         if self.exclusive {
             // What is in the pipes now was written before this call: not its.
-            self.drain_all(&mut st, false, None);
+            self.drain_all(&mut st, false);
         }
         st.inflight.push(InFlight {
             id: id.clone(),
             wrote: false,
+            buf: Vec::new(),
         });
         Span { out: self, id }
     }
@@ -173,9 +171,9 @@ impl Output {
         let Some(i) = st.inflight.iter().position(|f| f.id == id) else {
             return;
         };
-        let mut owned = Vec::new();
-        self.drain_all(&mut st, self.exclusive, Some(&mut owned));
+        self.drain_all(&mut st, self.exclusive);
         let f = st.inflight.swap_remove(i);
+        let mut owned = f.buf;
         if f.wrote && f.id != "-" {
             owned.extend_from_slice(b"NANOFAAS_LOG_END ");
             owned.extend_from_slice(f.id.as_bytes());
@@ -184,7 +182,9 @@ impl Output {
         flush(&mut st.pending, &owned, false);
     }
 
-    /// Reads one pipe until it is empty and writes all that waits; false once it has ended.
+    /// Reads one pipe until it is empty and writes what waits, except the lines of calls in
+    /// flight (held for their end, unless they grew past [`PENDING_MAX`]); false once the pipe
+    /// has ended.
     fn drain_pipe(&self, pipe: u64) -> bool {
         let mut st = self.state.lock().unwrap();
         let State {
@@ -196,39 +196,36 @@ impl Output {
         let Some(i) = pipes.iter().position(|p| p.id == pipe) else {
             return false;
         };
-        let mut owned = Vec::new();
-        let mut sink = Sink {
-            owned: &mut owned,
-            pending,
-        };
-        read_pipe(&mut pipes[i], inflight, self.exclusive, false, &mut sink);
+        read_pipe(&mut pipes[i], inflight, self.exclusive, false, pending);
         let open = !pipes[i].eof;
         if !open {
             pipes.swap_remove(i);
         }
-        flush(pending, &owned, true);
+        for f in inflight.iter_mut() {
+            if f.buf.len() >= PENDING_MAX {
+                flush(pending, &f.buf, false);
+                f.buf.clear();
+                if f.buf.capacity() > 2 * PENDING_MAX {
+                    f.buf.shrink_to(PENDING_MAX);
+                }
+            }
+        }
+        flush(pending, &[], true);
         open
     }
 
-    /// Reads every pipe until empty: an invocation's lines into `owned` (written by the caller;
-    /// `None`: at once), the rest held back.
-    fn drain_all(&self, st: &mut State, flush_partial: bool, owned: Option<&mut Vec<u8>>) {
+    /// Reads every pipe until empty: an invocation's lines into its buffer, the rest held back.
+    fn drain_all(&self, st: &mut State, flush_partial: bool) {
         let State {
             pipes,
             inflight,
             pending,
             ..
         } = st;
-        let mut own = Vec::new();
-        let owned = owned.unwrap_or(&mut own);
-        let mut sink = Sink { owned, pending };
         for p in pipes.iter_mut() {
-            read_pipe(p, inflight, self.exclusive, flush_partial, &mut sink);
+            read_pipe(p, inflight, self.exclusive, flush_partial, pending);
         }
         pipes.retain(|p| !p.eof);
-        if !own.is_empty() {
-            flush(pending, &own, false);
-        }
     }
 }
 
@@ -260,14 +257,14 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// Reads what the pipe holds now (non-blocking) and formats the complete lines into `sink`;
-/// with `flush_partial`, a last line without its newline too.
+/// Reads what the pipe holds now (non-blocking) and formats the complete lines into their
+/// invocation's buffer or `pending`; with `flush_partial`, a last line without its newline too.
 fn read_pipe(
     p: &mut Pipe,
     inflight: &mut [InFlight],
     exclusive: bool,
     flush_partial: bool,
-    sink: &mut Sink<'_>,
+    pending: &mut Vec<u8>,
 ) {
     let mut chunk = [0u8; 8192];
     loop {
@@ -287,7 +284,7 @@ fn read_pipe(
                     p.buf.extend_from_slice(&part[..take]);
                     p.cut += (part.len() - take) as u64;
                     if ended {
-                        emit(p, inflight, exclusive, sink);
+                        emit(p, inflight, exclusive, pending);
                     }
                     data = rest;
                 }
@@ -301,12 +298,12 @@ fn read_pipe(
         }
     }
     if (flush_partial || p.eof) && (!p.buf.is_empty() || p.cut > 0) {
-        emit(p, inflight, exclusive, sink);
+        emit(p, inflight, exclusive, pending);
     }
 }
 
-/// Formats the pipe's current line into `sink` and clears it.
-fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, sink: &mut Sink<'_>) {
+/// Formats the pipe's current line into its invocation's buffer (or `pending`) and clears it.
+fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, pending: &mut Vec<u8>) {
     if p.cut == 0 && p.buf.last() == Some(&b'\r') {
         p.buf.pop();
     }
@@ -326,9 +323,9 @@ fn emit(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, sink: &mut Sin
     match owner {
         Some(f) if f.id != "-" => {
             f.wrote = true;
-            format_line(sink.owned, p.stream, &f.id, text.as_bytes(), p.cut);
+            format_line(&mut f.buf, p.stream, &f.id, text.as_bytes(), p.cut);
         }
-        _ => format_line(sink.pending, p.stream, "-", text.as_bytes(), p.cut),
+        _ => format_line(pending, p.stream, "-", text.as_bytes(), p.cut),
     }
     p.buf.clear();
     p.cut = 0;
@@ -466,24 +463,29 @@ mod tests {
     }
 
     fn lines_of(p: &mut Pipe, inflight: &mut [InFlight], exclusive: bool, flush: bool) -> String {
-        let (mut owned, mut pending) = (Vec::new(), Vec::new());
-        let mut sink = Sink {
-            owned: &mut owned,
-            pending: &mut pending,
-        };
-        read_pipe(p, inflight, exclusive, flush, &mut sink);
+        let mut pending = Vec::new();
+        read_pipe(p, inflight, exclusive, flush, &mut pending);
+        let mut owned = Vec::new();
+        for f in inflight.iter_mut() {
+            owned.append(&mut f.buf);
+        }
         owned.extend_from_slice(&pending);
         String::from_utf8(owned).unwrap()
+    }
+
+    fn in_flight(id: &str) -> InFlight {
+        InFlight {
+            id: id.into(),
+            wrote: false,
+            buf: Vec::new(),
+        }
     }
 
     #[test]
     fn lines_are_attributed() {
         let (r, mut w) = os_pipe();
         let mut p = pipe(b'o', r);
-        let mut inflight = vec![InFlight {
-            id: "e1".into(),
-            wrote: false,
-        }];
+        let mut inflight = vec![in_flight("e1")];
         w.write_all(b"hello\r\n@exec:e1 tagged\n@exec:zz not ours\npartial")
             .unwrap();
         let got = lines_of(&mut p, &mut inflight, true, true);
@@ -493,16 +495,7 @@ mod tests {
         );
         assert!(inflight[0].wrote);
         // Several in flight: only tagged lines are attributed.
-        let mut inflight = vec![
-            InFlight {
-                id: "a".into(),
-                wrote: false,
-            },
-            InFlight {
-                id: "b".into(),
-                wrote: false,
-            },
-        ];
+        let mut inflight = vec![in_flight("a"), in_flight("b")];
         w.write_all(b"@exec:b from b\nuntagged\n").unwrap();
         let got = lines_of(&mut p, &mut inflight, false, false);
         assert_eq!(got, "NANOFAAS_LOG o b from b\nNANOFAAS_LOG o - untagged\n");
@@ -579,5 +572,36 @@ mod tests {
         let mut big = vec![b'z'; PENDING_MAX];
         flush(&mut big, b"", false);
         assert!(big.is_empty());
+    }
+
+    #[test]
+    fn a_calls_lines_read_by_the_pipe_task_wait_for_its_end() {
+        let (r, mut w) = os_pipe();
+        let out = Output::new(1);
+        out.state.lock().unwrap().pipes.push(pipe(b'o', r));
+        let span = out.begin("e1");
+        w.write_all(b"one\ntwo\n").unwrap();
+        assert!(out.drain_pipe(1));
+        {
+            let st = out.state.lock().unwrap();
+            // Held with the call, not written: one write at its end, with the end marker.
+            assert_eq!(
+                String::from_utf8_lossy(&st.inflight[0].buf),
+                "NANOFAAS_LOG o e1 one\nNANOFAAS_LOG o e1 two\n"
+            );
+            assert!(st.pending.is_empty());
+        }
+        // A call that writes much is not held without bound.
+        let line = vec![b'x'; 1000];
+        for _ in 0..(PENDING_MAX / 1000 + 1) {
+            w.write_all(&line).unwrap();
+            w.write_all(b"\n").unwrap();
+        }
+        assert!(out.drain_pipe(1));
+        assert!(out.state.lock().unwrap().inflight[0].buf.is_empty());
+        drop(span);
+        assert!(out.state.lock().unwrap().inflight.is_empty());
+        drop(w);
+        assert!(!out.drain_pipe(1));
     }
 }
