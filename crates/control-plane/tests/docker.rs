@@ -279,6 +279,11 @@ async fn the_provider_reads_an_instances_logs_and_stops_it() {
             startup_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),
             log_lines_per_second: 100,
+            prewarm: nanofaas_control_plane::prewarm::PrewarmSettings {
+                count: 0,
+                backoff: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(400),
+            },
         },
     );
     let name = unique("logs");
