@@ -22,14 +22,42 @@ use std::time::Duration;
 
 const IMAGE: &str = "nanofaas/test-python-prewarm:latest";
 
-/// The function image: the Python runtime image with the runtime's test handlers that record
-/// what they were imported with (`handler.py`), and one that fails to import.
+/// The test function: what it was imported with (its environment, folder, user, and the memory
+/// limit of its container's cgroup as the container sees it: cgroup v2's `memory.max` or v1's
+/// `memory.limit_in_bytes` at the container's own mount), and a call counter.
+const HANDLER: &str = r#"
+import os
+
+def _memory_limit():
+    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        if os.path.exists(f):
+            return open(f).read().strip()
+    return None
+
+AT_IMPORT = {
+    "pid": os.getpid(),
+    "env": {k: os.environ.get(k) for k in ("PREWARM_MARK", "NANOFAAS_FUNCTION")},
+    "cwd": os.getcwd(),
+    "uid": os.getuid(),
+    "memoryLimit": _memory_limit(),
+}
+COUNTER = 0
+
+def handle(request):
+    global COUNTER
+    COUNTER += 1
+    return {"atImport": AT_IMPORT, "pid": os.getpid(), "counter": COUNTER,
+            "mark": os.environ.get("PREWARM_MARK")}
+"#;
+
+/// The function image: the Python runtime image with the test function (`handler.py`) and the
+/// runtime's test handler that fails to import.
 fn build_image() {
     docker_images("python");
     let handlers = repo_root().join("runtimes/python/tests/handlers");
     let dir = std::env::temp_dir().join(format!("nanofaas-prewarm-image-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(handlers.join("prewarm_state.py"), dir.join("handler.py")).unwrap();
+    std::fs::write(dir.join("handler.py"), HANDLER).unwrap();
     std::fs::copy(
         handlers.join("raises_on_import.py"),
         dir.join("raises_on_import.py"),
@@ -151,6 +179,7 @@ async fn a_python_function_starts_in_a_prewarmed_container_with_its_env_and_limi
     let out = body["output"].clone();
     let at = &out["atImport"];
     assert_eq!(at["env"]["PREWARM_MARK"], "a", "its env at import: {out}");
+    assert_eq!(at["env"]["NANOFAAS_FUNCTION"], a.as_str(), "{out}");
     assert_eq!(
         at["memoryLimit"],
         (96u64 << 20).to_string(),
@@ -179,7 +208,17 @@ async fn a_python_function_starts_in_a_prewarmed_container_with_its_env_and_limi
     let ob = r.json()["output"].clone();
     assert_eq!(ob["atImport"]["env"]["PREWARM_MARK"], "b", "{ob}");
     assert_eq!(ob["counter"], 1, "{ob}");
-    assert_eq!(ob["atImport"]["memoryLimit"], "max", "no limit asked: {ob}");
+    assert_ne!(
+        ob["atImport"]["memoryLimit"],
+        (96u64 << 20).to_string(),
+        "not the other function's limit: {ob}"
+    );
+    assert_ne!(ob["atImport"]["pid"], Value::Null);
+    assert_ne!(
+        cp.get(&format!("/v1/functions/{b}/instances")).await.json()[0]["id"],
+        inst[0]["id"],
+        "never shared"
+    );
     // The first is still its function's alone, warm.
     let r = invoke(&cp, &a).await;
     assert_eq!(r.header("x-start"), Some("warm"));
