@@ -373,14 +373,19 @@ async fn prewarmed_note(client: &Client, name: &str) {
         nanofaas_api::command::join(&argv)
     });
     // The docker provider's kinds are images (labelled "image (runtimeCommand)").
-    let image = f["image"].as_str().map(|i| match f["runtimeCommand"].as_str() {
-        Some(rc) => format!("{i} ({rc})"),
-        None => i.to_string(),
-    });
+    let image = f["image"]
+        .as_str()
+        .map(|i| match f["runtimeCommand"].as_str() {
+            Some(rc) => format!("{i} ({rc})"),
+            None => i.to_string(),
+        });
     let empty = Vec::new();
     for k in p.as_array().unwrap_or(&empty) {
         let want = if k["image"].is_string() { &image } else { &cmd };
-        let Some(cmd) = want.as_deref().filter(|w| k["command"].as_str() == Some(*w)) else {
+        let Some(cmd) = want
+            .as_deref()
+            .filter(|w| k["command"].as_str() == Some(*w))
+        else {
             continue;
         };
         let ready = k["ready"].as_array().map_or(0, Vec::len);

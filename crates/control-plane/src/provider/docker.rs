@@ -80,8 +80,8 @@ use super::{
     ExitWatch, Instance, InstanceInfo, Job, JobRequest, PrewarmError, Provider, StartFailure,
     StartRequest,
 };
-use crate::prewarm::{PrewarmPool, PrewarmSettings};
 use crate::dispatch::BoxFuture;
+use crate::prewarm::{PrewarmPool, PrewarmSettings};
 use api::{ContainerInspect, Engine, EngineError, LogDemux, LogStream};
 use bytes::Bytes;
 use http::Request;

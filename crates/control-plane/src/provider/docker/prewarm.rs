@@ -177,7 +177,9 @@ impl DockerProvider {
             }
             Ok(resp) if resp.status == 500 => {
                 let e = nanofaas_api::invocation::error_from_response(500, &resp.body);
-                let mut f = self.fail_start(&stem.id, spec, entry, Some(e.message)).await;
+                let mut f = self
+                    .fail_start(&stem.id, spec, entry, Some(e.message))
+                    .await;
                 // The import error is the function's, not the image's: a later start may work.
                 f.permanent = false;
                 Err(PrewarmError::Failed(f))
@@ -359,7 +361,10 @@ mod tests {
             .await
             .reply(204, "");
         let logs = v
-            .expect("GET", &format!("/containers/{cid}/logs?stdout=true&stderr=true&follow"))
+            .expect(
+                "GET",
+                &format!("/containers/{cid}/logs?stdout=true&stderr=true&follow"),
+            )
             .await
             .stream(200);
         for _ in 0..2 {
@@ -475,13 +480,13 @@ mod tests {
         let up2 = expect_start(&mut v, "stem2", wd.port).await;
         let again = ready(&p, 1).await;
         assert_ne!(again, stems, "a new one, not the one taken");
-        let listed: Vec<(String, &str)> = p
-            .list()
-            .into_iter()
-            .map(|i| (i.function, i.kind))
-            .collect();
+        let listed: Vec<(String, &str)> =
+            p.list().into_iter().map(|i| (i.function, i.kind)).collect();
         assert!(listed.contains(&("fn1".into(), "warm")), "{listed:?}");
-        assert!(listed.contains(&("(prewarmed)".into(), "prewarmed")), "{listed:?}");
+        assert!(
+            listed.contains(&("(prewarmed)".into(), "prewarmed")),
+            "{listed:?}"
+        );
 
         // Shutdown stops both, the generic one included, and sweeps the owner's label.
         let down = tokio::spawn({
@@ -653,7 +658,11 @@ mod tests {
             .json(500, json!({"message": "not this time"}));
         let st = p.prewarmed();
         assert!(
-            st[0].disabled.as_deref().unwrap_or("").contains("does not support"),
+            st[0]
+                .disabled
+                .as_deref()
+                .unwrap_or("")
+                .contains("does not support"),
             "{st:?}"
         );
         assert!(p.start_prewarmed(&req("fn1-5", f.clone())).is_none());
