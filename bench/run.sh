@@ -13,7 +13,8 @@
 #   bench/run.sh auth           CPU per request of the API's access checks with a bearer token vs
 #                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
-#                               runtime alone: warm latency, cold start, where Python's goes
+#                               runtime alone: warm latency, cold start, where Python's goes;
+#                               Python on Docker cold, prewarmed and warm where an engine answers
 #   bench/run.sh kubernetes     the kubernetes provider against nanofaas-kube-fake with K8S_PODS
 #                               (default 1,000) fake pods: its watch's lag behind a reference
 #                               watcher, RSS per watched pod, the API request rate during
