@@ -1824,13 +1824,18 @@ mod tests {
             200,
             json!([
                 {"Id": "dead1", "Labels": {LABEL_OWNER: format!("{host}/1:1"), LABEL_INSTANCE: "a"}},
+                // A generic (prewarmed) container a dead control plane left is an orphan too.
+                {"Id": "deadstem", "Labels": {LABEL_OWNER: format!("{host}/1:1"), LABEL_KIND: "prewarmed", LABEL_FUNCTION: "(prewarmed)"}},
                 {"Id": "mine", "Labels": {LABEL_OWNER: p.owner()}},
                 {"Id": "other-host", "Labels": {LABEL_OWNER: "elsewhere/1:1"}},
                 {"Id": "garbage", "Labels": {LABEL_OWNER: "???"}},
             ]),
         );
         v.expect("DELETE", "/containers/dead1").await.reply(204, "");
-        assert_eq!(task.await.unwrap(), 1);
+        v.expect("DELETE", "/containers/deadstem")
+            .await
+            .reply(204, "");
+        assert_eq!(task.await.unwrap(), 2);
         v.assert_idle(Duration::from_millis(100)).await;
     }
 
