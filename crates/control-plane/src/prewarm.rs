@@ -48,8 +48,10 @@ pub struct Kind {
 }
 
 /// Variables a function's `env` may not set for its instance to be a specialized generic one:
-/// they configure the watchdog, the runtime's address or the JVM's options, fixed when the
-/// generic one started. A name ending in `_` is a prefix; the others are exact names.
+/// they configure the watchdog, the runtime's address, the JVM's options, or what the Python
+/// interpreter and the dynamic loader read once at their start (a generic instance has started
+/// both: setting them later changes nothing, e.g. `PYTHONPATH` would not reach `sys.path`).
+/// A name ending in `_` is a prefix; the others are exact names.
 const FIXED_AT_START: &[&str] = &[
     "WARM_",
     "EXECUTION_MODE",
@@ -63,6 +65,19 @@ const FIXED_AT_START: &[&str] = &[
     "JAVA_OPTS",
     "JAVA_TOOL_OPTIONS",
     "JDK_JAVA_OPTIONS",
+    "LD_",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSAFEPATH",
+    "PYTHONNOUSERSITE",
+    "PYTHONUSERBASE",
+    "PYTHONPLATLIBDIR",
+    "PYTHONHASHSEED",
+    "PYTHONOPTIMIZE",
+    "PYTHONWARNINGS",
+    "PYTHONDEVMODE",
+    "PYTHONMALLOC",
+    "PYTHONUTF8",
 ];
 
 fn fixed_at_start(name: &str) -> bool {
@@ -740,6 +755,8 @@ mod tests {
             serde_json::json!({"name": "f", "command": ["c"], "env": {"PORT": "1"}}),
             serde_json::json!({"name": "f", "command": ["c"], "env": {"JAVA_OPTS": "-Xmx1g"}}),
             serde_json::json!({"name": "f", "command": ["c"], "env": {"JDK_JAVA_OPTIONS": "x"}}),
+            serde_json::json!({"name": "f", "command": ["c"], "env": {"PYTHONPATH": "/lib"}}),
+            serde_json::json!({"name": "f", "command": ["c"], "env": {"LD_PRELOAD": "x.so"}}),
         ] {
             assert_eq!(Kind::of(&spec(not.clone())), None, "{not}");
         }
@@ -760,6 +777,7 @@ mod tests {
             serde_json::json!({"name": "f", "command": ["c"]}),
             serde_json::json!({"name": "f", "image": "i", "executionMode": "JOB"}),
             serde_json::json!({"name": "f", "image": "i", "env": {"WARM_PREWARM": "0"}}),
+            serde_json::json!({"name": "f", "image": "i", "env": {"PYTHONHASHSEED": "0"}}),
         ] {
             assert_eq!(Kind::of_image(&spec(not.clone())), None, "{not}");
         }
