@@ -13,7 +13,8 @@
 #   bench/run.sh auth           CPU per request of the API's access checks with a bearer token vs
 #                               the same checks with no tokens configured (target: < 2 us added)
 #   bench/run.sh runtimes       the Python, Java and Rust examples through the full chain vs the
-#                               runtime alone: warm latency, cold start, where Python's goes
+#                               runtime alone: warm latency, cold start, where Python's goes;
+#                               Python on Docker cold, prewarmed and warm where an engine answers
 #   bench/run.sh kubernetes     the kubernetes provider against nanofaas-kube-fake with K8S_PODS
 #                               (default 1,000) fake pods: its watch's lag behind a reference
 #                               watcher, RSS per watched pod, the API request rate during
@@ -518,15 +519,17 @@ def call(method, path, body=None):
     r = c.getresponse(); data = r.read(); c.close()
     return r.status, r.getheader("x-start"), data
 spec = json.loads(spec_tpl)
-cmd = " ".join(spec["command"]) if isinstance(spec["command"], list) else spec["command"]
+# The process provider's kinds are commands; the docker provider's are images.
+image = spec.get("image") if "command" not in spec else None
+cmd = None if image else (" ".join(spec["command"]) if isinstance(spec["command"], list) else spec["command"])
 def ready_kind():
     for _ in range(600):
         st, _, data = call("GET", "/v1/prewarmed")
         for k in json.loads(data):
-            if k["command"] == cmd and k["ready"]:
+            if (k.get("image") == image if image else k["command"] == cmd) and k["ready"]:
                 return k
         time.sleep(0.05)
-    raise SystemExit(f"no prewarmed instance of {cmd!r} within 30 s")
+    raise SystemExit(f"no prewarmed instance of {image or cmd!r} within 30 s")
 pws, mem = [], []
 for i in range(n):
     name = f"pw{i}"
@@ -698,8 +701,9 @@ suite_docker() {
   # Three control planes: process provider; docker, published port; docker, container address.
   local proc_url pub_url ip_url
   start_cp cp-dk-proc --set "provider.process.watchdog=$wd"; proc_url=$CP_URL
-  start_cp cp-dk-pub --set provider.type=docker --set provider.docker.address=published; pub_url=$CP_URL
-  start_cp cp-dk-ip --set provider.type=docker --set provider.docker.address=container; ip_url=$CP_URL
+  # Cold starts here are full starts (container create and start): no prewarmed containers.
+  start_cp cp-dk-pub --set provider.type=docker --set provider.docker.address=published --set provider.docker.prewarm=0; pub_url=$CP_URL
+  start_cp cp-dk-ip --set provider.type=docker --set provider.docker.address=container --set provider.docker.prewarm=0; ip_url=$CP_URL
   local u spec
   for u in "$proc_url" "$pub_url" "$ip_url"; do
     if [[ $u == "$proc_url" ]]; then spec="\"command\":\"$REL/echo-runtime\""; else spec='"image":"nanofaas/bench-echo:latest"'; fi
@@ -887,6 +891,20 @@ suite_runtimes() {
     curl -fsS -o /dev/null -XPOST "$cp_pw/v1/functions" -H "content-type: application/json" \
       -d "${specs[$l]//NAME/keep-$l-kind}"
   done
+  # Python on Docker (the example's image), where an engine answers: cold (create and start a
+  # container) on a control plane without prewarmed containers, prewarmed on one with one per
+  # image (a function of the image registered throughout keeps its kind).
+  local dk_cold="" dk_pw="" dk_spec='{"name":"NAME","image":"nanofaas/example-python-hello:latest","timeoutMs":30000}'
+  if docker version >/dev/null 2>&1; then
+    "$ROOT/scripts/docker-images.sh" python examples >&2
+    start_cp cp-runtimes-dk --set provider.type=docker --set provider.docker.prewarm=0; dk_cold=$CP_URL
+    start_cp cp-runtimes-dk-pw --set provider.type=docker --set provider.docker.prewarm=1; dk_pw=$CP_URL
+    CP_URL=$cp_plain
+    curl -fsS -o /dev/null -XPOST "$dk_pw/v1/functions" -H "content-type: application/json" \
+      -d "${dk_spec//NAME/keep-docker-kind}"
+  else
+    log "no container engine answers ('docker version' failed): the Python-on-Docker row is skipped"
+  fi
   for run in $(seq "$cold_runs"); do
     log "cold round $run/$cold_runs"
     for l in "${langs[@]}"; do
@@ -896,6 +914,10 @@ suite_runtimes() {
     for l in "${pw_langs[@]}"; do
       printf '{"label":"pw-%s","result":%s}\n' "$l" "$(prewarmed_starts "$cp_pw" "${specs[$l]}" 1)" >>"$RAW"
     done
+    if [[ -n "$dk_cold" ]]; then
+      printf '{"label":"cold-python-docker","result":%s}\n' "$(cold_starts "$dk_cold" "$dk_spec" 1)" >>"$RAW"
+      printf '{"label":"pw-python-docker","result":%s}\n' "$(prewarmed_starts "$dk_pw" "$dk_spec" 1)" >>"$RAW"
+    fi
     printf '{"label":"pypass","result":{"ms":%s}}\n' "$(python3 -c 'import subprocess,time,json,sys; t=time.perf_counter(); subprocess.run([sys.argv[1],"-c","pass"]); print(json.dumps([(time.perf_counter()-t)*1000]))' "$py")" >>"$RAW"
   done
   local errors; errors=$(stats 'sum(sum(pick(l, "errors")) for l in R if "errors" in R[l][0])')
@@ -940,6 +962,16 @@ suite_runtimes() {
     "$(stats "round(med($pw), 1)") ($(stats "round(min($pw), 1)")-$(stats "round(max($pw), 1)"))" \
     "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-java']]), 2)")" "" \
     "$(stats "round((R['pw-java'][-1]['memory_bytes'] or 0) / 1048576, 1)")"
+  if [[ -n "$dk_cold" ]]; then
+    # Python on Docker: the example's image; idle MiB is the waiting container's init, watchdog
+    # and runtime (read where the engine runs on this machine).
+    pw="[x for r in R['pw-python-docker'] for x in r['pw_ms']]"
+    c="[x for r in R['cold-python-docker'] for x in r['cold_ms']]"
+    row "python (docker)" "$(stats "round(med($c), 1)") ($(stats "round(min($c), 1)")-$(stats "round(max($c), 1)"))" \
+      "$(stats "round(med($pw), 1)") ($(stats "round(min($pw), 1)")-$(stats "round(max($pw), 1)"))" \
+      "$(stats "round(med([r['warm_p50_ms'] for r in R['cold-python-docker']]), 2)")" "" \
+      "$(stats "round((R['pw-python-docker'][-1]['memory_bytes'] or 0) / 1048576, 1)")"
+  fi
   log ""
   log "per run (p50 us / req/s): $(stats 'perrun()')"
   for l in "${langs[@]}"; do

@@ -348,7 +348,8 @@ pub async fn cmd_instances(client: &Client, format: Format, name: &str) -> anyho
     Ok(())
 }
 
-/// Says how many prewarmed instances wait for the function's runtime kind (its command), so a
+/// Says how many prewarmed instances wait for the function's runtime kind (its command, or its
+/// image on the docker provider), so a
 /// reader knows whether its next cold start will be a prewarmed one. Quiet when the server
 /// keeps none (or is older and has no `/v1/prewarmed`).
 async fn prewarmed_note(client: &Client, name: &str) {
@@ -364,20 +365,29 @@ async fn prewarmed_note(client: &Client, name: &str) {
     let (Ok(f), Ok(p)) = (f.json(), p.json()) else {
         return;
     };
-    let Some(cmd) = f["command"].as_array().map(|c| {
+    let cmd = f["command"].as_array().map(|c| {
         let argv: Vec<String> = c
             .iter()
             .filter_map(|a| a.as_str().map(String::from))
             .collect();
         nanofaas_api::command::join(&argv)
-    }) else {
-        return;
-    };
+    });
+    // The docker provider's kinds are images (labelled "image (runtimeCommand)").
+    let image = f["image"]
+        .as_str()
+        .map(|i| match f["runtimeCommand"].as_str() {
+            Some(rc) => format!("{i} ({rc})"),
+            None => i.to_string(),
+        });
     let empty = Vec::new();
     for k in p.as_array().unwrap_or(&empty) {
-        if k["command"].as_str() != Some(cmd.as_str()) {
+        let want = if k["image"].is_string() { &image } else { &cmd };
+        let Some(cmd) = want
+            .as_deref()
+            .filter(|w| k["command"].as_str() == Some(*w))
+        else {
             continue;
-        }
+        };
         let ready = k["ready"].as_array().map_or(0, Vec::len);
         let mem = k["memoryBytes"]
             .as_u64()

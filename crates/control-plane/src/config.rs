@@ -75,6 +75,7 @@ settings! {
     "provider.docker.address" = "\"auto\"" : "How the control plane reaches a warm container: auto (the container's address if this host reaches it, found with the first container, else published), published (the watchdog's port 8080 published on 127.0.0.1 at a port the engine picks; works with every engine, through the engine's port proxy) or container (the container's IP on its network, port 8080; one proxy hop less, about half the time of a warm call; needs the control plane on the engine's Linux host or on that network).",
     "provider.docker.pull" = "\"missing\"" : "Whether an image the engine does not have is pulled before its first container: missing (pull it) or never (fail the start with STARTUP_ERROR).",
     "provider.docker.api_timeout_ms" = "30000" : "Timeout of one call to the container engine (image pulls excepted: up to 10 minutes).",
+    "provider.docker.prewarm" = "1" : "Generic containers kept per image (of DEPLOYMENT functions with runtimeMode HTTP; the image, its runtimeCommand, instanceConcurrency and timeoutMs make the kind): created, started and healthy with the watchdog waiting, one is taken by a cold start, gets the function's memory and CPU limits (the engine's update) and then its environment (POST /specialize), and is replaced in the background; the engine's create and start are skipped. Each distinct image holds that many idle containers. 0 turns it off; at most 16. An image whose runtime cannot be specialized is started cold as before.",
     // --- end docker provider ---
     // --- kubernetes provider (provider/kubernetes/, docs/kubernetes.md) ---
     "provider.kubernetes.kubeconfig" = "\"\"" : "Kubeconfig file the kubernetes provider uses. Empty: the pod's service account when the control plane runs in a cluster (KUBERNETES_SERVICE_HOST set), else KUBECONFIG, else ~/.kube/config.",
@@ -378,6 +379,7 @@ pub struct DockerConfig {
     pub address: String,
     pub pull: String,
     pub api_timeout_ms: u64,
+    pub prewarm: u32,
 }
 
 impl Default for DockerConfig {
@@ -388,6 +390,7 @@ impl Default for DockerConfig {
             address: "auto".into(),
             pull: "missing".into(),
             api_timeout_ms: 30_000,
+            prewarm: 1,
         }
     }
 }
@@ -749,6 +752,9 @@ impl Config {
         }
         if self.provider.process.prewarm > 16 {
             return bad("provider.process.prewarm", "must be at most 16");
+        }
+        if self.provider.docker.prewarm > 16 {
+            return bad("provider.docker.prewarm", "must be at most 16");
         }
         if self.provider.startup_timeout_ms == 0 {
             return bad("provider.startup_timeout_ms", "must be more than 0");

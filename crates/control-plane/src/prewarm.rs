@@ -2,9 +2,10 @@
 //! instances that a cold start can take and specialize for its function instead of starting one
 //! (see `docs/concepts.md#prewarmed-instances` and the watchdog's `POST /specialize`).
 //!
-//! A [`Kind`] is what a generic instance can become: the runtime `command` (argv exactly), with
-//! `runtimeMode: HTTP`, `executionMode: DEPLOYMENT`, and the watchdog settings that are fixed at
-//! its start (`instanceConcurrency`, `timeoutMs`). Kinds are learned from the registered
+//! A [`Kind`] is what a generic instance can become: the runtime `command` (argv exactly; for a
+//! container provider the `image` and its `runtimeCommand`), with `runtimeMode: HTTP`,
+//! `executionMode: DEPLOYMENT`, and the watchdog settings that are fixed at its start
+//! (`instanceConcurrency`, `timeoutMs`). Kinds are learned from the registered
 //! functions (counted: a kind goes, and its instances are stopped, with the last function of
 //! it). The pool keeps `count` instances per kind, refilled in the background after each take;
 //! start failures back off exponentially; a kind whose runtime turns out not to speak the
@@ -35,14 +36,22 @@ pub struct PrewarmSettings {
 /// What a generic instance can become.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Kind {
+    /// The process provider: the runtime's argv. Container providers ([`Kind::of_image`]): the
+    /// spec's `runtimeCommand` as its one element (the watchdog's `WATCHDOG_CMD`), or empty for
+    /// the image's own.
     pub command: Vec<String>,
+    /// Container providers: the image the generic containers run (the function's code is in
+    /// it); `None` for processes.
+    pub image: Option<String>,
     pub concurrency: u32,
     pub timeout_ms: u64,
 }
 
 /// Variables a function's `env` may not set for its instance to be a specialized generic one:
-/// they configure the watchdog, the runtime's address or the JVM's options, fixed when the
-/// generic one started. A name ending in `_` is a prefix; the others are exact names.
+/// they configure the watchdog, the runtime's address, the JVM's options, or what the Python
+/// interpreter and the dynamic loader read once at their start (a generic instance has started
+/// both: setting them later changes nothing, e.g. `PYTHONPATH` would not reach `sys.path`).
+/// A name ending in `_` is a prefix; the others are exact names.
 const FIXED_AT_START: &[&str] = &[
     "WARM_",
     "EXECUTION_MODE",
@@ -56,6 +65,19 @@ const FIXED_AT_START: &[&str] = &[
     "JAVA_OPTS",
     "JAVA_TOOL_OPTIONS",
     "JDK_JAVA_OPTIONS",
+    "LD_",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSAFEPATH",
+    "PYTHONNOUSERSITE",
+    "PYTHONUSERBASE",
+    "PYTHONPLATLIBDIR",
+    "PYTHONHASHSEED",
+    "PYTHONOPTIMIZE",
+    "PYTHONWARNINGS",
+    "PYTHONDEVMODE",
+    "PYTHONMALLOC",
+    "PYTHONUTF8",
 ];
 
 fn fixed_at_start(name: &str) -> bool {
@@ -68,27 +90,49 @@ fn fixed_at_start(name: &str) -> bool {
     })
 }
 
+/// Whether a generic instance can become one of `spec`'s at all: a warm HTTP runtime whose
+/// environment sets nothing fixed at the start.
+fn specializable(spec: &FunctionSpec) -> bool {
+    spec.execution_mode == ExecutionMode::Deployment
+        && spec.runtime_mode == RuntimeMode::Http
+        && !spec.env.keys().any(|k| fixed_at_start(k))
+}
+
 impl Kind {
-    /// The kind of `spec`, if a generic instance can become one of its instances.
+    /// The kind of `spec`, if a generic instance can become one of its instances (the process
+    /// provider: by its `command`).
     pub fn of(spec: &FunctionSpec) -> Option<Kind> {
-        if spec.execution_mode != ExecutionMode::Deployment
-            || spec.runtime_mode != RuntimeMode::Http
-        {
-            return None;
-        }
-        if spec.env.keys().any(|k| fixed_at_start(k)) {
+        if !specializable(spec) {
             return None;
         }
         Some(Kind {
             command: spec.command.clone()?,
+            image: None,
             concurrency: spec.instance_concurrency,
             timeout_ms: spec.timeout_ms,
         })
     }
 
-    /// The command as one would type it.
+    /// The kind of `spec` for a container provider: by its `image` and `runtimeCommand`.
+    pub fn of_image(spec: &FunctionSpec) -> Option<Kind> {
+        if !specializable(spec) {
+            return None;
+        }
+        Some(Kind {
+            command: spec.runtime_command.clone().into_iter().collect(),
+            image: Some(spec.image.clone()?),
+            concurrency: spec.instance_concurrency,
+            timeout_ms: spec.timeout_ms,
+        })
+    }
+
+    /// The command as one would type it; for an image, the image (and its `runtimeCommand`).
     pub fn label(&self) -> String {
-        nanofaas_api::command::join(&self.command)
+        match &self.image {
+            None => nanofaas_api::command::join(&self.command),
+            Some(i) if self.command.is_empty() => i.clone(),
+            Some(i) => format!("{i} ({})", self.command.join(" ")),
+        }
     }
 }
 
@@ -103,6 +147,9 @@ pub trait Stems: Send + Sync + 'static {
 #[serde(rename_all = "camelCase")]
 pub struct KindStatus {
     pub command: String,
+    /// Container providers: the image of the generic containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub instance_concurrency: u32,
     pub timeout_ms: u64,
     /// Functions of this kind.
@@ -281,6 +328,7 @@ impl PrewarmPool {
             .iter()
             .map(|(kind, k)| KindStatus {
                 command: kind.label(),
+                image: kind.image.clone(),
                 instance_concurrency: kind.concurrency,
                 timeout_ms: kind.timeout_ms,
                 functions: k.refs,
@@ -497,6 +545,7 @@ mod tests {
     fn kind(cmd: &str) -> Kind {
         Kind {
             command: vec![cmd.into()],
+            image: None,
             concurrency: 1,
             timeout_ms: 1000,
         }
@@ -706,8 +755,31 @@ mod tests {
             serde_json::json!({"name": "f", "command": ["c"], "env": {"PORT": "1"}}),
             serde_json::json!({"name": "f", "command": ["c"], "env": {"JAVA_OPTS": "-Xmx1g"}}),
             serde_json::json!({"name": "f", "command": ["c"], "env": {"JDK_JAVA_OPTIONS": "x"}}),
+            serde_json::json!({"name": "f", "command": ["c"], "env": {"PYTHONPATH": "/lib"}}),
+            serde_json::json!({"name": "f", "command": ["c"], "env": {"LD_PRELOAD": "x.so"}}),
         ] {
             assert_eq!(Kind::of(&spec(not.clone())), None, "{not}");
+        }
+        let img = Kind::of_image(&spec(serde_json::json!(
+            {"name": "f", "image": "nanofaas/example:1", "command": ["ignored"]}
+        )))
+        .unwrap();
+        assert_eq!(img.image.as_deref(), Some("nanofaas/example:1"));
+        assert!(img.command.is_empty(), "a command is not the image's");
+        assert_eq!(img.label(), "nanofaas/example:1");
+        let rc = Kind::of_image(&spec(serde_json::json!(
+            {"name": "f", "image": "i", "runtimeCommand": "python3 -m x"}
+        )))
+        .unwrap();
+        assert_eq!(rc.label(), "i (python3 -m x)");
+        assert_ne!(rc, img);
+        for not in [
+            serde_json::json!({"name": "f", "command": ["c"]}),
+            serde_json::json!({"name": "f", "image": "i", "executionMode": "JOB"}),
+            serde_json::json!({"name": "f", "image": "i", "env": {"WARM_PREWARM": "0"}}),
+            serde_json::json!({"name": "f", "image": "i", "env": {"PYTHONHASHSEED": "0"}}),
+        ] {
+            assert_eq!(Kind::of_image(&spec(not.clone())), None, "{not}");
         }
         // Exact names are not prefixes: a function's own PORTAL_URL or JAVA_HOME is its env.
         for env in [

@@ -279,6 +279,11 @@ async fn the_provider_reads_an_instances_logs_and_stops_it() {
             startup_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),
             log_lines_per_second: 100,
+            prewarm: nanofaas_control_plane::prewarm::PrewarmSettings {
+                count: 0,
+                backoff: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(400),
+            },
         },
     );
     let name = unique("logs");
@@ -604,6 +609,9 @@ async fn serve(state: &Path) -> Serve {
     let settings = [
         "provider.type=docker".to_string(),
         "provider.stop_grace_ms=2000".to_string(),
+        // One generic container per image waits too (it must not outlive a killed control
+        // plane either).
+        "provider.docker.prewarm=1".to_string(),
     ];
     let (proc, base) = nanofaas_testkit::serve_nanofaas(state, &settings).await;
     Serve { proc, base }
@@ -629,6 +637,27 @@ async fn ready_instances(base: &str, name: &str, n: usize) -> bool {
     false
 }
 
+/// The container name of the generic container waiting for `TEST_IMAGE`, once there is one.
+async fn waiting_generic_container(base: &str) -> String {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = http("GET", &format!("{base}/v1/prewarmed"), &[], "")
+            .await
+            .unwrap()
+            .json();
+        let id = last.as_array().and_then(|a| {
+            a.iter()
+                .find(|k| k["image"] == TEST_IMAGE)
+                .and_then(|k| k["ready"][0].as_str().map(String::from))
+        });
+        if let Some(id) = id {
+            return nanofaas_control_plane::provider::docker::container_name(&id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no generic container of {TEST_IMAGE} within 60 s: {last}");
+}
+
 #[tokio::test]
 async fn after_kill_9_of_the_control_plane_its_containers_stop_and_a_restart_removes_them() {
     let Some(engine) = docker().await else { return };
@@ -645,8 +674,11 @@ async fn after_kill_9_of_the_control_plane_its_containers_stop_and_a_restart_rem
     .unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(ready_instances(&first.base, &name, 2).await);
+    // Both started at the registration, before any generic container could be ready: cold,
+    // labelled with the function.
     let old = containers(&engine, &name).await;
     assert_eq!(old.len(), 2);
+    let stem = waiting_generic_container(&first.base).await;
 
     first.proc.signal(libc::SIGKILL).unwrap();
     assert!(first
@@ -675,6 +707,21 @@ async fn after_kill_9_of_the_control_plane_its_containers_stop_and_a_restart_rem
         "containers still running {:?} after the control plane was killed: {running:?}",
         killed.elapsed()
     );
+    let mut stem_running = true;
+    while stem_running && killed.elapsed() < Duration::from_secs(8) {
+        stem_running = engine
+            .inspect(&stem)
+            .await
+            .map(|i| i.state.running)
+            .unwrap_or(false);
+        if stem_running {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        !stem_running,
+        "the generic container {stem} still runs after the control plane was killed"
+    );
     eprintln!(
         "the containers of a killed control plane stopped {} ms after the kill",
         killed.elapsed().as_millis()
@@ -687,6 +734,10 @@ async fn after_kill_9_of_the_control_plane_its_containers_stop_and_a_restart_rem
     assert!(
         old.iter().all(|o| !now.contains(o)),
         "the dead control plane's containers survived the restart: {old:?} in {now:?}"
+    );
+    assert!(
+        matches!(engine.inspect(&stem).await, Err(e) if e.is_not_found()),
+        "the dead control plane's generic container {stem} survived the restart"
     );
     assert!(ready_instances(&second.base, &name, 2).await);
 

@@ -5,7 +5,9 @@
 //! - The container's entrypoint is `nanofaas-watchdog` at [`WATCHDOG_PATH`] (the nanofaas
 //!   runtime images put it there, see `deploy/`). Warm instances run it in `WARM` mode on port
 //!   [`WATCHDOG_PORT`]; the runtime it starts is the image's `WATCHDOG_CMD`, or the spec's
-//!   `runtimeCommand`, and listens on [`RUNTIME_PORT`] inside the container. JOB instances run
+//!   `runtimeCommand`, and listens on [`RUNTIME_PORT`] inside the container (and on the Unix
+//!   socket [`RUNTIME_SOCKET`] the watchdog offers, where it can: the Python runtime and the
+//!   Rust SDK do, and the watchdog then calls it there). JOB instances run
 //!   it in one-shot mode (`runtimeMode`), once per attempt.
 //! - Labels mark every container: [`LABEL_FUNCTION`], [`LABEL_INSTANCE`], [`LABEL_KIND`] and
 //!   [`LABEL_OWNER`] (`hostname/pid:starttime` of the control plane). The spec's `env` is the
@@ -60,19 +62,28 @@
 //! - At start-up, containers carrying [`LABEL_OWNER`] of a dead control plane of this host are
 //!   removed; shutdown removes every container this control plane owns; `stop` removes one.
 //!
+//! # Prewarmed containers
+//! With `provider.docker.prewarm` > 0, each image of a DEPLOYMENT HTTP function has that many
+//! generic containers waiting (started by [`DockerProvider::start_warm`] with `stem`, labelled
+//! `prewarmed`); a cold start takes one, applies the function's limits with the engine's update
+//! and specializes it (`prewarm`).
+//!
 //! The engine is reached through [`api::Transport`]: [`unix::UnixTransport`] in production, a
 //! scripted fake in the unit tests below. This module must not shell out to a `docker` CLI.
 
 pub mod api;
 #[cfg(test)]
 mod fake;
+mod prewarm;
 pub mod unix;
 
 use super::shared::{identity_alive, join_all, process_identity, LogTail, OutputLog, TAIL_LINES};
 use super::{
-    ExitWatch, Instance, InstanceInfo, Job, JobRequest, Provider, StartFailure, StartRequest,
+    ExitWatch, Instance, InstanceInfo, Job, JobRequest, PrewarmError, Provider, StartFailure,
+    StartRequest,
 };
 use crate::dispatch::BoxFuture;
+use crate::prewarm::{PrewarmPool, PrewarmSettings};
 use api::{ContainerInspect, Engine, EngineError, LogDemux, LogStream};
 use bytes::Bytes;
 use http::Request;
@@ -100,6 +111,12 @@ pub const WATCHDOG_PATH: &str = "/usr/local/bin/nanofaas-watchdog";
 pub const WATCHDOG_PORT: u16 = 8080;
 /// The runtime's port inside the container (`PORT`).
 pub const RUNTIME_PORT: u16 = 8081;
+/// The Unix socket the watchdog offers its runtime inside the container (`WARM_RUNTIME_SOCKET`;
+/// runtimes that do not serve it are reached on [`RUNTIME_PORT`]).
+pub const RUNTIME_SOCKET: &str = "@nanofaas/runtime";
+
+/// The variable that names an instance's function (in a generic container: `(prewarmed)`).
+const ENV_FUNCTION: &str = "NANOFAAS_FUNCTION";
 
 /// Watchdog exit codes that mean "the command itself cannot run".
 pub(crate) const WATCHDOG_EXIT_CONFIG: i64 = 2;
@@ -241,11 +258,15 @@ pub struct DockerSettings {
     pub stop_grace: Duration,
     /// Lines of an instance's output forwarded to the log per second; the rest are counted.
     pub log_lines_per_second: u32,
+    /// Generic containers kept per image (`provider.docker.prewarm`, see `prewarm`).
+    pub prewarm: PrewarmSettings,
 }
 
 struct Entry {
-    function: String,
-    kind: &'static str,
+    /// The function it serves (a prewarmed container: `(prewarmed)` until it is specialized).
+    function: Mutex<String>,
+    /// `warm`, `job` or `prewarmed`.
+    kind: Mutex<&'static str>,
     container: String,
     host_pid: Mutex<Option<u32>>,
     exit_code: Mutex<Option<i64>>,
@@ -265,6 +286,10 @@ pub struct DockerProvider {
     closed: AtomicBool,
     /// `auto`'s finding: [`AUTO_UNKNOWN`], [`AUTO_CONTAINER`] or [`AUTO_PUBLISHED`].
     auto: AtomicU8,
+    /// Generic containers per image (`provider.docker.prewarm`).
+    prewarm: PrewarmPool,
+    /// Sends `POST /specialize` to prewarmed containers.
+    client: crate::dispatch::HttpClient,
 }
 
 const AUTO_UNKNOWN: u8 = 0;
@@ -398,11 +423,17 @@ impl DockerProvider {
         DockerProvider {
             logs: std::sync::OnceLock::new(),
             engine,
+            prewarm: PrewarmPool::new(settings.prewarm.clone()),
             settings,
             owner: owner_identity(),
             entries: Arc::default(),
             closed: AtomicBool::new(false),
             auto: AtomicU8::new(AUTO_UNKNOWN),
+            client: crate::dispatch::http_client(&crate::dispatch::ClientSettings {
+                connect_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(5),
+                max_idle_per_host: 1,
+            }),
         }
     }
 
@@ -446,7 +477,7 @@ impl DockerProvider {
     ) -> Value {
         let mut ours = env;
         ours.push(("NANOFAAS_INSTANCE".into(), instance_id.into()));
-        ours.push(("NANOFAAS_FUNCTION".into(), spec.name.clone()));
+        ours.push((ENV_FUNCTION.into(), spec.name.clone()));
         ours.push((crate::logs::ENV_LOG_TAGS.into(), "1".into()));
         if let Some(rc) = &spec.runtime_command {
             ours.push(("WATCHDOG_CMD".into(), rc.clone()));
@@ -486,7 +517,7 @@ impl DockerProvider {
             "Labels": self.labels(spec, instance_id, kind),
             "HostConfig": Value::Object(host_config),
         });
-        if kind == "warm" && self.mode() == Address::Published {
+        if kind != "job" && self.mode() == Address::Published {
             config["ExposedPorts"] = json!({ format!("{WATCHDOG_PORT}/tcp"): {} });
         }
         config
@@ -566,8 +597,8 @@ impl DockerProvider {
     ) -> Result<Arc<Entry>, StartFailure> {
         let (exit_tx, exited) = watch::channel(None);
         let entry = Arc::new(Entry {
-            function: spec.name.clone(),
-            kind,
+            function: Mutex::new(spec.name.clone()),
+            kind: Mutex::new(kind),
             container: container.clone(),
             host_pid: Mutex::new(None),
             exit_code: Mutex::new(None),
@@ -604,10 +635,8 @@ impl DockerProvider {
         }
         tokio::spawn(follow_output(
             self.engine.clone(),
-            container.clone(),
-            entry.log.clone(),
+            entry.clone(),
             instance_id.to_string(),
-            spec.name.clone(),
             self.settings.log_lines_per_second,
             self.logs.get().cloned(),
         ));
@@ -780,6 +809,126 @@ impl DockerProvider {
         }
     }
 
+    /// Starts a warm container of `req.spec`, or (`stem`) a generic one of its kind: no
+    /// function's variables, `WARM_PREWARM=1`, labelled `prewarmed`, waiting for
+    /// `POST /specialize` (see `prewarm`).
+    async fn start_warm(&self, req: StartRequest, stem: bool) -> Result<Instance, StartFailure> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Self::closed_failure());
+        }
+        let spec = &req.spec;
+        let id = &req.instance_id;
+        let mut env = vec![
+            ("EXECUTION_MODE".to_string(), "WARM".to_string()),
+            ("WARM_PORT".into(), WATCHDOG_PORT.to_string()),
+            ("WARM_BIND".into(), "0.0.0.0".into()),
+            ("PORT".into(), RUNTIME_PORT.to_string()),
+            ("WARM_IDLE_TIMEOUT_MS".into(), "0".into()),
+            (
+                "WARM_LEASE_MS".into(),
+                super::lease::LEASE.as_millis().to_string(),
+            ),
+            ("WARM_MAX_INVOCATIONS".into(), "0".into()),
+            (
+                "WARM_CONCURRENCY".into(),
+                spec.instance_concurrency.to_string(),
+            ),
+            (
+                "WARM_RUNTIME_MODE".into(),
+                spec.runtime_mode.as_str().into(),
+            ),
+            (
+                "WARM_STARTUP_TIMEOUT_MS".into(),
+                self.settings.startup_timeout.as_millis().to_string(),
+            ),
+            (
+                "WARM_STOP_GRACE_MS".into(),
+                self.settings.stop_grace.as_millis().to_string(),
+            ),
+            ("TIMEOUT_MS".into(), spec.timeout_ms.to_string()),
+        ];
+        if spec.runtime_mode == RuntimeMode::Http {
+            env.push((
+                "RUNTIME_URL".into(),
+                format!("http://127.0.0.1:{RUNTIME_PORT}/invoke"),
+            ));
+            // The watchdog reaches a runtime that serves it over a Unix socket (abstract: it
+            // lives in the container's network namespace and goes with it). Over the loopback
+            // TCP connection a kept-alive call to the Python runtime took ~45 ms from the second
+            // call on (measured: 0.6 ms over the socket).
+            env.push(("WARM_RUNTIME_SOCKET".into(), RUNTIME_SOCKET.into()));
+        }
+        let kind = if stem {
+            env.push(("WARM_PREWARM".into(), "1".into()));
+            "prewarmed"
+        } else {
+            "warm"
+        };
+        let config = self.container_config(spec, id, kind, env, self.warm_host_config());
+        let container = self.create(id, spec, &config).await?;
+        let entry = self.launch(id, spec, kind, container).await?;
+        // From the container's start (an image pull before it does not count).
+        let deadline = Instant::now() + self.settings.startup_timeout;
+        if self.closed.load(Ordering::SeqCst) {
+            self.stop_entry(id, entry).await;
+            return Err(Self::closed_failure());
+        }
+        let (addr, inspected) = match self.engine.inspect(&entry.container).await {
+            Ok(i) => (self.address(&i), Some(i)),
+            Err(e) => (Err(e.to_string()), None),
+        };
+        let addr = match addr {
+            Ok(a) => a,
+            Err(why) => return Err(self.fail_start(id, spec, entry, Some(why)).await),
+        };
+        let mut exited = entry.exited.clone();
+        let mut delay = Duration::from_millis(1);
+        let ready = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            tokio::select! {
+                biased;
+                _ = wait_exit(&mut exited) => break false,
+                ok = probe_health(addr, left.min(Duration::from_secs(1))) => if ok { break true },
+            }
+            tokio::select! {
+                _ = wait_exit(&mut exited) => break false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(PROBE_MAX_DELAY);
+        };
+        if !ready {
+            let why = entry.exited.borrow().is_none().then(|| {
+                format!(
+                    "the instance was not ready within {} ms",
+                    self.settings.startup_timeout.as_millis()
+                )
+            });
+            return Err(self.fail_start(id, spec, entry, why).await);
+        }
+        let addr = match &inspected {
+            Some(i) => self.choose_address(addr, i).await,
+            None => addr,
+        };
+        // Held while the instance lives: if this control plane dies, the instance follows.
+        tokio::spawn(super::lease::hold(
+            id.clone(),
+            addr,
+            entry.exited.clone(),
+            super::lease::BEAT,
+        ));
+        let base = format!("http://{addr}");
+        Ok(Instance {
+            id: id.clone(),
+            invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
+            socket: None,
+            health_url: format!("{base}/health").parse().expect("valid URL"),
+            exited: entry.exited.clone(),
+        })
+    }
+
     fn closed_failure() -> StartFailure {
         StartFailure {
             message: "the control plane is shutting down".into(),
@@ -791,20 +940,31 @@ impl DockerProvider {
 /// Follows a container's output: keeps the tail, forwards lines to the log, rate-limited.
 async fn follow_output(
     engine: Engine,
-    container: String,
-    tail: Arc<LogTail>,
+    entry: Arc<Entry>,
     instance: String,
-    function: String,
     per_second: u32,
-    logs: Option<Arc<crate::logs::Logs>>,
+    hub: Option<Arc<crate::logs::Logs>>,
 ) {
-    let Ok(mut body) = engine.follow_logs(&container).await else {
+    let Ok(mut body) = engine.follow_logs(&entry.container).await else {
         return;
     };
+    let tail = entry.log.clone();
     let mut demux = LogDemux::default();
-    let logs = logs.map(|l| l.instance(&function, &instance));
-    let mut out = OutputLog::new(function, instance, per_second);
+    let mut function = entry.function.lock().unwrap().clone();
+    let stem = *entry.kind.lock().unwrap() == "prewarmed";
+    let mut logs = hub.as_ref().map(|l| l.instance(&function, &instance));
+    let mut out = OutputLog::new(function.clone(), instance.clone(), per_second);
     let mut emit = |stream: LogStream, line: String| {
+        // A prewarmed container's lines belong to its function once specialized.
+        if stem {
+            let now = entry.function.lock().unwrap();
+            if *now != function {
+                function = now.clone();
+                drop(now);
+                logs = hub.as_ref().map(|l| l.instance(&function, &instance));
+                out = OutputLog::new(function.clone(), instance.clone(), per_second);
+            }
+        }
         // The watchdog's stderr carries its runtime's lines, tagged (see `logs`).
         if let Some(l) = &logs {
             l.line(&line);
@@ -904,111 +1064,35 @@ impl Provider for DockerProvider {
     }
 
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<Instance, StartFailure>> {
-        Box::pin(async move {
-            if self.closed.load(Ordering::SeqCst) {
-                return Err(Self::closed_failure());
-            }
-            let spec = &req.spec;
-            let id = &req.instance_id;
-            let mut env = vec![
-                ("EXECUTION_MODE".to_string(), "WARM".to_string()),
-                ("WARM_PORT".into(), WATCHDOG_PORT.to_string()),
-                ("WARM_BIND".into(), "0.0.0.0".into()),
-                ("PORT".into(), RUNTIME_PORT.to_string()),
-                ("WARM_IDLE_TIMEOUT_MS".into(), "0".into()),
-                (
-                    "WARM_LEASE_MS".into(),
-                    super::lease::LEASE.as_millis().to_string(),
-                ),
-                ("WARM_MAX_INVOCATIONS".into(), "0".into()),
-                (
-                    "WARM_CONCURRENCY".into(),
-                    spec.instance_concurrency.to_string(),
-                ),
-                (
-                    "WARM_RUNTIME_MODE".into(),
-                    spec.runtime_mode.as_str().into(),
-                ),
-                (
-                    "WARM_STARTUP_TIMEOUT_MS".into(),
-                    self.settings.startup_timeout.as_millis().to_string(),
-                ),
-                (
-                    "WARM_STOP_GRACE_MS".into(),
-                    self.settings.stop_grace.as_millis().to_string(),
-                ),
-                ("TIMEOUT_MS".into(), spec.timeout_ms.to_string()),
-            ];
-            if spec.runtime_mode == RuntimeMode::Http {
-                env.push((
-                    "RUNTIME_URL".into(),
-                    format!("http://127.0.0.1:{RUNTIME_PORT}/invoke"),
-                ));
-            }
-            let config = self.container_config(spec, id, "warm", env, self.warm_host_config());
-            let container = self.create(id, spec, &config).await?;
-            let entry = self.launch(id, spec, "warm", container).await?;
-            // From the container's start (an image pull before it does not count).
-            let deadline = Instant::now() + self.settings.startup_timeout;
-            if self.closed.load(Ordering::SeqCst) {
-                self.stop_entry(id, entry).await;
-                return Err(Self::closed_failure());
-            }
-            let (addr, inspected) = match self.engine.inspect(&entry.container).await {
-                Ok(i) => (self.address(&i), Some(i)),
-                Err(e) => (Err(e.to_string()), None),
-            };
-            let addr = match addr {
-                Ok(a) => a,
-                Err(why) => return Err(self.fail_start(id, spec, entry, Some(why)).await),
-            };
-            let mut exited = entry.exited.clone();
-            let mut delay = Duration::from_millis(1);
-            let ready = loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break false;
-                }
-                tokio::select! {
-                    biased;
-                    _ = wait_exit(&mut exited) => break false,
-                    ok = probe_health(addr, left.min(Duration::from_secs(1))) => if ok { break true },
-                }
-                tokio::select! {
-                    _ = wait_exit(&mut exited) => break false,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(PROBE_MAX_DELAY);
-            };
-            if !ready {
-                let why = entry.exited.borrow().is_none().then(|| {
-                    format!(
-                        "the instance was not ready within {} ms",
-                        self.settings.startup_timeout.as_millis()
-                    )
-                });
-                return Err(self.fail_start(id, spec, entry, why).await);
-            }
-            let addr = match &inspected {
-                Some(i) => self.choose_address(addr, i).await,
-                None => addr,
-            };
-            // Held while the instance lives: if this control plane dies, the instance follows.
-            tokio::spawn(super::lease::hold(
-                id.clone(),
-                addr,
-                entry.exited.clone(),
-                super::lease::BEAT,
-            ));
-            let base = format!("http://{addr}");
-            Ok(Instance {
-                id: id.clone(),
-                invoke_url: format!("{base}/invoke").parse().expect("valid URL"),
-                socket: None,
-                health_url: format!("{base}/health").parse().expect("valid URL"),
-                exited: entry.exited.clone(),
-            })
-        })
+        Box::pin(self.start_warm(req, false))
+    }
+
+    fn prewarm_register(&self, spec: &FunctionSpec) {
+        if let Some(k) = crate::prewarm::Kind::of_image(spec) {
+            self.prewarm.register(k);
+        }
+    }
+
+    fn prewarm_unregister(&self, spec: &FunctionSpec) {
+        if let Some(k) = crate::prewarm::Kind::of_image(spec) {
+            self.prewarm.unregister(&k);
+        }
+    }
+
+    fn start_prewarmed(
+        &self,
+        req: &StartRequest,
+    ) -> Option<BoxFuture<'_, Result<Instance, PrewarmError>>> {
+        let kind = crate::prewarm::Kind::of_image(&req.spec)?;
+        let stem = self.prewarm.take(&kind)?;
+        let req = req.clone();
+        Some(Box::pin(
+            async move { self.specialize(stem, kind, req).await },
+        ))
+    }
+
+    fn prewarmed(&self) -> Vec<crate::prewarm::KindStatus> {
+        self.prewarmed_status()
     }
 
     fn start_job(&self, req: JobRequest) -> BoxFuture<'_, Result<Job, StartFailure>> {
@@ -1116,8 +1200,8 @@ impl Provider for DockerProvider {
                 let watchdog = init.and_then(only_child);
                 InstanceInfo {
                     id: id.clone(),
-                    function: e.function.clone(),
-                    kind: e.kind,
+                    function: e.function.lock().unwrap().clone(),
+                    kind: *e.kind.lock().unwrap(),
                     pid: watchdog,
                     runtime_pid: watchdog.and_then(only_child),
                     container: Some(e.container.chars().take(12).collect()),
@@ -1184,6 +1268,8 @@ impl Provider for DockerProvider {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.closed.store(true, Ordering::SeqCst);
+            // No more prewarmed starts; the waiting and starting ones are entries like any other.
+            let _ = self.prewarm.close();
             let all: Vec<(String, Arc<Entry>)> = self
                 .entries
                 .lock()
@@ -1208,7 +1294,8 @@ impl Provider for DockerProvider {
 
 /// The provider `provider.docker.*` describes. Fails when the engine's socket does not exist
 /// (the engine itself is reached, and orphans removed, when the control plane prepares).
-pub fn from_config(c: &crate::config::ProviderConfig) -> Result<DockerProvider, String> {
+pub fn from_config(cfg: &crate::config::Config) -> Result<DockerProvider, String> {
+    let c = &cfg.provider;
     let d = &c.docker;
     let socket = unix::socket_path(&d.socket, std::env::var("DOCKER_HOST").ok().as_deref())?;
     if !socket.exists() {
@@ -1231,6 +1318,11 @@ pub fn from_config(c: &crate::config::ProviderConfig) -> Result<DockerProvider, 
             startup_timeout: Duration::from_millis(c.startup_timeout_ms),
             stop_grace: Duration::from_millis(c.stop_grace_ms),
             log_lines_per_second: c.log_lines_per_second,
+            prewarm: PrewarmSettings {
+                count: d.prewarm as usize,
+                backoff: Duration::from_millis(cfg.pool.start_backoff_ms),
+                backoff_max: Duration::from_millis(cfg.pool.start_backoff_max_ms),
+            },
         },
     ))
 }
@@ -1241,7 +1333,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn settings() -> DockerSettings {
+    pub(super) fn settings() -> DockerSettings {
         DockerSettings {
             network: None,
             address: Address::Published,
@@ -1249,16 +1341,21 @@ mod tests {
             startup_timeout: Duration::from_secs(3),
             stop_grace: Duration::from_secs(2),
             log_lines_per_second: 100,
+            prewarm: PrewarmSettings {
+                count: 0,
+                backoff: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(400),
+            },
         }
     }
 
-    fn provider(s: DockerSettings) -> (Arc<DockerProvider>, Verifier) {
+    pub(super) fn provider(s: DockerSettings) -> (Arc<DockerProvider>, Verifier) {
         let (t, v) = pair();
         let engine = Engine::new(Arc::new(t), Duration::from_secs(5));
         (Arc::new(DockerProvider::new(engine, s)), v)
     }
 
-    fn spec(extra: Value) -> Arc<FunctionSpec> {
+    pub(super) fn spec(extra: Value) -> Arc<FunctionSpec> {
         let mut v = json!({"name": "fn1", "image": "nanofaas/example:1"});
         for (k, x) in extra.as_object().unwrap() {
             v[k] = x.clone();
@@ -1266,7 +1363,7 @@ mod tests {
         Arc::new(FunctionSpec::from_json(v.to_string().as_bytes()).unwrap())
     }
 
-    fn env_of(body: &Value) -> BTreeMap<String, String> {
+    pub(super) fn env_of(body: &Value) -> BTreeMap<String, String> {
         body["Env"]
             .as_array()
             .unwrap()
@@ -1300,7 +1397,7 @@ mod tests {
         (port, task)
     }
 
-    fn inspect_json(port: u16, running: bool) -> Value {
+    pub(super) fn inspect_json(port: u16, running: bool) -> Value {
         json!({
             "Id": "c0ffee0000000000",
             "State": {"Status": if running {"running"} else {"exited"}, "Running": running, "ExitCode": 0, "OOMKilled": false, "Error": "", "Pid": 4242},
@@ -1310,7 +1407,7 @@ mod tests {
         })
     }
 
-    fn log_frame(kind: u8, s: &str) -> Bytes {
+    pub(super) fn log_frame(kind: u8, s: &str) -> Bytes {
         let mut v = vec![kind, 0, 0, 0];
         v.extend_from_slice(&(s.len() as u32).to_be_bytes());
         v.extend_from_slice(s.as_bytes());
@@ -1370,6 +1467,7 @@ mod tests {
             .count();
         assert_eq!(ports, 1, "one entry per name");
         assert_eq!(env["RUNTIME_URL"], "http://127.0.0.1:8081/invoke");
+        assert_eq!(env["WARM_RUNTIME_SOCKET"], RUNTIME_SOCKET);
         create.json(201, json!({"Id": "c0ffee0000000000", "Warnings": []}));
         v.expect("POST", "/containers/c0ffee0000000000/start")
             .await
@@ -1737,13 +1835,18 @@ mod tests {
             200,
             json!([
                 {"Id": "dead1", "Labels": {LABEL_OWNER: format!("{host}/1:1"), LABEL_INSTANCE: "a"}},
+                // A generic (prewarmed) container a dead control plane left is an orphan too.
+                {"Id": "deadstem", "Labels": {LABEL_OWNER: format!("{host}/1:1"), LABEL_KIND: "prewarmed", LABEL_FUNCTION: "(prewarmed)"}},
                 {"Id": "mine", "Labels": {LABEL_OWNER: p.owner()}},
                 {"Id": "other-host", "Labels": {LABEL_OWNER: "elsewhere/1:1"}},
                 {"Id": "garbage", "Labels": {LABEL_OWNER: "???"}},
             ]),
         );
         v.expect("DELETE", "/containers/dead1").await.reply(204, "");
-        assert_eq!(task.await.unwrap(), 1);
+        v.expect("DELETE", "/containers/deadstem")
+            .await
+            .reply(204, "");
+        assert_eq!(task.await.unwrap(), 2);
         v.assert_idle(Duration::from_millis(100)).await;
     }
 

@@ -180,9 +180,10 @@ pub fn from_config(
             p
         }
         "docker" => {
-            let d = docker::from_config(&c.provider)?;
+            let d = Arc::new(docker::from_config(c)?);
             d.set_logs(logs.clone());
-            Arc::new(d)
+            d.attach_prewarm();
+            d
         }
         #[cfg(feature = "kubernetes")]
         "kubernetes" => {

@@ -56,10 +56,13 @@ pub fn docker_images(what: &str) {
     );
 }
 
-/// The test config with the Docker provider, a short stop grace and start backoff.
+/// The test config with the Docker provider, a short stop grace and start backoff, and no
+/// prewarmed containers (these tests check the cold path and count containers by function;
+/// `docker_prewarm.rs` turns them on).
 pub fn docker_config() -> Config {
     let mut c = config();
     c.provider.kind = "docker".into();
+    c.provider.docker.prewarm = 0;
     c.provider.stop_grace_ms = 2000;
     c.pool.start_backoff_ms = 300;
     c.pool.start_backoff_max_ms = 1000;

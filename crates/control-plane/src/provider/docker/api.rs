@@ -335,6 +335,18 @@ impl Engine {
             .map(|_| ())
     }
 
+    /// `POST /containers/{id}/update`: changes the resources of a running container
+    /// (`Memory`, `MemorySwap`, `NanoCpus`, ...) in place.
+    pub async fn update(&self, id: &str, resources: &Value) -> Result<(), EngineError> {
+        self.call(
+            Method::POST,
+            format!("/containers/{id}/update"),
+            Some(resources),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// `GET /containers/{id}/json`.
     pub async fn inspect(&self, id: &str) -> Result<ContainerInspect, EngineError> {
         self.call_json(Method::GET, format!("/containers/{id}/json"), None)
