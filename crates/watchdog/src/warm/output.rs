@@ -22,7 +22,7 @@
 //! lines of a call in flight that the pipe task reads are held with the call (up to
 //! [`PENDING_MAX`] bytes, then written), so the control plane's reader wakes once per call.
 //! Lines of no invocation wait (at most [`COALESCE`], or [`PENDING_MAX`] bytes) to go out with
-//! the next write; the task that follows each pipe wakes at most once per [`COALESCE`], so a
+//! the next write; after writing them, the task that follows each pipe waits [`COALESCE`], so a
 //! busy instance's output costs a few writes and wake-ups per [`COALESCE`], not per line. With
 //! several invocations at once, untagged lines cannot be anyone's: the start of a call does not
 //! read the pipes then.
@@ -136,11 +136,17 @@ impl Output {
                     };
                     guard.clear_ready();
                     drop(guard);
-                    if !me.drain_pipe(id) {
+                    let (open, busy) = me.drain_pipe(id);
+                    if !open {
                         break;
                     }
-                    // Readiness that comes meanwhile is kept: the next wait returns at once.
-                    tokio::time::sleep(COALESCE).await;
+                    if busy {
+                        // Lines of no call were written: let more gather before the next
+                        // write. Readiness that comes meanwhile is kept: the next wait returns
+                        // at once. (Lines of a call in flight wait for its end instead, so a
+                        // runtime that prints while it serves costs no timer per call.)
+                        tokio::time::sleep(COALESCE).await;
+                    }
                 }
             });
         }
@@ -183,9 +189,10 @@ impl Output {
     }
 
     /// Reads one pipe until it is empty and writes what waits, except the lines of calls in
-    /// flight (held for their end, unless they grew past [`PENDING_MAX`]); false once the pipe
-    /// has ended.
-    fn drain_pipe(&self, pipe: u64) -> bool {
+    /// flight (held for their end, unless they grew past [`PENDING_MAX`]). Returns whether the
+    /// pipe is still open, and whether anything was written (lines of no call, or a call's that
+    /// grew too big).
+    fn drain_pipe(&self, pipe: u64) -> (bool, bool) {
         let mut st = self.state.lock().unwrap();
         let State {
             pipes,
@@ -194,15 +201,17 @@ impl Output {
             ..
         } = &mut *st;
         let Some(i) = pipes.iter().position(|p| p.id == pipe) else {
-            return false;
+            return (false, false);
         };
         read_pipe(&mut pipes[i], inflight, self.exclusive, false, pending);
+        let mut busy = !pending.is_empty();
         let open = !pipes[i].eof;
         if !open {
             pipes.swap_remove(i);
         }
         for f in inflight.iter_mut() {
             if f.buf.len() >= PENDING_MAX {
+                busy = true;
                 flush(pending, &f.buf, false);
                 f.buf.clear();
                 if f.buf.capacity() > 2 * PENDING_MAX {
@@ -211,7 +220,7 @@ impl Output {
             }
         }
         flush(pending, &[], true);
-        open
+        (open, busy)
     }
 
     /// Reads every pipe until empty: an invocation's lines into its buffer, the rest held back.
@@ -581,7 +590,8 @@ mod tests {
         out.state.lock().unwrap().pipes.push(pipe(b'o', r));
         let span = out.begin("e1");
         w.write_all(b"one\ntwo\n").unwrap();
-        assert!(out.drain_pipe(1));
+        // Nothing written: no reason for the pipe task to wait before it looks again.
+        assert_eq!(out.drain_pipe(1), (true, false));
         {
             let st = out.state.lock().unwrap();
             // Held with the call, not written: one write at its end, with the end marker.
@@ -597,11 +607,14 @@ mod tests {
             w.write_all(&line).unwrap();
             w.write_all(b"\n").unwrap();
         }
-        assert!(out.drain_pipe(1));
+        assert_eq!(out.drain_pipe(1), (true, true));
         assert!(out.state.lock().unwrap().inflight[0].buf.is_empty());
         drop(span);
         assert!(out.state.lock().unwrap().inflight.is_empty());
+        // Lines of no call are written too, and the pipe task then lets more gather.
+        w.write_all(b"idle\n").unwrap();
+        assert_eq!(out.drain_pipe(1), (true, true));
         drop(w);
-        assert!(!out.drain_pipe(1));
+        assert_eq!(out.drain_pipe(1), (false, false));
     }
 }
