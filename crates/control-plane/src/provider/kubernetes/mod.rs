@@ -434,11 +434,25 @@ impl KubernetesProvider {
     /// for its stream to be open, so that what the instance prints during its first call is
     /// read as it is written.
     async fn follow(&self, conn: &Conn, name: &str, function: &str, instance: &str, entry: &Entry) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if let Some(f) = self.follower(conn, name, function, instance, entry, Some(tx)) {
-            tokio::spawn(f);
+        if let Some(rx) = self.start_follow(conn, name, function, instance, entry) {
             let _ = tokio::time::timeout(DETAIL_TIMEOUT, rx).await;
         }
+    }
+
+    /// Starts following the pod's log, if configured; the receiver resolves once its stream is
+    /// open (or could not be).
+    fn start_follow(
+        &self,
+        conn: &Conn,
+        name: &str,
+        function: &str,
+        instance: &str,
+        entry: &Entry,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let f = self.follower(conn, name, function, instance, entry, Some(tx))?;
+        tokio::spawn(f);
+        Some(rx)
     }
 
     /// This control plane's `nanofaas.dev/owner` value.
@@ -840,13 +854,29 @@ impl Provider for KubernetesProvider {
             let created = Instant::now();
             let deadline = created + self.settings.pod.startup_timeout;
             let grace = self.settings.unschedulable_grace;
-            let (st, by_grace) = Self::wait_state(&entry, deadline, grace, |s| {
+            let done = |s: &PodState| {
                 matches!(
                     s,
                     PodState::Ready { .. } | PodState::StartError { .. } | PodState::Ended { .. }
                 )
+            };
+            // The pod's log is followed from its container's start, while its readiness probe
+            // is still to pass: opening the stream (an API request, behind the rate limit)
+            // then overlaps the wait for Ready instead of following it.
+            let (st, by_grace) = Self::wait_state(&entry, deadline, grace, |s| {
+                done(s) || matches!(s, PodState::Waiting { started: true, .. })
             })
             .await;
+            let log_opened = match st {
+                PodState::Waiting { started: true, .. } | PodState::Ready { .. } => {
+                    self.start_follow(conn, &name, &spec.name, id, &entry)
+                }
+                _ => None,
+            };
+            let (st, by_grace) = match st {
+                PodState::Waiting { .. } => Self::wait_state(&entry, deadline, grace, done).await,
+                st => (st, by_grace),
+            };
             let ready_at = Instant::now();
             drop(starting);
             if !matches!(st, PodState::Ready { .. }) {
@@ -878,7 +908,12 @@ impl Provider for KubernetesProvider {
                     .await;
                 return Err(Self::closed_failure());
             }
-            self.follow(conn, &name, &spec.name, id, &entry).await;
+            match log_opened {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(DETAIL_TIMEOUT, rx).await;
+                }
+                None => self.follow(conn, &name, &spec.name, id, &entry).await,
+            }
             // Ready means the kubelet's probe of the watchdog's /health passed: the pod is
             // used as Kubernetes' own Services would use it, with no probe of our own.
             let addr = SocketAddr::new(ip, self.settings.pod.watchdog_port);
