@@ -753,7 +753,7 @@ impl Pool {
 }
 
 async fn watch_exit(pool: Weak<Pool>, seq: u64, mut exited: ExitWatch) {
-    crate::provider::process::wait_exit(&mut exited).await;
+    crate::provider::exit::wait_exit(&mut exited).await;
     let why = exited
         .borrow()
         .clone()
