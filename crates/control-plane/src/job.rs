@@ -71,7 +71,7 @@ impl Backend for JobBackend {
             tokio::pin!(result);
             let outcome = tokio::select! {
                 o = &mut result => o,
-                _ = crate::provider::process::wait_exit(&mut exited) => {
+                _ = crate::provider::exit::wait_exit(&mut exited) => {
                     // Exited: the callback, if any, is at most a moment behind.
                     match tokio::time::timeout(CALLBACK_AFTER_EXIT, &mut result).await {
                         Ok(o) => o,
@@ -107,7 +107,7 @@ impl Backend for JobBackend {
             if !matches!(&outcome, Outcome::Failure(f) if f.kind == FailureKind::Timeout) {
                 let _ = tokio::time::timeout(
                     EXIT_AFTER_RESULT,
-                    crate::provider::process::wait_exit(&mut exited),
+                    crate::provider::exit::wait_exit(&mut exited),
                 )
                 .await;
             }

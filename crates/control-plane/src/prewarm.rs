@@ -459,7 +459,7 @@ async fn watch_stem(
     id: String,
     mut exited: crate::provider::ExitWatch,
 ) {
-    crate::provider::process::wait_exit(&mut exited).await;
+    crate::provider::exit::wait_exit(&mut exited).await;
     let Some(inner) = inner.upgrade() else { return };
     let mut st = inner.state.lock().unwrap();
     let Some(k) = st.kinds.get_mut(&kind) else {

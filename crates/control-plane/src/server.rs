@@ -117,28 +117,6 @@ pub fn default_factory(ctx: &Context) -> Result<Arc<dyn BackendFactory>, String>
     }
 }
 
-/// How process instances are isolated, from `provider.process.*`.
-pub fn isolation_settings(
-    p: &crate::config::ProcessConfig,
-) -> Result<crate::provider::process::sandbox::IsolationSettings, String> {
-    use crate::provider::process::sandbox;
-    Ok(sandbox::IsolationSettings {
-        env_allow: p
-            .env_allow
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        user: p.user.clone(),
-        uid_range: sandbox::parse_uid_range(&p.uid_range)
-            .map_err(|e| format!("provider.process.uid_range: {e}"))?,
-        max_open_files: p.max_open_files,
-        max_processes: p.max_processes,
-        best_effort: p.limits == "best-effort",
-        cgroup_parent: p.cgroup_parent.clone(),
-    })
-}
-
 /// Pool settings from the configuration.
 pub fn pool_settings(c: &Config) -> PoolSettings {
     PoolSettings {

@@ -77,6 +77,7 @@ mod fake;
 mod prewarm;
 pub mod unix;
 
+use super::exit::wait_exit;
 use super::shared::{identity_alive, join_all, process_identity, LogTail, OutputLog, TAIL_LINES};
 use super::{
     ExitWatch, Instance, InstanceInfo, Job, JobRequest, PrewarmError, Provider, StartFailure,
@@ -384,11 +385,6 @@ async fn probe_health(addr: SocketAddr, limit: Duration) -> bool {
 fn only_child(pid: u32) -> Option<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     text.split_whitespace().next()?.parse().ok()
-}
-
-/// Waits until the instance is gone.
-async fn wait_exit(exited: &mut ExitWatch) {
-    let _ = exited.wait_for(|e| e.is_some()).await;
 }
 
 /// Why a container ended, from its exit code and what the engine knows of it.

@@ -66,7 +66,7 @@ async fn hold_once(addr: SocketAddr, beat: Duration) -> Result<(), String> {
 pub async fn hold(instance: String, addr: SocketAddr, mut exited: ExitWatch, beat: Duration) {
     loop {
         tokio::select! {
-            _ = exited.wait_for(|e| e.is_some()) => return,
+            _ = super::exit::wait_exit(&mut exited) => return,
             r = hold_once(addr, beat) => {
                 if let Err(e) = r {
                     tracing::debug!(%instance, error = %e, "lease connection ended; opening it again");
@@ -74,7 +74,7 @@ pub async fn hold(instance: String, addr: SocketAddr, mut exited: ExitWatch, bea
             }
         }
         tokio::select! {
-            _ = exited.wait_for(|e| e.is_some()) => return,
+            _ = super::exit::wait_exit(&mut exited) => return,
             _ = tokio::time::sleep(RETRY) => {}
         }
     }

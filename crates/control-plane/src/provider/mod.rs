@@ -10,6 +10,7 @@
 //! removes what a previous run left behind.
 
 pub mod docker;
+pub mod exit;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod lease;
@@ -22,7 +23,6 @@ use http::Uri;
 use nanofaas_api::{FunctionSpec, ValidationError};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// A warm instance to start.
 #[derive(Debug, Clone)]
@@ -48,8 +48,7 @@ pub struct JobRequest {
     pub callback_token: String,
 }
 
-/// Tells when an instance is gone: `None` while it lives, then `Some(why)`.
-pub type ExitWatch = watch::Receiver<Option<String>>;
+pub use exit::ExitWatch;
 
 /// A started, ready warm instance.
 pub struct Instance {

@@ -24,6 +24,7 @@
 pub mod cgroup;
 pub mod sandbox;
 
+use super::exit::wait_exit;
 use super::shared::{identity_alive, join_all, process_identity, read_lines, LogTail, OutputLog};
 use super::{
     ExitWatch, Instance, InstanceInfo, Job, JobRequest, PrewarmError, Provider, StartFailure,
@@ -724,11 +725,6 @@ struct Ready {
     socket: Option<Arc<str>>,
 }
 
-/// Waits until the instance is gone.
-pub async fn wait_exit(exited: &mut ExitWatch) {
-    let _ = exited.wait_for(|e| e.is_some()).await;
-}
-
 /// Value of `key=value` in a space-separated line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
@@ -1288,7 +1284,7 @@ pub fn from_config(c: &crate::config::Config) -> Result<ProcessProvider, String>
         stop_grace: Duration::from_millis(c.provider.stop_grace_ms),
         log_lines_per_second: c.provider.log_lines_per_second,
         unix_socket: c.provider.process.unix_socket,
-        isolation: crate::server::isolation_settings(&c.provider.process)?,
+        isolation: sandbox::IsolationSettings::from_config(&c.provider.process)?,
         prewarm: c.provider.process.prewarm as usize,
         prewarm_backoff: Duration::from_millis(c.pool.start_backoff_ms),
         prewarm_backoff_max: Duration::from_millis(c.pool.start_backoff_max_ms),

@@ -259,7 +259,7 @@ async fn follow_pod_log(
         let mut exited_now = exited.clone();
         let stream = tokio::select! {
             r = pods.log_stream(&name, &lp) => Some(r),
-            _ = exited_now.wait_for(|e| e.is_some()), if attempt > 0 => None,
+            _ = super::exit::wait_exit(&mut exited_now), if attempt > 0 => None,
         };
         // The start waits for this (bounded): lines written from now on are followed live.
         if let Some(tx) = opened.take() {
@@ -294,7 +294,7 @@ async fn follow_pod_log(
         let mut exited_now = exited.clone();
         if tokio::time::timeout(
             Duration::from_millis(200 << attempt.min(5)),
-            exited_now.wait_for(|e| e.is_some()),
+            super::exit::wait_exit(&mut exited_now),
         )
         .await
         .is_ok()

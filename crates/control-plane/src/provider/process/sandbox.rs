@@ -38,6 +38,27 @@ pub struct IsolationSettings {
     pub cgroup_parent: String,
 }
 
+impl IsolationSettings {
+    /// The settings `provider.process.*` names.
+    pub fn from_config(p: &crate::config::ProcessConfig) -> Result<Self, String> {
+        Ok(IsolationSettings {
+            env_allow: p
+                .env_allow
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            user: p.user.clone(),
+            uid_range: parse_uid_range(&p.uid_range)
+                .map_err(|e| format!("provider.process.uid_range: {e}"))?,
+            max_open_files: p.max_open_files,
+            max_processes: p.max_processes,
+            best_effort: p.limits == "best-effort",
+            cgroup_parent: p.cgroup_parent.clone(),
+        })
+    }
+}
+
 impl Default for IsolationSettings {
     fn default() -> Self {
         Self {
