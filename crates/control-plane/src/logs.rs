@@ -50,6 +50,9 @@ pub const FOLLOW_BUFFER: usize = 1024;
 /// How long `GET /v1/executions/{id}/logs` waits for the logs of a finished execution whose
 /// instance has not yet said "no more lines".
 pub const SEAL_WAIT: Duration = Duration::from_secs(1);
+/// How long [`Logs::execution`] waits for an execution's first line once the stream of an
+/// instance that may have written it opened.
+pub const LATE_GRACE: Duration = Duration::from_millis(200);
 /// How long after its end an execution still takes its first lines, until its instance's end
 /// marker: a provider that reads output through an API (the kubernetes provider follows
 /// `pods/log`) may hand them over after the call has answered.
@@ -221,6 +224,9 @@ struct Inner {
     /// One-shot (JOB) instances and the execution each runs: all their lines are its.
     jobs: HashMap<Box<str>, Box<str>>,
     functions: HashMap<Arc<str>, FnLog>,
+    /// Per function, instances whose output stream is not open yet (see
+    /// [`Logs::stream_pending`]): what they print now reaches the hub later.
+    pending_streams: HashMap<Arc<str>, usize>,
     closed: bool,
 }
 
@@ -477,28 +483,73 @@ impl Logs {
         evict_locked(&mut self.inner.lock().unwrap());
     }
 
+    /// An instance of `function` whose output the hub cannot read yet (a pod whose log stream
+    /// is still being opened): until the guard is dropped, a finished execution of `function`
+    /// with no lines yet is not answered as empty at once (see [`Logs::execution`]).
+    pub fn stream_pending(self: &Arc<Self>, function: &str) -> PendingStream {
+        let function: Arc<str> = function.into();
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .pending_streams
+            .entry(function.clone())
+            .or_default() += 1;
+        PendingStream {
+            logs: self.clone(),
+            function,
+        }
+    }
+
     /// The logs of execution `id` (empty when it printed nothing). When they are still open and
-    /// `finished`, waits up to [`SEAL_WAIT`] for the instance to finish them.
+    /// `finished`, waits up to [`SEAL_WAIT`] for the instance to finish them; when there are none
+    /// yet but an instance of its function has its output stream still opening, waits (within
+    /// the same bound) for that stream and then [`LATE_GRACE`] for its lines.
     pub async fn execution(&self, id: &str, finished: bool) -> ExecutionLogs {
         let deadline = tokio::time::Instant::now() + SEAL_WAIT;
+        let function = finished
+            .then(|| self.lookup().and_then(|l| l.execution(id)).map(|e| e.0))
+            .flatten();
+        let mut grace_until: Option<tokio::time::Instant> = None;
+        let mut saw_pending = false;
         loop {
             let wait = self.sealed.notified();
+            let mut wake_at = deadline;
             {
                 let g = self.inner.lock().unwrap();
                 match g.execs.get(id) {
                     None => {
-                        return ExecutionLogs {
-                            execution_id: id.to_string(),
-                            truncated: false,
-                            lines: Vec::new(),
+                        let now = tokio::time::Instant::now();
+                        let pending = function
+                            .as_ref()
+                            .and_then(|f| g.pending_streams.get(f))
+                            .is_some_and(|n| *n > 0);
+                        if pending {
+                            saw_pending = true;
+                        } else if saw_pending && grace_until.is_none() {
+                            // The stream opened: its first lines follow shortly.
+                            grace_until = Some((now + LATE_GRACE).min(deadline));
                         }
+                        let done = match (pending, grace_until) {
+                            (true, _) => now >= deadline,
+                            (false, Some(t)) => now >= t,
+                            (false, None) => true,
+                        };
+                        if done {
+                            return ExecutionLogs {
+                                execution_id: id.to_string(),
+                                truncated: false,
+                                lines: Vec::new(),
+                            };
+                        }
+                        wake_at = grace_until.unwrap_or(deadline);
                     }
                     Some(b) if b.sealed || !finished => return b.view(id),
                     Some(b) if tokio::time::Instant::now() >= deadline => return b.view(id),
                     Some(_) => {}
                 }
             }
-            let _ = tokio::time::timeout_at(deadline, wait).await;
+            let _ = tokio::time::timeout_at(wake_at, wait).await;
         }
     }
 
@@ -623,6 +674,28 @@ fn evict_locked(g: &mut Inner) {
         if let Some(b) = g.execs.remove(&id) {
             g.total_bytes -= b.bytes;
         }
+    }
+}
+
+/// See [`Logs::stream_pending`]: dropped once the instance's output stream is open (or will
+/// never be).
+pub struct PendingStream {
+    logs: Arc<Logs>,
+    function: Arc<str>,
+}
+
+impl Drop for PendingStream {
+    fn drop(&mut self) {
+        {
+            let mut g = self.logs.inner.lock().unwrap();
+            if let Some(n) = g.pending_streams.get_mut(&self.function) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    g.pending_streams.remove(&self.function);
+                }
+            }
+        }
+        self.logs.sealed.notify_waiters();
     }
 }
 
@@ -896,6 +969,48 @@ mod tests {
         let t = tokio::time::Instant::now();
         assert_eq!(logs.execution("e1", true).await.lines.len(), 1);
         assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_execution_with_no_lines_yet_waits_for_a_stream_still_opening() {
+        let (logs, fake) = hub();
+        fake.finished_now.lock().unwrap().push("e2".into());
+        // Nothing pending: no lines means none, at once.
+        let t = tokio::time::Instant::now();
+        assert!(logs.execution("e2", true).await.lines.is_empty());
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        // Another function's pending stream does not hold it up.
+        let other = logs.stream_pending("g");
+        assert!(logs.execution("e2", true).await.lines.is_empty());
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        drop(other);
+        // An instance of f whose stream opens 300 ms later, then writes e2's lines.
+        let pending = logs.stream_pending("f");
+        let l2 = logs.clone();
+        let reader = tokio::spawn(async move { l2.execution("e2", true).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(pending);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        logs.instance_line("f", "i1", "NANOFAAS_LOG o e2 from the stream");
+        logs.instance_line("f", "i1", "NANOFAAS_LOG_END e2");
+        let e = reader.await.unwrap();
+        assert_eq!(e.lines.len(), 1);
+        assert_eq!(t.elapsed(), Duration::from_millis(350));
+        // A stream that opens and brings nothing: answered empty after the grace.
+        let pending = logs.stream_pending("f");
+        let l2 = logs.clone();
+        fake.finished_now.lock().unwrap().push("e1".into());
+        let reader = tokio::spawn(async move { l2.execution("e1", true).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(pending);
+        let t = tokio::time::Instant::now();
+        assert!(reader.await.unwrap().lines.is_empty());
+        assert_eq!(t.elapsed(), LATE_GRACE);
+        // One that never opens: bounded by the seal wait.
+        let _stuck = logs.stream_pending("f");
+        let t = tokio::time::Instant::now();
+        assert!(logs.execution("e1", true).await.lines.is_empty());
+        assert_eq!(t.elapsed(), SEAL_WAIT);
     }
 
     #[tokio::test]

@@ -54,6 +54,8 @@ use watch::PodState;
 const DELETE_EXTRA: Duration = Duration::from_secs(10);
 /// Limit on the calls that only add detail to an error (events, logs).
 const DETAIL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the logs hub is told that a ready pod's log stream is still opening, at most.
+const LOG_OPEN_MAX: Duration = Duration::from_secs(10);
 /// Not-yet-created marker of [`Entry::created_gen`].
 const NOT_CREATED: u64 = u64::MAX;
 
@@ -908,11 +910,15 @@ impl Provider for KubernetesProvider {
                     .await;
                 return Err(Self::closed_failure());
             }
-            match log_opened {
-                Some(rx) => {
-                    let _ = tokio::time::timeout(DETAIL_TIMEOUT, rx).await;
-                }
-                None => self.follow(conn, &name, &spec.name, id, &entry).await,
+            // Ready is not held back for the log stream (under a busy rate limit opening it
+            // can take seconds): until it is open, the logs hub knows that lines of this
+            // function may still come, and a finished execution's logs wait for them.
+            if let (Some(rx), Some(logs)) = (log_opened, self.logs.get()) {
+                let pending = logs.stream_pending(&spec.name);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(LOG_OPEN_MAX, rx).await;
+                    drop(pending);
+                });
             }
             // Ready means the kubelet's probe of the watchdog's /health passed: the pod is
             // used as Kubernetes' own Services would use it, with no probe of our own.
