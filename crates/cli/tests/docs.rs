@@ -116,6 +116,27 @@ fn the_metrics_reference_lists_exactly_what_is_emitted() {
         stale.is_empty(),
         "docs/metrics.md documents {stale:?}, which /metrics does not emit"
     );
+    // Each row's meaning is the family's HELP text.
+    let meanings: BTreeMap<&str, &str> = doc
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name, *cells.get(4)?))
+        })
+        .collect();
+    let text = metrics.render();
+    for (name, help) in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split_once(' '))
+    {
+        assert_eq!(
+            meanings.get(name),
+            Some(&help),
+            "docs/metrics.md's row of {name}"
+        );
+    }
 }
 
 #[test]
