@@ -78,7 +78,7 @@ cat "$work/tour.out"
 [[ $tour_rc == 0 ]] || fail "a tour command failed (exit $tour_rc); its output is above"
 
 grep -q '"words": 4' "$work/tour.out" || fail "the first invocation did not count 4 words"
-grep -q 'function_cold_start_total{function="wordcount"} 1' "$work/tour.out" \
+grep -q 'nanofaas_function_cold_start_total{function="wordcount"} 1' "$work/tour.out" \
   || fail "the metrics line of the tour is missing"
 
 kill -INT "$up_pid"

@@ -147,7 +147,7 @@ async fn a_web_page_cannot_register_or_run_anything() {
             .await
             .unwrap()
             .text(),
-        "http_requests_total",
+        "nanofaas_http_requests_total",
     );
     let html = page(
         &base,
@@ -193,7 +193,7 @@ async fn a_web_page_cannot_register_or_run_anything() {
             .await
             .unwrap()
             .text(),
-        "http_requests_total",
+        "nanofaas_http_requests_total",
     );
     assert!(
         after - before >= 8.0,

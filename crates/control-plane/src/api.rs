@@ -304,10 +304,14 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiErro
         }
         Route::Metrics => {
             allow(&method, &[Method::GET])?;
-            let mut r = Response::new(whole(p.metrics.render()));
+            // OpenMetrics for a scraper that asks for it (Prometheus does), the classic text
+            // format for everything else (curl, greps).
+            let accept = req.headers().get(header::ACCEPT);
+            let format = crate::metrics::Format::from_accept(accept.and_then(|v| v.to_str().ok()));
+            let mut r = Response::new(whole(p.metrics.render_as(format)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(format.content_type()),
             );
             Ok(r)
         }

@@ -109,7 +109,7 @@ settings! {
     "pool.timeout_grace_ms" = "1000" : "Extra time given to an instance beyond the function's timeout to report the timeout itself (it then restarts its runtime and stays in service).",
     // --- traces (trace.rs, otlp.rs, docs/observability.md#traces) ---
     "telemetry.otlp_endpoint" = "\"\"" : "Collector that receives every execution's trace over OTLP/HTTP with JSON encoding: an http:// URL, to which /v1/traces is added when it has no path. Empty: no export (traces are still served by GET /v1/executions/{id}/trace).",
-    "telemetry.otlp_queue" = "4096" : "Finished executions waiting to be exported; when the collector is slow or down and the queue is full, further traces are dropped and counted in traces_dropped_total.",
+    "telemetry.otlp_queue" = "4096" : "Finished executions waiting to be exported; when the collector is slow or down and the queue is full, further traces are dropped and counted in nanofaas_traces_dropped_total.",
     // --- end traces ---
 }
 

@@ -21,7 +21,8 @@
 //! - [`registry`]: the live functions; [`persist`]: specs and the async journal on disk.
 //! - [`access`]: API tokens and roles, allowed hosts and origins, JSON-only bodies.
 //! - [`auth`]: per-attempt callback tokens.
-//! - [`metrics`]: declared Prometheus metrics; [`ratelimit`]: token buckets; [`ids`]: ids.
+//! - [`metrics`]: declared Prometheus metrics (`nanofaas_` names, encoded by `prometheus-client`);
+//!   [`ratelimit`]: token buckets; [`ids`]: ids.
 //! - [`telemetry`]: logging set-up; [`tls`]: optional TLS of the API listener.
 //! - [`trace`]: W3C trace context and the spans of each execution, built from timestamps on its
 //!   record; [`otlp`]: their optional export over OTLP/HTTP.

@@ -5,8 +5,8 @@
 //! tries to put a reference to it in a bounded queue: the hot path never waits, formats nothing
 //! and never blocks on the collector. A task takes what is queued in batches of up to [`BATCH`]
 //! executions, builds their spans ([`crate::trace::spans`]) and posts them. A full queue or a
-//! failed post drops the traces concerned and counts them in `traces_dropped_total`; delivered
-//! ones count in `traces_exported_total`. Nothing is retried: a trace is observability, not data.
+//! failed post drops the traces concerned and counts them in `nanofaas_traces_dropped_total`; delivered
+//! ones count in `nanofaas_traces_exported_total`. Nothing is retried: a trace is observability, not data.
 //!
 //! Executions whose caller sent `traceparent` with the sampled flag clear are not exported.
 
@@ -138,7 +138,7 @@ async fn run(
                 metrics.global.traces_dropped.add(n);
                 // One line per run of failures, not one per batch.
                 if failures_logged == 0 {
-                    tracing::warn!(collector = %uri, problem = %p, traces = n, "trace export failed; traces are dropped until it works again (traces_dropped_total)");
+                    tracing::warn!(collector = %uri, problem = %p, traces = n, "trace export failed; traces are dropped until it works again (nanofaas_traces_dropped_total)");
                 }
                 failures_logged = failures_logged.saturating_add(1);
             }

@@ -19,9 +19,9 @@ async fn metric(base: &str, name: &str, function: &str) -> u64 {
 
 async fn counters(base: &str, f: &str) -> (u64, u64, u64) {
     (
-        metric(base, "function_warm_start_total", f).await,
-        metric(base, "function_cold_start_total", f).await,
-        metric(base, "function_start_failed_total", f).await,
+        metric(base, "nanofaas_function_warm_start_total", f).await,
+        metric(base, "nanofaas_function_cold_start_total", f).await,
+        metric(base, "nanofaas_function_start_failed_total", f).await,
     )
 }
 

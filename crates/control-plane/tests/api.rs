@@ -275,11 +275,11 @@ async fn function_errors_and_timeouts_of_sync_calls_are_not_retried() {
     );
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, "function_timeout_total{function=\"f\"}"),
+        metric(&m, "nanofaas_function_timeout_total{function=\"f\"}"),
         Some(2.0)
     );
     assert_eq!(
-        metric(&m, "function_retry_total{function=\"f\"}"),
+        metric(&m, "nanofaas_function_retry_total{function=\"f\"}"),
         Some(0.0)
     );
     cp.shutdown().await;
@@ -325,11 +325,11 @@ async fn platform_failures_are_retried_with_the_same_execution_id() {
     );
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, "function_retry_total{function=\"dead\"}"),
+        metric(&m, "nanofaas_function_retry_total{function=\"dead\"}"),
         Some(2.0)
     );
     assert_eq!(
-        metric(&m, "function_dispatch_total{function=\"dead\"}"),
+        metric(&m, "nanofaas_function_dispatch_total{function=\"dead\"}"),
         Some(3.0)
     );
     cp.shutdown().await;
@@ -418,11 +418,11 @@ async fn concurrency_limit_holds_under_200_racing_requests() {
     );
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, "function_inflight{function=\"limited\"}"),
+        metric(&m, "nanofaas_function_inflight{function=\"limited\"}"),
         Some(0.0)
     );
     assert_eq!(
-        metric(&m, "function_queue_depth{function=\"limited\"}"),
+        metric(&m, "nanofaas_function_queue_depth{function=\"limited\"}"),
         Some(0.0)
     );
     cp.shutdown().await;
@@ -551,7 +551,10 @@ async fn backpressure_answers_429_with_reason_and_retry_after() {
     busy.await.unwrap();
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, "function_queue_rejected_total{function=\"narrow\"}"),
+        metric(
+            &m,
+            "nanofaas_function_queue_rejected_total{function=\"narrow\"}"
+        ),
         Some(3.0)
     );
 
@@ -666,7 +669,7 @@ async fn idempotency_keys() {
     assert_eq!(r.status, 202);
     assert!(ids.contains(r.json()["executionId"].as_str().unwrap()));
     let m = cp.metrics().await;
-    assert!(metric(&m, "idempotent_replays_total").unwrap() >= 19.0);
+    assert!(metric(&m, "nanofaas_idempotent_replays_total").unwrap() >= 19.0);
     // The same key on another function is another execution.
     cp.register_pool("idem2", &ep.url(), json!({})).await;
     let r = cp
@@ -775,16 +778,16 @@ async fn callbacks_need_the_attempt_token_and_first_result_wins() {
         "the callback arrived first and wins"
     );
     let m = cp.metrics().await;
-    assert_eq!(metric(&m, "callbacks_recorded_total"), Some(1.0));
-    assert_eq!(metric(&m, "callbacks_ignored_total"), Some(2.0));
-    assert_eq!(metric(&m, "callbacks_rejected_total"), Some(3.0));
+    assert_eq!(metric(&m, "nanofaas_callbacks_recorded_total"), Some(1.0));
+    assert_eq!(metric(&m, "nanofaas_callbacks_ignored_total"), Some(2.0));
+    assert_eq!(metric(&m, "nanofaas_callbacks_rejected_total"), Some(3.0));
     // A callback for a finished execution is stale: 204, ignored.
     let r = common::http("POST", &complete, &[("x-callback-token", &good)], body)
         .await
         .unwrap();
     assert_eq!(r.status, 204);
     assert_eq!(
-        metric(&cp.metrics().await, "callbacks_ignored_total"),
+        metric(&cp.metrics().await, "nanofaas_callbacks_ignored_total"),
         Some(3.0)
     );
     cp.shutdown().await;
@@ -853,8 +856,8 @@ async fn execution_record_cap_keeps_memory_bounded() {
         200
     );
     let m = cp.metrics().await;
-    assert_eq!(metric(&m, "executions_stored"), Some(5.0));
-    assert_eq!(metric(&m, "executions_evicted_total"), Some(7.0));
+    assert_eq!(metric(&m, "nanofaas_executions_stored"), Some(5.0));
+    assert_eq!(metric(&m, "nanofaas_executions_evicted_total"), Some(7.0));
     cp.shutdown().await;
 }
 
@@ -943,7 +946,7 @@ async fn a_sync_invocation_finishes_even_if_its_caller_goes_away() {
     );
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, "function_inflight{function=\"slow\"}"),
+        metric(&m, "nanofaas_function_inflight{function=\"slow\"}"),
         Some(0.0)
     );
     cp.shutdown().await;
@@ -1025,13 +1028,13 @@ async fn malformed_bodies_are_refused_before_anything_is_journaled_or_dispatched
     // Nothing ran, nothing was kept, nothing was journaled.
     assert_eq!(ep.count(), 0);
     let m = cp.metrics().await;
-    assert_eq!(metric(&m, "executions_stored"), Some(0.0), "{m}");
+    assert_eq!(metric(&m, "nanofaas_executions_stored"), Some(0.0), "{m}");
     assert_eq!(
-        metric(&m, "function_enqueue_total{function=\"strict\"}").unwrap_or(0.0),
+        metric(&m, "nanofaas_function_enqueue_total{function=\"strict\"}").unwrap_or(0.0),
         0.0
     );
     assert_eq!(
-        metric(&m, "function_dispatch_total{function=\"strict\"}").unwrap_or(0.0),
+        metric(&m, "nanofaas_function_dispatch_total{function=\"strict\"}").unwrap_or(0.0),
         0.0
     );
     assert_eq!(journal_lines(), 0);

@@ -501,7 +501,7 @@ async fn a_runtime_killed_for_memory_ends_out_of_memory_at_once_tried_once() {
     assert_eq!(
         metric(
             &m,
-            &format!("function_out_of_memory_total{{function=\"{name}\"}}")
+            &format!("nanofaas_function_out_of_memory_total{{function=\"{name}\"}}")
         ),
         Some(1.0),
         "{m}"

@@ -359,9 +359,13 @@ async fn a_function_over_its_memory_limit_ends_out_of_memory_quickly_and_is_repl
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(-1.0)
     };
-    assert_eq!(value("function_out_of_memory_total"), 1.0, "{metrics}");
     assert_eq!(
-        value("function_dispatch_total"),
+        value("nanofaas_function_out_of_memory_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("nanofaas_function_dispatch_total"),
         2.0,
         "one attempt for the OOM call"
     );

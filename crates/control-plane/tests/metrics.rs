@@ -1,6 +1,8 @@
 //! Every declared metric is emitted: a scenario drives every path that records one, and the test
-//! fails if any family in `FUNCTION_FAMILIES` or `GLOBAL_FAMILIES` never shows a non-zero sample.
-//! A new metric that no code records makes this test fail.
+//! fails if any family in `FUNCTION_FAMILIES` or `GLOBAL_FAMILIES` never shows a non-zero sample,
+//! if `/metrics` shows a family that is not declared, or a name without the `nanofaas_` prefix.
+//! A new metric that no code records makes this test fail. It also checks that a scraper asking
+//! for OpenMetrics gets it, and anyone else the Prometheus text format 0.0.4.
 
 mod common;
 
@@ -229,7 +231,7 @@ async fn every_declared_metric_is_emitted() {
         assert_eq!(r.json()["error"]["code"], "OUT_OF_MEMORY", "{}", r.text());
     } else {
         eprintln!(
-            "NOTE: memory limits cannot be enforced here ({}); function_out_of_memory_total is not checked",
+            "NOTE: memory limits cannot be enforced here ({}); nanofaas_function_out_of_memory_total is not checked",
             r.text()
         );
     }
@@ -262,7 +264,7 @@ async fn every_declared_metric_is_emitted() {
     for _ in 0..100 {
         let text = cp.metrics().await;
         let exported = text.lines().any(|l| {
-            l.strip_prefix("traces_exported_total ")
+            l.strip_prefix("nanofaas_traces_exported_total ")
                 .is_some_and(|v| v != "0")
         });
         record(&mut seen, &text);
@@ -272,17 +274,62 @@ async fn every_declared_metric_is_emitted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let declared: Vec<&str> = FUNCTION_FAMILIES
+    let declared: Vec<String> = FUNCTION_FAMILIES
         .iter()
-        .map(|f| f.name)
-        .chain(GLOBAL_FAMILIES.iter().map(|f| f.name))
+        .map(|f| f.name())
+        .chain(GLOBAL_FAMILIES.iter().map(|f| f.name()))
         .collect();
-    let silent: Vec<&str> = declared
+    let silent: Vec<&String> = declared
         .iter()
-        .copied()
-        .filter(|n| oom_enforced || *n != "function_out_of_memory_total")
+        .filter(|n| oom_enforced || *n != "nanofaas_function_out_of_memory_total")
         .filter(|n| seen.get(*n).copied().unwrap_or(0.0) <= 0.0)
         .collect();
     assert!(silent.is_empty(), "declared but never emitted: {silent:?}");
+    let undeclared: Vec<&String> = seen.keys().filter(|n| !declared.contains(n)).collect();
+    assert!(
+        undeclared.is_empty(),
+        "emitted but not declared: {undeclared:?}"
+    );
+    let unprefixed: Vec<&String> = seen
+        .keys()
+        .filter(|n| !n.starts_with("nanofaas_"))
+        .collect();
+    assert!(
+        unprefixed.is_empty(),
+        "emitted without the nanofaas_ prefix: {unprefixed:?}"
+    );
+
+    // A scraper that asks for OpenMetrics (as Prometheus does) gets it; anyone else the 0.0.4 text.
+    let plain = common::http("GET", &cp.url("/metrics"), &[], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(!plain.text().contains("# EOF"));
+    let prometheus_accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let om = common::http(
+        "GET",
+        &cp.url("/metrics"),
+        &[("accept", prometheus_accept)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = om.text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        text.contains("# TYPE nanofaas_function_success counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nnanofaas_function_success_total{function=\"m\"} "),
+        "{text}"
+    );
     cp.shutdown().await;
 }

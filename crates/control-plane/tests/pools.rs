@@ -129,11 +129,11 @@ async fn first_call_is_cold_then_a_hundred_warm_on_the_same_runtime() {
     }
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, "function_cold_start_total{function=\"echo\"}"),
+        metric(&m, "nanofaas_function_cold_start_total{function=\"echo\"}"),
         Some(1.0)
     );
     assert_eq!(
-        metric(&m, "function_warm_start_total{function=\"echo\"}"),
+        metric(&m, "nanofaas_function_warm_start_total{function=\"echo\"}"),
         Some(100.0)
     );
     let inst = instances(&cp, "echo").await;
@@ -181,7 +181,7 @@ async fn parallel_load_grows_the_pool_up_to_max_instances_and_no_further() {
     assert_eq!(instances(&cp, "wide").await.len(), 3);
     let m = cp.metrics().await;
     assert_eq!(
-        metric(&m, "instances_started_total"),
+        metric(&m, "nanofaas_instances_started_total"),
         Some(3.0),
         "never beyond maxInstances"
     );
@@ -347,7 +347,7 @@ async fn a_bad_command_gives_startup_error_without_a_restart_storm() {
         assert_eq!(invoke(&cp, "broken", json!(1)).await.status, 503);
     }
     let m = cp.metrics().await;
-    let failed = metric(&m, "instances_failed_total").unwrap();
+    let failed = metric(&m, "nanofaas_instances_failed_total").unwrap();
     assert!(
         failed <= 2.0,
         "{failed} start attempts for 21 calls: a restart storm"
@@ -423,7 +423,7 @@ async fn job_mode_completes_through_the_callback() {
     assert_eq!(a.json()["output"]["echo"], json!({"n": 1}));
     assert_eq!(a.header("x-cold-start"), Some("true"));
     let m = cp.metrics().await;
-    assert!(metric(&m, "callbacks_recorded_total").unwrap() >= 2.0);
+    assert!(metric(&m, "nanofaas_callbacks_recorded_total").unwrap() >= 2.0);
     // Async JOB and a failing one.
     let r = cp
         .post(

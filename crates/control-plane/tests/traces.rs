@@ -312,9 +312,9 @@ async fn spans_reach_a_local_otlp_receiver_with_the_callers_trace() {
     assert_eq!(span(&t, "dispatch")["attributes"]["start"], "cold");
 
     let m = cp.metrics().await;
-    assert!(m.contains("traces_exported_total 2"), "{m}");
+    assert!(m.contains("nanofaas_traces_exported_total 2"), "{m}");
     assert!(
-        m.contains("function_runtime_seconds_count{function=\"echo\"} 3"),
+        m.contains("nanofaas_function_runtime_seconds_count{function=\"echo\"} 3"),
         "{m}"
     );
     cp.shutdown().await;
@@ -345,13 +345,13 @@ async fn a_collector_that_is_down_drops_and_counts() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
         last = cp.metrics().await;
-        if last.contains("traces_dropped_total 5") {
+        if last.contains("nanofaas_traces_dropped_total 5") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(last.contains("traces_dropped_total 5"), "{last}");
-    assert!(last.contains("traces_exported_total 0"), "{last}");
+    assert!(last.contains("nanofaas_traces_dropped_total 5"), "{last}");
+    assert!(last.contains("nanofaas_traces_exported_total 0"), "{last}");
     cp.shutdown().await;
 }
 

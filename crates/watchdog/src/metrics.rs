@@ -1,6 +1,12 @@
 //! Prometheus metrics of the warm mode, as plain atomics rendered by hand.
 //!
 //! Recording is a handful of relaxed atomic adds per invocation: no lock, no allocation.
+//! Names follow the control plane's rules (docs/metrics.md): every one starts with
+//! `nanofaas_watchdog_`, counters end `_total`, the histogram `_seconds`. The watchdog keeps this
+//! small renderer instead of the control plane's `prometheus-client`: it is copied into every
+//! function image and started with every instance, so its binary and dependency tree stay small,
+//! and six fixed families with one fixed label need no registry, escaping or second format. The
+//! test below checks the README's table against what is rendered.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -85,59 +91,62 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(2048);
-        s.push_str("# HELP watchdog_invocations_total Invocations by outcome.\n");
-        s.push_str("# TYPE watchdog_invocations_total counter\n");
+        s.push_str("# HELP nanofaas_watchdog_invocations_total Invocations by outcome.\n");
+        s.push_str("# TYPE nanofaas_watchdog_invocations_total counter\n");
         for o in Outcome::ALL {
             let _ = writeln!(
                 s,
-                "watchdog_invocations_total{{outcome=\"{}\"}} {}",
+                "nanofaas_watchdog_invocations_total{{outcome=\"{}\"}} {}",
                 o.label(),
                 self.count(o)
             );
         }
-        s.push_str("# HELP watchdog_invocation_duration_seconds Time from request to answer, rejected requests excluded.\n");
-        s.push_str("# TYPE watchdog_invocation_duration_seconds histogram\n");
+        s.push_str("# HELP nanofaas_watchdog_invocation_duration_seconds Time from request to answer, rejected requests excluded.\n");
+        s.push_str("# TYPE nanofaas_watchdog_invocation_duration_seconds histogram\n");
         let mut cumulative = 0;
         for (i, b) in BOUNDS_US.iter().enumerate() {
             cumulative += self.buckets[i].load(Relaxed);
             let _ = writeln!(
                 s,
-                "watchdog_invocation_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                "nanofaas_watchdog_invocation_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
                 *b as f64 / 1e6
             );
         }
         cumulative += self.buckets[BOUNDS_US.len()].load(Relaxed);
         let _ = writeln!(
             s,
-            "watchdog_invocation_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+            "nanofaas_watchdog_invocation_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
         );
         let _ = writeln!(
             s,
-            "watchdog_invocation_duration_seconds_sum {}",
+            "nanofaas_watchdog_invocation_duration_seconds_sum {}",
             self.sum_us.load(Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(s, "watchdog_invocation_duration_seconds_count {cumulative}");
+        let _ = writeln!(
+            s,
+            "nanofaas_watchdog_invocation_duration_seconds_count {cumulative}"
+        );
         let gauges: [(&str, &str, &str, u64); 4] = [
             (
-                "watchdog_inflight",
+                "nanofaas_watchdog_inflight",
                 "gauge",
                 "Invocations being served now.",
                 self.inflight.load(Relaxed) as u64,
             ),
             (
-                "watchdog_timeouts_total",
+                "nanofaas_watchdog_timeouts_total",
                 "counter",
                 "Invocations killed by their timeout while running.",
                 self.timeouts.load(Relaxed),
             ),
             (
-                "watchdog_runtime_restarts_total",
+                "nanofaas_watchdog_runtime_restarts_total",
                 "counter",
                 "Runtime processes replaced (crash, timeout kill, max invocations).",
                 self.restarts.load(Relaxed),
             ),
             (
-                "watchdog_runtime_starts_total",
+                "nanofaas_watchdog_runtime_starts_total",
                 "counter",
                 "Runtime processes started.",
                 self.starts.load(Relaxed),
@@ -166,26 +175,79 @@ mod tests {
         m.restarts.fetch_add(1, Relaxed);
         let text = m.render();
         for needle in [
-            "watchdog_invocations_total{outcome=\"success\"} 2",
-            "watchdog_invocations_total{outcome=\"error\"} 0",
-            "watchdog_invocations_total{outcome=\"timeout\"} 1",
-            "watchdog_invocations_total{outcome=\"rejected\"} 1",
-            "watchdog_invocation_duration_seconds_bucket{le=\"0.0005\"} 1",
-            "watchdog_invocation_duration_seconds_bucket{le=\"0.005\"} 2",
-            "watchdog_invocation_duration_seconds_bucket{le=\"60\"} 2",
-            "watchdog_invocation_duration_seconds_bucket{le=\"+Inf\"} 3",
-            "watchdog_invocation_duration_seconds_count 3",
-            "watchdog_inflight 0",
-            "watchdog_timeouts_total 1",
-            "watchdog_runtime_restarts_total 1",
-            "watchdog_runtime_starts_total 2",
+            "nanofaas_watchdog_invocations_total{outcome=\"success\"} 2",
+            "nanofaas_watchdog_invocations_total{outcome=\"error\"} 0",
+            "nanofaas_watchdog_invocations_total{outcome=\"timeout\"} 1",
+            "nanofaas_watchdog_invocations_total{outcome=\"rejected\"} 1",
+            "nanofaas_watchdog_invocation_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "nanofaas_watchdog_invocation_duration_seconds_bucket{le=\"0.005\"} 2",
+            "nanofaas_watchdog_invocation_duration_seconds_bucket{le=\"60\"} 2",
+            "nanofaas_watchdog_invocation_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "nanofaas_watchdog_invocation_duration_seconds_count 3",
+            "nanofaas_watchdog_inflight 0",
+            "nanofaas_watchdog_timeouts_total 1",
+            "nanofaas_watchdog_runtime_restarts_total 1",
+            "nanofaas_watchdog_runtime_starts_total 2",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
-        // Every sample line is `name{labels} number`.
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let v = line.rsplit(' ').next().unwrap();
+        // Every sample line is `name{labels} number`, of a family announced before it.
+        let mut family = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap().to_string();
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, v) = line.rsplit_once(' ').unwrap();
             assert!(v.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| *b == family)
+                .unwrap_or(name);
+            assert_eq!(base, family, "{line}");
         }
+    }
+
+    /// The same naming rules as the control plane's, and the README lists exactly these families.
+    #[test]
+    fn names_carry_the_prefix_and_the_readme_lists_them() {
+        let text = Metrics::new().render();
+        let mut rendered = Vec::new();
+        for line in text.lines() {
+            let name = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+                .unwrap_or(line);
+            assert!(name.starts_with("nanofaas_watchdog_"), "{line}");
+            if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|l| l.split_once(' '))
+            {
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                assert_eq!(kind == "histogram", name.ends_with("_seconds"), "{line}");
+                rendered.push((name.to_string(), kind.to_string()));
+            }
+        }
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let documented: Vec<(String, String)> = readme
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.strip_prefix("`nanofaas_watchdog_")?;
+                let name = name.split(['`', '{']).next()?;
+                Some((
+                    format!("nanofaas_watchdog_{name}"),
+                    cells.get(2)?.to_string(),
+                ))
+            })
+            .collect();
+        assert_eq!(
+            documented, rendered,
+            "crates/watchdog/README.md's metrics table"
+        );
     }
 }

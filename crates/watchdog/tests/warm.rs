@@ -57,9 +57,16 @@ async fn ready_line_health_and_the_same_runtime_for_2_then_100_calls() {
     assert_eq!(health["invocations"], 102);
     assert_eq!(health["inflight"], 0);
     assert!(w.restarts().is_empty());
-    assert_eq!(metric(&w, "watchdog_runtime_starts_total").await, 1.0);
     assert_eq!(
-        metric(&w, "watchdog_invocations_total{outcome=\"success\"}").await,
+        metric(&w, "nanofaas_watchdog_runtime_starts_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &w,
+            "nanofaas_watchdog_invocations_total{outcome=\"success\"}"
+        )
+        .await,
         102.0
     );
 }
@@ -262,7 +269,11 @@ async fn bad_requests_get_400_with_a_clear_message() {
     let r = http("GET", &w.url("/nope"), &[], "").await.unwrap();
     assert_eq!(r.status, 404);
     assert_eq!(
-        metric(&w, "watchdog_invocations_total{outcome=\"rejected\"}").await,
+        metric(
+            &w,
+            "nanofaas_watchdog_invocations_total{outcome=\"rejected\"}"
+        )
+        .await,
         (cases.len() + strict.len()) as f64
     );
     // None of them reached the runtime.
@@ -372,10 +383,17 @@ async fn timeout_kills_and_restarts_the_runtime_and_the_next_call_succeeds() {
     assert_ne!(second, first);
     assert_eq!(r.json()["count"], 1);
     assert_eq!(w.restarts_at_least(1).await, [second]);
-    assert_eq!(metric(&w, "watchdog_timeouts_total").await, 1.0);
-    assert_eq!(metric(&w, "watchdog_runtime_restarts_total").await, 1.0);
+    assert_eq!(metric(&w, "nanofaas_watchdog_timeouts_total").await, 1.0);
     assert_eq!(
-        metric(&w, "watchdog_invocations_total{outcome=\"timeout\"}").await,
+        metric(&w, "nanofaas_watchdog_runtime_restarts_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &w,
+            "nanofaas_watchdog_invocations_total{outcome=\"timeout\"}"
+        )
+        .await,
         1.0
     );
 }
@@ -531,7 +549,7 @@ async fn concurrency_one_serialises_and_a_queued_call_times_out_without_a_restar
         w.runtime_pid,
         "the runtime was not restarted"
     );
-    assert_eq!(metric(&w, "watchdog_timeouts_total").await, 0.0);
+    assert_eq!(metric(&w, "nanofaas_watchdog_timeouts_total").await, 0.0);
 }
 
 #[tokio::test]
@@ -569,7 +587,7 @@ async fn a_runtime_that_keeps_dying_is_restarted_with_backoff_not_in_a_tight_loo
     // it is about 5. (100 ms also leaves the first runtime time to pass its health check.)
     let w = start_warm(&[("FIXTURE_EXIT_AFTER_MS", "100")]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let starts = metric(&w, "watchdog_runtime_starts_total").await;
+    let starts = metric(&w, "nanofaas_watchdog_runtime_starts_total").await;
     assert!((2.0..=8.0).contains(&starts), "starts in 1.5 s: {starts}");
     // Meanwhile invocations get a clear error or a short-lived runtime, never a hang.
     let r = invoke(
@@ -637,7 +655,7 @@ async fn stdio_runtime_stays_warm_and_runs_the_command_per_invocation() {
     )
     .await;
     assert_eq!(r.status, 504);
-    assert_eq!(metric(&w, "watchdog_timeouts_total").await, 1.0);
+    assert_eq!(metric(&w, "nanofaas_watchdog_timeouts_total").await, 1.0);
 }
 
 #[tokio::test]

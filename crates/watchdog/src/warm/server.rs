@@ -241,7 +241,7 @@ impl App {
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 r
             }
