@@ -24,6 +24,73 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// What a generic instance answered to `POST /specialize` (see [`specialize`]).
+#[derive(Debug)]
+pub enum Specialized {
+    /// It is the function's now.
+    Done,
+    /// 501: its runtime cannot be specialized (the kind should be turned off).
+    NotSpecializable(String),
+    /// 500: the function's code failed to load in it (`STARTUP_ERROR` with this message).
+    LoadFailed(String),
+    /// Anything else (unreachable, no answer, another status): start one cold instead.
+    Refused(String),
+}
+
+/// Sends the watchdog of generic instance `stem` its function (`body`: the `POST /specialize`
+/// document) and sorts the answer. `what` names the instance in messages ("instance",
+/// "container").
+pub async fn specialize(
+    client: &crate::dispatch::HttpClient,
+    stem: &Instance,
+    body: &[u8],
+    timeout: Duration,
+    what: &str,
+) -> Specialized {
+    let endpoint =
+        match crate::dispatch::instance_endpoint(&stem.invoke_url, stem.socket.as_deref()) {
+            Ok(e) => e,
+            Err(e) => {
+                return Specialized::Refused(format!("cannot reach the prewarmed {what}: {e}"))
+            }
+        };
+    let uri: http::Uri = match stem
+        .invoke_url
+        .to_string()
+        .replace("/invoke", "/specialize")
+        .parse()
+    {
+        Ok(u) => u,
+        Err(e) => {
+            return Specialized::Refused(format!("no specialize URL for the prewarmed {what}: {e}"))
+        }
+    };
+    let deadline = Instant::now() + timeout + Duration::from_secs(1);
+    let r = crate::dispatch::send(
+        client,
+        &endpoint,
+        &uri,
+        "POST",
+        &[("content-type", "application/json")],
+        body,
+        64 * 1024,
+        deadline,
+    )
+    .await;
+    match r {
+        Ok(resp) if (200..300).contains(&resp.status) => Specialized::Done,
+        Ok(resp) => {
+            let e = nanofaas_api::invocation::error_from_response(resp.status, &resp.body);
+            match resp.status {
+                501 => Specialized::NotSpecializable(e.message),
+                500 => Specialized::LoadFailed(e.message),
+                _ => Specialized::Refused(format!("the prewarmed {what} refused: {}", e.message)),
+            }
+        }
+        Err(e) => Specialized::Refused(format!("the prewarmed {what} did not answer: {e}")),
+    }
+}
+
 /// How many generic instances to keep, and how to back off when they fail to start.
 #[derive(Debug, Clone)]
 pub struct PrewarmSettings {

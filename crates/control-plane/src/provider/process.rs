@@ -31,6 +31,7 @@ use super::{
     StartRequest,
 };
 use crate::dispatch::BoxFuture;
+use crate::prewarm::Specialized;
 use crate::prewarm::{Kind, PrewarmPool, PrewarmSettings, Stems};
 use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode, ValidationError};
 use std::collections::{HashMap, VecDeque};
@@ -894,60 +895,36 @@ impl ProcessProvider {
             "timeoutMs": self.settings.startup_timeout.as_millis() as u64,
         })
         .to_string();
-        let endpoint =
-            match crate::dispatch::instance_endpoint(&stem.invoke_url, stem.socket.as_deref()) {
-                Ok(e) => e,
-                Err(e) => {
-                    return fallback(format!("cannot reach the prewarmed instance: {e}")).await
-                }
-            };
-        let uri: http::Uri = stem
-            .invoke_url
-            .to_string()
-            .replace("/invoke", "/specialize")
-            .parse()
-            .expect("valid URL");
-        let deadline =
-            tokio::time::Instant::now() + self.settings.startup_timeout + Duration::from_secs(1);
-        let r = crate::dispatch::send(
+        let answer = crate::prewarm::specialize(
             &self.client,
-            &endpoint,
-            &uri,
-            "POST",
-            &[("content-type", "application/json")],
+            &stem,
             body.as_bytes(),
-            64 * 1024,
-            deadline,
+            self.settings.startup_timeout,
+            "instance",
         )
         .await;
-        match r {
-            Ok(resp) if (200..300).contains(&resp.status) => {
+        match answer {
+            Specialized::Done => {
                 *entry.kind.lock().unwrap() = "warm";
                 Ok(stem)
             }
-            Ok(resp) if resp.status == 501 => {
-                let e = nanofaas_api::invocation::error_from_response(501, &resp.body);
-                self.prewarm.disable(&kind, &e.message);
-                fallback(e.message).await
+            Specialized::NotSpecializable(message) => {
+                self.prewarm.disable(&kind, &message);
+                fallback(message).await
             }
-            Ok(resp) if resp.status == 500 => {
-                let e = nanofaas_api::invocation::error_from_response(500, &resp.body);
+            Specialized::LoadFailed(message) => {
                 self.stop(&stem.id).await;
                 Err(PrewarmError::Failed(StartFailure {
                     message: format!(
                         "instance of {:?} failed to start: {}; its last output:\n{}",
                         spec.name,
-                        e.message,
+                        message,
                         entry.log.render("(the instance wrote nothing)")
                     ),
                     permanent: false,
                 }))
             }
-            Ok(resp) => {
-                let e = nanofaas_api::invocation::error_from_response(resp.status, &resp.body);
-                fallback(format!("the prewarmed instance refused: {}", e.message)).await
-            }
-            Err(e) => fallback(format!("the prewarmed instance did not answer: {e}")).await,
+            Specialized::Refused(why) => fallback(why).await,
         }
     }
 }

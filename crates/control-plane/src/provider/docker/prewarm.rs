@@ -24,12 +24,12 @@
 
 use super::{DockerProvider, ENV_FUNCTION};
 use crate::dispatch::BoxFuture;
+use crate::prewarm::Specialized;
 use crate::prewarm::{Kind, KindStatus, Stems};
 use crate::provider::{Instance, PrewarmError, StartFailure, StartRequest};
 use nanofaas_api::FunctionSpec;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The function name a generic container carries until it is specialized.
 pub(super) const STEM_FUNCTION: &str = "(prewarmed)";
@@ -142,53 +142,30 @@ impl DockerProvider {
             "timeoutMs": self.settings.startup_timeout.as_millis() as u64,
         })
         .to_string();
-        let endpoint = match crate::dispatch::instance_endpoint(&stem.invoke_url, None) {
-            Ok(e) => e,
-            Err(e) => return fallback(format!("cannot reach the prewarmed container: {e}")).await,
-        };
-        let uri: http::Uri = stem
-            .invoke_url
-            .to_string()
-            .replace("/invoke", "/specialize")
-            .parse()
-            .expect("valid URL");
-        let deadline =
-            tokio::time::Instant::now() + self.settings.startup_timeout + Duration::from_secs(1);
-        let r = crate::dispatch::send(
+        let answer = crate::prewarm::specialize(
             &self.client,
-            &endpoint,
-            &uri,
-            "POST",
-            &[("content-type", "application/json")],
+            &stem,
             body.as_bytes(),
-            64 * 1024,
-            deadline,
+            self.settings.startup_timeout,
+            "container",
         )
         .await;
-        match r {
-            Ok(resp) if (200..300).contains(&resp.status) => {
+        match answer {
+            Specialized::Done => {
                 *entry.kind.lock().unwrap() = "warm";
                 Ok(stem)
             }
-            Ok(resp) if resp.status == 501 => {
-                let e = nanofaas_api::invocation::error_from_response(501, &resp.body);
-                self.prewarm.disable(&kind, &e.message);
-                fallback(e.message).await
+            Specialized::NotSpecializable(message) => {
+                self.prewarm.disable(&kind, &message);
+                fallback(message).await
             }
-            Ok(resp) if resp.status == 500 => {
-                let e = nanofaas_api::invocation::error_from_response(500, &resp.body);
-                let mut f = self
-                    .fail_start(&stem.id, spec, entry, Some(e.message))
-                    .await;
+            Specialized::LoadFailed(message) => {
+                let mut f = self.fail_start(&stem.id, spec, entry, Some(message)).await;
                 // The import error is the function's, not the image's: a later start may work.
                 f.permanent = false;
                 Err(PrewarmError::Failed(f))
             }
-            Ok(resp) => {
-                let e = nanofaas_api::invocation::error_from_response(resp.status, &resp.body);
-                fallback(format!("the prewarmed container refused: {}", e.message)).await
-            }
-            Err(e) => fallback(format!("the prewarmed container did not answer: {e}")).await,
+            Specialized::Refused(why) => fallback(why).await,
         }
     }
 }
