@@ -814,40 +814,14 @@ impl DockerProvider {
         }
         let spec = &req.spec;
         let id = &req.instance_id;
-        let mut env = vec![
-            ("EXECUTION_MODE".to_string(), "WARM".to_string()),
-            ("WARM_PORT".into(), WATCHDOG_PORT.to_string()),
-            ("WARM_BIND".into(), "0.0.0.0".into()),
-            ("PORT".into(), RUNTIME_PORT.to_string()),
-            ("WARM_IDLE_TIMEOUT_MS".into(), "0".into()),
-            (
-                "WARM_LEASE_MS".into(),
-                super::lease::LEASE.as_millis().to_string(),
-            ),
-            ("WARM_MAX_INVOCATIONS".into(), "0".into()),
-            (
-                "WARM_CONCURRENCY".into(),
-                spec.instance_concurrency.to_string(),
-            ),
-            (
-                "WARM_RUNTIME_MODE".into(),
-                spec.runtime_mode.as_str().into(),
-            ),
-            (
-                "WARM_STARTUP_TIMEOUT_MS".into(),
-                self.settings.startup_timeout.as_millis().to_string(),
-            ),
-            (
-                "WARM_STOP_GRACE_MS".into(),
-                self.settings.stop_grace.as_millis().to_string(),
-            ),
-            ("TIMEOUT_MS".into(), spec.timeout_ms.to_string()),
-        ];
+        let mut env = super::shared::container_warm_env(
+            spec,
+            WATCHDOG_PORT,
+            RUNTIME_PORT,
+            self.settings.startup_timeout,
+            self.settings.stop_grace,
+        );
         if spec.runtime_mode == RuntimeMode::Http {
-            env.push((
-                "RUNTIME_URL".into(),
-                format!("http://127.0.0.1:{RUNTIME_PORT}/invoke"),
-            ));
             // The watchdog reaches a runtime that serves it over a Unix socket (abstract: it
             // lives in the container's network namespace and goes with it). Over the loopback
             // TCP connection a kept-alive call to the Python runtime took ~45 ms from the second

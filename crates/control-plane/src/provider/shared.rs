@@ -1,6 +1,6 @@
 //! What the providers share: cutting an instance's output into bounded lines, the tail of that
 //! output, rate-limited forwarding of it to the log, the identity of a process across PID reuse,
-//! and joining futures.
+//! joining futures, and the warm watchdog's environment in a container or pod.
 //!
 //! Output is something a function controls: a line is cut at [`MAX_LINE_BYTES`] *as it is read*
 //! (the rest is counted, not buffered), so a function printing gigabytes without a newline costs
@@ -194,6 +194,55 @@ impl OutputLog {
             self.dropped += 1;
         }
     }
+}
+
+/// The watchdog's environment in a warm container (Docker) or pod (Kubernetes): warm mode on
+/// `watchdog_port` of every address, its runtime on `runtime_port` (and reached there for an HTTP
+/// runtime), no idle timeout or invocation limit of its own (the pool decides those), held by the
+/// control plane's lease.
+pub fn container_warm_env(
+    spec: &nanofaas_api::FunctionSpec,
+    watchdog_port: u16,
+    runtime_port: u16,
+    startup_timeout: Duration,
+    stop_grace: Duration,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("EXECUTION_MODE".to_string(), "WARM".to_string()),
+        ("WARM_PORT".into(), watchdog_port.to_string()),
+        ("WARM_BIND".into(), "0.0.0.0".into()),
+        ("PORT".into(), runtime_port.to_string()),
+        ("WARM_IDLE_TIMEOUT_MS".into(), "0".into()),
+        (
+            "WARM_LEASE_MS".into(),
+            super::lease::LEASE.as_millis().to_string(),
+        ),
+        ("WARM_MAX_INVOCATIONS".into(), "0".into()),
+        (
+            "WARM_CONCURRENCY".into(),
+            spec.instance_concurrency.to_string(),
+        ),
+        (
+            "WARM_RUNTIME_MODE".into(),
+            spec.runtime_mode.as_str().into(),
+        ),
+        (
+            "WARM_STARTUP_TIMEOUT_MS".into(),
+            startup_timeout.as_millis().to_string(),
+        ),
+        (
+            "WARM_STOP_GRACE_MS".into(),
+            stop_grace.as_millis().to_string(),
+        ),
+        ("TIMEOUT_MS".into(), spec.timeout_ms.to_string()),
+    ];
+    if spec.runtime_mode == nanofaas_api::RuntimeMode::Http {
+        env.push((
+            "RUNTIME_URL".into(),
+            format!("http://127.0.0.1:{runtime_port}/invoke"),
+        ));
+    }
+    env
 }
 
 /// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.

@@ -109,43 +109,13 @@ pub fn label_value(s: &str) -> String {
 
 /// The watchdog's environment in a warm pod.
 pub fn warm_env(s: &PodSettings, spec: &FunctionSpec) -> Vec<(String, String)> {
-    let runtime_port = runtime_port(s.watchdog_port);
-    let mut env = vec![
-        ("EXECUTION_MODE".to_string(), "WARM".to_string()),
-        ("WARM_PORT".into(), s.watchdog_port.to_string()),
-        ("WARM_BIND".into(), "0.0.0.0".into()),
-        ("PORT".into(), runtime_port.to_string()),
-        ("WARM_IDLE_TIMEOUT_MS".into(), "0".into()),
-        (
-            "WARM_LEASE_MS".into(),
-            super::super::lease::LEASE.as_millis().to_string(),
-        ),
-        ("WARM_MAX_INVOCATIONS".into(), "0".into()),
-        (
-            "WARM_CONCURRENCY".into(),
-            spec.instance_concurrency.to_string(),
-        ),
-        (
-            "WARM_RUNTIME_MODE".into(),
-            spec.runtime_mode.as_str().into(),
-        ),
-        (
-            "WARM_STARTUP_TIMEOUT_MS".into(),
-            s.startup_timeout.as_millis().to_string(),
-        ),
-        (
-            "WARM_STOP_GRACE_MS".into(),
-            s.stop_grace.as_millis().to_string(),
-        ),
-        ("TIMEOUT_MS".into(), spec.timeout_ms.to_string()),
-    ];
-    if spec.runtime_mode == RuntimeMode::Http {
-        env.push((
-            "RUNTIME_URL".into(),
-            format!("http://127.0.0.1:{runtime_port}/invoke"),
-        ));
-    }
-    env
+    super::super::shared::container_warm_env(
+        spec,
+        s.watchdog_port,
+        runtime_port(s.watchdog_port),
+        s.startup_timeout,
+        s.stop_grace,
+    )
 }
 
 /// The runtime's port inside the pod: the Docker provider's, unless the watchdog was put there.
