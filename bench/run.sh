@@ -505,6 +505,67 @@ print(json.dumps({"cold_ms": colds, "cold_p50_ms": statistics.median(colds), "wa
 PY
 }
 
+# provider_cold_starts <cp url> <spec json with NAME> <n> <backend>: like cold_starts, and
+# subtracts from each first call (request to answer, seen by the client) the backend's own start
+# of that instance, as the backend recorded it, so what is left is the provider's own cost
+# (the control plane's create call, watching or probing for readiness, lease, dispatch, answer).
+#   backend "kubernetes=<fake url>": the simulated kubelet's start, from the pod's creation to
+#     its first Ready, from the fake's /_fake/stats (its own clock);
+#   backend "docker": the engine's, from the container's Created time to the line the watchdog in
+#     it prints once it answers (NANOFAAS_READY, timestamped by the engine: docker logs -t).
+# Prints {"total_ms": [...], "start_ms": [...], "own_ms": [...]}.
+provider_cold_starts() {
+  python3 - "$1" "$2" "$3" "$4" <<'PY'
+import datetime, http.client, json, subprocess, sys, time, urllib.parse
+base, spec_tpl, n, backend = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+u = urllib.parse.urlparse(base)
+def call(method, url, body=None):
+    p = urllib.parse.urlparse(url)
+    c = http.client.HTTPConnection(p.hostname, p.port, timeout=60)
+    c.request(method, p.path or "/", body=body, headers={"content-type": "application/json"})
+    r = c.getresponse(); data = r.read(); c.close()
+    return r.status, r.getheader("x-cold-start"), data
+def ts(s):
+    # RFC 3339 with up to nanoseconds: keep microseconds for fromisoformat.
+    s = s.strip().replace("Z", "+00:00")
+    if "." in s:
+        head, rest = s.split(".", 1)
+        frac = "".join(ch for ch in rest if ch.isdigit()); tz = rest[len(frac):]
+        s = head + "." + (frac + "000000")[:6] + tz
+    return datetime.datetime.fromisoformat(s).timestamp()
+def docker(*a):
+    return subprocess.run(["docker", *a], check=True, capture_output=True, text=True).stdout
+total, start = [], []
+for i in range(n):
+    name = f"pcold{i}"
+    st, _, data = call("POST", base + "/v1/functions", spec_tpl.replace("NAME", name))
+    assert st == 201, data
+    t0 = time.perf_counter()
+    st, cold, data = call("POST", base + f"/v1/functions/{name}:invoke", json.dumps({"input": {"i": i}}))
+    t1 = time.perf_counter()
+    assert st == 200 and cold == "true", (st, cold, data)
+    total.append((t1 - t0) * 1000)
+    if backend == "docker":
+        ids = docker("ps", "-aq", "--filter", f"label=dev.nanofaas.function={name}").split()
+        assert len(ids) == 1, f"{name}: containers {ids}"
+        created = ts(docker("inspect", "-f", "{{.Created}}", ids[0]))
+        out = subprocess.run(["docker", "logs", "-t", ids[0]], capture_output=True, text=True)
+        ready = [l.split(" ", 1)[0] for l in (out.stdout + out.stderr).splitlines() if "NANOFAAS_READY " in l]
+        assert ready, f"{name}: no NANOFAAS_READY line in the container's log"
+        start.append((ts(ready[0]) - created) * 1000)
+    call("DELETE", base + f"/v1/functions/{name}")
+if backend.startswith("kubernetes="):
+    st, _, data = call("GET", backend.split("=", 1)[1] + "/_fake/stats")
+    pods = json.loads(data)["pods"]
+    for i in range(n):
+        mine = [p for p in pods if p["labels"].get("nanofaas.dev/function") == f"pcold{i}"]
+        assert len(mine) == 1 and mine[0]["readyMs"] is not None, (i, mine)
+        start.append(mine[0]["readyMs"] - mine[0]["createdMs"])
+own = [t - s for t, s in zip(total, start)]
+print(json.dumps({"total_ms": total, "start_ms": start, "own_ms": own}))
+PY
+}
+
 # prewarmed_starts <cp url> <spec json with NAME> <n>: like cold_starts, but each copy's first
 # call is made once a prewarmed instance of its kind is ready (GET /v1/prewarmed), and must be
 # answered X-Start: prewarmed. Prints {"pw_ms": [...], "memory_bytes": <idle prewarmed>}.
@@ -678,6 +739,17 @@ wait_ready() {
   done
 }
 
+# docker_echo_image: builds nanofaas/bench-echo:latest, the echo runtime as a function image (the
+# same binary the process provider runs, on the Python runtime image with its static watchdog).
+docker_echo_image() {
+  local ctx="$OUT/docker-echo-context"
+  rm -rf "$ctx"; mkdir -p "$ctx"
+  cp "$REL/echo-runtime" "$ctx/"
+  printf 'FROM nanofaas/python-runtime:latest\nCOPY echo-runtime /usr/local/bin/echo-runtime\nENV WATCHDOG_CMD=/usr/local/bin/echo-runtime\n' >"$ctx/Dockerfile"
+  docker build -q -t nanofaas/bench-echo:latest "$ctx" >/dev/null 2>"$OUT/docker-echo-build.log" \
+    || { cat "$OUT/docker-echo-build.log" >&2; return 1; }
+}
+
 suite_docker() {
   local high="${CONNECTIONS_HIGH:-32}"
   log "== docker suite (docker provider beside the process provider): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s"
@@ -689,13 +761,7 @@ suite_docker() {
   "$ROOT/scripts/docker-images.sh" python examples >&2
   local venv="${NANOFAAS_VENV:-$ROOT/.venv}"
   "$ROOT/scripts/python-env.sh" "$venv" >&2
-  # The echo runtime as a function image: the same binary the process provider runs.
-  local ctx="$OUT/docker-echo-context"
-  rm -rf "$ctx"; mkdir -p "$ctx"
-  cp "$REL/echo-runtime" "$ctx/"
-  printf 'FROM nanofaas/python-runtime:latest\nCOPY echo-runtime /usr/local/bin/echo-runtime\nENV WATCHDOG_CMD=/usr/local/bin/echo-runtime\n' >"$ctx/Dockerfile"
-  docker build -q -t nanofaas/bench-echo:latest "$ctx" >/dev/null 2>"$OUT/docker-echo-build.log" \
-    || { cat "$OUT/docker-echo-build.log" >&2; return 1; }
+  docker_echo_image || return 1
 
   local body='{"input":{"message":"hello","n":42},"metadata":{"k":"v"}}'
   # Three control planes: process provider; docker, published port; docker, container address.
@@ -1251,6 +1317,27 @@ suite_kubernetes() {
       build_release nanofaas-cli nanofaas-echo-runtime nanofaas-kube-fake
       "$ROOT/scripts/build-static.sh" >/dev/null
     fi
+    # The Docker provider's cold starts, measured here: its containers are not reachable from
+    # the network namespace the rest runs in. The result goes to the next file's report.
+    local dk="$OUT/k8s-docker-cold.json"
+    rm -f "$dk"
+    if [[ "${K8S_DOCKER:-1}" == 0 ]]; then
+      log "K8S_DOCKER=0: the Docker provider's cold starts are not measured"
+    elif ! docker version >/dev/null 2>&1; then
+      log "no container engine answers ('docker version' failed): the Docker provider's cold starts are not measured"
+    else
+      "$ROOT/scripts/docker-images.sh" python >&2
+      docker_echo_image
+      log "Docker provider: ${K8S_COLD_STARTS:-15} cold starts of the echo image (provider.docker.prewarm=0, container address)"
+      start_cp cold-cp-docker --set provider.type=docker --set provider.docker.address=container \
+        --set provider.docker.prewarm=0
+      local dk_pid=$LAST_PID r
+      r=$(provider_cold_starts "$CP_URL" '{"name":"NAME","image":"nanofaas/bench-echo:latest","maxInstances":1}' \
+        "${K8S_COLD_STARTS:-15}" docker)
+      printf '%s\n' "$r" >"$dk"
+      kill -TERM "$dk_pid"
+      for _ in $(seq 300); do kill -0 "$dk_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     log "(continuing in a network namespace of its own: the report is the next file)"
     rm -f "$REPORT" "$RAW"
     NANOFAAS_BENCH_NETNS=1 SKIP_BUILD=1 exec unshare --net -- bash "$0" kubernetes
@@ -1385,7 +1472,24 @@ open(sys.argv[3], "a").write(json.dumps({"label": "k8s-burst", "result": out}) +
     (( burst_ready < burst_n )) && sleep 1
   done
   log "phase 2: $burst_ready of $burst_n pods ready"
-  curl -fsS "$fake_url/_fake/stats" | python3 -c 'import json,sys; print(json.dumps({"label": "k8s-api", "result": json.load(sys.stdin)}))' >>"$RAW"
+  curl -fsS "$fake_url/_fake/stats" | python3 -c 'import json,sys; d = json.load(sys.stdin); d.pop("pods", None); print(json.dumps({"label": "k8s-api", "result": d}))' >>"$RAW"
+
+  # Phase 3: one cold start at a time, each a fresh function's first call, so the provider's own
+  # cost of a start is what the call took minus the simulated kubelet's start of its pod. The
+  # control plane runs with its default API limits.
+  local cold_n="${K8S_COLD_STARTS:-15}"
+  kill -TERM "$cp_pid"
+  for _ in $(seq 600); do kill -0 "$cp_pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 100); do curl -s -o /dev/null "http://10.244.0.2:8080/health" || break; sleep 0.1; done
+  k8s_stub_watchdog cold
+  curl -fsS -XPOST "$fake_url/_fake/stats/reset" >/dev/null
+  start_cp k8s-cp-cold "${common[@]}"
+  local r
+  r=$(provider_cold_starts "$CP_URL" '{"name":"NAME","image":"bench/echo:1","maxInstances":1}' "$cold_n" "kubernetes=$fake_url")
+  printf '{"label":"k8s-cold","result":%s}\n' "$r" >>"$RAW"
+  local dk="$OUT/k8s-docker-cold.json"
+  [[ -s "$dk" ]] && printf '{"label":"docker-cold","result":%s}\n' "$(cat "$dk")" >>"$RAW"
+  log "phase 3: $cold_n cold starts one at a time"
   log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
   log ""
@@ -1426,6 +1530,28 @@ print(("met" if ok else "MISSED") + "|" + "; ".join("%ds: %d (limit %.0f)" % x f
   row "burst: call p50 / max (ms)" "$(stats "'%.0f / %.0f' % (med(${B}['ms']), max(${B}['ms']))")" "" "" "" ""
   row "pod create call, median (ms)" "$(stats "med(${S}['create_ms']) if ${S}['create_ms'] else -1")" "" "" "" ""
   row "create to ready seen, median (ms)" "$(stats "med(${S}['until_ready_ms']) if ${S}['until_ready_ms'] else -1")" "" "" "" ""
+  log ""
+  log "the provider's own cost of a cold start: a fresh function's first call (request to answer, at the client) minus the backend's start of its instance; medians of $cold_n starts one at a time, same echo runtime"
+  row "metric" "kubernetes" "docker" "ratio" "" ""
+  local K="R['k8s-cold'][0]" D="R['docker-cold'][0]" have_dk=0
+  [[ -s "$dk" ]] && have_dk=1
+  local m label
+  for m in total start own; do
+    case $m in
+      total) label="first call, cold (ms)" ;;
+      start) label="backend's start (ms)" ;;
+      own) label="provider's own cost (ms)" ;;
+    esac
+    if (( have_dk )); then
+      row "$label" "$(stats "med(${K}['${m}_ms'])")" "$(stats "med(${D}['${m}_ms'])")" "x$(stats "med(${K}['${m}_ms']) / med(${D}['${m}_ms'])")" "" ""
+    else
+      row "$label" "$(stats "med(${K}['${m}_ms'])")" "not measured" "" "" ""
+    fi
+  done
+  row "provider's own cost, min / max (ms)" "$(stats "'%.1f / %.1f' % (min(${K}['own_ms']), max(${K}['own_ms']))")" "$( (( have_dk )) && stats "'%.1f / %.1f' % (min(${D}['own_ms']), max(${D}['own_ms']))" || echo '')" "" "" ""
+  log "(kubernetes: the backend's start is the simulated kubelet's, from the pod's creation to its first Ready in the fake's own records (scheduling, then K8S fake containers Ready 50 ms after binding); docker: the engine's, from the container's Created time to the watchdog's NANOFAAS_READY line as the engine timestamped it, so it includes the watchdog's and echo runtime's start inside the container, and the provider's cost includes the engine's create call before Created is set; the provider's cost is the rest: the invocation reaching the pool, the create call (kubernetes: through the client-side rate limiter), seeing readiness (kubernetes: the watch, then a probe of the pod's address; docker: GET /health probed with back-off), the lease, the call and its answer)"
+  log "per start, kubernetes (total/start ms): $(stats "' '.join('%.1f/%.1f' % x for x in zip(${K}['total_ms'], ${K}['start_ms']))")"
+  (( have_dk )) && log "per start, docker (total/start ms): $(stats "' '.join('%.1f/%.1f' % x for x in zip(${D}['total_ms'], ${D}['start_ms']))")"
   log "(readiness lag: the control plane's watch seeing a pod Ready (its 'pod ready' debug line, less the probe that follows) minus a reference watcher of the same fake seeing the same change (below 0: the control plane saw it first, the reference watcher being a slower Python reader); fake pods turn Ready 50 ms after binding; RSS per pod includes its instance slot and lease connection)"
 }
 

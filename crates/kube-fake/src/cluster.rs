@@ -101,6 +101,27 @@ pub const VERBS: &[&str] = &[
 
 type Key = (String, String);
 
+/// Kept for at most this many pods (the statistics of a long run stay bounded).
+const MAX_STARTS: usize = 100_000;
+
+/// One pod's start, as the cluster saw it: what `GET /_fake/stats` reports under `pods`.
+struct PodStart {
+    namespace: String,
+    name: String,
+    labels: Value,
+    created: Duration,
+    ready: Option<Duration>,
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
 struct Inner {
     rv: u64,
     pods: BTreeMap<Key, Value>,
@@ -114,6 +135,8 @@ struct Inner {
     /// uid → the pod's kubelet task's signal.
     signals: HashMap<String, watch::Sender<Signal>>,
     requests: Vec<(&'static str, Duration)>,
+    /// uid → when the pod was created and first turned Ready, for the statistics.
+    starts: HashMap<String, PodStart>,
     failed_nodes: HashSet<String>,
     next_node: usize,
     missing_images: HashSet<String>,
@@ -188,6 +211,7 @@ impl Cluster {
                 window,
                 signals: HashMap::new(),
                 requests: Vec::new(),
+                starts: HashMap::new(),
                 failed_nodes: HashSet::new(),
                 next_node: 0,
                 missing_images: HashSet::new(),
@@ -220,7 +244,9 @@ impl Cluster {
         }
     }
 
-    /// `{"counts": {verb: n}, "requests": [{"verb", "atMs"}], "uptimeMs"}`.
+    /// `{"counts": {verb: n}, "requests": [{"verb", "atMs"}], "pods": [{"namespace", "name",
+    /// "labels", "createdMs", "readyMs"}], "uptimeMs"}`; times in ms since start, `readyMs` null
+    /// until the pod first turns Ready.
     pub fn stats(&self) -> Value {
         let g = self.lock();
         let mut counts = Map::new();
@@ -236,16 +262,32 @@ impl Cluster {
             .iter()
             .map(|(v, at)| json!({"verb": v, "atMs": at.as_secs_f64() * 1000.0}))
             .collect();
+        let mut pods: Vec<(&Duration, Value)> = g
+            .starts
+            .values()
+            .map(|s| {
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                (
+                    &s.created,
+                    json!({"namespace": s.namespace, "name": s.name, "labels": s.labels,
+                        "createdMs": ms(s.created), "readyMs": s.ready.map(ms)}),
+                )
+            })
+            .collect();
+        pods.sort_by(|a, b| a.0.cmp(b.0));
         json!({
             "counts": counts,
             "total": g.requests.len(),
             "requests": reqs,
+            "pods": pods.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
             "uptimeMs": self.0.started.elapsed().as_secs_f64() * 1000.0,
         })
     }
 
     pub fn reset_stats(&self) {
-        self.lock().requests.clear();
+        let mut g = self.lock();
+        g.requests.clear();
+        g.starts.clear();
     }
 
     /// Bumps the version and publishes a change (caller holds the lock).
@@ -426,6 +468,16 @@ impl Cluster {
         apply_pod_defaults(&mut pod);
         let (stx, srx) = watch::channel(Signal::Run);
         g.signals.insert(uid.clone(), stx);
+        if g.starts.len() < MAX_STARTS {
+            let start = PodStart {
+                namespace: ns.to_string(),
+                name: name.clone(),
+                labels: pod["metadata"].get("labels").cloned().unwrap_or(json!({})),
+                created: self.0.started.elapsed(),
+                ready: None,
+            };
+            g.starts.insert(uid.clone(), start);
+        }
         g.pods.insert(key, pod.clone());
         self.publish(&mut g, Resource::Pods, ns, "ADDED", pod.clone());
         // Owners that are pods and are all absent: the garbage collector removes the dependent.
@@ -566,6 +618,12 @@ impl Cluster {
         }
         let rv = Self::next_rv(&mut g);
         pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if !is_ready(&before) && is_ready(&pod) {
+            let at = self.0.started.elapsed();
+            if let Some(s) = g.starts.get_mut(uid) {
+                s.ready.get_or_insert(at);
+            }
+        }
         g.pods.insert(key, pod.clone());
         self.publish(&mut g, Resource::Pods, ns, "MODIFIED", pod.clone());
         Some(pod)

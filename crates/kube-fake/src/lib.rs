@@ -95,8 +95,10 @@
 //! - `POST /_fake/compact`: drops the watch history (every older version then gets `410`);
 //!   `POST /_fake/history?window=N`: keep only N changes.
 //! - `GET /_fake/stats`: API requests per verb (`get`, `list`, `watch`, `create`, `delete`,
-//!   `deletecollection`, ...) and each request's time in ms since start; `POST
-//!   /_fake/stats/reset`.
+//!   `deletecollection`, ...) and each request's time in ms since start; each pod's creation
+//!   and first Ready (`pods`: `createdMs`, `readyMs`, with its name and labels; the first 100,000
+//!   pods since a reset), so a client can subtract the simulated start from its own timings; `POST
+//!   /_fake/stats/reset` clears both.
 
 pub mod cluster;
 pub mod docker;

@@ -704,6 +704,45 @@ async fn request_statistics_per_verb() {
 }
 
 #[tokio::test]
+async fn statistics_carry_each_pods_creation_and_first_ready() {
+    // The ready delay is what a client subtracts as the simulated container start.
+    let f = fake_with(|o| o.fake_ready_delay = Duration::from_millis(40)).await;
+    let base = f.url();
+    let mut w = Watch::open(&format!("{base}/api/v1/namespaces/ns/pods?watch=true")).await;
+    create(&base, "ns", &pod("quick", json!({"fn": "q"}))).await;
+    w.until(T, |e| is(e, "MODIFIED", "quick") && ready(&e["object"]))
+        .await;
+    call(
+        "POST",
+        &format!("{base}/_fake/scheduling"),
+        Some(&json!({"refuse": true})),
+    )
+    .await;
+    create(&base, "ns", &pod("stuck", json!({}))).await;
+    let (_, s) = call("GET", &format!("{base}/_fake/stats"), None).await;
+    let pods = s["pods"].as_array().expect("pods");
+    assert_eq!(pods.len(), 2, "{s}");
+    let (q, stuck) = (&pods[0], &pods[1]);
+    assert_eq!(
+        (q["name"].as_str(), q["namespace"].as_str()),
+        (Some("quick"), Some("ns"))
+    );
+    assert_eq!(q["labels"], json!({"fn": "q"}));
+    let (created, at) = (
+        q["createdMs"].as_f64().unwrap(),
+        q["readyMs"].as_f64().unwrap(),
+    );
+    assert!(at - created >= 40.0, "ready {at} ms, created {created} ms");
+    assert_eq!(stuck["name"], "stuck");
+    assert!(stuck["readyMs"].is_null(), "{stuck}");
+    assert!(stuck["createdMs"].as_f64().unwrap() >= created);
+    call("POST", &format!("{base}/_fake/stats/reset"), None).await;
+    let (_, s) = call("GET", &format!("{base}/_fake/stats"), None).await;
+    assert_eq!(s["pods"], json!([]));
+    f.shutdown().await;
+}
+
+#[tokio::test]
 async fn discovery_and_unknown_paths() {
     let f = fake().await;
     let base = f.url();

@@ -211,6 +211,10 @@ pub struct WarmConfig {
     /// `WARM_PREWARM`: start the HTTP runtime generic (`NANOFAAS_PREWARM=1`, no handler) and
     /// wait for `POST /specialize` before serving (see `warm::specialize`).
     pub prewarm: bool,
+    /// `WARM_ANNOUNCE`: at start, send one empty UDP datagram to the default gateway, so that the
+    /// host learns this container's link-layer address before its first connection to it (see
+    /// `warm::announce`).
+    pub announce: bool,
 }
 
 /// Everything the watchdog needs, validated.
@@ -568,6 +572,13 @@ impl Config {
                 message: format!("{v:?} is not a switch (true/false, 1/0, yes/no, on/off)"),
             })?,
         };
+        let announce = match env.var("WARM_ANNOUNCE") {
+            None => false,
+            Some(v) => parse_switch(v.trim()).ok_or_else(|| ConfigError {
+                var: "WARM_ANNOUNCE",
+                message: format!("{v:?} is not a switch (true/false, 1/0, yes/no, on/off)"),
+            })?,
+        };
         if prewarm && runtime != RuntimeKind::Http {
             return Err(ConfigError {
                 var: "WARM_PREWARM",
@@ -603,6 +614,7 @@ impl Config {
             runtime,
             lease: (lease > 0).then(|| Duration::from_millis(lease)),
             prewarm,
+            announce,
         })
     }
 }
@@ -853,6 +865,19 @@ mod tests {
             let e = parse_owned(&warm(bad)).unwrap_err();
             assert_eq!(e.var, "WARM_PREWARM", "{}", e.message);
         }
+    }
+
+    #[test]
+    fn announce_is_a_switch_off_by_default() {
+        let w = parse_owned(&warm(&[])).unwrap().warm.unwrap();
+        assert!(!w.announce);
+        let w = parse_owned(&warm(&[("WARM_ANNOUNCE", "1")]))
+            .unwrap()
+            .warm
+            .unwrap();
+        assert!(w.announce);
+        let e = parse_owned(&warm(&[("WARM_ANNOUNCE", "loud")])).unwrap_err();
+        assert_eq!(e.var, "WARM_ANNOUNCE", "{}", e.message);
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! - [`supervisor`]: owns the runtime process and its lifecycle.
 //! - [`server`]: the HTTP handlers and the invocation path.
 //! - [`specialize`]: prewarmed (generic) runtimes and `POST /specialize`.
+//! - [`announce`]: `WARM_ANNOUNCE`, one datagram to the gateway so the host learns the container's
+//!   address before its first connection.
 
+pub mod announce;
 pub mod output;
 pub mod peer;
 pub mod server;
@@ -51,6 +54,10 @@ const DRAIN_SLACK: Duration = Duration::from_secs(2);
 pub async fn run(cfg: Config) -> ExitCode {
     let cfg = Arc::new(cfg);
     let warm = cfg.warm.clone().expect("warm mode has a warm config");
+    if warm.announce {
+        // Before anything else: the control plane's first SYN may already be on its way.
+        announce::announce();
+    }
     let metrics = Arc::new(Metrics::new());
     crate::oom::global();
     let announcer = Arc::new(Announcer::default());
