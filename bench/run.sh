@@ -513,11 +513,12 @@ PY
 #     its first Ready, from the fake's /_fake/stats (its own clock);
 #   backend "docker": the engine's, from the container's Created time to the line the watchdog in
 #     it prints once it answers (NANOFAAS_READY, timestamped by the engine: docker logs -t).
+# Functions are named <prefix>0, <prefix>1, ... (default pcold).
 # Prints {"total_ms": [...], "start_ms": [...], "own_ms": [...]}.
 provider_cold_starts() {
-  python3 - "$1" "$2" "$3" "$4" <<'PY'
+  python3 - "$1" "$2" "$3" "$4" "${5:-pcold}" <<'PY'
 import datetime, http.client, json, subprocess, sys, time, urllib.parse
-base, spec_tpl, n, backend = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+base, spec_tpl, n, backend, prefix = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 u = urllib.parse.urlparse(base)
 def call(method, url, body=None):
     p = urllib.parse.urlparse(url)
@@ -537,7 +538,7 @@ def docker(*a):
     return subprocess.run(["docker", *a], check=True, capture_output=True, text=True).stdout
 total, start = [], []
 for i in range(n):
-    name = f"pcold{i}"
+    name = f"{prefix}{i}"
     st, _, data = call("POST", base + "/v1/functions", spec_tpl.replace("NAME", name))
     assert st == 201, data
     t0 = time.perf_counter()
@@ -558,7 +559,7 @@ if backend.startswith("kubernetes="):
     st, _, data = call("GET", backend.split("=", 1)[1] + "/_fake/stats")
     pods = json.loads(data)["pods"]
     for i in range(n):
-        mine = [p for p in pods if p["labels"].get("nanofaas.dev/function") == f"pcold{i}"]
+        mine = [p for p in pods if p["labels"].get("nanofaas.dev/function") == f"{prefix}{i}"]
         assert len(mine) == 1 and mine[0]["readyMs"] is not None, (i, mine)
         start.append(mine[0]["readyMs"] - mine[0]["createdMs"])
 own = [t - s for t, s in zip(total, start)]
@@ -1320,7 +1321,7 @@ suite_kubernetes() {
     # The Docker provider's cold starts, measured here: its containers are not reachable from
     # the network namespace the rest runs in. The result goes to the next file's report.
     local dk="$OUT/k8s-docker-cold.json"
-    rm -f "$dk"
+    rm -f "$dk" "$dk.base"
     if [[ "${K8S_DOCKER:-1}" == 0 ]]; then
       log "K8S_DOCKER=0: the Docker provider's cold starts are not measured"
     elif ! docker version >/dev/null 2>&1; then
@@ -1328,15 +1329,36 @@ suite_kubernetes() {
     else
       "$ROOT/scripts/docker-images.sh" python >&2
       docker_echo_image
-      log "Docker provider: ${K8S_COLD_STARTS:-15} cold starts of the echo image (provider.docker.prewarm=0, container address)"
-      start_cp cold-cp-docker --set provider.type=docker --set provider.docker.address=container \
-        --set provider.docker.prewarm=0
-      local dk_pid=$LAST_PID r
-      r=$(provider_cold_starts "$CP_URL" '{"name":"NAME","image":"nanofaas/bench-echo:latest","maxInstances":1}' \
-        "${K8S_COLD_STARTS:-15}" docker)
-      printf '%s\n' "$r" >"$dk"
-      kill -TERM "$dk_pid"
-      for _ in $(seq 300); do kill -0 "$dk_pid" 2>/dev/null || break; sleep 0.1; done
+      local n_dk="${K8S_COLD_STARTS:-15}" spec='{"name":"NAME","image":"nanofaas/bench-echo:latest","maxInstances":1}'
+      log "Docker provider: $n_dk cold starts of the echo image (provider.docker.prewarm=0, container address)"
+      local dk_args=(--set provider.type=docker --set provider.docker.address=container --set provider.docker.prewarm=0)
+      start_cp cold-cp-docker "${dk_args[@]}"
+      local dk_pid=$LAST_PID dk_url=$CP_URL base_pid="" base_url=""
+      # K8S_DOCKER_BASE=<a nanofaas binary>: that control plane's Docker cold starts too, in
+      # alternating rounds with this tree's (same images, same engine): an A/B of the provider.
+      if [[ -n "${K8S_DOCKER_BASE:-}" ]]; then
+        CP_BIN="$K8S_DOCKER_BASE" start_cp cold-cp-docker-base "${dk_args[@]}"
+        base_pid=$LAST_PID base_url=$CP_URL
+        log "  and the same with the control plane K8S_DOCKER_BASE=$K8S_DOCKER_BASE, in alternating rounds"
+      fi
+      python3 - "$dk" <<'PY' >/dev/null
+import json, sys; json.dump({"total_ms": [], "start_ms": [], "own_ms": []}, open(sys.argv[1], "w"))
+PY
+      [[ -n "$base_pid" ]] && cp "$dk" "$dk.base"
+      local round per=$(( (n_dk + 2) / 3 )) r
+      for round in 1 2 3; do
+        r=$(provider_cold_starts "$dk_url" "$spec" "$per" docker "dk${round}x")
+        python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.loads(sys.argv[2]); json.dump({k: a[k]+b[k] for k in a}, open(sys.argv[1], "w"))' "$dk" "$r"
+        if [[ -n "$base_pid" ]]; then
+          r=$(provider_cold_starts "$base_url" "$spec" "$per" docker "db${round}x")
+          python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.loads(sys.argv[2]); json.dump({k: a[k]+b[k] for k in a}, open(sys.argv[1], "w"))' "$dk.base" "$r"
+        fi
+      done
+      local p
+      for p in $dk_pid $base_pid; do
+        kill -TERM "$p"
+        for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+      done
     fi
     log "(continuing in a network namespace of its own: the report is the next file)"
     rm -f "$REPORT" "$RAW"
@@ -1489,6 +1511,7 @@ open(sys.argv[3], "a").write(json.dumps({"label": "k8s-burst", "result": out}) +
   printf '{"label":"k8s-cold","result":%s}\n' "$r" >>"$RAW"
   local dk="$OUT/k8s-docker-cold.json"
   [[ -s "$dk" ]] && printf '{"label":"docker-cold","result":%s}\n' "$(cat "$dk")" >>"$RAW"
+  [[ -s "$dk.base" ]] && printf '{"label":"docker-cold-base","result":%s}\n' "$(cat "$dk.base")" >>"$RAW"
   log "phase 3: $cold_n cold starts one at a time"
   log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -1552,6 +1575,17 @@ print(("met" if ok else "MISSED") + "|" + "; ".join("%ds: %d (limit %.0f)" % x f
   log "(kubernetes: the backend's start is the simulated kubelet's, from the pod's creation to its first Ready in the fake's own records (scheduling, then K8S fake containers Ready 50 ms after binding); docker: the engine's, from the container's Created time to the watchdog's NANOFAAS_READY line as the engine timestamped it, so it includes the watchdog's and echo runtime's start inside the container, and the provider's cost includes the engine's create call before Created is set; the provider's cost is the rest: the invocation reaching the pool, the create call (kubernetes: through the client-side rate limiter), seeing readiness (kubernetes: the watch, then a probe of the pod's address; docker: GET /health probed with back-off), the lease, the call and its answer)"
   log "per start, kubernetes (total/start ms): $(stats "' '.join('%.1f/%.1f' % x for x in zip(${K}['total_ms'], ${K}['start_ms']))")"
   (( have_dk )) && log "per start, docker (total/start ms): $(stats "' '.join('%.1f/%.1f' % x for x in zip(${D}['total_ms'], ${D}['start_ms']))")"
+  if [[ -s "$dk.base" ]]; then
+    local DB="R['docker-cold-base'][0]"
+    log ""
+    log "Docker provider, this tree against the control plane K8S_DOCKER_BASE (alternating rounds, same images and engine):"
+    row "metric" "this tree" "base" "ratio" "" ""
+    for m in total start own; do
+      row "$m (ms), median" "$(stats "med(${D}['${m}_ms'])")" "$(stats "med(${DB}['${m}_ms'])")" "x$(stats "med(${D}['${m}_ms']) / med(${DB}['${m}_ms'])")" "" ""
+    done
+    row "provider's own cost, p90 (ms)" "$(stats "sorted(${D}['own_ms'])[int(0.9 * len(${D}['own_ms']))]")" "$(stats "sorted(${DB}['own_ms'])[int(0.9 * len(${DB}['own_ms']))]")" "" "" ""
+    log "per start, docker base (total/start ms): $(stats "' '.join('%.1f/%.1f' % x for x in zip(${DB}['total_ms'], ${DB}['start_ms']))")"
+  fi
   log "(readiness lag: the control plane's watch seeing a pod Ready (its 'pod ready' debug line, less the probe that follows) minus a reference watcher of the same fake seeing the same change (below 0: the control plane saw it first, the reference watcher being a slower Python reader); fake pods turn Ready 50 ms after binding; RSS per pod includes its instance slot and lease connection)"
 }
 
