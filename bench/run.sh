@@ -18,8 +18,9 @@
 #   bench/run.sh kubernetes     the kubernetes provider against nanofaas-kube-fake with K8S_PODS
 #                               (default 1,000) fake pods: its watch's lag behind a reference
 #                               watcher, RSS per watched pod, the API request rate during
-#                               K8S_BURST_STARTS (200) cold starts against api_qps/api_burst
-#                               (needs root: it runs in a network namespace of its own)
+#                               K8S_BURST_STARTS (200) cold starts against api_qps/api_burst,
+#                               and the provider's own cost of a cold start beside the Docker
+#                               provider's (needs root: it runs in a network namespace of its own)
 #   bench/run.sh python-warm    the Python example warm on kept-alive connections, through the
 #                               chain vs called directly, at 1 connection (BASE_REF: A/B of the
 #                               Python runtime)
