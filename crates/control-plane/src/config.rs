@@ -742,9 +742,7 @@ impl Config {
         ) {
             return bad("provider.process.limits", "must be enforce or best-effort");
         }
-        if let Err(e) =
-            crate::provider::process::sandbox::parse_uid_range(&self.provider.process.uid_range)
-        {
+        if let Err(e) = parse_uid_range(&self.provider.process.uid_range) {
             return bad("provider.process.uid_range", &e);
         }
         if self.provider.process.cgroup_parent.contains("..") {
@@ -776,6 +774,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Parses `provider.process.uid_range`, `first-last`: checked at load, used by the process
+/// provider's sandbox.
+pub fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a range of user ids such as 2000000000-2000065535");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u32, u32) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || b < a || b == u32::MAX {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 #[cfg(test)]

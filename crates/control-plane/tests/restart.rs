@@ -197,8 +197,8 @@ async fn restart_after_kill_9_leaves_no_orphan_and_resumes_accepted_work() {
 
 #[tokio::test]
 async fn orphan_cleanup_finds_escaped_processes_of_a_dead_owner_by_their_environment() {
-    use nanofaas_control_plane::provider::process::{ProcessProvider, ProcessSettings};
     use nanofaas_control_plane::provider::Provider;
+    use nanofaas_control_plane::provider::{ProcessProvider, ProcessSettings};
     // Proc puts each in a process group of its own: escaped from any instance's group.
     let spawn = |instance: &str, owner: &str| {
         let mut c = Command::new("sleep");

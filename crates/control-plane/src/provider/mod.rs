@@ -49,6 +49,8 @@ pub struct JobRequest {
 }
 
 pub use exit::ExitWatch;
+/// The process backend's entry points, for the factory and for tests of the backend itself.
+pub use process::{ProcessProvider, ProcessSettings};
 
 /// A started, ready warm instance.
 pub struct Instance {

@@ -49,7 +49,7 @@ impl IsolationSettings {
                 .filter(|s| !s.is_empty())
                 .collect(),
             user: p.user.clone(),
-            uid_range: parse_uid_range(&p.uid_range)
+            uid_range: crate::config::parse_uid_range(&p.uid_range)
                 .map_err(|e| format!("provider.process.uid_range: {e}"))?,
             max_open_files: p.max_open_files,
             max_processes: p.max_processes,
@@ -73,20 +73,6 @@ impl Default for IsolationSettings {
             cgroup_parent: String::new(),
         }
     }
-}
-
-/// Parses `first-last`.
-pub fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("{s:?} is not a range of user ids such as 2000000000-2000065535");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u32, u32) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
-    if a == 0 || b < a || b == u32::MAX {
-        return Err(bad());
-    }
-    Ok((a, b))
 }
 
 /// Who instances run as.
@@ -402,10 +388,10 @@ mod tests {
 
     #[test]
     fn uid_ranges_and_pool() {
-        assert_eq!(parse_uid_range("10-20"), Ok((10, 20)));
-        assert!(parse_uid_range("20-10").is_err());
-        assert!(parse_uid_range("0-10").is_err());
-        assert!(parse_uid_range("x").is_err());
+        assert_eq!(crate::config::parse_uid_range("10-20"), Ok((10, 20)));
+        assert!(crate::config::parse_uid_range("20-10").is_err());
+        assert!(crate::config::parse_uid_range("0-10").is_err());
+        assert!(crate::config::parse_uid_range("x").is_err());
         let p = UidPool::new(10, 12);
         let mut got: Vec<u32> = (0..3).map(|_| p.take().unwrap()).collect();
         got.sort();
