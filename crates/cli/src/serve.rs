@@ -85,8 +85,11 @@ pub fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    nanofaas_control_plane::telemetry::init(&config.log_level, config.log_format == "json")
-        .map_err(|e| err(Exit::Usage, e))?;
+    nanofaas_control_plane::telemetry::init(
+        &config.log_level,
+        config.log_format == nanofaas_control_plane::config::LogFormat::Json,
+    )
+    .map_err(|e| err(Exit::Usage, e))?;
     let rt = server_runtime()?;
     rt.block_on(async move {
         nanofaas_control_plane::server::preflight(&config).map_err(start_error)?;

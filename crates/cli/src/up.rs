@@ -61,8 +61,11 @@ pub fn run(mut args: UpArgs) -> anyhow::Result<()> {
         config.api.tokens.push(entry);
         Some(token)
     };
-    nanofaas_control_plane::telemetry::init(&config.log_level, config.log_format == "json")
-        .map_err(|e| err(Exit::Usage, e))?;
+    nanofaas_control_plane::telemetry::init(
+        &config.log_level,
+        config.log_format == nanofaas_control_plane::config::LogFormat::Json,
+    )
+    .map_err(|e| err(Exit::Usage, e))?;
     let needs_token = own_token.is_some();
     let rt = serve::server_runtime()?;
     let result = rt.block_on(async move {

@@ -122,7 +122,7 @@ pub struct Config {
     pub max_output_bytes: usize,
     pub shutdown_grace_ms: u64,
     pub log_level: String,
-    pub log_format: String,
+    pub log_format: LogFormat,
     pub callback_secret: String,
     pub callback_base_url: String,
     pub state_dir: String,
@@ -297,7 +297,7 @@ fn tokens_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TokenConfig>,
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ProviderKind,
     pub startup_timeout_ms: u64,
     pub stop_grace_ms: u64,
     pub log_lines_per_second: u32,
@@ -328,6 +328,66 @@ pub struct KubernetesConfig {
     pub owner: String,
     pub unschedulable_grace_ms: u64,
     pub follow_logs: bool,
+}
+
+/// `provider.type`: which backend runs instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Process,
+    Docker,
+    Kubernetes,
+    /// No instances: only `POOL` functions.
+    None,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Process => "process",
+            ProviderKind::Docker => "docker",
+            ProviderKind::Kubernetes => "kubernetes",
+            ProviderKind::None => "none",
+        }
+    }
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `provider.docker.address`: how the control plane reaches a warm container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerAddress {
+    /// The container's address when this host reaches it (tried with the first container that
+    /// starts), else published.
+    Auto,
+    Published,
+    Container,
+}
+
+/// `provider.docker.pull`: whether a missing image is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerPull {
+    Never,
+    Missing,
+}
+
+/// `provider.process.limits`: what the process provider does with limits it cannot enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitsMode {
+    /// Refuse such specs (400 naming the field).
+    Enforce,
+    /// Accept them, warn, and run them unlimited.
+    BestEffort,
 }
 
 /// `provider.kubernetes.pull_policy`: the pods' `imagePullPolicy`.
@@ -376,8 +436,8 @@ impl Default for KubernetesConfig {
 pub struct DockerConfig {
     pub socket: String,
     pub network: String,
-    pub address: String,
-    pub pull: String,
+    pub address: DockerAddress,
+    pub pull: DockerPull,
     pub api_timeout_ms: u64,
     pub prewarm: u32,
 }
@@ -387,8 +447,8 @@ impl Default for DockerConfig {
         Self {
             socket: String::new(),
             network: String::new(),
-            address: "auto".into(),
-            pull: "missing".into(),
+            address: DockerAddress::Auto,
+            pull: DockerPull::Missing,
             api_timeout_ms: 30_000,
             prewarm: 1,
         }
@@ -406,7 +466,7 @@ pub struct ProcessConfig {
     pub uid_range: String,
     pub max_open_files: u64,
     pub max_processes: u64,
-    pub limits: String,
+    pub limits: LimitsMode,
     pub cgroup_parent: String,
     pub prewarm: u32,
 }
@@ -423,7 +483,7 @@ pub struct PoolConfig {
 impl Default for ProviderConfig {
     fn default() -> Self {
         Self {
-            kind: "process".into(),
+            kind: ProviderKind::Process,
             startup_timeout_ms: 30_000,
             stop_grace_ms: 5000,
             log_lines_per_second: 100,
@@ -445,7 +505,7 @@ impl Default for ProcessConfig {
             uid_range: "2000000000-2000065535".into(),
             max_open_files: 16384,
             max_processes: 4096,
-            limits: "enforce".into(),
+            limits: LimitsMode::Enforce,
             cgroup_parent: String::new(),
             prewarm: 1,
         }
@@ -497,7 +557,7 @@ impl Default for Config {
             max_output_bytes: 6 << 20,
             shutdown_grace_ms: 30_000,
             log_level: "info".into(),
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             callback_secret: String::new(),
             callback_base_url: String::new(),
             state_dir: ".nanofaas/state".into(),
@@ -643,9 +703,6 @@ impl Config {
         if self.telemetry.otlp_queue == 0 || self.telemetry.otlp_queue > 1 << 20 {
             return bad("telemetry.otlp_queue", "must be 1 to 1048576");
         }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return bad("log_format", "must be text or json");
-        }
         if !self.callback_base_url.is_empty() {
             if let Err(e) = nanofaas_api::spec::check_http_url(&self.callback_base_url) {
                 return bad("callback_base_url", &e);
@@ -676,15 +733,6 @@ impl Config {
         if self.dispatch.connect_timeout_ms == 0 {
             return bad("dispatch.connect_timeout_ms", "must be more than 0");
         }
-        if !matches!(
-            self.provider.kind.as_str(),
-            "process" | "docker" | "kubernetes" | "none"
-        ) {
-            return bad(
-                "provider.type",
-                "must be process, docker, kubernetes or none",
-            );
-        }
         let k = &self.provider.kubernetes;
         if !(k.api_qps.is_finite() && k.api_qps >= 0.0) {
             return bad(
@@ -709,18 +757,6 @@ impl Config {
                 return bad("provider.kubernetes.callback_url", &e);
             }
         }
-        if !matches!(
-            self.provider.docker.address.as_str(),
-            "auto" | "published" | "container"
-        ) {
-            return bad(
-                "provider.docker.address",
-                "must be auto, published or container",
-            );
-        }
-        if !matches!(self.provider.docker.pull.as_str(), "missing" | "never") {
-            return bad("provider.docker.pull", "must be missing or never");
-        }
         if self.provider.docker.api_timeout_ms == 0 {
             return bad("provider.docker.api_timeout_ms", "must be more than 0");
         }
@@ -735,12 +771,6 @@ impl Config {
                 "provider.process.bind",
                 "must be an IP address such as 127.0.0.1",
             );
-        }
-        if !matches!(
-            self.provider.process.limits.as_str(),
-            "enforce" | "best-effort"
-        ) {
-            return bad("provider.process.limits", "must be enforce or best-effort");
         }
         if let Err(e) = parse_uid_range(&self.provider.process.uid_range) {
             return bad("provider.process.uid_range", &e);
@@ -857,7 +887,7 @@ mod tests {
         assert_eq!(cfg.listen, "127.0.0.1:1");
         assert_eq!(cfg.executions.ttl_ms, 9);
         assert_eq!(cfg.executions.max_records, 11);
-        assert_eq!(cfg.log_format, "json");
+        assert_eq!(cfg.log_format, LogFormat::Json);
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -884,6 +914,42 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown field `ttl`"), "{e}");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn choices_are_typed_and_a_wrong_one_names_the_setting_and_the_choices() {
+        let over = |k: &str, v: &str| Config::load(None, &HashMap::new(), &[(k.into(), v.into())]);
+        let c = over("provider.process.limits", "best-effort").unwrap();
+        assert_eq!(c.provider.process.limits, LimitsMode::BestEffort);
+        let c = over("provider.type", "docker").unwrap();
+        assert_eq!(c.provider.kind, ProviderKind::Docker);
+        assert_eq!(c.provider.kind.as_str(), "docker");
+        let c = over("provider.docker.address", "container").unwrap();
+        assert_eq!(c.provider.docker.address, DockerAddress::Container);
+        for (key, bad, choices) in [
+            (
+                "provider.type",
+                "lambda",
+                "`process`, `docker`, `kubernetes`, `none`",
+            ),
+            ("log_format", "xml", "`text` or `json`"),
+            (
+                "provider.docker.address",
+                "host",
+                "`auto`, `published`, `container`",
+            ),
+            ("provider.docker.pull", "always", "`never` or `missing`"),
+            (
+                "provider.process.limits",
+                "best_effort",
+                "`enforce` or `best-effort`",
+            ),
+        ] {
+            let e = over(key, bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("setting {key:?}")), "{e}");
+            assert!(e.contains(&format!("unknown variant `{bad}`")), "{e}");
+            assert!(e.contains(choices), "{e}");
+        }
     }
 }
 

@@ -54,10 +54,9 @@ impl BackendFactory for ManagedFactory {
         match spec.execution_mode {
             ExecutionMode::Pool => self.endpoint.create(spec, metrics),
             ExecutionMode::Deployment => {
+                // The provider refuses limits it cannot enforce, or warns which it runs without
+                // (the process provider with provider.process.limits = "best-effort").
                 self.provider.validate(spec)?;
-                if spec.resources.is_some() && self.provider.name() == "process" {
-                    tracing::warn!(function = %spec.name, "resources are not enforced by the process provider");
-                }
                 let pool = Pool::new(
                     spec.clone(),
                     self.provider.clone(),

@@ -69,7 +69,7 @@ fn open_fds() -> usize {
 #[tokio::test]
 async fn descriptors_return_to_baseline_after_200_instances() {
     let mut c: Config = config();
-    c.provider.kind = "process".into();
+    c.provider.kind = nanofaas_control_plane::config::ProviderKind::Process;
     c.provider.process.watchdog = workspace_bin("nanofaas-watchdog")
         .to_string_lossy()
         .into_owned();

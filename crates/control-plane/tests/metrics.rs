@@ -38,7 +38,7 @@ fn record(seen: &mut HashMap<String, f64>, text: &str) {
 #[tokio::test]
 async fn every_declared_metric_is_emitted() {
     let mut cfg = config();
-    cfg.provider.kind = "process".into();
+    cfg.provider.kind = nanofaas_control_plane::config::ProviderKind::Process;
     cfg.provider.process.watchdog = workspace_bin("nanofaas-watchdog")
         .to_string_lossy()
         .into_owned();

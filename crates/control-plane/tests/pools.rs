@@ -10,7 +10,7 @@ use std::time::Duration;
 
 fn pool_config() -> Config {
     let mut c = config();
-    c.provider.kind = "process".into();
+    c.provider.kind = nanofaas_control_plane::config::ProviderKind::Process;
     c.provider.process.watchdog = workspace_bin("nanofaas-watchdog")
         .to_string_lossy()
         .into_owned();

@@ -135,7 +135,7 @@ async fn a_malformed_traceparent_starts_a_new_trace() {
 
 fn pool_config() -> nanofaas_control_plane::Config {
     let mut c = config();
-    c.provider.kind = "process".into();
+    c.provider.kind = nanofaas_control_plane::config::ProviderKind::Process;
     c.provider.process.watchdog = nanofaas_testkit::workspace_bin("nanofaas-watchdog")
         .to_string_lossy()
         .into_owned();

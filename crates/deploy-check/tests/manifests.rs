@@ -789,7 +789,10 @@ fn the_control_plane_accepts_the_configuration_with_the_deployments_environment(
     std::fs::remove_dir_all(&dir).ok();
     let cfg =
         cfg.unwrap_or_else(|e| panic!("the control plane refuses the ConfigMap's {key}: {e}"));
-    assert_eq!(cfg.provider.kind, "kubernetes");
+    assert_eq!(
+        cfg.provider.kind,
+        nanofaas_control_plane::config::ProviderKind::Kubernetes
+    );
     assert_eq!(cfg.api.tokens.len(), 1, "tokens from NANOFAAS_API_TOKENS");
     assert!(
         !cfg.callback_secret.is_empty(),

@@ -214,43 +214,9 @@ pub(crate) fn check_image_reference(image: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// How the control plane reaches a warm container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Address {
-    /// The container's address when this host reaches it (tried with the first container that
-    /// starts), else published.
-    Auto,
-    Published,
-    Container,
-}
-
-impl Address {
-    pub fn parse(s: &str) -> Option<Address> {
-        match s {
-            "auto" => Some(Address::Auto),
-            "published" => Some(Address::Published),
-            "container" => Some(Address::Container),
-            _ => None,
-        }
-    }
-}
-
-/// Whether a missing image is pulled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pull {
-    Never,
-    Missing,
-}
-
-impl Pull {
-    pub fn parse(s: &str) -> Option<Pull> {
-        match s {
-            "never" => Some(Pull::Never),
-            "missing" => Some(Pull::Missing),
-            _ => None,
-        }
-    }
-}
+/// How the control plane reaches a warm container, and whether a missing image is pulled: the
+/// configuration's own types.
+pub use crate::config::{DockerAddress as Address, DockerPull as Pull};
 
 #[derive(Debug, Clone)]
 pub struct DockerSettings {
@@ -1289,9 +1255,8 @@ pub fn from_config(cfg: &crate::config::Config) -> Result<DockerProvider, String
         engine,
         DockerSettings {
             network: Some(d.network.clone()).filter(|n| !n.is_empty()),
-            address: Address::parse(&d.address)
-                .ok_or("provider.docker.address must be published or container")?,
-            pull: Pull::parse(&d.pull).ok_or("provider.docker.pull must be missing or never")?,
+            address: d.address,
+            pull: d.pull,
             startup_timeout: Duration::from_millis(c.startup_timeout_ms),
             stop_grace: Duration::from_millis(c.stop_grace_ms),
             log_lines_per_second: c.log_lines_per_second,
@@ -1983,8 +1948,5 @@ mod tests {
         );
         assert_eq!(exit_reason(3, None), "the container exited with code 3");
         assert!(exit_reason(137, None).contains("SIGKILL"));
-        assert_eq!(Address::parse("published"), Some(Address::Published));
-        assert_eq!(Address::parse("x"), None);
-        assert_eq!(Pull::parse("missing"), Some(Pull::Missing));
     }
 }

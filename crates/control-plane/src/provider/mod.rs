@@ -172,33 +172,33 @@ pub fn from_config(
     c: &crate::config::Config,
     logs: &Arc<crate::logs::Logs>,
 ) -> Result<Option<Arc<dyn Provider>>, String> {
-    Ok(Some(match c.provider.kind.as_str() {
-        "none" => return Ok(None),
-        "process" => {
+    use crate::config::ProviderKind;
+    Ok(Some(match c.provider.kind {
+        ProviderKind::None => return Ok(None),
+        ProviderKind::Process => {
             let p = Arc::new(process::from_config(c)?);
             p.set_logs(logs.clone());
             p.attach_prewarm();
             p
         }
-        "docker" => {
+        ProviderKind::Docker => {
             let d = Arc::new(docker::from_config(c)?);
             d.set_logs(logs.clone());
             d.attach_prewarm();
             d
         }
         #[cfg(feature = "kubernetes")]
-        "kubernetes" => {
+        ProviderKind::Kubernetes => {
             let k = kubernetes::from_config(c)?;
             k.set_logs(logs.clone());
             Arc::new(k)
         }
         #[cfg(not(feature = "kubernetes"))]
-        "kubernetes" => {
+        ProviderKind::Kubernetes => {
             return Err(
                 "provider.type is kubernetes but this nanofaas was built without the kubernetes feature"
                     .into(),
             )
         }
-        other => return Err(format!("provider.type {other:?} is not supported")),
     }))
 }

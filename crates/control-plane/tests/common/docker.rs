@@ -61,7 +61,7 @@ pub fn docker_images(what: &str) {
 /// `docker_prewarm.rs` turns them on).
 pub fn docker_config() -> Config {
     let mut c = config();
-    c.provider.kind = "docker".into();
+    c.provider.kind = nanofaas_control_plane::config::ProviderKind::Docker;
     c.provider.docker.prewarm = 0;
     c.provider.stop_grace_ms = 2000;
     c.pool.start_backoff_ms = 300;

@@ -32,7 +32,7 @@ pub fn config() -> Config {
     c.admission.retry_backoff_max_ms = 20;
     c.shutdown_grace_ms = 5000;
     c.state_dir = String::new();
-    c.provider.kind = "none".into();
+    c.provider.kind = nanofaas_control_plane::config::ProviderKind::None;
     c
 }
 

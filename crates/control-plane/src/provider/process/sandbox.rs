@@ -53,7 +53,7 @@ impl IsolationSettings {
                 .map_err(|e| format!("provider.process.uid_range: {e}"))?,
             max_open_files: p.max_open_files,
             max_processes: p.max_processes,
-            best_effort: p.limits == "best-effort",
+            best_effort: p.limits == crate::config::LimitsMode::BestEffort,
             cgroup_parent: p.cgroup_parent.clone(),
         })
     }
