@@ -455,6 +455,11 @@ fn the_dashboard_shows_functions_live_and_opens_an_execution() {
         &format!("document.querySelector('tr[data-id=\"{printed_id}\"]')"),
         10,
     );
+    // The charts come with the first sample after the function was seen (each second).
+    b.wait(
+        "document.querySelectorAll('[data-function=\"echo\"] svg.chart path').length >= 2",
+        10,
+    );
     let text = b.eval("document.querySelector('[data-function=\"echo\"]').innerText");
     let text = text.as_str().unwrap_or_default();
     for want in [

@@ -324,7 +324,7 @@ pub fn snapshot(p: &Platform, ui: &Dashboard, since: u64) -> (Vec<u8>, u64) {
             "prewarmed": 0,
             "inflight": f.metrics.inflight.get(),
             "queued": f.metrics.queue_depth.get(),
-            "tracked": ui.series.read(&f.name, u64::MAX).is_some(),
+            "tracked": ui.series.tracks(&f.name),
             "series": columns(&points),
         }));
     }

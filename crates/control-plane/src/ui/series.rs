@@ -244,6 +244,14 @@ impl Series {
         })
     }
 
+    /// Whether `function` has charts: it is tracked, or it is new (not sampled yet) and there is
+    /// room for it, so the next sample starts its series. A function registered a moment ago
+    /// is not "untracked".
+    pub fn tracks(&self, function: &str) -> bool {
+        let inner = self.inner.lock().unwrap();
+        inner.functions.contains_key(function) || inner.functions.len() < MAX_FUNCTIONS
+    }
+
     /// The stamp of the newest sample (0 before the first).
     pub fn last_t(&self) -> u64 {
         self.inner.lock().unwrap().last_t
@@ -307,6 +315,8 @@ mod tests {
         let m = Metrics::default();
         let s = Series::default();
         let f = m.function("echo");
+        assert!(s.read("echo", 0).is_none(), "not sampled yet");
+        assert!(s.tracks("echo"), "but it will be: it is not untracked");
         f.success.add(3);
         f.error.inc();
         f.cold_start.inc();
@@ -360,6 +370,12 @@ mod tests {
             s.sample(&m, t);
         }
         assert_eq!(s.untracked(), 10);
+        assert!(s.tracks("f0000"));
+        assert!(
+            !s.tracks(&format!("f{:04}", MAX_FUNCTIONS)),
+            "over the bound"
+        );
+        assert!(!s.tracks("new"), "no room for a new one");
         assert_eq!(s.points_held(), MAX_FUNCTIONS * POINTS);
         // The documented bound: 48-byte points, about 3.5 MiB in all.
         const { assert!(POINT_BYTES == 48) };
