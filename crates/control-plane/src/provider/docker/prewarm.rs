@@ -22,7 +22,9 @@
 //! Owns: the `Stems` side of the docker provider and the specialization of one container. It
 //! must not shell out to a `docker` CLI.
 
-use super::{DockerProvider, ENV_FUNCTION};
+use super::container::ENV_FUNCTION;
+use super::watch::only_child;
+use super::DockerProvider;
 use crate::dispatch::BoxFuture;
 use crate::prewarm::Specialized;
 use crate::prewarm::{Kind, KindStatus, Stems};
@@ -88,8 +90,8 @@ impl DockerProvider {
             for id in &k.ready {
                 let Some(e) = entries.get(id) else { continue };
                 let init = *e.host_pid.lock().unwrap();
-                let watchdog = init.and_then(super::only_child);
-                let runtime = watchdog.and_then(super::only_child);
+                let watchdog = init.and_then(only_child);
+                let runtime = watchdog.and_then(only_child);
                 sum += [init, watchdog, runtime]
                     .into_iter()
                     .flatten()
@@ -217,6 +219,8 @@ mod tests {
     use super::super::tests::{inspect_json, provider, settings, spec};
     use super::super::*;
     use super::{limits_of, Kind};
+    use bytes::Bytes;
+    use serde_json::{json, Value};
     use std::collections::VecDeque;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::mpsc;
