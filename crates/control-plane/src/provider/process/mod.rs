@@ -1213,32 +1213,6 @@ impl Provider for ProcessProvider {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fields_and_exit_codes() {
-        assert_eq!(
-            field("port=41 pid=7 runtime_pid=9", "runtime_pid"),
-            Some("9")
-        );
-        assert_eq!(field("port=41 pid=7", "pid"), Some("7"));
-        assert_eq!(field("port=41", "nope"), None);
-        assert_eq!(exit_code_of("the watchdog exited with code 4"), Some(4));
-        assert_eq!(exit_code_of("the watchdog was killed by signal 9"), None);
-    }
-
-    #[test]
-    fn owner_folders_round_trip_and_oom_messages_name_the_limit() {
-        assert_eq!(owner_folder("12:345"), "cp-12-345");
-        assert_eq!(folder_identity("cp-12-345").as_deref(), Some("12:345"));
-        assert_eq!(folder_identity("other"), None);
-        let m = oom_message(Some(64 << 20), 1);
-        assert!(m.contains("64 Mi") && m.contains("resources.memory"), "{m}");
-    }
-}
-
 /// The provider `provider.process.*` describes (the watchdog found next to this binary or on
 /// PATH unless configured).
 pub fn from_config(c: &crate::config::Config) -> Result<ProcessProvider, String> {
@@ -1266,4 +1240,30 @@ pub fn from_config(c: &crate::config::Config) -> Result<ProcessProvider, String>
         prewarm_backoff: Duration::from_millis(c.pool.start_backoff_ms),
         prewarm_backoff_max: Duration::from_millis(c.pool.start_backoff_max_ms),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_exit_codes() {
+        assert_eq!(
+            field("port=41 pid=7 runtime_pid=9", "runtime_pid"),
+            Some("9")
+        );
+        assert_eq!(field("port=41 pid=7", "pid"), Some("7"));
+        assert_eq!(field("port=41", "nope"), None);
+        assert_eq!(exit_code_of("the watchdog exited with code 4"), Some(4));
+        assert_eq!(exit_code_of("the watchdog was killed by signal 9"), None);
+    }
+
+    #[test]
+    fn owner_folders_round_trip_and_oom_messages_name_the_limit() {
+        assert_eq!(owner_folder("12:345"), "cp-12-345");
+        assert_eq!(folder_identity("cp-12-345").as_deref(), Some("12:345"));
+        assert_eq!(folder_identity("other"), None);
+        let m = oom_message(Some(64 << 20), 1);
+        assert!(m.contains("64 Mi") && m.contains("resources.memory"), "{m}");
+    }
 }
