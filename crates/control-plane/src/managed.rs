@@ -85,6 +85,10 @@ impl BackendFactory for ManagedFactory {
         serde_json::to_value(self.provider.prewarmed()).unwrap_or_else(|_| serde_json::json!([]))
     }
 
+    fn prewarmed_for(&self, spec: &FunctionSpec) -> usize {
+        self.provider.prewarmed_for(spec)
+    }
+
     fn instances(&self, name: &str) -> Option<serde_json::Value> {
         let pool = self.pool(name)?;
         let mut list = serde_json::to_value(pool.instances()).ok()?;

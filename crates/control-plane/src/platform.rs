@@ -57,6 +57,11 @@ pub trait BackendFactory: Send + Sync + 'static {
     fn prewarmed(&self) -> serde_json::Value {
         serde_json::json!([])
     }
+
+    /// How many prewarmed instances a cold start of `spec` could take now.
+    fn prewarmed_for(&self, _spec: &FunctionSpec) -> usize {
+        0
+    }
 }
 
 /// Serves `POOL` functions only.
@@ -792,6 +797,11 @@ impl Platform {
     /// `GET /v1/prewarmed`.
     pub fn prewarmed(&self) -> serde_json::Value {
         self.factory.prewarmed()
+    }
+
+    /// The prewarmed instances a cold start of `spec` could take now (the dashboard's count).
+    pub fn prewarmed_for(&self, spec: &FunctionSpec) -> usize {
+        self.factory.prewarmed_for(spec)
     }
 
     /// `GET /v1/functions/{name}/instances`.

@@ -352,6 +352,17 @@ impl PrewarmPool {
         found
     }
 
+    /// How many generic instances of `kind` are ready to be taken now (live ones only).
+    pub fn ready(&self, kind: &Kind) -> usize {
+        let st = self.inner.state.lock().unwrap();
+        st.kinds.get(kind).map_or(0, |k| {
+            k.ready
+                .iter()
+                .filter(|s| s.instance.exited.borrow().is_none())
+                .count()
+        })
+    }
+
     /// The runtime of `kind` cannot be specialized: keep none of it any more.
     pub fn disable(&self, kind: &Kind, why: &str) {
         let stops = {
@@ -687,10 +698,13 @@ mod tests {
         let mut h = harness(2);
         let py = kind("python");
         assert!(h.pool.take(&py).is_none(), "unknown kind");
+        assert_eq!(h.pool.ready(&py), 0);
         h.pool.register(py.clone());
         h.start_ok("python").await;
         h.start_ok("python").await;
         h.quiet(Duration::from_secs(5)).await;
+        assert_eq!(h.pool.ready(&py), 2);
+        assert_eq!(h.pool.ready(&kind("java")), 0, "per kind");
         // A second function of the same kind adds nothing.
         h.pool.register(py.clone());
         h.quiet(Duration::from_secs(1)).await;
@@ -702,6 +716,7 @@ mod tests {
         h.quiet(Duration::from_secs(1)).await;
         let b = h.pool.take(&py).unwrap();
         let c = h.pool.take(&py).unwrap();
+        assert_eq!(h.pool.ready(&py), 0, "both taken");
         assert!(a.id != b.id && b.id != c.id && a.id != c.id);
         assert!(
             h.pool.take(&py).is_none(),

@@ -149,6 +149,17 @@ async fn every_declared_metric_is_emitted() {
         ready,
         "no prewarmed instance of the test runtime within 15 s"
     );
+    // The dashboard counts it on the function's card (ready generic instances of its kind).
+    let snap = common::http("GET", &cp.url("/v1/ui/snapshot"), &[], String::new())
+        .await
+        .unwrap()
+        .json();
+    let card = snap["functions"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["name"] == "pw"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(card["prewarmed"], 1, "{snap}");
     let r = post("/v1/functions/pw:invoke", json!({"input": 1})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-start"), Some("prewarmed"), "{}", r.text());

@@ -154,6 +154,12 @@ pub trait Provider: Send + Sync + 'static {
     fn prewarmed(&self) -> Vec<crate::prewarm::KindStatus> {
         Vec::new()
     }
+
+    /// How many prewarmed instances a cold start of `spec` could take now (the ready ones of
+    /// its kind), for the dashboard.
+    fn prewarmed_for(&self, _spec: &FunctionSpec) -> usize {
+        0
+    }
 }
 
 /// Why a prewarmed instance could not be used for a function.

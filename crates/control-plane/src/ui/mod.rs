@@ -320,8 +320,9 @@ pub fn snapshot(p: &Platform, ui: &Dashboard, since: u64) -> (Vec<u8>, u64) {
             "maxInstances": spec.max_instances,
             "instances": instances,
             "pool": pool,
-            // No prewarmed (generic, not yet specialised) instances exist yet.
-            "prewarmed": 0,
+            // Generic instances of its kind, ready for its next cold start (shared with the
+            // other functions of that kind).
+            "prewarmed": p.prewarmed_for(spec),
             "inflight": f.metrics.inflight.get(),
             "queued": f.metrics.queue_depth.get(),
             "tracked": ui.series.tracks(&f.name),

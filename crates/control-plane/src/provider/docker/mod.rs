@@ -224,6 +224,10 @@ impl Provider for DockerProvider {
         self.prewarmed_status()
     }
 
+    fn prewarmed_for(&self, spec: &FunctionSpec) -> usize {
+        crate::prewarm::Kind::of_image(spec).map_or(0, |k| self.prewarm.ready(&k))
+    }
+
     fn start_job(&self, req: JobRequest) -> BoxFuture<'_, Result<Job, StartFailure>> {
         Box::pin(async move {
             if self.closed.load(Ordering::SeqCst) {

@@ -1066,6 +1066,10 @@ impl Provider for ProcessProvider {
         ))
     }
 
+    fn prewarmed_for(&self, spec: &FunctionSpec) -> usize {
+        Kind::of(spec).map_or(0, |k| self.prewarm.ready(&k))
+    }
+
     fn prewarmed(&self) -> Vec<crate::prewarm::KindStatus> {
         let mut v = self.prewarm.status();
         let children = self.children.lock().unwrap();
