@@ -14,13 +14,17 @@
 //! - [`spec`]: `FunctionSpec`, its defaults and its validation.
 //! - [`command`]: splitting a command line into argv without a shell.
 //! - [`procnet`]: the address columns of `/proc/net/tcp{,6}` text.
+//! - [`backoff`]: the doubling, capped wait of every retry loop.
+//! - [`log_limit`]: the rate limit of log lines a function can trigger.
 
+pub mod backoff;
 pub mod command;
 pub mod error;
 pub mod execution;
 pub mod headers;
 pub mod invocation;
 pub mod json;
+pub mod log_limit;
 pub mod procnet;
 pub mod spec;
 

@@ -4,6 +4,7 @@
 use crate::client::{api_error, check_execution_id, Client, Subject};
 use crate::exit::{err, Exit};
 use crate::output::{self, millis, Format, Spinner};
+use nanofaas_api::backoff::Backoff;
 use nanofaas_api::ExecutionView;
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +19,7 @@ pub async fn cmd_get(
     let id = check_execution_id(id)?;
     let deadline = Instant::now() + timeout;
     let mut spinner: Option<Spinner> = None;
-    let mut delay = Duration::from_millis(50);
+    let mut delays = Backoff::new(Duration::from_millis(50), Duration::from_millis(500)).delays();
     let (raw, view) = loop {
         let r = client.get(&format!("/v1/executions/{id}")).await?;
         if r.status != 200 {
@@ -55,8 +56,8 @@ pub async fn cmd_get(
                 Duration::from_millis(300),
             ));
         }
+        let delay = delays.next_delay();
         tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
     };
     drop(spinner);
     match format {

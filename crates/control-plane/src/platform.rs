@@ -18,6 +18,7 @@ use crate::persist::{FinishedRecord, Journal, Pending, SpecStore};
 use crate::ratelimit::TokenBucket;
 use crate::registry::{Function, Registry};
 use bytes::Bytes;
+use nanofaas_api::backoff::Backoff;
 use nanofaas_api::{
     CallbackPayload, ErrorBody, ErrorCode, ExecutionMode, FunctionSpec, ValidationError,
 };
@@ -660,8 +661,7 @@ impl Platform {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << (attempt.saturating_sub(1)).min(16);
-        (self.settings.retry_backoff * factor).min(self.settings.retry_backoff_max)
+        Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max).delay(attempt)
     }
 
     /// Runs the attempts of `exec` while holding `permit`, and records the final outcome.

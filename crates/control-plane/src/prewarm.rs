@@ -18,6 +18,7 @@
 
 use crate::dispatch::BoxFuture;
 use crate::provider::{Instance, StartFailure};
+use nanofaas_api::backoff::Backoff;
 use nanofaas_api::{ExecutionMode, FunctionSpec, RuntimeMode};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -519,8 +520,8 @@ impl Inner {
             }
             Err(f) => {
                 k.failures += 1;
-                let factor = 1u32 << (k.failures - 1).min(16);
-                let delay = (self.settings.backoff * factor).min(self.settings.backoff_max);
+                let delay = Backoff::new(self.settings.backoff, self.settings.backoff_max)
+                    .delay(k.failures);
                 k.backoff_until = Some(Instant::now() + delay);
                 tracing::warn!(kind = %kind.label(), failures = k.failures, backoff_ms = delay.as_millis() as u64, error = %f.message, "prewarmed instance failed to start");
                 k.last_error = Some(f.message);

@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use nanofaas_api::backoff::Backoff;
 use nanofaas_api::headers;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -131,12 +132,12 @@ impl Sender {
         token: Option<&str>,
     ) -> Result<(), String> {
         let path = target.path_for(execution_id);
-        let mut wait = self.backoff;
+        // Doubling with no ceiling but the attempts' count (at most 10).
+        let waits = Backoff::new(self.backoff, Duration::MAX);
         let mut last = String::new();
         for n in 1..=self.attempts.max(1) {
             if n > 1 {
-                tokio::time::sleep(wait).await;
-                wait = wait.saturating_mul(2);
+                tokio::time::sleep(waits.delay(n - 1)).await;
             }
             let once = post_once(target, &path, body.clone(), trace_id, traceparent, token);
             match tokio::time::timeout(self.timeout, once).await {

@@ -9,7 +9,7 @@
 
 use crate::callback::{self, Sender, Target};
 use crate::handler::{Handler, Outcome, Request};
-use crate::log::{self, RateLimiter};
+use crate::log;
 use crate::Config;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -18,20 +18,22 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use nanofaas_api::log_limit::LogLimiter;
 use nanofaas_api::{headers, ErrorCode};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-static HANDLER_ERRORS: RateLimiter = RateLimiter::new(10, Duration::from_secs(10));
-static CALLBACK_FAILURES: RateLimiter = RateLimiter::new(10, Duration::from_secs(10));
+static HANDLER_ERRORS: Mutex<LogLimiter> = Mutex::new(LogLimiter::new(10, Duration::from_secs(10)));
+static CALLBACK_FAILURES: Mutex<LogLimiter> =
+    Mutex::new(LogLimiter::new(10, Duration::from_secs(10)));
 
 /// Why the server could not listen.
 #[derive(Debug)]
@@ -303,7 +305,7 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
         Some(url) => match Target::parse(&url) {
             Ok(t) => Some(t),
             Err(e) => {
-                if let Some(dropped) = CALLBACK_FAILURES.allow(Instant::now()) {
+                if let Some(dropped) = log::allow(&CALLBACK_FAILURES, Instant::now()) {
                     log::log_warn!(
                         "execution {execution_id}: ignoring X-Callback-Url: {e}{}",
                         suppressed(dropped)
@@ -336,7 +338,7 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
                     )
                     .await;
                 if let Err(e) = sent {
-                    if let Some(dropped) = CALLBACK_FAILURES.allow(Instant::now()) {
+                    if let Some(dropped) = log::allow(&CALLBACK_FAILURES, Instant::now()) {
                         log::log_warn!(
                             "execution {execution_id}: callback not delivered: {e}{}",
                             suppressed(dropped)
@@ -397,7 +399,7 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
             finish(StatusCode::OK, Bytes::from(out), cb).await
         }
         Outcome::Failed { code, message } => {
-            if let Some(dropped) = HANDLER_ERRORS.allow(Instant::now()) {
+            if let Some(dropped) = log::allow(&HANDLER_ERRORS, Instant::now()) {
                 log::log_error!(
                     "execution {execution_id} (trace {}): {code}: {message}{}",
                     trace_id.as_deref().unwrap_or("-"),

@@ -9,6 +9,7 @@
 use crate::log::Level;
 use bytes::Bytes;
 use hyper::Uri;
+use nanofaas_api::backoff::Backoff;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -166,8 +167,7 @@ impl CallbackPolicy {
 
     /// The wait before attempt `n` (2-based: there is no wait before the first).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(2).min(16);
-        (self.first_backoff * (1u32 << doublings)).min(Self::MAX_BACKOFF)
+        Backoff::new(self.first_backoff, Self::MAX_BACKOFF).delay(attempt.saturating_sub(1))
     }
 }
 

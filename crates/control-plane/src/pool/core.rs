@@ -16,6 +16,7 @@ use super::Conn;
 use crate::executions::{Failure, FailureKind};
 use crate::metrics::Metrics;
 use crate::provider::StartFailure;
+use nanofaas_api::backoff::Backoff;
 use nanofaas_api::{ErrorCode, FunctionSpec};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -595,8 +596,8 @@ impl<W> Core<W> {
                     Phase::Failing(f) => f.failures + 1,
                     _ => 1,
                 };
-                let factor = 1u32 << (failures - 1).min(16);
-                let delay = (self.limits.backoff * factor).min(self.limits.backoff_max);
+                let delay =
+                    Backoff::new(self.limits.backoff, self.limits.backoff_max).delay(failures);
                 tracing::warn!(function = %self.name, failures, backoff_ms = delay.as_millis() as u64, error = %f.message, "instance failed to start");
                 self.phase = Phase::Failing(Failing {
                     failures,

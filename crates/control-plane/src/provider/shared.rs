@@ -6,6 +6,7 @@
 //! (the rest is counted, not buffered), so a function printing gigabytes without a newline costs
 //! the control plane at most one line buffer per stream of each instance.
 
+use nanofaas_api::log_limit::LogLimiter;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -159,10 +160,7 @@ impl LogTail {
 pub struct OutputLog {
     function: String,
     instance: String,
-    per_second: u32,
-    window: Instant,
-    sent: u32,
-    dropped: u64,
+    limit: LogLimiter,
 }
 
 impl OutputLog {
@@ -170,28 +168,19 @@ impl OutputLog {
         Self {
             function,
             instance,
-            per_second,
-            window: Instant::now(),
-            sent: 0,
-            dropped: 0,
+            limit: LogLimiter::new(per_second, Duration::from_secs(1)),
         }
     }
 
     pub fn line(&mut self, stream: &'static str, line: &str) {
-        if self.window.elapsed() >= Duration::from_secs(1) {
-            if self.dropped > 0 {
-                tracing::warn!(target: "nanofaas::function", function = %self.function, instance = %self.instance, dropped = self.dropped, "instance output lines not logged (rate limit)");
-            }
-            self.window = Instant::now();
-            self.sent = 0;
-            self.dropped = 0;
+        // tokio's clock (paused in tests), as the window's start was before.
+        let v = self.limit.check(Instant::now().into_std());
+        if v.dropped > 0 {
+            tracing::warn!(target: "nanofaas::function", function = %self.function, instance = %self.instance, dropped = v.dropped, "instance output lines not logged (rate limit)");
         }
-        if self.sent < self.per_second {
-            self.sent += 1;
+        if v.log {
             // Rendered as the runtime wrote it (see telemetry's formatter), not as a message.
             tracing::info!(target: "nanofaas::function", function = %self.function, instance = %self.instance, stream, output = line);
-        } else {
-            self.dropped += 1;
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::client::Pool;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::{process, runtime};
+use nanofaas_api::backoff::Backoff;
 use nanofaas_api::{ErrorBody, ErrorCode};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,8 +28,8 @@ use tokio::time::Instant;
 
 /// A runtime that served nothing and exited within this long counts as a failed start.
 const QUICK_EXIT: Duration = Duration::from_secs(10);
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// The pause before the next start after `n` failed starts in a row.
+const PAUSE: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
 /// One live runtime process and its connection pool.
 pub struct Runtime {
@@ -640,7 +641,7 @@ impl Supervisor {
 
     /// Publishes `Failed` and waits before the next start. `None`: a stop arrived.
     async fn pause(&mut self, failures: u32, why: &str) -> Option<()> {
-        let pause = (FIRST_PAUSE * (1u32 << failures.saturating_sub(1).min(10))).min(MAX_PAUSE);
+        let pause = PAUSE.delay(failures);
         crate::warn!("{why}; next start in {} ms", pause.as_millis());
         self.state.send_replace(RtState::Failed(
             format!("{why}; restarting in {} ms", pause.as_millis()).into(),

@@ -38,6 +38,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Event as K8sEvent, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::watcher;
+use nanofaas_api::backoff::Backoff;
 use nanofaas_api::{ExecutionMode, FunctionSpec, ValidationError};
 use pod::{PodSettings, LABEL_OWNER};
 use std::collections::{HashMap, HashSet};
@@ -231,6 +232,9 @@ pub struct KubernetesProvider {
 
 /// Reconnections of one pod's log stream that ended while its pod still ran.
 const LOG_RECONNECTS: u32 = 5;
+/// How long to watch for the pod's exit before reconnection `n` of its log stream.
+const LOG_RECONNECT_WAIT: Backoff =
+    Backoff::new(Duration::from_millis(400), Duration::from_millis(6400));
 
 /// Follows a pod's log (`pods/log?follow=true`) and hands every line to `logs` (the watchdog
 /// tags its runtime's lines; see `crate::logs`), until the stream ends with the container or
@@ -295,7 +299,7 @@ async fn follow_pod_log(
         // The container may have ended without the watch having said so yet.
         let mut exited_now = exited.clone();
         if tokio::time::timeout(
-            Duration::from_millis(200 << attempt.min(5)),
+            LOG_RECONNECT_WAIT.delay(attempt),
             super::exit::wait_exit(&mut exited_now),
         )
         .await

@@ -10,7 +10,9 @@
 //! [`interpret`] is a pure function of the pod object, unit-tested below.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use nanofaas_api::backoff::{Backoff, Delays};
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// What a pod's object says about its instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,23 +180,25 @@ pub fn interpret(pod: &Pod) -> PodState {
 }
 
 /// The watcher's reconnect back-off: 20 ms doubling to 10 s, reset by any event.
-#[derive(Debug, Default)]
-pub struct WatchBackoff {
-    attempt: u32,
+#[derive(Debug)]
+pub struct WatchBackoff(Delays);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff(Backoff::new(Duration::from_millis(20), Duration::from_secs(10)).delays())
+    }
 }
 
 impl Iterator for WatchBackoff {
-    type Item = std::time::Duration;
+    type Item = Duration;
     fn next(&mut self) -> Option<Self::Item> {
-        let ms = 20u64.saturating_mul(1 << self.attempt.min(10)).min(10_000);
-        self.attempt = self.attempt.saturating_add(1);
-        Some(std::time::Duration::from_millis(ms))
+        Some(self.0.next_delay())
     }
 }
 
 impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
-        self.attempt = 0;
+        self.0.reset();
     }
 }
 
