@@ -113,6 +113,9 @@ impl EngineError {
     }
 }
 
+/// How long [`Engine::remove`] waits for a removal someone else started.
+pub const REMOVAL_WAIT: Duration = Duration::from_secs(5);
+
 /// Largest ordinary answer read from the engine.
 const MAX_ANSWER: usize = 8 << 20;
 
@@ -369,7 +372,9 @@ impl Engine {
     }
 
     /// `DELETE /containers/{id}?force=true&v=true` (kills it first if it runs). A container
-    /// that is already gone, or being removed, is not an error.
+    /// that is already gone is not an error. One that someone else is removing (`409 removal
+    /// ... already in progress`, e.g. another control plane cleaning up the same dead owner's
+    /// containers) is waited for: `Ok` means gone, whoever removed it.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
         match self
             .call(
@@ -381,10 +386,35 @@ impl Engine {
         {
             Err(e) if e.status() == Some(404) => Ok(()),
             Err(e) if e.status() == Some(409) && e.message().contains("already in progress") => {
-                Ok(())
+                self.wait_removed(id, e).await
             }
             r => r.map(|_| ()),
         }
+    }
+
+    /// Waits (at most [`REMOVAL_WAIT`]) until `id` is gone. The engine has no event for the
+    /// end of a removal that another client started, so this asks again every 100 ms.
+    async fn wait_removed(&self, id: &str, in_progress: EngineError) -> Result<(), EngineError> {
+        let tries = (REMOVAL_WAIT.as_millis() / 100) as u32;
+        for _ in 0..tries {
+            match self.inspect(id).await {
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(match in_progress {
+            EngineError::Status {
+                what,
+                status,
+                message,
+            } => EngineError::Status {
+                what,
+                status,
+                message: format!("{message}; still there after {} s", REMOVAL_WAIT.as_secs()),
+            },
+            other => other,
+        })
     }
 
     /// `GET /containers/json?all=true&filters={"label":[..]}`: containers with every label
@@ -616,6 +646,49 @@ impl LogDemux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_removal_someone_else_started_is_waited_for_until_the_container_is_gone() {
+        let (t, mut v) = super::super::fake::pair();
+        let engine = Engine::new(Arc::new(t), Duration::from_secs(5));
+        let task = tokio::spawn(async move { engine.remove("c1").await });
+        let del = v.expect("DELETE", "/containers/c1").await;
+        assert!(del.path().contains("force=true"), "{}", del.path());
+        del.json(
+            409,
+            serde_json::json!({"message": "removal of container c1 is already in progress"}),
+        );
+        // Still there (being removed), then gone: only then is it removed.
+        v.expect("GET", "/containers/c1/json").await.json(
+            200,
+            serde_json::json!({"Id": "c1", "State": {"Status": "removing"}}),
+        );
+        v.expect("GET", "/containers/c1/json")
+            .await
+            .json(404, serde_json::json!({"message": "No such container: c1"}));
+        assert_eq!(task.await.unwrap(), Ok(()));
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn a_container_already_gone_is_removed_and_another_conflict_is_an_error() {
+        let (t, mut v) = super::super::fake::pair();
+        let engine = Arc::new(Engine::new(Arc::new(t), Duration::from_secs(5)));
+        let e = engine.clone();
+        let task = tokio::spawn(async move { e.remove("gone").await });
+        v.expect("DELETE", "/containers/gone").await.json(
+            404,
+            serde_json::json!({"message": "No such container: gone"}),
+        );
+        assert_eq!(task.await.unwrap(), Ok(()));
+        let e = engine.clone();
+        let task = tokio::spawn(async move { e.remove("busy").await });
+        v.expect("DELETE", "/containers/busy")
+            .await
+            .json(409, serde_json::json!({"message": "something else"}));
+        assert_eq!(task.await.unwrap().unwrap_err().status(), Some(409));
+        v.assert_idle(Duration::from_millis(100)).await;
+    }
 
     fn frame(kind: u8, s: &str) -> Vec<u8> {
         let mut v = vec![kind, 0, 0, 0];
