@@ -32,7 +32,8 @@
 //! - [`config`]: environment variables, defaults, validation.
 //! - [`handler`]: [`Request`], [`Handler`] (sync/async closures erased, panics caught).
 //! - [`server`]: routes, the invocation path, graceful stop.
-//! - [`callback`]: callback URL parsing, the POST and its bounded retry.
+//! - [`callback`]: callback URL parsing, the POST and its bounded retry (the shared sender,
+//!   `nanofaas-callback`).
 //! - `log`: stderr lines and the rate limiter for function-triggered lines.
 
 pub mod callback;

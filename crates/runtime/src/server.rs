@@ -7,7 +7,7 @@
 //! callback. The callback is posted before the answer is sent, as the Python runtime does, so a
 //! caller that has its answer knows the callback was attempted.
 
-use crate::callback::{self, Sender, Target};
+use crate::callback::{self, Meta, Policy, Sender, Target};
 use crate::handler::{Handler, Outcome, Request};
 use crate::log;
 use crate::Config;
@@ -108,11 +108,13 @@ impl Server {
             .callback_url
             .as_deref()
             .and_then(|u| Target::parse(u).ok());
-        let sender = Sender {
-            attempts: config.callback_attempts,
-            timeout: config.callback_timeout,
-            backoff: config.callback_backoff,
-        };
+        let sender = Sender::new(Policy {
+            max_attempts: config.callback_attempts,
+            attempt_timeout: config.callback_timeout,
+            first_backoff: config.callback_backoff,
+            // Doubling with no ceiling but the attempts' count (at most 10).
+            max_backoff: Duration::MAX,
+        });
         Ok(Server {
             listener,
             unix,
@@ -331,10 +333,12 @@ async fn invoke(app: &App, req: hyper::Request<Incoming>) -> Answer {
                     .send(
                         &cb.target,
                         &execution_id,
+                        Meta {
+                            trace_id: trace_id.as_deref(),
+                            traceparent: traceparent.as_deref(),
+                            token: cb.token.as_deref(),
+                        },
                         callback_body,
-                        trace_id.as_deref(),
-                        traceparent.as_deref(),
-                        cb.token.as_deref(),
                     )
                     .await;
                 if let Err(e) = sent {

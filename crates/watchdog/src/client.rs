@@ -1,24 +1,14 @@
 //! The watchdog's HTTP/1.1 client side: a keep-alive connection pool to the runtime (the hot
-//! path), health probes, and single requests for callbacks.
-//!
-//! Built directly on `hyper::client::conn::http1` rather than a general-purpose client: the
-//! runtime is one address, so a pool is a stack of idle connections behind a mutex that is
-//! never held across I/O.
+//! path) and health probes, over `nanofaas-h1` (callbacks go through the shared sender,
+//! `nanofaas-callback`, over the same client).
 
 use crate::config::HttpUrl;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::HOST;
-use hyper::{HeaderMap, Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{HeaderMap, StatusCode};
 use nanofaas_h1::Endpoint;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
-
-pub type Body = Full<Bytes>;
 
 /// Resolves a URL's host and port. IP literals and `localhost` need no resolver.
 pub async fn resolve(url: &HttpUrl) -> io::Result<SocketAddr> {
@@ -37,25 +27,6 @@ pub async fn resolve(url: &HttpUrl) -> io::Result<SocketAddr> {
                 format!("{} has no address", url.host),
             )
         })
-}
-
-/// Opens one HTTP/1.1 connection (TCP_NODELAY) and spawns its driver task.
-pub async fn connect<B>(addr: SocketAddr) -> io::Result<SendRequest<B>>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 /// Why a call to the runtime failed (a non-2xx answer is not a failure here).
@@ -258,49 +229,6 @@ pub async fn probe(
     }
 }
 
-/// One request on a new connection, bounded by `timeout`; `Err` for transport failures only.
-pub async fn request_once(
-    url: &HttpUrl,
-    method: Method,
-    headers: &[(&'static str, &str)],
-    body: Bytes,
-    timeout: Duration,
-) -> Result<(StatusCode, Bytes), String> {
-    let fut = async {
-        let addr = resolve(url)
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
-        let mut sender = connect::<Full<Bytes>>(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", url.authority))?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri(url.path.as_str())
-            .header(HOST, url.authority.as_str());
-        if !body.is_empty() {
-            req = req.header("content-type", "application/json");
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| format!("bad request: {e}"))?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Ok((status, body))
-    };
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,10 +255,5 @@ mod tests {
             Err(CallError::Connect(_)) => {}
             other => panic!("expected a connect error, got {other:?}"),
         }
-        assert!(
-            request_once(&url, Method::GET, &[], Bytes::new(), Duration::from_secs(1))
-                .await
-                .is_err()
-        );
     }
 }

@@ -9,7 +9,6 @@
 use crate::log::Level;
 use bytes::Bytes;
 use hyper::Uri;
-use nanofaas_api::backoff::Backoff;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -151,25 +150,9 @@ impl fmt::Display for HttpUrl {
     }
 }
 
-/// Callback delivery: bounded attempts with doubling backoff.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallbackPolicy {
-    /// Attempts in all (`CALLBACK_MAX_ATTEMPTS`).
-    pub max_attempts: u32,
-    /// Timeout of one attempt (`CALLBACK_TIMEOUT_MS`).
-    pub attempt_timeout: Duration,
-    /// Wait before the second attempt; doubles each time, capped at [`CallbackPolicy::MAX_BACKOFF`].
-    pub first_backoff: Duration,
-}
-
-impl CallbackPolicy {
-    pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-    /// The wait before attempt `n` (2-based: there is no wait before the first).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        Backoff::new(self.first_backoff, Self::MAX_BACKOFF).delay(attempt.saturating_sub(1))
-    }
-}
+/// Callback delivery: bounded attempts with doubling backoff, at most [`CALLBACK_MAX_BACKOFF`]
+/// between two (the shared sender's policy).
+pub type CallbackPolicy = nanofaas_callback::Policy;
 
 /// Settings of the one-shot modes.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +244,7 @@ pub const DEFAULT_STOP_GRACE_MS: u64 = 5_000;
 pub const DEFAULT_CALLBACK_MAX_ATTEMPTS: u64 = 5;
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 5_000;
 pub const CALLBACK_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const CALLBACK_MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_INPUT_FILE: &str = "/tmp/input.json";
 pub const DEFAULT_OUTPUT_FILE: &str = "/tmp/output.json";
@@ -375,6 +359,7 @@ impl Config {
             )? as u32,
             attempt_timeout: env.millis("CALLBACK_TIMEOUT_MS", DEFAULT_CALLBACK_TIMEOUT_MS, 1)?,
             first_backoff: CALLBACK_FIRST_BACKOFF,
+            max_backoff: CALLBACK_MAX_BACKOFF,
         };
         let max_payload_bytes =
             env.number("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, 1, 1 << 30)? as usize;
@@ -1006,6 +991,7 @@ mod tests {
             max_attempts: 5,
             attempt_timeout: Duration::from_secs(1),
             first_backoff: Duration::from_millis(100),
+            max_backoff: CALLBACK_MAX_BACKOFF,
         };
         let ms: Vec<u128> = (2..=7).map(|a| p.backoff(a).as_millis()).collect();
         assert_eq!(ms, [100, 200, 400, 800, 1600, 2000]);
