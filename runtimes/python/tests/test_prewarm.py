@@ -141,3 +141,30 @@ def test_extra_imports_are_checked(runtime, tmp_path):
     )
     assert proc.wait(timeout_s=15) == 2
     assert any("no_such_mod_x" in line for line in proc.lines), proc.lines
+
+
+def test_the_warm_up_runs_the_runtimes_own_code_only_and_leaves_nothing_behind(caplog):
+    """The zygote's warm-up request goes through a throwaway app of the runtime's own: no
+    handler is imported, nothing is registered with the SDK, no invocation stays current, and
+    nothing is logged."""
+    import sys
+
+    from nanofaas.sdk import decorator
+
+    from nanofaas_runtime import context, prewarm
+    from nanofaas_runtime.config import Settings
+
+    settings = Settings.from_env()
+    before = set(sys.modules)
+    prewarm.preload(settings)
+    with caplog.at_level("DEBUG"):
+        prewarm.warm_up(settings)
+    prewarm.freeze_heap()
+    import gc
+
+    gc.unfreeze()  # this test process is no zygote
+    assert "handler" not in set(sys.modules) - before
+    assert decorator.get_registered_handler() is None
+    assert (context.execution_id.get(), context.trace_id.get()) == (None, None)
+    assert context.traceparent.get() is None
+    assert [r for r in caplog.records if r.name.startswith("nanofaas")] == []
