@@ -3,10 +3,13 @@
 The runtime starts without a handler: it imports itself, its SDK, Flask and the chosen server
 (and the modules named in ``NANOFAAS_PREWARM_IMPORTS``), binds its port (and the offered Unix
 socket), answers ``GET /health`` and waits. Before it waits it also pays what the first request
-of a specialized function would otherwise pay, with no user code: one request through a
-throwaway app of its own (``warm_up``), gunicorn's configuration built (``prepare_gunicorn``),
-and a collection after which the heap is frozen (``freeze_heap``). ``POST /_nanofaas/specialize`` with
-``{"function", "env", "workingDir", "timeoutMs"}`` makes it one function's, exactly once:
+of a specialized function would otherwise pay, with no user code: the app it will serve, built
+unbound and warmed with one request to a handler of the runtime's own (``warm_up``), gunicorn's
+configuration built (``prepare_gunicorn``), and a collection after which the heap is frozen
+(``freeze_heap``). The specialization binds the app to the function's settings and handler.
+
+``POST /_nanofaas/specialize`` with ``{"function", "env", "workingDir", "timeoutMs"}`` makes it
+one function's, exactly once:
 
 1. every ``env`` entry is set in ``os.environ``,
 2. the working directory becomes ``workingDir``,
@@ -240,17 +243,23 @@ def _wsgi_call(app, method: str, path: str, body: bytes) -> None:
             close()
 
 
-def warm_up(settings: Settings) -> None:
-    """Runs ``POST /invoke`` and ``GET /health`` through a throwaway app of the runtime's own
-    (its handler returns its input; no callback, nothing logged), in this process, by WSGI: what
-    Flask and Werkzeug build or import on a first request is then built here, once, and the
-    specialized function's first request does not pay for it (about 2.5 ms of CPU). No user
-    code runs; the app is dropped and collected before the zygote waits."""
-    from .app import create_app
+def warm_up(settings: Settings):
+    """Builds the app the function will be served with, still unbound (``create_unbound_app``),
+    and runs ``POST /invoke`` and ``GET /health`` through it with a handler of the runtime's own
+    (it returns its input; no callback, nothing logged), in this process, by WSGI: what Flask
+    and Werkzeug build or import on an app's first request is then built here, once, and the
+    specialized function's first request does not pay for it (about 3 ms of CPU with the app's
+    construction). No user code runs. Returns the app, unbound again, and its ``bind``."""
+    from .app import create_unbound_app
 
-    app = create_app(settings, lambda request: request.get("input"), lambda *a, **k: True)
-    _wsgi_call(app, "POST", "/invoke", b'{"input":{"warm":true}}')
-    _wsgi_call(app, "GET", "/health", b"")
+    app, bind = create_unbound_app()
+    bind(settings, lambda request: request.get("input"), lambda *a, **k: True)
+    try:
+        _wsgi_call(app, "POST", "/invoke", b'{"input":{"warm":true}}')
+        _wsgi_call(app, "GET", "/health", b"")
+    finally:
+        bind(None, None)
+    return app, bind
 
 
 def freeze_heap() -> None:
@@ -394,9 +403,12 @@ def main(started: float) -> int:
         return ExitCode.CONFIG
     logs.configure(generic.log_level)
     try:
-        warm_up(generic)
+        app, bind_app = warm_up(generic)
     except Exception as e:  # noqa: BLE001 - only a cost: the first request pays it instead
         log.warning("prewarmed: the warm-up request failed", extra={"reason": repr(e)})
+        from .app import create_unbound_app
+
+        app, bind_app = create_unbound_app()
 
     from .server import BindError, bind, bind_offered
 
@@ -474,8 +486,7 @@ def main(started: float) -> int:
     sys.stdout.flush()
     settings, handler = specialized
 
-    from .app import create_app
     from .server import serve
 
-    app = create_app(settings, handler)
+    bind_app(settings, handler)
     return serve(app, sock, settings, unix)
