@@ -5,6 +5,7 @@ no state with the zygote or with each other."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -141,3 +142,40 @@ def test_extra_imports_are_checked(runtime, tmp_path):
     )
     assert proc.wait(timeout_s=15) == 2
     assert any("no_such_mod_x" in line for line in proc.lines), proc.lines
+
+
+def test_the_warm_up_runs_the_runtimes_own_code_only_and_leaves_nothing_behind(caplog):
+    """The zygote's warm-up request goes through the app, bound to a handler of the runtime's
+    own: no handler is imported, nothing is registered with the SDK, no invocation stays
+    current, nothing is logged, and the app is left unbound ("not specialized")."""
+    import sys
+
+    from nanofaas.sdk import decorator
+
+    from nanofaas_runtime import context, prewarm
+    from nanofaas_runtime.config import Settings
+
+    settings = Settings.from_env()
+    before = set(sys.modules)
+    prewarm.preload(settings)
+    with caplog.at_level("DEBUG"):
+        app, bind = prewarm.warm_up(settings)
+    prewarm.freeze_heap()
+    import gc
+
+    gc.unfreeze()  # this test process is no zygote
+    assert "handler" not in set(sys.modules) - before
+    assert decorator.get_registered_handler() is None
+    assert (context.execution_id.get(), context.trace_id.get()) == (None, None)
+    assert context.traceparent.get() is None
+    assert [r for r in caplog.records if r.name.startswith("nanofaas")] == []
+    client = app.test_client()
+    resp = client.post("/invoke", json={"input": 1}, headers={"X-Execution-Id": "e1"})
+    assert resp.status_code == 503
+    assert resp.get_json()["error"] == {"code": "STARTUP_ERROR", "message": "not specialized"}
+    bind(dataclasses.replace(settings, max_request_bytes=16), lambda request: {"got": request})
+    resp = client.post("/invoke", json={"input": 1}, headers={"X-Execution-Id": "e1"})
+    assert resp.status_code == 200 and resp.get_json()["got"]["input"] == 1
+    big = b'{"input": "0123456789abcdef"}'
+    resp = client.post("/invoke", data=big, headers={"X-Execution-Id": "e1"})
+    assert resp.status_code == 413, "the bound settings' MAX_REQUEST_BYTES is in force"

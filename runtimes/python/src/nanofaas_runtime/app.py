@@ -149,6 +149,28 @@ def create_app(
     return _build(lambda: fixed, settings.max_request_bytes)
 
 
+def create_unbound_app() -> tuple[Flask, Callable[..., None]]:
+    """An app built before its settings and handler are known (a prewarmed runtime builds it
+    while it waits), and ``bind(settings, handler, send_callback=None)``, which makes it serve
+    them from the next request on. Until bound, ``/invoke`` answers ``503 STARTUP_ERROR``."""
+    unbound = _Current(None, None, None, ("STARTUP_ERROR", "not specialized"))
+    current = [unbound]
+    app = _build(lambda: current[0], Settings.max_request_bytes)
+
+    def bind(
+        settings: Settings | None,
+        handler: Handler | None,
+        send_callback: CallbackSender | None = None,
+    ) -> None:
+        if settings is None:
+            current[0] = unbound
+            return
+        app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes + 1
+        current[0] = _Current(settings, handler, send_callback or _sender(settings))
+
+    return app, bind
+
+
 # The variables the module-level app reads (the server's own, HOST, PORT, WORKERS, ..., belong to
 # whoever runs it, e.g. gunicorn's command line).
 _APP_ENV = (

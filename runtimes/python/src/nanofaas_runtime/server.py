@@ -267,6 +267,20 @@ def _post_fork(_arbiter, _worker) -> None:
     random.seed()
 
 
+# A gunicorn configuration made ahead by ``prepare_gunicorn`` (a prewarmed zygote, while it
+# waits), taken by the next ``_serve_gunicorn`` instead of building one then.
+_prepared: list = []
+
+
+def prepare_gunicorn() -> None:
+    """Builds gunicorn's configuration object now (its ~90 settings, about 1 ms), for the
+    serve() that follows. Nothing in it depends on the function: serve() sets every option it
+    uses, and the environment gunicorn keeps for a re-exec is read again then."""
+    from gunicorn.config import Config
+
+    _prepared[:] = [Config()]
+
+
 def _serve_gunicorn(
     app, sock: socket.socket, settings: Settings, unix: socket.socket | None = None
 ) -> int:
@@ -366,6 +380,13 @@ def _serve_gunicorn(
     }
 
     class Embedded(BaseApplication):
+        def load_default_config(self):
+            if not _prepared:
+                return super().load_default_config()
+            self.cfg = _prepared.pop()
+            # As a Config made now would have it: the environment at serve() (the function's).
+            self.cfg.env_orig = os.environ.copy()
+
         def load_config(self):
             for key, value in options.items():
                 self.cfg.set(key, value)

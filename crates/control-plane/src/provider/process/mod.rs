@@ -540,7 +540,7 @@ impl ProcessProvider {
 
     /// Spawns the watchdog and the tasks that read its output and wait for its exit.
     /// Returns the entry and a receiver of the READY port.
-    fn spawn(
+    async fn spawn(
         &self,
         id: &str,
         spec: &FunctionSpec,
@@ -567,7 +567,15 @@ impl ProcessProvider {
                 }
             }
         }
-        let mut child = match cmd.spawn() {
+        // On a thread of the blocking pool: `spawn` returns only once the child has exec'd,
+        // after its `pre_exec` has moved it into its cgroups, and that move can take tens of
+        // milliseconds (cgroup v1 waits for an RCU grace period). On a runtime thread it would
+        // hold up every task queued there: a refill started as a prewarmed instance is taken
+        // delayed that instance's specialization by as much.
+        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 let shared = self.shared.clone();
@@ -807,7 +815,7 @@ impl ProcessProvider {
                 cmd.env_remove("WARM_RUNTIME_SOCKET");
             }
             let kind = if stem { "prewarmed" } else { "warm" };
-            let (entry, ready) = self.spawn(&req.instance_id, spec, kind, cmd)?;
+            let (entry, ready) = self.spawn(&req.instance_id, spec, kind, cmd).await?;
             let mut exited = entry.exited.clone();
             let limit = self.settings.startup_timeout + Duration::from_secs(1);
             let failure = tokio::select! {
@@ -1115,7 +1123,7 @@ impl Provider for ProcessProvider {
             if let Some(l) = self.logs.get() {
                 l.job_instance(&req.instance_id, &req.execution_id);
             }
-            let (entry, _ready) = self.spawn(&req.instance_id, spec, "job", cmd)?;
+            let (entry, _ready) = self.spawn(&req.instance_id, spec, "job", cmd).await?;
             Ok(Job {
                 id: req.instance_id.clone(),
                 exited: entry.exited.clone(),
