@@ -572,9 +572,19 @@ impl ProcessProvider {
         // milliseconds (cgroup v1 waits for an RCU grace period). On a runtime thread it would
         // hold up every task queued there: a refill started as a prewarmed instance is taken
         // delayed that instance's specialization by as much.
-        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // If this start is abandoned meanwhile (its future dropped), nobody would own the
+        // child: it is killed as soon as it exists instead of being left running.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            if let Err(Ok(mut child)) = tx.send(cmd.spawn()) {
+                let _ = child.start_kill();
+            }
+        });
+        let spawned = rx.await.unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the thread starting the watchdog ended without an answer",
+            ))
+        });
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
