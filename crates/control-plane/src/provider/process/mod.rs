@@ -270,7 +270,23 @@ fn port_was_taken(f: &StartFailure) -> bool {
     !f.permanent && f.message.contains("Address already in use")
 }
 
+/// A free port for a runtime, below the kernel's ephemeral range where one can be found: ports
+/// the kernel hands to `bind(0)` and to outgoing connections (any process's) come from that
+/// range, so one picked there could be taken between this check and the runtime's own bind.
 fn free_port(ip: IpAddr) -> Result<u16, StartFailure> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 2048 {
+        let (from, span) = (1024u16.max(low / 2), low - 1024u16.max(low / 2));
+        for _ in 0..32 {
+            let p = from + (crate::ids::random_u64() % u64::from(span)) as u16;
+            if TcpListener::bind((ip, p)).is_ok() {
+                return Ok(p);
+            }
+        }
+    }
     TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -1267,6 +1283,20 @@ pub fn from_config(c: &crate::config::Config) -> Result<ProcessProvider, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_ports_are_free_and_below_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..20 {
+            let p = free_port(ip).unwrap();
+            assert!(p >= 1024 && p < low, "{p} not below {low}");
+            TcpListener::bind((ip, p)).expect("the port is free");
+        }
+    }
 
     #[test]
     fn fields_and_exit_codes() {
